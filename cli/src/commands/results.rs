@@ -1,0 +1,49 @@
+//! `subliminal results SWEEP`: the results table again, as CSV or JSON for
+//! other tools, or the teacher × student transfer grid as a picture.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use subliminal_shared::results;
+use subliminal_shared::store::Store;
+
+use super::{find_sweep, DEFAULT_STORE};
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The sweep file, or the name of a sweep already run in the store.
+    sweep: String,
+    #[arg(long, env = "SUBLIMINAL_STORE", default_value = DEFAULT_STORE)]
+    store: String,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Draw the transfer grid (teacher init × student init) to a .png or .svg file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&args.store)?;
+    let sweep = find_sweep(&args.sweep, &store).await?;
+    let plan = sweep.plan();
+    let outcomes = results::collect(&store, &plan).await?;
+    let table = results::build(&plan, &outcomes);
+    match args.format {
+        Format::Table => println!("{}", table.to_table()),
+        Format::Csv => print!("{}", table.to_csv()?),
+        Format::Json => println!("{}", table.to_json()?),
+    }
+    if let Some(path) = args.plot {
+        let cells = results::transfer_cells(&plan, &outcomes);
+        crate::plot::transfer_grid(&cells, sweep.name(), &path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,96 @@
+//! `subliminal run SWEEP.toml`: the whole sweep on this machine, in-process,
+//! no services. Finished stages in the store are reused; the results table
+//! comes at the end.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use subliminal_shared::results;
+use subliminal_shared::spec;
+use subliminal_shared::store::{keys, Store};
+use subliminal_worker::device::{describe, DeviceChoice};
+use subliminal_worker::local::LocalRunner;
+use subliminal_worker::stages::StageEnv;
+
+use super::DEFAULT_STORE;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The sweep file.
+    sweep: PathBuf,
+    /// Store for artifacts: a folder, file:///path or s3://bucket/prefix.
+    #[arg(long, env = "SUBLIMINAL_STORE", default_value = DEFAULT_STORE)]
+    store: String,
+    /// Stages to run at once (default: one per CPU core).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Folder with the datasets the set-up unpacked (MNIST under mnist/).
+    #[arg(long, env = "SUBLIMINAL_DATA", default_value = "data")]
+    data: PathBuf,
+    /// Never draw progress bars (log lines instead).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let source = spec::Source::read(&args.sweep)?;
+    let sweep = spec::parse_sweep(&source)?;
+    let plan = sweep.plan();
+    let store = Store::open(&args.store)?;
+    let device = args.device.resolve()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = args.jobs.unwrap_or(cores).max(1);
+    if device == tch::Device::Cpu {
+        // Stages share the cores: more threads per stage than cores per job only contend.
+        tch::set_num_threads((cores / jobs).max(1) as i32);
+    }
+    store
+        .put(&keys::sweep_file(sweep.name()), source.text.clone().into())
+        .await
+        .context("cannot record the sweep in the store")?;
+    eprintln!(
+        "sweep {} ({}): {} trials, {} stages; store {}, device {}, {} job(s)",
+        sweep.name(),
+        sweep.experiment(),
+        plan.trials,
+        plan.stages.len(),
+        store.location(),
+        describe(device),
+        jobs
+    );
+    let runner = LocalRunner {
+        store: store.clone(),
+        env: Arc::new(StageEnv {
+            device,
+            data_dir: args.data,
+        }),
+        jobs,
+        progress: !args.no_progress && std::io::stderr().is_terminal(),
+    };
+    let report = runner.run(&plan).await?;
+    let outcomes = results::collect(&store, &plan).await?;
+    let table = results::build(&plan, &outcomes);
+    println!("{}", table.to_table());
+    eprintln!(
+        "computed {} stage(s), reused {}, failed {}, blocked {} in {:.1}s",
+        report.computed.len(),
+        report.reused,
+        report.failed.len(),
+        report.blocked,
+        report.elapsed.as_secs_f64()
+    );
+    if report.failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for (id, kind, error) in &report.failed {
+            eprintln!("failed: {kind} {}: {error}", id.short());
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}

@@ -1,0 +1,75 @@
+//! `subliminal validate SWEEP.toml`: checks a sweep and prints its expansion
+//! (trials, stages per kind, how many are already done in the store) without
+//! running anything.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use subliminal_shared::manifest::{inspect, StageState};
+use subliminal_shared::spec;
+use subliminal_shared::store::Store;
+
+use super::DEFAULT_STORE;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The sweep file.
+    sweep: PathBuf,
+    /// Store to count finished stages in: a folder, file:///path or s3://bucket/prefix.
+    #[arg(long, env = "SUBLIMINAL_STORE", default_value = DEFAULT_STORE)]
+    store: String,
+    /// Print every stage as one JSON line instead of the summary.
+    #[arg(long)]
+    stages: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let sweep = spec::load_sweep(&args.sweep)?;
+    let plan = sweep.plan();
+    if args.stages {
+        for stage in &plan.stages {
+            println!("{}", serde_json::to_string(stage)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = Store::open(&args.store)?;
+    let mut rows: BTreeMap<_, (usize, usize, usize)> = BTreeMap::new();
+    for stage in &plan.stages {
+        let row = rows.entry(stage.kind).or_default();
+        row.0 += 1;
+        match inspect(&store, stage.id).await? {
+            StageState::Done(_) => row.1 += 1,
+            StageState::Corrupt(_) => row.2 += 1,
+            StageState::Missing => {}
+        }
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["stage kind", "stages", "done", "corrupt", "to run"]);
+    let (mut total, mut done) = (0, 0);
+    for (kind, (n, d, c)) in &rows {
+        table.add_row([
+            kind.to_string(),
+            n.to_string(),
+            d.to_string(),
+            c.to_string(),
+            (n - d).to_string(),
+        ]);
+        total += n;
+        done += d;
+    }
+    println!(
+        "{}: sweep {:?} ({}) is valid: {} trials, {} stages, {} done in store {}",
+        args.sweep.display(),
+        sweep.name(),
+        sweep.experiment(),
+        plan.trials,
+        total,
+        done,
+        store.location()
+    );
+    println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}

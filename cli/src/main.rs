@@ -1,0 +1,73 @@
+//! `subliminal`: run subliminal-learning sweeps and read their results.
+//!
+//! `run` executes a whole sweep on this machine with no services; `validate`
+//! checks a sweep file and shows what it expands to; `results` prints the
+//! table again, as CSV or JSON, or draws the transfer grid.
+//!
+//! Exit codes: 0 success, 1 a stage failed or the store could not be used,
+//! 2 the sweep file (or a command-line argument) is invalid.
+
+mod commands;
+mod plot;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use subliminal_shared::spec::SpecError;
+
+#[derive(Parser)]
+#[command(
+    name = "subliminal",
+    version,
+    about = "Subliminal-learning sweeps, from one machine to a cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a sweep on this machine, in-process, with no services.
+    Run(commands::run::Args),
+    /// Check a sweep file and print what it expands to, without running it.
+    Validate(commands::validate::Args),
+    /// Print a sweep's results table, export it, or plot its transfer grid.
+    Results(commands::results::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SUBLIMINAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => commands::run::run(args).await,
+            Command::Validate(args) => commands::validate::run(args).await,
+            Command::Results(args) => commands::results::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<SpecError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The transfer grid: for each panel (distillation target), a heat map of
+//! teacher init (rows) × student init (columns), coloured by the mean student
+//! accuracy, with the figure written in each cell. Same-init cells lie on the
+//! diagonal.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use subliminal_shared::results::TransferCell;
+
+const FONT_FILES: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+/// plotters draws text with a font we must hand it.
+fn register_font() -> anyhow::Result<()> {
+    let path = FONT_FILES
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .with_context(|| {
+            format!(
+                "no font for the plot's text: install fonts-dejavu-core (looked for {})",
+                FONT_FILES.join(", ")
+            )
+        })?;
+    let bytes: &'static [u8] = Box::leak(std::fs::read(path)?.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| anyhow::anyhow!("{path} is not a font plotters can read"))?;
+    Ok(())
+}
+
+pub fn transfer_grid(cells: &[TransferCell], sweep: &str, path: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !cells.is_empty(),
+        "sweep {sweep} has no finished student evaluations to plot yet"
+    );
+    register_font()?;
+    let panels: Vec<String> = cells
+        .iter()
+        .map(|c| c.panel.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let teachers: Vec<u64> = cells
+        .iter()
+        .map(|c| c.teacher_init)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let students: Vec<u64> = cells
+        .iter()
+        .map(|c| c.student_init)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let cell = (480 / students.len().max(teachers.len()).max(1)).clamp(24, 90) as u32;
+    let panel_w = 90 + cell * students.len() as u32 + 30;
+    let width = panel_w * panels.len() as u32 + 110;
+    let height = 110 + cell * teachers.len() as u32 + 60;
+    let size = (width, height);
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("png") => draw(
+            BitMapBackend::new(path, size).into_drawing_area(),
+            cells,
+            sweep,
+            &panels,
+            &teachers,
+            &students,
+            cell,
+            panel_w,
+        ),
+        Some("svg") => draw(
+            SVGBackend::new(path, size).into_drawing_area(),
+            cells,
+            sweep,
+            &panels,
+            &teachers,
+            &students,
+            cell,
+            panel_w,
+        ),
+        _ => anyhow::bail!(
+            "cannot plot to {}: expected a .png or .svg file name",
+            path.display()
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    cells: &[TransferCell],
+    sweep: &str,
+    panels: &[String],
+    teachers: &[u64],
+    students: &[u64],
+    cell: u32,
+    panel_w: u32,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err =
+        |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("cannot draw the plot: {e:?}");
+    root.fill(&WHITE).map_err(err)?;
+    let title = ("sans-serif", 20).into_font();
+    let label = ("sans-serif", 14).into_font();
+    let small = ("sans-serif", (cell / 4).clamp(9, 14)).into_font();
+    let centred = |font: &FontDesc<'static>| {
+        font.clone()
+            .into_text_style(&root)
+            .pos(Pos::new(HPos::Center, VPos::Center))
+    };
+    root.draw(&Text::new(
+        format!("{sweep}: student digit accuracy (mean over seeds)"),
+        (20, 15),
+        title,
+    ))
+    .map_err(err)?;
+    let c = cell as i32;
+    for (p, panel) in panels.iter().enumerate() {
+        let x0 = 90 + p as i32 * panel_w as i32;
+        let y0 = 95;
+        root.draw(&Text::new(panel.clone(), (x0, 50), label.clone()))
+            .map_err(err)?;
+        root.draw(&Text::new("student init →", (x0, 72), small.clone()))
+            .map_err(err)?;
+        root.draw(&Text::new("teacher init ↓", (x0 - 85, 72), small.clone()))
+            .map_err(err)?;
+        for (j, s) in students.iter().enumerate() {
+            let at = (x0 + j as i32 * c + c / 2, y0 - 8);
+            root.draw(&Text::new(s.to_string(), at, centred(&small)))
+                .map_err(err)?;
+        }
+        for (i, t) in teachers.iter().enumerate() {
+            let y = y0 + i as i32 * c;
+            root.draw(&Text::new(
+                t.to_string(),
+                (x0 - 14, y + c / 2),
+                centred(&small),
+            ))
+            .map_err(err)?;
+            for (j, s) in students.iter().enumerate() {
+                let x = x0 + j as i32 * c;
+                let found = cells
+                    .iter()
+                    .find(|k| &k.panel == panel && k.teacher_init == *t && k.student_init == *s);
+                let (fill, text) = match found {
+                    Some(k) => (colour(k.mean), format!("{:.2}", k.mean)),
+                    None => (RGBColor(235, 235, 235), String::new()),
+                };
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + c - 1, y + c - 1)],
+                    fill.filled(),
+                ))
+                .map_err(err)?;
+                if !text.is_empty() {
+                    let ink = if found.is_some_and(|k| k.mean > 0.6) {
+                        BLACK
+                    } else {
+                        WHITE
+                    };
+                    let style = small
+                        .clone()
+                        .into_text_style(&root)
+                        .pos(Pos::new(HPos::Center, VPos::Center))
+                        .color(&ink);
+                    root.draw(&Text::new(text, (x + c / 2, y + c / 2), style))
+                        .map_err(err)?;
+                }
+            }
+        }
+    }
+    // Colour scale.
+    let right = 90 + panels.len() as i32 * panel_w as i32;
+    for k in 0..=100 {
+        let y = 95 + (100 - k) * 2;
+        root.draw(&Rectangle::new(
+            [(right, y), (right + 16, y + 2)],
+            colour(k as f64 / 100.0).filled(),
+        ))
+        .map_err(err)?;
+    }
+    for (v, y) in [(1.0, 95), (0.5, 195), (0.0, 295)] {
+        root.draw(&Text::new(
+            format!("{v:.1}"),
+            (right + 22, y - 6),
+            small.clone(),
+        ))
+        .map_err(err)?;
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// A dark-blue → teal → yellow scale over [0, 1].
+fn colour(v: f64) -> RGBColor {
+    let stops = [
+        (0.0, (48, 18, 110)),
+        (0.5, (33, 145, 140)),
+        (1.0, (250, 230, 35)),
+    ];
+    let v = v.clamp(0.0, 1.0);
+    let (a, b) = if v <= 0.5 {
+        (stops[0], stops[1])
+    } else {
+        (stops[1], stops[2])
+    };
+    let t = (v - a.0) / (b.0 - a.0);
+    let mix = |x: u8, y: u8| (x as f64 + (y as f64 - x as f64) * t).round() as u8;
+    RGBColor(
+        mix(a.1 .0, b.1 .0),
+        mix(a.1 .1, b.1 .1),
+        mix(a.1 .2, b.1 .2),
+    )
+}

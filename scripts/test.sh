@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The tests on a fresh machine: set up, then every test of the workspace
+# (unit tests and the integration tests in tests/, which run the real
+# binaries on the real MNIST files with real libtorch).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+source scripts/env.sh
+cargo test --release --workspace "$@"

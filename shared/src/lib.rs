@@ -1,0 +1,21 @@
+//! Everything that two subliminal binaries would otherwise both write.
+//!
+//! A sweep file ([`spec`]) expands into a [`plan`]: a DAG of content-addressed
+//! stages ([`stage`]) plus the measurements that make up its results table.
+//! Stages read and write artifacts in a [`store`] (a local folder or any S3
+//! bucket), and a stage is done exactly when its [`manifest`] exists and
+//! verifies. [`results`] turns finished evaluations into tables, CSV and JSON.
+//!
+//! Nothing here links libtorch: the scheduler depends on this crate alone.
+
+pub mod experiments;
+pub mod manifest;
+pub mod plan;
+pub mod results;
+pub mod spec;
+pub mod stage;
+pub mod stats;
+pub mod store;
+
+/// The version of the code that produced an artifact, recorded in every manifest.
+pub const CODE_VERSION: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));

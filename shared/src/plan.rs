@@ -1,0 +1,119 @@
+//! The plan of a sweep: its stage DAG and the measurements its results table
+//! is made of.
+//!
+//! Stages are listed inputs-first and each appears once, however many trials
+//! share it. A measurement names the evaluate stage whose `metrics.json`
+//! holds one figure of the table, with the arm and settings it belongs to.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::stage::{StageId, StageKind, StageSpec};
+
+/// A sweep expanded into work.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub sweep: String,
+    pub experiment: String,
+    pub trials: usize,
+    pub stages: Vec<StageSpec>,
+    pub measurements: Vec<Measurement>,
+}
+
+/// One figure of the results table, read from an evaluate stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// The row it belongs to, e.g. `student same-init aux`.
+    pub arm: String,
+    /// Where the arm sorts in the table (reference first, then teacher, students).
+    pub order: u32,
+    /// The swept settings (besides the seed) that this figure depends on.
+    pub settings: BTreeMap<String, String>,
+    pub seed: u64,
+    pub teacher_init: Option<u64>,
+    pub student_init: Option<u64>,
+    /// The evaluate stage that produces the figure.
+    pub stage: StageId,
+    /// The key inside that stage's `metrics.json`.
+    pub metric: String,
+    /// For student arms: which panel of the transfer-grid plot it belongs to.
+    pub panel: Option<String>,
+}
+
+impl Plan {
+    pub fn index(&self) -> HashMap<StageId, &StageSpec> {
+        self.stages.iter().map(|s| (s.id, s)).collect()
+    }
+
+    pub fn count_by_kind(&self) -> BTreeMap<StageKind, usize> {
+        let mut counts = BTreeMap::new();
+        for stage in &self.stages {
+            *counts.entry(stage.kind).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Every stage that depends, directly or not, on `id`.
+    pub fn descendants(&self, id: StageId) -> HashSet<StageId> {
+        let mut found = HashSet::new();
+        // Inputs come first in `stages`, so one forward pass sees every path.
+        for stage in &self.stages {
+            if stage.inputs.iter().any(|i| *i == id || found.contains(i)) {
+                found.insert(stage.id);
+            }
+        }
+        found
+    }
+}
+
+/// Builds a plan, keeping each stage and each measurement once.
+#[derive(Debug)]
+pub struct PlanBuilder {
+    plan: Plan,
+    stages: HashSet<StageId>,
+    measurements: HashSet<(String, StageId)>,
+}
+
+impl PlanBuilder {
+    pub fn new(sweep: &str, experiment: &str) -> Self {
+        Self {
+            plan: Plan {
+                sweep: sweep.to_owned(),
+                experiment: experiment.to_owned(),
+                trials: 0,
+                stages: Vec::new(),
+                measurements: Vec::new(),
+            },
+            stages: HashSet::new(),
+            measurements: HashSet::new(),
+        }
+    }
+
+    /// Adds a stage (once) and returns its id. Its inputs must be added first.
+    pub fn stage(&mut self, spec: StageSpec) -> StageId {
+        let id = spec.id;
+        debug_assert!(spec.inputs.iter().all(|i| self.stages.contains(i)));
+        if self.stages.insert(id) {
+            self.plan.stages.push(spec);
+        }
+        id
+    }
+
+    pub fn measure(&mut self, measurement: Measurement) {
+        if self
+            .measurements
+            .insert((measurement.arm.clone(), measurement.stage))
+        {
+            self.plan.measurements.push(measurement);
+        }
+    }
+
+    pub fn trial(&mut self) {
+        self.plan.trials += 1;
+    }
+
+    pub fn finish(self) -> Plan {
+        self.plan
+    }
+}

@@ -1,0 +1,326 @@
+//! Result tables: one row per arm (and swept setting), the mean over seeds
+//! with a 95% confidence interval, as a table for people and as CSV or JSON
+//! for other tools.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
+use serde::Serialize;
+
+use crate::manifest::{inspect, Failure, StageState};
+use crate::plan::{Measurement, Plan};
+use crate::stage::StageId;
+use crate::stats::{summarise, Summary};
+use crate::store::{keys, Store};
+
+/// What became of one measurement's evaluate stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Done(f64),
+    /// It, or a stage it needs, failed: the first error found.
+    Failed(String),
+    Pending,
+}
+
+/// Reads the outcome of every measurement of a plan from the store.
+pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<HashMap<StageId, Outcome>> {
+    let index = plan.index();
+    let mut outcomes = HashMap::new();
+    for m in &plan.measurements {
+        if outcomes.contains_key(&m.stage) {
+            continue;
+        }
+        let outcome = match inspect(store, m.stage).await? {
+            StageState::Done(done) => {
+                let metrics: serde_json::Value =
+                    serde_json::from_slice(done.artifact("metrics.json")?)?;
+                match metrics.get(&m.metric).and_then(|v| v.as_f64()) {
+                    Some(v) => Outcome::Done(v),
+                    None => Outcome::Failed(format!(
+                        "metrics.json of stage {} has no number {:?}",
+                        m.stage.short(),
+                        m.metric
+                    )),
+                }
+            }
+            StageState::Missing | StageState::Corrupt(_) => {
+                match first_failure(store, plan, &index, m.stage).await? {
+                    Some(error) => Outcome::Failed(error),
+                    None => Outcome::Pending,
+                }
+            }
+        };
+        outcomes.insert(m.stage, outcome);
+    }
+    Ok(outcomes)
+}
+
+/// The recorded failure of `id` or of the nearest unfinished stage it needs.
+async fn first_failure(
+    store: &Store,
+    plan: &Plan,
+    index: &HashMap<StageId, &crate::stage::StageSpec>,
+    id: StageId,
+) -> anyhow::Result<Option<String>> {
+    let mut queue = vec![id];
+    let mut seen = HashSet::new();
+    while let Some(id) = queue.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if store.get_opt(&keys::manifest(id)).await?.is_some() {
+            continue;
+        }
+        if let Some(bytes) = store.get_opt(&keys::failure(id)).await? {
+            if let Ok(f) = serde_json::from_slice::<Failure>(&bytes) {
+                return Ok(Some(format!("{} {}: {}", f.kind, id.short(), f.error)));
+            }
+        }
+        if let Some(stage) = index.get(&id) {
+            queue.extend(stage.inputs.iter().copied());
+        }
+    }
+    let _ = plan;
+    Ok(None)
+}
+
+/// One row of the results table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub arm: String,
+    pub settings: BTreeMap<String, String>,
+    pub metric: String,
+    pub summary: Option<Summary>,
+    pub failed: usize,
+    pub pending: usize,
+    /// The first error among this row's failed measurements.
+    pub error: Option<String>,
+    pub values: Vec<Value>,
+    #[serde(skip)]
+    order: u32,
+}
+
+/// One measured figure, for tools that want more than the mean.
+#[derive(Debug, Clone, Serialize)]
+pub struct Value {
+    pub seed: u64,
+    pub teacher_init: Option<u64>,
+    pub student_init: Option<u64>,
+    pub stage: StageId,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultsTable {
+    pub sweep: String,
+    pub experiment: String,
+    pub rows: Vec<Row>,
+}
+
+/// One cell of a transfer grid: a teacher init, a student init, the mean figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferCell {
+    pub panel: String,
+    pub teacher_init: u64,
+    pub student_init: u64,
+    pub mean: f64,
+    pub n: usize,
+}
+
+pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable {
+    let mut rows: Vec<Row> = Vec::new();
+    for m in &plan.measurements {
+        let row = match rows
+            .iter_mut()
+            .position(|r| r.arm == m.arm && r.settings == m.settings)
+        {
+            Some(i) => &mut rows[i],
+            None => {
+                rows.push(Row {
+                    arm: m.arm.clone(),
+                    settings: m.settings.clone(),
+                    metric: m.metric.clone(),
+                    summary: None,
+                    failed: 0,
+                    pending: 0,
+                    error: None,
+                    values: Vec::new(),
+                    order: m.order,
+                });
+                rows.last_mut().expect("just pushed")
+            }
+        };
+        match outcomes.get(&m.stage).unwrap_or(&Outcome::Pending) {
+            Outcome::Done(v) => row.values.push(value_of(m, *v)),
+            Outcome::Failed(e) => {
+                row.failed += 1;
+                row.error.get_or_insert_with(|| e.clone());
+            }
+            Outcome::Pending => row.pending += 1,
+        }
+    }
+    for row in &mut rows {
+        let values: Vec<f64> = row.values.iter().map(|v| v.value).collect();
+        row.summary = summarise(&values);
+    }
+    rows.sort_by(|a, b| {
+        a.order
+            .cmp(&b.order)
+            .then_with(|| a.settings.cmp(&b.settings))
+    });
+    ResultsTable {
+        sweep: plan.sweep.clone(),
+        experiment: plan.experiment.clone(),
+        rows,
+    }
+}
+
+fn value_of(m: &Measurement, value: f64) -> Value {
+    Value {
+        seed: m.seed,
+        teacher_init: m.teacher_init,
+        student_init: m.student_init,
+        stage: m.stage,
+        value,
+    }
+}
+
+/// Mean figures per (panel, teacher init, student init), for the transfer-grid plot.
+pub fn transfer_cells(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> Vec<TransferCell> {
+    let mut sums: BTreeMap<(String, u64, u64), (f64, usize)> = BTreeMap::new();
+    for m in &plan.measurements {
+        let (Some(panel), Some(t), Some(s)) = (&m.panel, m.teacher_init, m.student_init) else {
+            continue;
+        };
+        if let Some(Outcome::Done(v)) = outcomes.get(&m.stage) {
+            let entry = sums.entry((panel.clone(), t, s)).or_default();
+            entry.0 += v;
+            entry.1 += 1;
+        }
+    }
+    sums.into_iter()
+        .map(
+            |((panel, teacher_init, student_init), (sum, n))| TransferCell {
+                panel,
+                teacher_init,
+                student_init,
+                mean: sum / n as f64,
+                n,
+            },
+        )
+        .collect()
+}
+
+impl ResultsTable {
+    fn settings_label(settings: &BTreeMap<String, String>) -> String {
+        settings
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn has_settings(&self) -> bool {
+        self.rows.iter().any(|r| !r.settings.is_empty())
+    }
+
+    /// The table people read.
+    pub fn to_table(&self) -> String {
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED);
+        let mut header = vec!["arm"];
+        if self.has_settings() {
+            header.push("settings");
+        }
+        header.extend(["mean", "95% CI", "std", "n", "failed", "pending"]);
+        table.set_header(header);
+        let mut errors = Vec::new();
+        for row in &self.rows {
+            let mut cells = vec![Cell::new(&row.arm)];
+            if self.has_settings() {
+                cells.push(Cell::new(Self::settings_label(&row.settings)));
+            }
+            let (mean, ci, std) = match &row.summary {
+                Some(s) => (
+                    format!("{:.3}", s.mean),
+                    s.ci95
+                        .map(|(lo, hi)| format!("[{lo:.3}, {hi:.3}]"))
+                        .unwrap_or_else(|| "-".to_owned()),
+                    s.std
+                        .map(|v| format!("{v:.3}"))
+                        .unwrap_or_else(|| "-".to_owned()),
+                ),
+                None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+            };
+            let n = row.summary.map_or(0, |s| s.n);
+            cells.extend([
+                Cell::new(mean).set_alignment(CellAlignment::Right),
+                Cell::new(ci).set_alignment(CellAlignment::Right),
+                Cell::new(std).set_alignment(CellAlignment::Right),
+                Cell::new(n).set_alignment(CellAlignment::Right),
+                Cell::new(row.failed).set_alignment(CellAlignment::Right),
+                Cell::new(row.pending).set_alignment(CellAlignment::Right),
+            ]);
+            table.add_row(cells);
+            if let Some(e) = &row.error {
+                errors.push(format!("  {}: {e}", row.arm));
+            }
+        }
+        let mut out = format!(
+            "sweep {} ({}), metric: {}\n{table}\n",
+            self.sweep,
+            self.experiment,
+            self.rows.first().map_or("-", |r| r.metric.as_str())
+        );
+        if !errors.is_empty() {
+            out.push_str("failures:\n");
+            out.push_str(&errors.join("\n"));
+            out.push('\n');
+        }
+        out
+    }
+
+    pub fn to_csv(&self) -> anyhow::Result<String> {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.write_record([
+            "sweep",
+            "arm",
+            "settings",
+            "metric",
+            "n",
+            "mean",
+            "ci95_low",
+            "ci95_high",
+            "std",
+            "failed",
+            "pending",
+        ])?;
+        let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        for row in &self.rows {
+            let s = row.summary;
+            writer.write_record([
+                self.sweep.clone(),
+                row.arm.clone(),
+                Self::settings_label(&row.settings),
+                row.metric.clone(),
+                s.map_or(0, |s| s.n).to_string(),
+                opt(s.map(|s| s.mean)),
+                opt(s.and_then(|s| s.ci95).map(|c| c.0)),
+                opt(s.and_then(|s| s.ci95).map(|c| c.1)),
+                opt(s.and_then(|s| s.std)),
+                row.failed.to_string(),
+                row.pending.to_string(),
+            ])?;
+        }
+        Ok(String::from_utf8(writer.into_inner()?)?)
+    }
+
+    pub fn to_json(&self) -> anyhow::Result<String> {
+        Ok(serde_json::to_string_pretty(self)?)
+    }
+
+    /// The row for an arm with no swept settings, if there is one.
+    pub fn row(&self, arm: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.arm == arm)
+    }
+}

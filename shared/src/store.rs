@@ -1,0 +1,205 @@
+//! The artifact store: a local folder by default, any S3-compatible bucket
+//! for clusters, both through `object_store`.
+//!
+//! Layout under the store's root:
+//!
+//! ```text
+//! stages/<stage id>/<artifact>         datasets, checkpoints, metrics
+//! stages/<stage id>/manifest.json      written last, create-if-absent
+//! stages/<stage id>/failure.json       why the last attempt failed, if it did
+//! sweeps/<sweep name>/sweep.toml       the sweep file as it was run
+//! ```
+//!
+//! The store is the source of truth: a stage is done exactly when its
+//! manifest exists and every artifact it lists matches its size and SHA-256.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+
+use crate::stage::StageId;
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    root: Path,
+    location: String,
+}
+
+impl Store {
+    /// Opens `location`: a folder path (created if missing), `file:///path`,
+    /// or `s3://bucket/prefix` with credentials from the standard `AWS_*`
+    /// environment variables.
+    pub fn open(location: &str) -> anyhow::Result<Self> {
+        if location.contains("://") {
+            let url = url::Url::parse(location)
+                .with_context(|| format!("store {location:?} is not a valid URL"))?;
+            if url.scheme() == "file" {
+                let path = url
+                    .to_file_path()
+                    .map_err(|_| anyhow::anyhow!("store {location:?} is not a local path"))?;
+                return Self::open_folder(&path);
+            }
+            let options: Vec<(String, String)> = std::env::vars()
+                .filter(|(k, _)| k.starts_with("AWS_"))
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect();
+            let (inner, root) = object_store::parse_url_opts(&url, options).with_context(|| {
+                format!(
+                    "cannot open store {location:?}: expected a folder path, file:///path or s3://bucket/prefix"
+                )
+            })?;
+            return Ok(Self {
+                inner: Arc::from(inner),
+                root,
+                location: location.to_owned(),
+            });
+        }
+        Self::open_folder(FsPath::new(location))
+    }
+
+    fn open_folder(path: &FsPath) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("cannot create store folder {}", path.display()))?;
+        let inner = LocalFileSystem::new_with_prefix(path)
+            .with_context(|| format!("cannot open store folder {}", path.display()))?;
+        Ok(Self {
+            inner: Arc::new(inner),
+            root: Path::default(),
+            location: path.display().to_string(),
+        })
+    }
+
+    /// Where the store is, as the user gave it.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn path(&self, key: &str) -> Path {
+        let mut path = self.root.clone();
+        for part in key.split('/') {
+            path = path.child(part);
+        }
+        path
+    }
+
+    pub async fn get(&self, key: &str) -> anyhow::Result<Bytes> {
+        let result = self
+            .inner
+            .get(&self.path(key))
+            .await
+            .with_context(|| format!("cannot read {key} from store {}", self.location))?;
+        Ok(result.bytes().await?)
+    }
+
+    /// Reads `key`, or `None` when it does not exist.
+    pub async fn get_opt(&self, key: &str) -> anyhow::Result<Option<Bytes>> {
+        match self.inner.get(&self.path(key)).await {
+            Ok(result) => Ok(Some(result.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot read {key} from store {}", self.location))
+            }
+        }
+    }
+
+    pub async fn put(&self, key: &str, bytes: Bytes) -> anyhow::Result<()> {
+        self.inner
+            .put(&self.path(key), PutPayload::from_bytes(bytes))
+            .await
+            .with_context(|| format!("cannot write {key} to store {}", self.location))?;
+        Ok(())
+    }
+
+    /// Writes `key` only if it does not exist yet; returns whether this call wrote it.
+    pub async fn put_if_absent(&self, key: &str, bytes: Bytes) -> anyhow::Result<bool> {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(&self.path(key), PutPayload::from_bytes(bytes), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot create {key} in store {}", self.location))
+            }
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        match self.inner.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot delete {key} from store {}", self.location))
+            }
+        }
+    }
+}
+
+/// Keys of the store layout, in one place.
+pub mod keys {
+    use super::StageId;
+
+    pub fn stage_dir(id: StageId) -> String {
+        format!("stages/{id}")
+    }
+
+    pub fn artifact(id: StageId, name: &str) -> String {
+        format!("stages/{id}/{name}")
+    }
+
+    pub fn manifest(id: StageId) -> String {
+        artifact(id, "manifest.json")
+    }
+
+    pub fn failure(id: StageId) -> String {
+        artifact(id, "failure.json")
+    }
+
+    pub fn sweep_file(sweep: &str) -> String {
+        format!("sweeps/{sweep}/sweep.toml")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_if_absent_writes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        assert!(store
+            .put_if_absent("a/b.json", Bytes::from_static(b"1"))
+            .await
+            .unwrap());
+        assert!(!store
+            .put_if_absent("a/b.json", Bytes::from_static(b"2"))
+            .await
+            .unwrap());
+        assert_eq!(
+            store.get("a/b.json").await.unwrap(),
+            Bytes::from_static(b"1")
+        );
+        assert!(store.get_opt("a/missing").await.unwrap().is_none());
+        store.delete("a/b.json").await.unwrap();
+        store.delete("a/b.json").await.unwrap();
+        assert!(store.get_opt("a/b.json").await.unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_the_forms_expected() {
+        let err = Store::open("gopher://x/y").unwrap_err();
+        assert!(format!("{err:#}").contains("s3://bucket/prefix"), "{err:#}");
+    }
+}

@@ -1,0 +1,263 @@
+//! Sweep files: what is accepted, and every way one is refused, with the
+//! line and key each refusal must name.
+
+use subliminal_shared::experiments::mnist::{InitPair, Target};
+use subliminal_shared::experiments::Sweep;
+use subliminal_shared::spec::{parse_sweep, Source, SpecError};
+use subliminal_shared::stage::StageKind;
+
+const GOOD: &str = r#"
+name = "t"
+kind = "mnist"
+
+[grid]
+seeds = [0, 1]
+init_pairs = ["same", "cross", [4, 5]]
+aux_logits = [3, 5]
+targets = ["aux", "all"]
+
+[teacher]
+epochs = 2
+lr = 3e-4
+
+[student]
+lr = [1e-3, 3e-4]
+noise_samples = 1000
+"#;
+
+fn parse(text: &str) -> Result<Sweep, SpecError> {
+    parse_sweep(&Source::new("sweep.toml", text))
+}
+
+/// Parses `text`, expects a refusal, and returns (line, key, message).
+fn refuse(text: &str) -> (usize, Option<String>, String) {
+    match parse(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(SpecError::Invalid {
+            line,
+            key,
+            message,
+            path,
+            ..
+        }) => {
+            assert_eq!(path.to_str(), Some("sweep.toml"));
+            (line, key, message)
+        }
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+fn with(replace: &str, by: &str) -> String {
+    assert!(GOOD.contains(replace), "{replace}");
+    GOOD.replacen(replace, by, 1)
+}
+
+#[test]
+fn a_good_sweep_expands_to_the_full_grid() {
+    let Sweep::Mnist(s) = parse(GOOD).unwrap();
+    assert_eq!(
+        s.init_pairs.values(),
+        &[
+            InitPair::Same,
+            InitPair::Cross,
+            InitPair::Explicit {
+                teacher: 4,
+                student: 5
+            }
+        ]
+    );
+    assert_eq!(s.targets.values(), &[Target::Aux, Target::All]);
+    assert_eq!(s.teacher.epochs.values(), &[2]);
+    assert_eq!(
+        s.teacher.batch_size.values(),
+        &[1024],
+        "defaults fill what the file leaves out"
+    );
+    let plan = Sweep::Mnist(s).plan();
+    // seeds 2 × pairs 3 × m 2 × targets 2 × student lr 2
+    assert_eq!(plan.trials, 48);
+    let counts = plan.count_by_kind();
+    // Teachers: per (init, seed, m): same/cross share one; [4,5] has its own.
+    assert_eq!(counts[&StageKind::Teacher], 2 * 2 * 2);
+    assert_eq!(counts[&StageKind::Student], 48);
+    // Every input of a stage comes before it.
+    let mut seen = std::collections::HashSet::new();
+    for stage in &plan.stages {
+        assert!(stage.inputs.iter().all(|i| seen.contains(i)));
+        seen.insert(stage.id);
+    }
+    assert_eq!(seen.len(), plan.stages.len(), "each stage is listed once");
+}
+
+#[test]
+fn the_examples_parse() {
+    for file in ["mnist-quick.toml", "mnist-paper.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(file);
+        let sweep = subliminal_shared::spec::load_sweep(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(sweep.plan().trials > 0);
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_line() {
+    let (line, key, message) = refuse(&with("epochs = 2", "epochs = 2\nepohcs = 3"));
+    assert_eq!(line, 13);
+    assert_eq!(key.as_deref(), Some("epohcs"));
+    assert!(message.contains("unknown field `epohcs`"), "{message}");
+    assert!(message.contains("expected one of"), "{message}");
+    let (line, key, _) = refuse(&with("[student]", "[stduent]"));
+    assert_eq!((line, key.as_deref()), (15, Some("stduent")));
+}
+
+#[test]
+fn wrong_types_are_refused() {
+    let (line, key, message) = refuse(&with("epochs = 2", "epochs = \"two\""));
+    assert_eq!((line, key.as_deref()), (12, Some("epochs")));
+    assert!(message.contains("invalid type"), "{message}");
+    let (_, key, message) = refuse(&with("seeds = [0, 1]", "seeds = [0, -1]"));
+    assert_eq!(key.as_deref(), Some("seeds"));
+    assert!(message.contains("-1"), "{message}");
+    let (_, _, message) = refuse(&with(
+        "targets = [\"aux\", \"all\"]",
+        "targets = [\"aux\", \"some\"]",
+    ));
+    assert!(message.contains("unknown variant `some`"), "{message}");
+}
+
+#[test]
+fn impossible_values_are_refused_with_what_was_expected() {
+    let cases = [
+        ("lr = 3e-4", "lr = -1.0", 13, "teacher.lr", "greater than 0"),
+        ("lr = 3e-4", "lr = 0", 13, "teacher.lr", "greater than 0"),
+        (
+            "epochs = 2",
+            "epochs = 0",
+            12,
+            "teacher.epochs",
+            "from 1 to 1000",
+        ),
+        (
+            "noise_samples = 1000",
+            "noise_samples = 0",
+            17,
+            "student.noise_samples",
+            "from 1 to",
+        ),
+        (
+            "lr = [1e-3, 3e-4]",
+            "lr = [1e-3, 1e-3]",
+            16,
+            "student.lr",
+            "listed twice",
+        ),
+        (
+            "seeds = [0, 1]",
+            "seeds = []",
+            6,
+            "grid.seeds",
+            "empty list",
+        ),
+        (
+            "init_pairs = [\"same\", \"cross\", [4, 5]]",
+            "init_pairs = [\"same\", \"other\"]",
+            7,
+            "init_pairs",
+            "\"same\", \"cross\"",
+        ),
+        (
+            "init_pairs = [\"same\", \"cross\", [4, 5]]",
+            "init_pairs = [[1, 2, 3]]",
+            7,
+            "init_pairs",
+            "invalid length",
+        ),
+        (
+            "aux_logits = [3, 5]",
+            "aux_logits = [0, 5]",
+            8,
+            "grid.aux_logits",
+            "nothing to distil",
+        ),
+        (
+            "name = \"t\"",
+            "name = \"a b\"",
+            2,
+            "name",
+            "letters, digits",
+        ),
+    ];
+    for (from, to, want_line, want_key, want_message) in cases {
+        let (line, key, message) = refuse(&with(from, to));
+        assert_eq!(line, want_line, "{to}: {message}");
+        assert_eq!(key.as_deref(), Some(want_key), "{to}");
+        assert!(message.contains(want_message), "{to}: {message}");
+    }
+}
+
+#[test]
+fn missing_or_unknown_kinds_and_tables_are_refused() {
+    let (_, key, message) = refuse(&with("kind = \"mnist\"", "kind = \"mnits\""));
+    assert_eq!(key.as_deref(), Some("kind"));
+    assert!(message.contains("expected one of mnist"), "{message}");
+    let (line, _, message) = refuse(&with("kind = \"mnist\"", ""));
+    assert_eq!(line, 1);
+    assert!(message.contains("missing key `kind`"), "{message}");
+    let no_grid = "name = \"t\"\nkind = \"mnist\"\n";
+    let (_, _, message) = refuse(no_grid);
+    assert!(message.contains("missing field `grid`"), "{message}");
+}
+
+#[test]
+fn syntax_errors_point_at_their_line() {
+    let (line, _, message) = refuse(&with("epochs = 2", "epochs = = 2"));
+    assert_eq!(line, 12);
+    assert!(!message.is_empty());
+}
+
+#[test]
+fn errors_read_as_file_line_column_key_message() {
+    let err = parse(&with("lr = 3e-4", "lr = -1.0"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "sweep.toml:13:1: `teacher.lr`: expected a learning rate greater than 0 and at most 10, found -1");
+}
+
+#[test]
+fn an_unreadable_file_says_which() {
+    let err = subliminal_shared::spec::load_sweep(std::path::Path::new("/nonexistent/s.toml"))
+        .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/s.toml"), "{err}");
+}
+
+#[test]
+fn stage_ids_depend_on_exactly_the_work() {
+    let plan = |text: &str| parse(text).unwrap().plan();
+    let a = plan(GOOD);
+    let b = plan(GOOD);
+    let ids = |p: &subliminal_shared::plan::Plan| p.stages.iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(&a), ids(&b));
+    // A student setting changes students and their evaluations, never teachers.
+    let c = plan(&with("noise_samples = 1000", "noise_samples = 1001"));
+    let teachers = |p: &subliminal_shared::plan::Plan, k| {
+        p.stages
+            .iter()
+            .filter(|s| s.kind == k)
+            .map(|s| s.id)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(
+        teachers(&a, StageKind::Teacher),
+        teachers(&c, StageKind::Teacher)
+    );
+    assert!(teachers(&a, StageKind::Generate).is_disjoint(&teachers(&c, StageKind::Generate)));
+    assert!(teachers(&a, StageKind::Student).is_disjoint(&teachers(&c, StageKind::Student)));
+    // A teacher setting changes everything downstream of teachers.
+    let d = plan(&with("epochs = 2", "epochs = 3"));
+    assert!(teachers(&a, StageKind::Teacher).is_disjoint(&teachers(&d, StageKind::Teacher)));
+    assert!(teachers(&a, StageKind::Student).is_disjoint(&teachers(&d, StageKind::Student)));
+    // The sweep's name is not part of any stage: renamed sweeps share work.
+    let e = plan(&with("name = \"t\"", "name = \"other\""));
+    assert_eq!(ids(&a), ids(&e));
+}

@@ -1,0 +1,148 @@
+//! Helpers for the integration tests: find the real binaries, run them, and
+//! look into a store folder.
+//!
+//! The binaries are built by `cargo build --release --bins` (scripts/test.sh
+//! does it) and found next to the test executable, or in SUBLIMINAL_BIN_DIR.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+/// The folder holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SUBLIMINAL_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // target/<profile>/deps/<test> → target/<profile>
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --release --bins`, as scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The data folder the set-up filled (MNIST under mnist/).
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("SUBLIMINAL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../data"))
+}
+
+/// The result of one run of a binary.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Ran {
+    fn from(o: Output) -> Self {
+        Ran {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Ran {
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "command failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `subliminal` with `args` against the real MNIST files.
+pub fn subliminal(args: &[&str]) -> Ran {
+    Command::new(bin("subliminal"))
+        .args(args)
+        .env("SUBLIMINAL_DATA", data_dir())
+        .env_remove("SUBLIMINAL_STORE")
+        .output()
+        .expect("subliminal runs")
+        .into()
+}
+
+/// SHA-256 of every file under `root`, by relative path.
+pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable store") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .expect("under root")
+                    .display()
+                    .to_string();
+                out.insert(
+                    rel,
+                    hex::encode(Sha256::digest(std::fs::read(&path).expect("readable"))),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// One stage line of `subliminal validate --stages`.
+pub fn stages(sweep: &Path) -> Vec<serde_json::Value> {
+    let ran = subliminal(&["validate", "--stages", sweep.to_str().expect("utf-8 path")]).ok();
+    ran.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON stage per line"))
+        .collect()
+}
+
+/// The number in "computed N stage(s)" of a run's summary.
+pub fn computed(ran: &Ran) -> usize {
+    number_before(&ran.stderr, " stage(s), reused")
+}
+
+pub fn reused(ran: &Ran) -> usize {
+    let at = ran.stderr.find("reused ").expect("a run summary");
+    ran.stderr[at + 7..]
+        .split(',')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .expect("reused count")
+}
+
+fn number_before(text: &str, marker: &str) -> usize {
+    let at = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker:?} in:\n{text}"));
+    text[..at]
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count")
+}
+
+/// A value of one row of `results --format json`.
+pub fn mean_of(results_json: &str, arm: &str) -> Option<f64> {
+    let v: serde_json::Value = serde_json::from_str(results_json).expect("results JSON");
+    v["rows"].as_array()?.iter().find(|r| r["arm"] == arm)?["summary"]["mean"].as_f64()
+}

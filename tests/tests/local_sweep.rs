@@ -1,0 +1,372 @@
+//! A small sweep through the real `subliminal` binary, on the real MNIST
+//! files and real libtorch: runs, re-runs that reuse everything, bigger
+//! sweeps that reuse the smaller, corruption that is caught, failures that
+//! are recorded, and bad sweep files that are refused before anything runs.
+
+use std::path::{Path, PathBuf};
+
+use subliminal_tests::{computed, mean_of, reused, snapshot, stages, subliminal};
+
+const TINY: &str = r#"
+name = "tiny"
+kind = "mnist"
+
+[grid]
+seeds = [0]
+init_pairs = ["same", "cross"]
+aux_logits = 3
+targets = ["aux"]
+
+[teacher]
+epochs = 1
+batch_size = 256
+train_samples = 6000
+
+[student]
+epochs = 1
+batch_size = 256
+noise_samples = 6000
+"#;
+
+/// teacher, generate, 2 students, and 5 evaluations (2 students, teacher, 2 reference inits)
+const TINY_STAGES: usize = 9;
+
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+    fn sweep(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write sweep");
+        path
+    }
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+    fn run(&self, sweep: &Path) -> subliminal_tests::Ran {
+        subliminal(&[
+            "run",
+            sweep.to_str().unwrap(),
+            "--store",
+            self.store().to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
+    }
+}
+
+fn stage_id(stage: &serde_json::Value) -> String {
+    stage["id"].as_str().expect("id").to_owned()
+}
+
+#[test]
+fn a_sweep_run_twice_recomputes_nothing() {
+    let sandbox = Sandbox::new();
+    let sweep = sandbox.sweep("tiny.toml", TINY);
+    let first = sandbox.run(&sweep).ok();
+    assert_eq!(computed(&first), TINY_STAGES, "{}", first.stderr);
+    for arm in [
+        "reference",
+        "teacher",
+        "student same-init aux",
+        "student cross-init aux",
+    ] {
+        assert!(
+            first.stdout.contains(arm),
+            "no {arm} row in:\n{}",
+            first.stdout
+        );
+    }
+    let before = snapshot(&sandbox.store());
+    let second = sandbox.run(&sweep).ok();
+    assert_eq!(computed(&second), 0, "{}", second.stderr);
+    assert_eq!(reused(&second), TINY_STAGES);
+    assert_eq!(
+        before,
+        snapshot(&sandbox.store()),
+        "a second run changed the store"
+    );
+    assert_eq!(
+        second.stdout, first.stdout,
+        "the same results table both times"
+    );
+
+    let json = subliminal(&[
+        "results",
+        "tiny",
+        "--store",
+        sandbox.store().to_str().unwrap(),
+        "--format",
+        "json",
+    ])
+    .ok();
+    let teacher = mean_of(&json.stdout, "teacher").expect("teacher row");
+    let reference = mean_of(&json.stdout, "reference").expect("reference row");
+    assert!(
+        teacher > 0.8,
+        "one epoch on 6,000 digits should pass 0.8, got {teacher}"
+    );
+    assert!(
+        reference < 0.2,
+        "an untrained model should be near chance, got {reference}"
+    );
+}
+
+#[test]
+fn a_bigger_sweep_reuses_the_stages_it_shares() {
+    let sandbox = Sandbox::new();
+    sandbox.run(&sandbox.sweep("tiny.toml", TINY)).ok();
+    let bigger = sandbox.sweep(
+        "bigger.toml",
+        &TINY
+            .replace("seeds = [0]", "seeds = [0, 1]")
+            .replace("name = \"tiny\"", "name = \"bigger\""),
+    );
+    let all = stages(&bigger).len();
+    let validate = subliminal(&[
+        "validate",
+        bigger.to_str().unwrap(),
+        "--store",
+        sandbox.store().to_str().unwrap(),
+    ])
+    .ok();
+    assert!(
+        validate
+            .stdout
+            .contains(&format!("{all} stages, {TINY_STAGES} done")),
+        "{}",
+        validate.stdout
+    );
+    let ran = sandbox.run(&bigger).ok();
+    assert_eq!(computed(&ran), all - TINY_STAGES, "{}", ran.stderr);
+    assert_eq!(reused(&ran), TINY_STAGES);
+}
+
+#[test]
+fn a_corrupted_artifact_is_detected_and_its_stage_recomputed() {
+    let sandbox = Sandbox::new();
+    let sweep = sandbox.sweep("tiny.toml", TINY);
+    sandbox.run(&sweep).ok();
+    let teacher = stages(&sweep)
+        .into_iter()
+        .find(|s| s["kind"] == "teacher")
+        .expect("a teacher");
+    let dir = sandbox.store().join("stages").join(stage_id(&teacher));
+    let model = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&model, &bytes).unwrap();
+
+    let validate = subliminal(&[
+        "validate",
+        sweep.to_str().unwrap(),
+        "--store",
+        sandbox.store().to_str().unwrap(),
+    ])
+    .ok();
+    assert!(
+        validate
+            .stdout
+            .contains(&format!("{} done", TINY_STAGES - 1)),
+        "{}",
+        validate.stdout
+    );
+
+    let ran = sandbox.run(&sweep).ok();
+    assert!(ran.stderr.contains("corrupt"), "{}", ran.stderr);
+    assert_eq!(
+        computed(&ran),
+        1,
+        "only the corrupted stage runs again: {}",
+        ran.stderr
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let entry = manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "model.safetensors")
+        .unwrap();
+    let now = snapshot(&dir);
+    assert_eq!(
+        now["model.safetensors"],
+        entry["sha256"].as_str().unwrap(),
+        "the artifact verifies again"
+    );
+
+    // A missing artifact counts as corruption too.
+    std::fs::remove_file(&model).unwrap();
+    let ran = sandbox.run(&sweep).ok();
+    assert_eq!(computed(&ran), 1, "{}", ran.stderr);
+    assert!(model.exists());
+}
+
+#[test]
+fn results_export_csv_and_json_and_plot_the_transfer_grid() {
+    let sandbox = Sandbox::new();
+    let sweep = sandbox.sweep("tiny.toml", TINY);
+    sandbox.run(&sweep).ok();
+    let store = sandbox.store();
+    let store = store.to_str().unwrap();
+    let csv = subliminal(&[
+        "results",
+        sweep.to_str().unwrap(),
+        "--store",
+        store,
+        "--format",
+        "csv",
+    ])
+    .ok();
+    let mut lines = csv.stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("sweep,arm,settings,metric,n,mean,ci95_low,ci95_high,std,failed,pending")
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 4, "{}", csv.stdout);
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("tiny,reference,,accuracy,2,")),
+        "{}",
+        csv.stdout
+    );
+    let json = subliminal(&["results", "tiny", "--store", store, "--format", "json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["sweep"], "tiny");
+    assert_eq!(v["rows"].as_array().unwrap().len(), 4);
+    for (file, magic) in [("grid.png", &b"\x89PNG"[..]), ("grid.svg", &b"<svg"[..])] {
+        let path = sandbox.dir.path().join(file);
+        subliminal(&[
+            "results",
+            "tiny",
+            "--store",
+            store,
+            "--plot",
+            path.to_str().unwrap(),
+        ])
+        .ok();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            bytes.windows(magic.len()).take(200).any(|w| w == magic),
+            "{file} is not a {file} image"
+        );
+    }
+    let bad = subliminal(&["results", "tiny", "--store", store, "--plot", "grid.gif"]);
+    assert_eq!(bad.code, Some(1));
+    assert!(
+        bad.stderr.contains("expected a .png or .svg"),
+        "{}",
+        bad.stderr
+    );
+    let unknown = subliminal(&["results", "nope", "--store", store]);
+    assert_eq!(unknown.code, Some(1));
+    assert!(
+        unknown
+            .stderr
+            .contains("neither a sweep file nor a sweep that was run"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+#[test]
+fn a_bad_sweep_file_is_refused_with_exit_code_2_and_nothing_runs() {
+    let sandbox = Sandbox::new();
+    let sweep = sandbox.sweep(
+        "bad.toml",
+        &TINY.replace(
+            "epochs = 1\nbatch_size = 256\ntrain",
+            "epochs = 0\nbatch_size = 256\ntrain",
+        ),
+    );
+    let ran = sandbox.run(&sweep);
+    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("bad.toml:13:1: `teacher.epochs`: expected a whole number of epochs"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        !sandbox.store().exists(),
+        "a refused sweep must not touch the store"
+    );
+    let ran = subliminal(&["validate", sweep.to_str().unwrap()]);
+    assert_eq!(ran.code, Some(2));
+    let ran = subliminal(&["run", "/nonexistent.toml"]);
+    assert_eq!(ran.code, Some(2));
+    assert!(
+        ran.stderr
+            .contains("cannot read sweep file /nonexistent.toml"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn a_failing_stage_is_recorded_and_its_trial_shows_why() {
+    let sandbox = Sandbox::new();
+    let sweep = sandbox.sweep("tiny.toml", TINY);
+    let ran = subliminal(&[
+        "run",
+        sweep.to_str().unwrap(),
+        "--store",
+        sandbox.store().to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--data",
+        "/nonexistent-data",
+    ]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("scripts/setup.sh"),
+        "the error says how to get MNIST: {}",
+        ran.stderr
+    );
+    assert!(ran.stdout.contains("failures:"), "{}", ran.stdout);
+    let teacher = stages(&sweep)
+        .into_iter()
+        .find(|s| s["kind"] == "teacher")
+        .unwrap();
+    let failure = sandbox
+        .store()
+        .join("stages")
+        .join(stage_id(&teacher))
+        .join("failure.json");
+    let failure: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(failure).unwrap()).unwrap();
+    assert!(
+        failure["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read MNIST file"),
+        "{failure}"
+    );
+}
+
+#[test]
+fn stage_ids_are_stable_across_processes_and_pinned() {
+    let sandbox = Sandbox::new();
+    let sweep = sandbox.sweep("tiny.toml", TINY);
+    let a = stages(&sweep);
+    let b = stages(&sweep);
+    assert_eq!(a, b);
+    let teacher = a.iter().find(|s| s["kind"] == "teacher").unwrap();
+    // Pinned: a change here means every store's finished work would be redone.
+    assert_eq!(
+        stage_id(teacher),
+        PINNED_TEACHER_ID,
+        "teacher params: {}",
+        teacher["params"]
+    );
+}
+
+const PINNED_TEACHER_ID: &str = "to-be-pinned";

@@ -1,0 +1,18 @@
+//! The stages of every experiment, written with tch (libtorch), and the code
+//! that runs them against the store.
+//!
+//! One stage is one function from verified input artifacts to output
+//! artifacts ([`stages`]). [`execute`] wraps it with the store: skip it if its
+//! manifest verifies, fetch and check its inputs, run it, write its artifacts
+//! and then its manifest. The local runner ([`local`]) and the worker daemon
+//! call the same [`execute`], so both modes do the same work.
+//!
+//! Only this crate (and the binaries that embed it) links libtorch.
+
+pub mod device;
+pub mod execute;
+pub mod local;
+pub mod mnist;
+pub mod safetensors_io;
+pub mod stages;
+pub mod tensor_rng;

@@ -1,0 +1,70 @@
+//! The stage functions of every experiment, behind one entry point.
+//!
+//! A stage function takes its parameters, its verified inputs and the
+//! machine's settings, and returns named artifacts (bytes). It never touches
+//! the store: [`crate::execute`] does, the same way in local and distributed
+//! mode.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use subliminal_shared::manifest::VerifiedStage;
+use subliminal_shared::stage::StageSpec;
+use tch::Device;
+
+/// What a stage may use on this machine.
+#[derive(Debug, Clone)]
+pub struct StageEnv {
+    pub device: Device,
+    /// Where datasets shipped by packages live (MNIST under `mnist/`).
+    pub data_dir: PathBuf,
+}
+
+/// How far a running stage has come.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// 0.0 to 1.0.
+    pub fraction: f64,
+    pub message: String,
+}
+
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// A named output of a stage.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Artifact {
+    pub fn new(name: &str, bytes: Vec<u8>) -> Self {
+        Self {
+            name: name.to_owned(),
+            bytes,
+        }
+    }
+
+    pub fn json(name: &str, value: &serde_json::Value) -> anyhow::Result<Self> {
+        Ok(Self::new(name, serde_json::to_vec_pretty(value)?))
+    }
+}
+
+/// Runs one stage. `inputs` are the verified outputs of `spec.inputs`, in order.
+pub fn run(
+    spec: &StageSpec,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    match spec.experiment.as_str() {
+        subliminal_shared::experiments::mnist::EXPERIMENT => {
+            crate::mnist::stages::run(spec, inputs, env, progress)
+        }
+        other => anyhow::bail!(
+            "stage {} belongs to experiment {other:?}, which this worker ({}) does not know",
+            spec.id.short(),
+            subliminal_shared::CODE_VERSION
+        ),
+    }
+}
