@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 source scripts/env.sh
+# The integration tests run the real binaries: build them first.
+cargo build --release --bins
 cargo test --release --workspace "$@"

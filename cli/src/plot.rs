@@ -62,7 +62,7 @@ pub fn transfer_grid(cells: &[TransferCell], sweep: &str, path: &Path) -> anyhow
         .collect();
     let cell = (480 / students.len().max(teachers.len()).max(1)).clamp(24, 90) as u32;
     let panel_w = 90 + cell * students.len() as u32 + 30;
-    let width = panel_w * panels.len() as u32 + 110;
+    let width = panel_w * panels.len() as u32 + 160;
     let height = 110 + cell * teachers.len() as u32 + 60;
     let size = (width, height);
     match path.extension().and_then(|e| e.to_str()) {

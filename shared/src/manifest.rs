@@ -54,7 +54,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[derive(Debug)]
 pub enum StageState {
     /// The manifest exists and every artifact matches it.
-    Done(VerifiedStage),
+    Done(Box<VerifiedStage>),
     /// No manifest: the stage never finished.
     Missing,
     /// A manifest exists but does not verify; the reason says what is wrong.
@@ -131,10 +131,10 @@ pub async fn inspect(store: &Store, stage: StageId) -> anyhow::Result<StageState
         }
         artifacts.push((entry.name.clone(), bytes));
     }
-    Ok(StageState::Done(VerifiedStage {
+    Ok(StageState::Done(Box::new(VerifiedStage {
         manifest,
         artifacts,
-    }))
+    })))
 }
 
 /// Why a stage's last attempt failed; kept beside its artifacts so that

@@ -54,6 +54,16 @@ impl Plan {
         counts
     }
 
+    /// Stages not yet done whose inputs all are: what a scheduler may start now.
+    pub fn ready<'a>(
+        &'a self,
+        done: &'a HashSet<StageId>,
+    ) -> impl Iterator<Item = &'a StageSpec> + 'a {
+        self.stages
+            .iter()
+            .filter(|s| !done.contains(&s.id) && s.inputs.iter().all(|i| done.contains(i)))
+    }
+
     /// Every stage that depends, directly or not, on `id`.
     pub fn descendants(&self, id: StageId) -> HashSet<StageId> {
         let mut found = HashSet::new();

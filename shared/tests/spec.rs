@@ -221,7 +221,7 @@ fn errors_read_as_file_line_column_key_message() {
     let err = parse(&with("lr = 3e-4", "lr = -1.0"))
         .unwrap_err()
         .to_string();
-    assert_eq!(err, "sweep.toml:13:1: `teacher.lr`: expected a learning rate greater than 0 and at most 10, found -1");
+    assert_eq!(err, "sweep.toml:13:6: `teacher.lr`: expected a learning rate greater than 0 and at most 10, found -1");
 }
 
 #[test]

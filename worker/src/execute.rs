@@ -32,7 +32,10 @@ pub enum Completion {
     /// It was already done in the store.
     Reused,
     /// It ran here. `recorded` is false when another run's manifest was there first.
-    Computed { manifest: Manifest, recorded: bool },
+    Computed {
+        manifest: Box<Manifest>,
+        recorded: bool,
+    },
 }
 
 pub async fn execute(
@@ -114,14 +117,17 @@ async fn run(
     };
     let body = Bytes::from(serde_json::to_vec_pretty(&manifest)?);
     let recorded = store.put_if_absent(&keys::manifest(spec.id), body).await?;
-    Ok(Completion::Computed { manifest, recorded })
+    Ok(Completion::Computed {
+        manifest: Box::new(manifest),
+        recorded,
+    })
 }
 
 async fn fetch_inputs(store: &Store, spec: &StageSpec) -> anyhow::Result<Vec<VerifiedStage>> {
     let mut inputs = Vec::with_capacity(spec.inputs.len());
     for id in &spec.inputs {
         match inspect(store, *id).await? {
-            StageState::Done(stage) => inputs.push(stage),
+            StageState::Done(stage) => inputs.push(*stage),
             StageState::Missing => anyhow::bail!(
                 "{} stage {} needs stage {}, which is not done",
                 spec.kind,

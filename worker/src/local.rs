@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use subliminal_shared::manifest::{inspect, StageState};
 use subliminal_shared::plan::Plan;
-use subliminal_shared::stage::{StageId, StageKind, StageSpec};
+use subliminal_shared::stage::{StageId, StageKind};
 use subliminal_shared::store::{keys, Store};
 use tokio::task::JoinSet;
 
@@ -81,22 +81,22 @@ impl LocalRunner {
         overall.set_prefix(plan.sweep.clone());
         overall.set_position(done.len() as u64);
 
-        let mut pending: Vec<&StageSpec> = plan
+        // Not done, not running, not blocked by a failure.
+        let mut pending: HashSet<StageId> = plan
             .stages
             .iter()
-            .filter(|s| !done.contains(&s.id))
+            .map(|s| s.id)
+            .filter(|id| !done.contains(id))
             .collect();
         let mut running: JoinSet<(StageId, StageKind, Duration, anyhow::Result<Completion>)> =
             JoinSet::new();
         loop {
             while running.len() < self.jobs.max(1) {
-                let Some(i) = pending
-                    .iter()
-                    .position(|s| s.inputs.iter().all(|i| done.contains(i)))
-                else {
+                let Some(next) = plan.ready(&done).find(|s| pending.contains(&s.id)) else {
                     break;
                 };
-                let stage = pending.remove(i).clone();
+                pending.remove(&next.id);
+                let stage = next.clone();
                 let bar = multi.insert_before(&overall, ProgressBar::new(1000));
                 bar.set_style(
                     ProgressStyle::with_template("{prefix:>24} [{bar:30.cyan}] {elapsed} {msg}")
@@ -133,7 +133,7 @@ impl LocalRunner {
                 }
                 Err(e) => {
                     let blocked = plan.descendants(id);
-                    pending.retain(|s| !blocked.contains(&s.id));
+                    pending.retain(|id| !blocked.contains(id));
                     report.blocked += blocked.len();
                     self.say(
                         &multi,
