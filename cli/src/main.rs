@@ -34,6 +34,16 @@ enum Command {
     Validate(commands::validate::Args),
     /// Print a sweep's results table, export it, or plot its transfer grid.
     Results(commands::results::Args),
+    /// Validate a sweep, record it in the store and hand it to the cluster's scheduler.
+    Submit(commands::submit::Args),
+    /// Where a sweep stands (queued, running, done, dead per stage kind), and the workers.
+    Status(commands::status::Args),
+    /// Cancel a sweep: queued tasks are dropped, running ones stop at their next heartbeat.
+    Cancel(commands::cancel::Args),
+    /// Register a sweep again; the scheduler rebuilds its queue from the store.
+    Resume(commands::resume::Args),
+    /// Dead-lettered tasks: list them, requeue them.
+    Dlq(commands::dlq::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +68,11 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(args).await,
             Command::Validate(args) => commands::validate::run(args).await,
             Command::Results(args) => commands::results::run(args).await,
+            Command::Submit(args) => commands::submit::run(args).await,
+            Command::Status(args) => commands::status::run(args).await,
+            Command::Cancel(args) => commands::cancel::run(args).await,
+            Command::Resume(args) => commands::resume::run(args).await,
+            Command::Dlq(args) => commands::dlq::run(args).await,
         }
     });
     match result {

@@ -1,18 +1,21 @@
-//! `subliminal-scheduler`: turns sweeps into work and decides what may run.
+//! `subliminal-scheduler`: turns sweeps into work and advances their DAGs.
 //!
-//! It never links libtorch: everything it needs (specs, plans, the store and
-//! manifests) is in `subliminal-shared`. State comes from the store alone,
-//! so a scheduler can be restarted at any time and rebuild what it knows.
+//! It never links libtorch: everything it needs (specs, plans, the store,
+//! the broker) is in `subliminal-shared`. Its state comes from the store and
+//! Redis, so it can be restarted at any time; several may run, one leads.
 //!
-//! `ready SWEEP` prints, one JSON line each, the stages whose inputs are done
-//! and which are not done themselves: the stages a scheduler enqueues next.
-//! `subliminal-worker --stage-json` runs such a line.
+//!   subliminal-scheduler --redis redis://host:6379 --store s3://bucket/prefix
+//!   subliminal-scheduler ready SWEEP.toml --store ...   # the stages that may start now
+
+mod scheduler;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use subliminal_shared::broker::Broker;
 use subliminal_shared::manifest::{inspect, StageState};
 use subliminal_shared::spec::{self, SpecError};
 use subliminal_shared::store::Store;
@@ -24,11 +27,23 @@ use subliminal_shared::store::Store;
     about = "Expands sweeps and schedules their stages"
 )]
 struct Args {
-    /// Store location: a folder, file:///path or s3://bucket/prefix.
+    /// Store: a folder, file:///path or s3://bucket/prefix.
     #[arg(long, env = "SUBLIMINAL_STORE", default_value = "runs", global = true)]
     store: String,
+    /// Redis URL: redis://[:password@]host:port[/db], or rediss:// for TLS.
+    #[arg(long, env = "SUBLIMINAL_REDIS", hide_env_values = true, global = true)]
+    redis: Option<String>,
+    /// Key prefix in Redis.
+    #[arg(long, default_value = "sl", global = true)]
+    prefix: String,
+    /// Attempts before a task is dead-lettered.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// How often the scheduling loop runs.
+    #[arg(long, default_value_t = 200)]
+    tick_ms: u64,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -40,14 +55,20 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    match run(args).await {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -61,28 +82,89 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let store = Store::open(&args.store)?;
     match args.command {
-        Command::Ready { sweep } => {
-            let plan = spec::load_sweep(&sweep)?.plan();
-            let store = Store::open(&args.store)?;
-            let mut done = HashSet::new();
-            for stage in &plan.stages {
-                if let StageState::Done(_) = inspect(&store, stage.id).await? {
-                    done.insert(stage.id);
-                }
-            }
-            let mut ready = 0;
-            for stage in plan.ready(&done) {
-                println!("{}", serde_json::to_string(stage)?);
-                ready += 1;
-            }
-            eprintln!(
-                "{}: {} of {} stages done, {ready} ready",
-                plan.sweep,
-                done.len(),
-                plan.stages.len()
-            );
-            Ok(())
+        Some(Command::Ready { sweep }) => ready(&store, &sweep).await,
+        None => {
+            let url = args.redis.ok_or_else(|| {
+                anyhow::anyhow!("--redis URL (or SUBLIMINAL_REDIS) is required to schedule")
+            })?;
+            serve(
+                url,
+                args.prefix,
+                store,
+                args.max_attempts,
+                Duration::from_millis(args.tick_ms),
+            )
+            .await
         }
     }
+}
+
+async fn serve(
+    url: String,
+    prefix: String,
+    store: Store,
+    max_attempts: u32,
+    tick: Duration,
+) -> anyhow::Result<()> {
+    let me = format!(
+        "{}-{}",
+        subliminal_shared::manifest::hostname(),
+        std::process::id()
+    );
+    let mut wait = Duration::from_millis(200);
+    let broker = loop {
+        match Broker::connect(&url, &prefix).await {
+            Ok(b) => break b,
+            Err(e) => {
+                tracing::warn!("cannot reach Redis: {e:#}; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    tracing::info!(scheduler = %me, "scheduler started");
+    let mut scheduler = scheduler::Scheduler::new(broker, store, me, max_attempts, tick);
+    let mut trouble = Duration::from_millis(200);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            result = scheduler.tick() => match result {
+                Ok(()) => {
+                    trouble = Duration::from_millis(200);
+                    tokio::time::sleep(tick).await;
+                }
+                Err(e) => {
+                    tracing::warn!("scheduling pass failed: {e:#}; retrying in {trouble:?}");
+                    tokio::time::sleep(trouble).await;
+                    trouble = (trouble * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+    tracing::info!("scheduler stopped");
+    Ok(())
+}
+
+async fn ready(store: &Store, sweep: &Path) -> anyhow::Result<()> {
+    let plan = spec::load_sweep(sweep)?.plan();
+    let mut done = HashSet::new();
+    for stage in &plan.stages {
+        if let StageState::Done(_) = inspect(store, stage.id).await? {
+            done.insert(stage.id);
+        }
+    }
+    let mut ready = 0;
+    for stage in plan.ready(&done) {
+        println!("{}", serde_json::to_string(stage)?);
+        ready += 1;
+    }
+    eprintln!(
+        "{}: {} of {} stages done, {ready} ready",
+        plan.sweep,
+        done.len(),
+        plan.stages.len()
+    );
+    Ok(())
 }

@@ -8,6 +8,7 @@
 //!
 //! Nothing here links libtorch: the scheduler depends on this crate alone.
 
+pub mod broker;
 pub mod experiments;
 pub mod manifest;
 pub mod plan;

@@ -8,6 +8,7 @@
 //! stages/<stage id>/manifest.json      written last, create-if-absent
 //! stages/<stage id>/failure.json       why the last attempt failed, if it did
 //! sweeps/<sweep name>/sweep.toml       the sweep file as it was run
+//! sweeps/<sweep name>/status.json      active, done, failed or cancelled (distributed mode)
 //! ```
 //!
 //! The store is the source of truth: a stage is done exactly when its
@@ -136,6 +137,20 @@ impl Store {
         }
     }
 
+    /// The names of the folders directly under `prefix` (e.g. every sweep under `sweeps`).
+    pub async fn list_folders(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let listing = self
+            .inner
+            .list_with_delimiter(Some(&self.path(prefix)))
+            .await
+            .with_context(|| format!("cannot list {prefix} in store {}", self.location))?;
+        Ok(listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .collect())
+    }
+
     pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
         match self.inner.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -168,6 +183,11 @@ pub mod keys {
 
     pub fn sweep_file(sweep: &str) -> String {
         format!("sweeps/{sweep}/sweep.toml")
+    }
+
+    /// `{"state": "active" | "done" | "failed" | "cancelled", "priority": n}`
+    pub fn sweep_status(sweep: &str) -> String {
+        format!("sweeps/{sweep}/status.json")
     }
 }
 

@@ -1,8 +1,11 @@
-//! Helpers for the integration tests: find the real binaries, run them, and
+//! Helpers for the integration tests: find the real binaries, run them, start
+//! real servers ([`servers`]), and
 //! look into a store folder.
 //!
 //! The binaries are built by `cargo build --release --bins` (scripts/test.sh
 //! does it) and found next to the test executable, or in SUBLIMINAL_BIN_DIR.
+
+pub mod servers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -40,10 +40,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data"));
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path().to_str().expect("utf-8 temp path"))?;
-    let env = Arc::new(StageEnv {
-        device: tch::Device::Cpu,
-        data_dir: data,
-    });
+    let env = Arc::new(StageEnv::new(tch::Device::Cpu, data));
     // Load MNIST once, untimed, as the PyTorch script does before its clock starts.
     subliminal_worker::mnist::idx::load(&env.data_dir)?;
 

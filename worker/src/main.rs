@@ -1,48 +1,77 @@
-//! `subliminal-worker`: the GPU worker daemon.
+//! `subliminal-worker`: the worker daemon. One per GPU (or per CPU slot).
 //!
-//! Distributed mode (leasing stages from Redis) builds on the same stage
-//! executor as `subliminal run`; until it lands, this binary runs one stage
-//! from the store by id, which is what the daemon does per task.
+//!   subliminal-worker --redis redis://host:6379 --store s3://bucket/prefix --device cuda:0 --queues gpu
+//!
+//! S3 credentials come from the standard AWS_* environment variables, the
+//! Redis password from the URL or REDIS_PASSWORD: never from flags, never
+//! logged.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
-use subliminal_shared::stage::StageSpec;
+use subliminal_shared::broker::{Broker, QUEUES};
 use subliminal_shared::store::Store;
+use subliminal_worker::daemon::Daemon;
 use subliminal_worker::device::DeviceChoice;
-use subliminal_worker::execute::{execute, Completion};
 use subliminal_worker::stages::StageEnv;
 
 #[derive(Parser)]
 #[command(
     name = "subliminal-worker",
     version,
-    about = "Runs subliminal stages against a store"
+    about = "Runs subliminal stages leased from Redis"
 )]
 struct Args {
-    /// A stage as JSON (what `subliminal validate --stages` prints, one line each).
-    #[arg(long)]
-    stage_json: String,
-    /// Store location: a folder, file:///path or s3://bucket/prefix.
-    #[arg(long, env = "SUBLIMINAL_STORE", default_value = "runs")]
+    /// Redis URL: redis://[:password@]host:port[/db], or rediss:// for TLS.
+    #[arg(long, env = "SUBLIMINAL_REDIS", hide_env_values = true)]
+    redis: String,
+    /// Store: a folder, file:///path or s3://bucket/prefix.
+    #[arg(long, env = "SUBLIMINAL_STORE")]
     store: String,
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// Queues to serve, in order of preference: gpu, cpu.
+    #[arg(long, value_delimiter = ',', default_value = "gpu,cpu")]
+    queues: Vec<String>,
     /// Folder with the datasets the set-up unpacked (MNIST under mnist/).
     #[arg(long, env = "SUBLIMINAL_DATA", default_value = "data")]
     data: PathBuf,
+    /// Lease length; the heartbeat renews it every third of this.
+    #[arg(long, default_value_t = 30.0)]
+    lease_seconds: f64,
+    /// On SIGTERM/SIGINT, how long the running stage may take before it is released.
+    #[arg(long, default_value_t = 60.0)]
+    grace_seconds: f64,
+    /// First retry delay after a failure; doubles with each attempt.
+    #[arg(long, default_value_t = 5.0)]
+    retry_backoff_seconds: f64,
+    /// libtorch threads on CPU (default: all cores).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Key prefix in Redis.
+    #[arg(long, default_value = "sl")]
+    prefix: String,
+    /// A name for this worker in `status` (default: host-pid).
+    #[arg(long)]
+    name: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    match run(args).await {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -52,21 +81,71 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let spec: StageSpec = serde_json::from_str(&args.stage_json)
-        .map_err(|e| anyhow::anyhow!("--stage-json is not a stage: {e}"))?;
+    for q in &args.queues {
+        anyhow::ensure!(
+            QUEUES.contains(&q.as_str()),
+            "unknown queue {q:?}: expected {}",
+            QUEUES.join(", ")
+        );
+    }
+    anyhow::ensure!(
+        args.lease_seconds >= 0.3,
+        "--lease-seconds must be at least 0.3"
+    );
+    let device = args.device.resolve()?;
+    if let Some(t) = args.threads {
+        tch::set_num_threads(t.max(1));
+    }
     let store = Store::open(&args.store)?;
-    let env = Arc::new(StageEnv {
-        device: args.device.resolve()?,
-        data_dir: args.data,
+    let broker = connect(&args.redis, &args.prefix).await;
+    let worker_id = args.name.unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            subliminal_shared::manifest::hostname(),
+            std::process::id()
+        )
     });
-    match execute(&store, &spec, &env, Arc::new(|_| {})).await? {
-        Completion::Reused => println!("{} {} was already done", spec.kind, spec.id),
-        Completion::Computed { manifest, .. } => {
-            println!(
-                "{} {} done in {:.1}s",
-                spec.kind, spec.id, manifest.duration_s
-            )
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot listen for SIGTERM: {e}");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("signal received: draining");
+        let _ = tx.send(true);
+    });
+    let daemon = Daemon {
+        broker,
+        store,
+        env: StageEnv::new(device, args.data),
+        queues: args.queues,
+        worker_id,
+        lease: Duration::from_secs_f64(args.lease_seconds),
+        grace: Duration::from_secs_f64(args.grace_seconds),
+        retry_backoff: Duration::from_secs_f64(args.retry_backoff_seconds),
+    };
+    daemon.serve(rx).await
+}
+
+/// Connects, waiting with backoff while Redis is unreachable.
+async fn connect(url: &str, prefix: &str) -> Broker {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match Broker::connect(url, prefix).await {
+            Ok(b) => return b,
+            Err(e) => {
+                tracing::warn!("cannot reach Redis: {e:#}; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
         }
     }
-    Ok(())
 }

@@ -6,6 +6,7 @@
 //! mode.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use subliminal_shared::manifest::VerifiedStage;
@@ -18,6 +19,28 @@ pub struct StageEnv {
     pub device: Device,
     /// Where datasets shipped by packages live (MNIST under `mnist/`).
     pub data_dir: PathBuf,
+    /// Set from outside (a lost lease, a cancelled sweep, a shutdown) to stop
+    /// a running stage at its next training step.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl StageEnv {
+    pub fn new(device: Device, data_dir: PathBuf) -> Self {
+        Self {
+            device,
+            data_dir,
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The same machine settings with a stop flag of its own.
+    pub fn with_own_stop(&self) -> Self {
+        Self::new(self.device, self.data_dir.clone())
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
 }
 
 /// How far a running stage has come.

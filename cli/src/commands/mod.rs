@@ -1,8 +1,13 @@
 //! One module per subcommand, plus what they share: finding the store and
 //! the sweep.
 
+pub mod cancel;
+pub mod dlq;
 pub mod results;
+pub mod resume;
 pub mod run;
+pub mod status;
+pub mod submit;
 pub mod validate;
 
 use std::path::Path;
@@ -34,4 +39,33 @@ pub async fn find_sweep(arg: &str, store: &Store) -> anyhow::Result<Sweep> {
             store.location()
         ),
     }
+}
+
+/// Where Redis is, for the commands of distributed mode.
+#[derive(clap::Args, Clone)]
+pub struct RedisArgs {
+    /// Redis URL: redis://[:password@]host:port[/db], or rediss:// for TLS (a password may
+    /// also come from REDIS_PASSWORD).
+    #[arg(long, env = "SUBLIMINAL_REDIS", hide_env_values = true)]
+    pub redis: String,
+    /// Key prefix in Redis.
+    #[arg(long, default_value = "sl")]
+    pub prefix: String,
+}
+
+impl RedisArgs {
+    pub async fn connect(&self) -> anyhow::Result<subliminal_shared::broker::Broker> {
+        subliminal_shared::broker::Broker::connect(&self.redis, &self.prefix).await
+    }
+}
+
+/// Records a sweep's state in the store, where the scheduler rebuilds from.
+pub async fn record_status(
+    store: &Store,
+    sweep: &str,
+    state: &str,
+    priority: i64,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({"state": state, "priority": priority}).to_string();
+    store.put(&keys::sweep_status(sweep), body.into()).await
 }

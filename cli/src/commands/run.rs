@@ -66,10 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let runner = LocalRunner {
         store: store.clone(),
-        env: Arc::new(StageEnv {
-            device,
-            data_dir: args.data,
-        }),
+        env: Arc::new(StageEnv::new(device, args.data)),
         jobs,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
     };

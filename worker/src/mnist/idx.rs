@@ -68,8 +68,8 @@ impl Split {
 
 #[derive(Debug)]
 pub struct Mnist {
-    pub train: Split,
-    pub test: Split,
+    pub train: Arc<Split>,
+    pub test: Arc<Split>,
 }
 
 /// The MNIST folder under a data folder.
@@ -77,45 +77,73 @@ pub fn folder(data_dir: &Path) -> PathBuf {
     data_dir.join("mnist")
 }
 
-/// Loads (once per process and folder) and verifies MNIST.
-pub fn load(data_dir: &Path) -> anyhow::Result<Arc<Mnist>> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Mnist>>>> = OnceLock::new();
-    let dir = folder(data_dir);
-    let cache = CACHE.get_or_init(Default::default);
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(m) = cache.get(&dir) {
-        return Ok(m.clone());
-    }
-    let mnist = Arc::new(read(&dir)?);
-    cache.insert(dir, mnist.clone());
-    Ok(mnist)
+/// Both splits, loaded (once per process and folder) and verified.
+pub fn load(data_dir: &Path) -> anyhow::Result<Mnist> {
+    Ok(Mnist {
+        train: train(data_dir)?,
+        test: test(data_dir)?,
+    })
 }
 
-/// Reads and verifies the four files in `dir`.
+/// The 60,000 training images; a stage that only evaluates never needs them.
+pub fn train(data_dir: &Path) -> anyhow::Result<Arc<Split>> {
+    cached(&folder(data_dir), 0)
+}
+
+/// The 10,000 test images.
+pub fn test(data_dir: &Path) -> anyhow::Result<Arc<Split>> {
+    cached(&folder(data_dir), 2)
+}
+
+/// Loaded splits by (folder, index of their first file in [`FILES`]).
+type SplitCache = Mutex<HashMap<(PathBuf, usize), Arc<Split>>>;
+
+fn cached(dir: &Path, first_file: usize) -> anyhow::Result<Arc<Split>> {
+    static CACHE: OnceLock<SplitCache> = OnceLock::new();
+    let key = (dir.to_path_buf(), first_file);
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(split) = cache.get(&key) {
+        return Ok(split.clone());
+    }
+    let split = Arc::new(read_split(dir, first_file)?);
+    cache.insert(key, split.clone());
+    Ok(split)
+}
+
+/// Reads and verifies the four files in `dir`, bypassing the cache.
 pub fn read(dir: &Path) -> anyhow::Result<Mnist> {
-    let mut parts = Vec::new();
-    for (name, md5) in FILES {
-        parts.push(read_checked(&dir.join(name), md5)?);
-    }
-    let [train_images, train_labels, test_images, test_labels] =
-        <[Vec<u8>; 4]>::try_from(parts).expect("four files");
-    let train = Split {
-        images: parse_idx(&train_images, 3, "train-images-idx3-ubyte")?,
-        labels: parse_idx(&train_labels, 1, "train-labels-idx1-ubyte")?,
+    Ok(Mnist {
+        train: Arc::new(read_split(dir, 0)?),
+        test: Arc::new(read_split(dir, 2)?),
+    })
+}
+
+/// The split whose images are `FILES[first]` and labels `FILES[first + 1]`.
+fn read_split(dir: &Path, first: usize) -> anyhow::Result<Split> {
+    let (images_name, images_md5) = FILES[first];
+    let (labels_name, labels_md5) = FILES[first + 1];
+    let split = Split {
+        images: parse_idx(
+            &read_checked(&dir.join(images_name), images_md5)?,
+            3,
+            images_name,
+        )?,
+        labels: parse_idx(
+            &read_checked(&dir.join(labels_name), labels_md5)?,
+            1,
+            labels_name,
+        )?,
     };
-    let test = Split {
-        images: parse_idx(&test_images, 3, "t10k-images-idx3-ubyte")?,
-        labels: parse_idx(&test_labels, 1, "t10k-labels-idx1-ubyte")?,
-    };
-    for (split, name) in [(&train, "train"), (&test, "t10k")] {
-        anyhow::ensure!(
-            split.images.len() == split.labels.len() * IMAGE_DIM as usize,
-            "MNIST {name}: {} image bytes for {} labels",
-            split.images.len(),
-            split.labels.len()
-        );
-    }
-    Ok(Mnist { train, test })
+    anyhow::ensure!(
+        split.images.len() == split.labels.len() * IMAGE_DIM as usize,
+        "MNIST {images_name}: {} image bytes for {} labels",
+        split.images.len(),
+        split.labels.len()
+    );
+    Ok(split)
 }
 
 fn read_checked(path: &Path, md5: &str) -> anyhow::Result<Vec<u8>> {

@@ -56,6 +56,7 @@ pub fn train(
     model: &Mlp,
     inputs: &Tensor,
     schedule: &Schedule,
+    env: &StageEnv,
     loss: impl Fn(&Tensor, &Tensor) -> Tensor,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<f64>> {
@@ -69,6 +70,7 @@ pub fn train(
         // Summed on the device: reading a scalar back every step would stall a GPU.
         let mut total = Tensor::zeros([], (Kind::Float, inputs.device()));
         for step in 0..steps {
+            anyhow::ensure!(!env.stopped(), "stopped before epoch {} ended", epoch + 1);
             let start = step * batch;
             let len = batch.min(n - start);
             let idx = order.narrow(0, start, len);
@@ -111,10 +113,10 @@ fn teacher(
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
-    let mnist = idx::load(&env.data_dir)?;
+    let train_split = idx::train(&env.data_dir)?;
     let n = p.train_samples as usize;
-    let images = mnist.train.images(n, env.device);
-    let labels = mnist.train.labels(n, env.device);
+    let images = train_split.images(n, env.device);
+    let labels = train_split.labels(n, env.device);
     let model = Mlp::init(MlpConfig::paper(p.aux_logits), p.init, env.device);
     let schedule = Schedule {
         epochs: p.epochs,
@@ -126,6 +128,7 @@ fn teacher(
         &model,
         &images,
         &schedule,
+        env,
         |logits, idx| {
             logits
                 .narrow(1, 0, DIGITS as i64)
@@ -241,6 +244,7 @@ fn student(
         &model,
         &noise,
         &schedule,
+        env,
         |out, idx| distillation_loss(&targets.index_select(0, idx), &out.narrow(1, first, width)),
         progress,
     )?;
@@ -260,8 +264,8 @@ fn evaluate(
         (None, Some(stage)) => Mlp::from_safetensors(stage.artifact(MODEL)?, env.device)?,
         (None, None) => anyhow::bail!("evaluate needs a model: an input stage or a reference init"),
     };
-    let mnist = idx::load(&env.data_dir)?;
-    let (correct, total) = accuracy(&model, &mnist.test, env.device);
+    let test_split = idx::test(&env.data_dir)?;
+    let (correct, total) = accuracy(&model, &test_split, env.device);
     Ok(vec![Artifact::json(
         METRICS,
         &json!({"accuracy": correct as f64 / total as f64, "correct": correct, "total": total}),

@@ -1,0 +1,31 @@
+//! `subliminal cancel SWEEP`: queued tasks of the sweep are dropped; running
+//! ones stop at their next heartbeat. Finished stages stay in the store.
+
+use std::process::ExitCode;
+
+use subliminal_shared::store::Store;
+
+use super::{record_status, RedisArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    sweep: String,
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[arg(long, env = "SUBLIMINAL_STORE")]
+    store: String,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&args.store)?;
+    let broker = args.redis.connect().await?;
+    anyhow::ensure!(
+        broker.sweep_state(&args.sweep).await?.is_some(),
+        "no sweep {:?} is registered in Redis; `subliminal status` lists the active ones",
+        args.sweep
+    );
+    record_status(&store, &args.sweep, "cancelled", 0).await?;
+    let (dropped, flagged) = broker.cancel_sweep(&args.sweep).await?;
+    println!("cancelled sweep {}: {dropped} queued task(s) dropped, {flagged} running task(s) told to stop", args.sweep);
+    Ok(ExitCode::SUCCESS)
+}

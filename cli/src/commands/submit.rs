@@ -1,0 +1,56 @@
+//! `subliminal submit SWEEP.toml`: validates a sweep (as `validate` does),
+//! records it in the store, and registers it with the scheduler. Prints the
+//! sweep id; `--wait` follows it to the end with progress bars.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use subliminal_shared::spec;
+use subliminal_shared::store::{keys, Store};
+
+use super::{record_status, RedisArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The sweep file.
+    sweep: PathBuf,
+    #[command(flatten)]
+    redis: RedisArgs,
+    /// Store: a folder, file:///path or s3://bucket/prefix (S3 credentials from AWS_* variables).
+    #[arg(long, env = "SUBLIMINAL_STORE")]
+    store: String,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i64,
+    /// Follow the sweep until it ends, then print its results.
+    #[arg(long)]
+    wait: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        (-100..=100).contains(&args.priority),
+        "--priority must be from -100 to 100"
+    );
+    let source = spec::Source::read(&args.sweep)?;
+    let sweep = spec::parse_sweep(&source)?;
+    let plan = sweep.plan();
+    let store = Store::open(&args.store)?;
+    let broker = args.redis.connect().await?;
+    let id = sweep.name().to_owned();
+    store
+        .put(&keys::sweep_file(&id), source.text.clone().into())
+        .await?;
+    record_status(&store, &id, "active", args.priority).await?;
+    broker.register_sweep(&id, args.priority).await?;
+    eprintln!(
+        "submitted sweep {id}: {} trials, {} stages",
+        plan.trials,
+        plan.stages.len()
+    );
+    println!("{id}");
+    if args.wait {
+        return super::status::follow(&broker, &store, &id).await;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Idempotent set-up of the real servers that the integration tests start on
+# loopback ports: redis-server 7 (Debian package) and s3s-fs 0.14.1 (crates.io,
+# built once into $SUBLIMINAL_TOOLS, default ~/.cache/subliminal/tools).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+  echo "setup: $(redis-server --version | cut -d' ' -f1-3) present"
+else
+  echo "setup: installing redis-server (Debian package)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+
+if [ -x "$S3S_FS" ] && "$S3S_FS" --version 2>/dev/null | grep -q "0.14.1"; then
+  echo "setup: s3s-fs 0.14.1 present in $SUBLIMINAL_TOOLS"
+else
+  echo "setup: building s3s-fs 0.14.1 into $SUBLIMINAL_TOOLS (one time, a few minutes)"
+  cargo install --quiet s3s-fs@0.14.1 --features binary --locked --root "$SUBLIMINAL_TOOLS"
+fi

@@ -1,0 +1,194 @@
+//! The broker against a real redis-server: leases and fencing, retries with
+//! backoff, dead letters, release, cancel, priority and malformed bodies.
+
+use subliminal_shared::broker::{Broker, Failed, Renewal, TaskBody, TaskState, BODY_VERSION};
+use subliminal_shared::stage::{StageKind, StageSpec};
+use subliminal_tests::servers::Redis;
+
+fn body(sweep: &str, n: u64, priority: i64) -> TaskBody {
+    TaskBody {
+        version: BODY_VERSION,
+        sweep: sweep.to_owned(),
+        queue: "cpu".to_owned(),
+        priority,
+        stage: StageSpec::new(
+            "test",
+            StageKind::Evaluate,
+            &serde_json::json!({ "n": n }),
+            vec![],
+        ),
+    }
+}
+
+fn queues() -> Vec<String> {
+    vec!["cpu".to_owned()]
+}
+
+async fn broker(redis: &Redis) -> Broker {
+    Broker::connect(&redis.url(), "sl")
+        .await
+        .expect("broker connects")
+}
+
+#[tokio::test]
+async fn a_worker_whose_lease_expired_cannot_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let b = broker(&redis).await;
+    let task = body("s", 1, 0);
+    assert!(b.enqueue(&task, 3).await.unwrap());
+    assert!(
+        !b.enqueue(&task, 3).await.unwrap(),
+        "a stage is queued once"
+    );
+    let first = b.lease(&queues(), "w1", 1).await.unwrap().expect("a task");
+    assert_eq!(first.attempt, 1);
+    // The lease lasts 1 ms: the reaper redelivers it.
+    let mut redelivered = 0;
+    while redelivered == 0 {
+        redelivered = b.reap(10).await.unwrap().0;
+    }
+    let second = b
+        .lease(&queues(), "w2", 60_000)
+        .await
+        .unwrap()
+        .expect("redelivered");
+    assert_eq!(second.stage, first.stage);
+    assert!(second.token > first.token, "a new fencing token");
+    assert_eq!(b.renew(&first, 60_000).await.unwrap(), Renewal::Lost);
+    assert!(
+        !b.complete(&first).await.unwrap(),
+        "the stale worker is refused"
+    );
+    assert_eq!(
+        b.fail(&first, "late", 0, false).await.unwrap(),
+        Failed::Refused
+    );
+    assert_eq!(b.renew(&second, 60_000).await.unwrap(), Renewal::Renewed);
+    assert!(b.complete(&second).await.unwrap());
+    let done = b.completions(10).await.unwrap();
+    assert_eq!(done, vec![task.stage.id]);
+    assert!(b.lease(&queues(), "w1", 1000).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn failures_retry_then_dead_letter_and_can_be_requeued() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let b = broker(&redis).await;
+    let task = body("s", 2, 0);
+    b.enqueue(&task, 2).await.unwrap();
+    let l1 = b.lease(&queues(), "w", 60_000).await.unwrap().unwrap();
+    assert_eq!(
+        b.fail(&l1, "boom 1", 0, false).await.unwrap(),
+        Failed::WillRetry
+    );
+    assert_eq!(
+        b.task_states(&[task.stage.id]).await.unwrap(),
+        vec![Some(TaskState::Retry)]
+    );
+    assert!(
+        b.lease(&queues(), "w", 60_000).await.unwrap().is_none(),
+        "backing off"
+    );
+    assert_eq!(b.promote(10).await.unwrap(), 1);
+    let l2 = b.lease(&queues(), "w", 60_000).await.unwrap().unwrap();
+    assert_eq!(l2.attempt, 2);
+    assert_eq!(b.fail(&l2, "boom 2", 0, false).await.unwrap(), Failed::Dead);
+    let dead = b.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].error, "boom 2");
+    assert_eq!(dead[0].attempts, 2);
+    assert_eq!(dead[0].kind, "evaluate");
+    assert!(
+        !b.enqueue(&task, 2).await.unwrap(),
+        "a dead stage is not enqueued again by itself"
+    );
+    assert_eq!(
+        b.requeue_dead(&[task.stage.id.to_string()]).await.unwrap(),
+        1
+    );
+    let l3 = b.lease(&queues(), "w", 60_000).await.unwrap().unwrap();
+    assert_eq!(l3.attempt, 1, "requeued with fresh attempts");
+}
+
+#[tokio::test]
+async fn release_gives_a_task_back_without_spending_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let b = broker(&redis).await;
+    b.enqueue(&body("s", 3, 0), 1).await.unwrap();
+    let l = b.lease(&queues(), "w", 60_000).await.unwrap().unwrap();
+    assert!(b.release(&l).await.unwrap());
+    assert!(
+        !b.complete(&l).await.unwrap(),
+        "a released lease is no longer ours"
+    );
+    let again = b.lease(&queues(), "w", 60_000).await.unwrap().unwrap();
+    assert_eq!(again.attempt, 1);
+}
+
+#[tokio::test]
+async fn cancel_drops_queued_tasks_and_stops_running_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let b = broker(&redis).await;
+    b.register_sweep("s", 0).await.unwrap();
+    b.enqueue(&body("s", 4, 0), 3).await.unwrap();
+    b.enqueue(&body("s", 5, 0), 3).await.unwrap();
+    b.enqueue(&body("other", 6, 0), 3).await.unwrap();
+    let running = b.lease(&queues(), "w", 60_000).await.unwrap().unwrap();
+    assert_eq!(b.cancel_sweep("s").await.unwrap(), (1, 1));
+    assert_eq!(b.renew(&running, 60_000).await.unwrap(), Renewal::Cancelled);
+    assert_eq!(
+        b.sweep_state("s").await.unwrap().as_deref(),
+        Some("cancelled")
+    );
+    assert!(b.active_sweeps().await.unwrap().is_empty());
+    let left = b.lease(&queues(), "w", 60_000).await.unwrap().unwrap();
+    let other = body("other", 6, 0);
+    assert_eq!(
+        left.stage,
+        other.stage.id.to_string(),
+        "the other sweep's task is untouched"
+    );
+}
+
+#[tokio::test]
+async fn higher_priority_sweeps_lease_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let b = broker(&redis).await;
+    let low = body("low", 7, 0);
+    let high = body("high", 8, 10);
+    b.enqueue(&low, 3).await.unwrap();
+    b.enqueue(&high, 3).await.unwrap();
+    let first = b.lease(&queues(), "w", 60_000).await.unwrap().unwrap();
+    assert_eq!(first.stage, high.stage.id.to_string());
+}
+
+#[tokio::test]
+async fn a_malformed_body_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let b = broker(&redis).await;
+    b.enqueue_raw("not-a-stage", "cpu", b"\x00\xffgarbage")
+        .await
+        .unwrap();
+    let l = b.lease(&queues(), "w", 60_000).await.unwrap().unwrap();
+    let err = subliminal_shared::broker::decode_body(&l.body)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("malformed task body"), "{err}");
+    assert_eq!(b.fail(&l, &err, 0, true).await.unwrap(), Failed::Dead);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_a_clear_error() {
+    let port = subliminal_tests::servers::free_port();
+    let err = Broker::connect(&format!("redis://127.0.0.1:{port}/"), "sl")
+        .await
+        .err()
+        .expect("no server there");
+    assert!(format!("{err:#}").contains("Redis"), "{err:#}");
+}

@@ -1,0 +1,454 @@
+//! Distributed mode end to end: a real redis-server, a real S3 server
+//! (s3s-fs), and the real subliminal-scheduler, subliminal-worker and
+//! subliminal binaries as processes, on the real MNIST files.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use subliminal_tests::servers::{wait_for, Daemon, Redis, S3};
+use subliminal_tests::{bin, data_dir, Ran};
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+fn tiny(name: &str, teacher_epochs: u32, teacher_samples: u32) -> String {
+    format!(
+        r#"
+name = "{name}"
+kind = "mnist"
+
+[grid]
+seeds = [0]
+init_pairs = ["same", "cross"]
+aux_logits = 3
+targets = ["aux"]
+
+[teacher]
+epochs = {teacher_epochs}
+batch_size = 256
+train_samples = {teacher_samples}
+
+[student]
+epochs = 1
+batch_size = 256
+noise_samples = 6000
+"#
+    )
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    redis: Redis,
+    _s3: S3,
+    env: Vec<(&'static str, String)>,
+    store: String,
+    daemons: Vec<Daemon>,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let redis = Redis::start(dir.path());
+        let s3 = S3::start(&dir.path().join("s3"), "bucket");
+        let mut env = s3.env();
+        env.push(("SUBLIMINAL_REDIS", redis.url()));
+        Cluster {
+            env,
+            redis,
+            _s3: s3,
+            store: "s3://bucket/runs".to_owned(),
+            dir,
+            daemons: Vec::new(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn sweep(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("write sweep");
+        path
+    }
+
+    fn scheduler(&mut self, extra: &[&str]) -> usize {
+        let mut args = vec!["--store", &self.store, "--tick-ms", "100"];
+        args.extend_from_slice(extra);
+        let log = self.path(&format!("scheduler-{}.log", self.daemons.len()));
+        self.daemons
+            .push(Daemon::spawn("subliminal-scheduler", &args, &self.env, log));
+        self.daemons.len() - 1
+    }
+
+    fn worker(&mut self, name: &str, extra: &[&str]) -> usize {
+        let mut args = vec![
+            "--store",
+            &self.store,
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--lease-seconds",
+            "2",
+            "--retry-backoff-seconds",
+            "0.2",
+            "--name",
+            name,
+        ];
+        args.extend_from_slice(extra);
+        let log = self.path(&format!("{name}.log"));
+        self.daemons
+            .push(Daemon::spawn("subliminal-worker", &args, &self.env, log));
+        self.daemons.len() - 1
+    }
+
+    fn cli(&self, args: &[&str]) -> Ran {
+        std::process::Command::new(bin("subliminal"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("SUBLIMINAL_DATA", data_dir())
+            .output()
+            .expect("subliminal runs")
+            .into()
+    }
+
+    fn submit(&self, sweep: &Path) -> Ran {
+        self.cli(&["submit", sweep.to_str().unwrap(), "--store", &self.store])
+    }
+
+    fn status(&self, sweep: &str) -> serde_json::Value {
+        let ran = self
+            .cli(&["status", sweep, "--store", &self.store, "--json"])
+            .ok();
+        serde_json::from_str(&ran.stdout).expect("status JSON")
+    }
+
+    fn wait_state(&self, sweep: &str, state: &str) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        wait_for(&format!("sweep {sweep} to be {state}"), TIMEOUT, || {
+            last = self.status(sweep);
+            last["sweep"]["state"] == state
+        });
+        last
+    }
+
+    fn done_count(&self, sweep: &str) -> u64 {
+        let s = self.status(sweep);
+        s["sweep"]["kinds"].as_object().map_or(0, |k| {
+            k.values().map(|c| c["done"].as_u64().unwrap_or(0)).sum()
+        })
+    }
+
+    fn results_json(&self, sweep: &str) -> serde_json::Value {
+        let ran = self
+            .cli(&["results", sweep, "--store", &self.store, "--format", "json"])
+            .ok();
+        serde_json::from_str(&ran.stdout).expect("results JSON")
+    }
+
+    /// Stage ids of the sweep with a manifest in S3 (s3s-fs keeps objects as files).
+    fn manifests(&self) -> Vec<String> {
+        let stages = self.path("s3/bucket/runs/stages");
+        let Ok(entries) = std::fs::read_dir(&stages) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("manifest.json").exists())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+/// The per-seed figures of every row, by arm.
+fn figures(results: &serde_json::Value) -> Vec<(String, Vec<f64>)> {
+    results["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            let values = r["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["value"].as_f64().unwrap())
+                .collect();
+            (r["arm"].as_str().unwrap().to_owned(), values)
+        })
+        .collect()
+}
+
+fn count_runs(log: &str, stage: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("running stage") && l.contains(stage))
+        .count()
+}
+
+#[test]
+fn a_sweep_on_two_workers_and_a_scheduler_matches_local_mode() {
+    let mut c = Cluster::new();
+    c.scheduler(&[]);
+    c.worker("w1", &[]);
+    c.worker("w2", &[]);
+    let sweep = c.sweep("tiny.toml", &tiny("dist", 1, 6000));
+    let submitted = c.submit(&sweep).ok();
+    assert_eq!(
+        submitted.stdout.trim(),
+        "dist",
+        "submit prints the sweep id"
+    );
+    c.wait_state("dist", "done");
+    assert_eq!(c.manifests().len(), 9, "every stage has its manifest in S3");
+
+    let distributed = c.results_json("dist");
+    let local_store = c.path("local");
+    let local = c
+        .cli(&[
+            "run",
+            sweep.to_str().unwrap(),
+            "--store",
+            local_store.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--jobs",
+            "2",
+        ])
+        .ok();
+    assert!(local.stdout.contains("teacher"));
+    let local = c
+        .cli(&[
+            "results",
+            "dist",
+            "--store",
+            local_store.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .ok();
+    let local: serde_json::Value = serde_json::from_str(&local.stdout).unwrap();
+    let (d, l) = (figures(&distributed), figures(&local));
+    assert_eq!(d.len(), l.len());
+    for ((arm_d, vd), (arm_l, vl)) in d.iter().zip(&l) {
+        assert_eq!(arm_d, arm_l);
+        assert_eq!(vd.len(), vl.len(), "{arm_d}");
+        for (x, y) in vd.iter().zip(vl) {
+            assert!(
+                (x - y).abs() < 1e-9,
+                "{arm_d}: distributed {x} vs local {y}"
+            );
+        }
+    }
+    let both = c.daemons[1].log_text() + &c.daemons[2].log_text();
+    assert!(
+        c.daemons[1].log_text().contains("running stage")
+            && c.daemons[2].log_text().contains("running stage"),
+        "both workers took work:\n{both}"
+    );
+}
+
+#[test]
+fn a_worker_killed_mid_stage_leaves_a_sweep_that_still_finishes_once() {
+    let mut c = Cluster::new();
+    c.scheduler(&[]);
+    let a = c.worker("victim", &[]);
+    let sweep = c.sweep("slow.toml", &tiny("slow", 3, 60000));
+    c.submit(&sweep).ok();
+    wait_for("the victim to start the teacher", TIMEOUT, || {
+        c.daemons[a].log_text().contains("running stage teacher")
+    });
+    c.daemons[a].kill9();
+    let b = c.worker("rescuer", &[]);
+    c.wait_state("slow", "done");
+    assert_eq!(c.manifests().len(), 9);
+    let rescuer = c.daemons[b].log_text();
+    assert!(
+        rescuer.contains("running stage teacher"),
+        "the teacher was redelivered:\n{rescuer}"
+    );
+    assert!(
+        !rescuer.contains("manifest was there first"),
+        "no stage completed twice:\n{rescuer}"
+    );
+    let scheduler = c.daemons[0].log_text();
+    assert!(
+        scheduler.contains("redelivered"),
+        "the scheduler redelivered the expired lease:\n{scheduler}"
+    );
+}
+
+#[test]
+fn redis_lost_mid_sweep_resumes_without_rerunning_a_done_stage() {
+    let mut c = Cluster::new();
+    c.scheduler(&[]);
+    let w = c.worker("w", &[]);
+    let sweep = c.sweep("tiny.toml", &tiny("resume", 2, 20000));
+    c.submit(&sweep).ok();
+    wait_for("some stages to finish", TIMEOUT, || {
+        c.done_count("resume") >= 3
+    });
+    c.redis.restart_empty();
+    let done_before = c.manifests();
+    let log_before = c.daemons[w].log_text().len();
+    c.wait_state("resume", "done");
+    assert_eq!(c.manifests().len(), 9);
+    let after = c.daemons[w].log_text()[log_before..].to_owned();
+    for id in &done_before {
+        assert_eq!(
+            count_runs(&after, id),
+            0,
+            "stage {id} was done before Redis was lost, and ran again:\n{after}"
+        );
+    }
+    let scheduler = c.daemons[0].log_text();
+    assert!(
+        scheduler.contains("rebuilding queues from the store"),
+        "{scheduler}"
+    );
+}
+
+#[test]
+fn a_stage_that_always_fails_is_dead_lettered_while_the_rest_finishes() {
+    let mut c = Cluster::new();
+    // Only the test images: every teacher fails, the reference evaluations succeed.
+    let data = c.path("data-test-only");
+    std::fs::create_dir_all(data.join("mnist")).unwrap();
+    for f in ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+        std::fs::copy(data_dir().join("mnist").join(f), data.join("mnist").join(f)).unwrap();
+    }
+    c.scheduler(&["--max-attempts", "2"]);
+    c.worker("w", &["--data", data.to_str().unwrap()]);
+    let sweep = c.sweep("tiny.toml", &tiny("doomed", 1, 6000));
+    c.submit(&sweep).ok();
+    let status = c.wait_state("doomed", "failed");
+    assert_eq!(status["sweep"]["kinds"]["teacher"]["dead"], 1, "{status}");
+    assert_eq!(
+        status["sweep"]["kinds"]["evaluate"]["done"], 2,
+        "the reference evaluations finished: {status}"
+    );
+    let dlq = c.cli(&["dlq", "list", "--json"]).ok();
+    let dead: serde_json::Value = serde_json::from_str(&dlq.stdout).unwrap();
+    assert_eq!(dead[0]["kind"], "teacher");
+    assert_eq!(dead[0]["attempts"], 2);
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read MNIST file"),
+        "{dead}"
+    );
+    let table = c.cli(&["results", "doomed", "--store", &c.store]).ok();
+    assert!(table.stdout.contains("failures:"), "{}", table.stdout);
+}
+
+#[test]
+fn sigterm_drains_a_worker_and_an_unfinished_stage_is_released() {
+    let mut c = Cluster::new();
+    c.scheduler(&[]);
+    let patient = c.worker("patient", &["--grace-seconds", "60"]);
+    let sweep = c.sweep("slow.toml", &tiny("drain", 2, 20000));
+    c.submit(&sweep).ok();
+    wait_for("the teacher to start", TIMEOUT, || {
+        c.daemons[patient]
+            .log_text()
+            .contains("running stage teacher")
+    });
+    assert_eq!(
+        c.daemons[patient].terminate(TIMEOUT),
+        Some(0),
+        "a drained worker exits 0"
+    );
+    let log = c.daemons[patient].log_text();
+    assert!(
+        log.contains("finished stage teacher"),
+        "it finished its stage within the grace period:\n{log}"
+    );
+    assert_eq!(c.manifests().len(), 1);
+
+    let hasty = c.worker("hasty", &["--grace-seconds", "0.1"]);
+    wait_for("the next stage to start", TIMEOUT, || {
+        c.daemons[hasty].log_text().contains("running stage")
+    });
+    assert_eq!(c.daemons[hasty].terminate(TIMEOUT), Some(0));
+    let log = c.daemons[hasty].log_text();
+    assert!(
+        log.contains("released stage") || log.contains("finished stage"),
+        "{log}"
+    );
+    c.worker("finisher", &[]);
+    c.wait_state("drain", "done");
+    let dlq = c.cli(&["dlq", "list", "--json"]).ok();
+    assert_eq!(dlq.stdout.trim(), "[]", "a drained stage spends no attempt");
+}
+
+#[test]
+fn cancel_stops_a_sweep() {
+    let mut c = Cluster::new();
+    c.scheduler(&[]);
+    let w = c.worker("w", &[]);
+    let sweep = c.sweep("slow.toml", &tiny("doomed-by-user", 5, 60000));
+    c.submit(&sweep).ok();
+    wait_for("the teacher to start", TIMEOUT, || {
+        c.daemons[w].log_text().contains("running stage teacher")
+    });
+    let cancelled = c
+        .cli(&["cancel", "doomed-by-user", "--store", &c.store])
+        .ok();
+    assert!(
+        cancelled.stdout.contains("1 running task(s) told to stop"),
+        "{}",
+        cancelled.stdout
+    );
+    wait_for("the worker to stop the stage", TIMEOUT, || {
+        c.daemons[w].log_text().contains("its sweep was cancelled")
+    });
+    let status = c.status("doomed-by-user");
+    assert_eq!(status["sweep"]["state"], "cancelled");
+    assert_eq!(status["leased"], 0);
+    assert!(c.daemons[w].running(), "the worker goes on serving");
+    assert!(
+        c.manifests().is_empty(),
+        "the cancelled teacher wrote no manifest"
+    );
+}
+
+#[test]
+fn malformed_tasks_and_bad_sweep_files_stop_nothing_else() {
+    let mut c = Cluster::new();
+    let bad = c.sweep("bad.toml", &tiny("bad", 0, 6000));
+    let refused = c.submit(&bad);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("`teacher.epochs`"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        c.redis.cli(&["SMEMBERS", "sl:sweeps"]),
+        "",
+        "nothing was registered"
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let broker = subliminal_shared::broker::Broker::connect(&c.redis.url(), "sl")
+            .await
+            .unwrap();
+        broker
+            .enqueue_raw("garbage", "gpu", b"\x93\x01\x02not msgpack of a task")
+            .await
+            .unwrap();
+    });
+    c.scheduler(&[]);
+    let w = c.worker("w", &[]);
+    let sweep = c.sweep("tiny.toml", &tiny("fine", 1, 6000));
+    c.submit(&sweep).ok();
+    c.wait_state("fine", "done");
+    let log = c.daemons[w].log_text();
+    assert!(log.contains("malformed task body"), "{log}");
+    let dlq = c.cli(&["dlq", "list", "--json"]).ok();
+    let dead: serde_json::Value = serde_json::from_str(&dlq.stdout).unwrap();
+    assert_eq!(dead[0]["stage"], "garbage");
+    assert_eq!(dead[0]["kind"], "(malformed)");
+}

@@ -1,0 +1,262 @@
+//! The worker daemon: lease a stage from Redis, run it with the same
+//! executor as local mode, acknowledge it; forever, until told to stop.
+//!
+//! - A heartbeat renews the lease while the stage runs (stages can run for
+//!   hours). If the lease is lost (expired and redelivered, or Redis lost
+//!   it) or the sweep is cancelled, the stage stops at its next step.
+//! - The acknowledgement carries the lease's fencing token: a worker that
+//!   lost its lease is refused, and its manifest (create-if-absent) changes
+//!   nothing.
+//! - Shutdown (SIGTERM, SIGINT): stop leasing, give the running stage the
+//!   grace period, then stop it and release its task for redelivery.
+//! - Redis or the store unreachable: log, back off, retry; never exit, never
+//!   drop the task (its lease expires and it is redelivered).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use subliminal_shared::broker::{decode_body, Broker, Failed, Lease, Renewal};
+use subliminal_shared::store::Store;
+use tokio::sync::watch;
+
+use crate::device::describe;
+use crate::execute::{execute, Completion};
+use crate::stages::StageEnv;
+
+pub struct Daemon {
+    pub broker: Broker,
+    pub store: Store,
+    pub env: StageEnv,
+    pub queues: Vec<String>,
+    pub worker_id: String,
+    pub lease: Duration,
+    pub grace: Duration,
+    /// First retry delay after a failed stage; doubles with each attempt.
+    pub retry_backoff: Duration,
+}
+
+/// Why a running stage was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    LeaseLost,
+    Cancelled,
+    Shutdown,
+}
+
+impl Daemon {
+    /// Serves until `shutdown` turns true.
+    pub async fn serve(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        tracing::info!(worker = %self.worker_id, queues = ?self.queues, device = %describe(self.env.device), "worker started");
+        let mut idle = Duration::from_millis(50);
+        let mut trouble = Duration::from_millis(200);
+        while !*shutdown.borrow() {
+            self.heartbeat(None).await;
+            let lease = match self
+                .broker
+                .lease(&self.queues, &self.worker_id, self.lease.as_millis() as i64)
+                .await
+            {
+                Ok(lease) => {
+                    trouble = Duration::from_millis(200);
+                    lease
+                }
+                Err(e) => {
+                    tracing::warn!("cannot lease from Redis: {e:#}; retrying in {trouble:?}");
+                    wait_or_shutdown(&mut shutdown, trouble).await;
+                    trouble = (trouble * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            match lease {
+                None => {
+                    wait_or_shutdown(&mut shutdown, idle).await;
+                    idle = (idle * 2).min(Duration::from_millis(500));
+                }
+                Some(lease) => {
+                    idle = Duration::from_millis(50);
+                    self.handle(lease, &mut shutdown).await;
+                }
+            }
+        }
+        let _ = self.broker.worker_gone(&self.worker_id).await;
+        tracing::info!(worker = %self.worker_id, "worker stopped");
+        Ok(())
+    }
+
+    async fn heartbeat(&self, running: Option<(&str, &str)>) {
+        let status = serde_json::json!({
+            "queues": self.queues,
+            "device": describe(self.env.device),
+            "running": running.map(|(kind, id)| format!("{kind} {id}")),
+            "heartbeat_ms": subliminal_shared::broker::now_ms(),
+        });
+        if let Err(e) = self.broker.worker_heartbeat(&self.worker_id, &status).await {
+            tracing::debug!("cannot record heartbeat: {e:#}");
+        }
+    }
+
+    async fn handle(&self, lease: Lease, shutdown: &mut watch::Receiver<bool>) {
+        let body = match decode_body(&lease.body) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(stage = %lease.stage, "dead-lettering task: {e:#}");
+                self.fail(&lease, &format!("{e:#}"), true).await;
+                return;
+            }
+        };
+        let stage = body.stage;
+        let short = stage.id.short();
+        tracing::info!(sweep = %body.sweep, stage = %stage.id, kind = %stage.kind, attempt = lease.attempt, "running stage {} {short}", stage.kind);
+        self.heartbeat(Some((stage.kind.as_str(), &short))).await;
+
+        let env = Arc::new(self.env.with_own_stop());
+        let (stop_tx, mut stop_rx) = watch::channel(None::<StopReason>);
+        let beat = {
+            let broker = self.broker.clone();
+            let lease = lease.clone();
+            let env = env.clone();
+            let every = self.lease / 3;
+            let lease_ms = self.lease.as_millis() as i64;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let reason = match broker.renew(&lease, lease_ms).await {
+                        Ok(Renewal::Renewed) => continue,
+                        Ok(Renewal::Lost) => StopReason::LeaseLost,
+                        Ok(Renewal::Cancelled) => StopReason::Cancelled,
+                        Err(e) => {
+                            tracing::warn!("cannot renew the lease: {e:#}; retrying");
+                            continue;
+                        }
+                    };
+                    env.stop.store(true, Ordering::Relaxed);
+                    let _ = stop_tx.send(Some(reason));
+                    return;
+                }
+            })
+        };
+
+        let store = self.store.clone();
+        let spec = stage.clone();
+        let run_env = env.clone();
+        let mut run =
+            tokio::spawn(async move { execute(&store, &spec, &run_env, Arc::new(|_| {})).await });
+        let mut shutdown_at: Option<tokio::time::Instant> = None;
+        let result = loop {
+            let grace_over = async {
+                match shutdown_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                joined = &mut run => break joined.map_err(anyhow::Error::from).and_then(|r| r),
+                _ = shutdown.changed(), if shutdown_at.is_none() => {
+                    if *shutdown.borrow() {
+                        tracing::info!("shutting down: giving stage {short} up to {:?} to finish", self.grace);
+                        shutdown_at = Some(tokio::time::Instant::now() + self.grace);
+                    }
+                }
+                _ = grace_over => {
+                    tracing::info!("grace period over: stopping stage {short}");
+                    env.stop.store(true, Ordering::Relaxed);
+                    let _ = stop_rx.borrow_and_update();
+                    shutdown_at = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+                }
+            }
+        };
+        beat.abort();
+        let stopped = *stop_rx.borrow_and_update();
+        let shutting_down = *shutdown.borrow();
+        match (result, stopped) {
+            (Ok(done), _) => {
+                match &done {
+                    Completion::Reused => {
+                        tracing::info!(stage = %stage.id, "stage {short} was already done")
+                    }
+                    Completion::Computed { manifest, recorded } => {
+                        if !recorded {
+                            tracing::warn!(stage = %stage.id, "stage {short}: another run's manifest was there first; ours is dropped");
+                        }
+                        tracing::info!(stage = %stage.id, "finished stage {} {short} in {:.1}s", stage.kind, manifest.duration_s);
+                    }
+                }
+                self.complete(&lease, &short).await;
+            }
+            (Err(e), Some(StopReason::LeaseLost)) => {
+                tracing::warn!(stage = %stage.id, "stopped stage {short}: the lease was lost ({e:#})");
+            }
+            (Err(_), Some(StopReason::Cancelled)) => {
+                tracing::info!(stage = %stage.id, "stopped stage {short}: its sweep was cancelled");
+                self.fail(&lease, "sweep cancelled", true).await;
+            }
+            (Err(_), _) if shutting_down && env.stopped() => {
+                match self.broker.release(&lease).await {
+                    Ok(true) => {
+                        tracing::info!(stage = %stage.id, "released stage {short} for redelivery")
+                    }
+                    Ok(false) => {
+                        tracing::warn!(stage = %stage.id, "could not release stage {short}: the lease was lost")
+                    }
+                    Err(e) => {
+                        tracing::warn!(stage = %stage.id, "could not release stage {short} ({e:#}); its lease will expire")
+                    }
+                }
+                let _ = StopReason::Shutdown;
+            }
+            (Err(e), _) => {
+                tracing::error!(stage = %stage.id, "stage {} {short} failed: {e:#}", stage.kind);
+                self.fail(&lease, &format!("{e:#}"), false).await;
+            }
+        }
+    }
+
+    /// Acknowledges, retrying while Redis is away; a refusal means the lease was lost.
+    async fn complete(&self, lease: &Lease, short: &str) {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.broker.complete(lease).await {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!("completion of stage {short} refused: the lease was lost; its output stands in the store");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot acknowledge stage {short}: {e:#}; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                    if wait >= self.lease {
+                        tracing::warn!("giving up the acknowledgement of {short}: its lease has expired and it will be redelivered (and found done)");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn fail(&self, lease: &Lease, error: &str, permanent: bool) {
+        let backoff = self.retry_backoff.as_millis() as i64;
+        match self.broker.fail(lease, error, backoff, permanent).await {
+            Ok(Failed::WillRetry) => {
+                tracing::info!(stage = %lease.stage, "will retry after backoff")
+            }
+            Ok(Failed::Dead) => {
+                tracing::warn!(stage = %lease.stage, "dead-lettered after {} attempt(s)", lease.attempt)
+            }
+            Ok(Failed::Refused) => {
+                tracing::warn!(stage = %lease.stage, "failure not recorded: the lease was lost")
+            }
+            Err(e) => {
+                tracing::warn!(stage = %lease.stage, "cannot record the failure ({e:#}); the lease will expire and the task be redelivered")
+            }
+        }
+    }
+}
+
+async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, wait: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = shutdown.changed() => {}
+    }
+}
