@@ -161,17 +161,18 @@ impl Scheduler {
                 .filter(|s| !sweep.enqueued.contains(&s.id))
                 .cloned()
                 .collect();
-            for stage in ready {
-                let body = TaskBody {
+            let bodies: Vec<TaskBody> = ready
+                .iter()
+                .map(|stage| TaskBody {
                     version: subliminal_shared::broker::BODY_VERSION,
                     sweep: sweep_id.clone(),
                     queue: queue_for(stage.kind).to_owned(),
                     priority: sweep.priority,
                     stage: stage.clone(),
-                };
-                self.broker.enqueue(&body, self.max_attempts).await?;
-                sweep.enqueued.insert(stage.id);
-            }
+                })
+                .collect();
+            self.broker.enqueue_many(&bodies, self.max_attempts).await?;
+            sweep.enqueued.extend(ready.iter().map(|s| s.id));
         }
         Ok(())
     }

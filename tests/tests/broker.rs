@@ -192,3 +192,32 @@ async fn an_unreachable_redis_is_a_clear_error() {
         .expect("no server there");
     assert!(format!("{err:#}").contains("Redis"), "{err:#}");
 }
+
+#[tokio::test]
+async fn batches_lease_and_complete_many_tasks_per_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let b = broker(&redis).await;
+    let bodies: Vec<TaskBody> = (10..15).map(|n| body("s", n, 0)).collect();
+    assert_eq!(b.enqueue_many(&bodies, 3).await.unwrap(), 5);
+    assert_eq!(
+        b.enqueue_many(&bodies, 3).await.unwrap(),
+        0,
+        "each stage once"
+    );
+    let first = b.lease_many(&queues(), "w", 60_000, 3).await.unwrap();
+    assert_eq!(first.len(), 3);
+    let rest = b.lease_many(&queues(), "w", 60_000, 10).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    let mut ids: Vec<String> = first.iter().chain(&rest).map(|l| l.stage.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "no task leased twice");
+    assert_eq!(b.complete_many(&first).await.unwrap(), vec![true; 3]);
+    assert_eq!(
+        b.complete_many(&first).await.unwrap(),
+        vec![false; 3],
+        "a second ack is refused"
+    );
+    assert_eq!(b.completions(10).await.unwrap().len(), 3);
+}

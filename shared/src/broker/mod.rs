@@ -125,11 +125,12 @@ impl Broker {
                 }
             }
         }
-        let pool = Config::from_url(url)
-            .create_pool(Some(Runtime::Tokio1))
-            .context(
-                "invalid Redis URL: expected redis://[:password@]host:port[/db] or rediss://...",
-            )?;
+        let mut config = Config::from_url(url);
+        // Enough for a worker's lease loop and heartbeat, or a benchmark's consumers.
+        config.pool = Some(deadpool_redis::PoolConfig::new(64));
+        let pool = config.create_pool(Some(Runtime::Tokio1)).context(
+            "invalid Redis URL: expected redis://[:password@]host:port[/db] or rediss://...",
+        )?;
         let broker = Self {
             pool,
             prefix: prefix.to_owned(),
@@ -191,6 +192,40 @@ impl Broker {
         Ok(added == 1)
     }
 
+    /// Adds many tasks in one round trip (a pipeline); returns how many were new.
+    pub async fn enqueue_many(
+        &self,
+        bodies: &[TaskBody],
+        max_attempts: u32,
+    ) -> anyhow::Result<usize> {
+        if bodies.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn().await?;
+        // Loading is idempotent and makes EVALSHA safe after a Redis restart.
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(scripts::ENQUEUE_SOURCE)
+            .query_async(&mut conn)
+            .await?;
+        let now = now_ms() as f64;
+        let mut pipe = redis::pipe();
+        for body in bodies {
+            pipe.cmd("EVALSHA")
+                .arg(&sha)
+                .arg(0)
+                .arg(&self.prefix)
+                .arg(body.stage.id.to_string())
+                .arg(encode_body(body)?)
+                .arg(&body.queue)
+                .arg(&body.sweep)
+                .arg((-(body.priority as f64)) * 1e13 + now)
+                .arg(max_attempts);
+        }
+        let added: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(added.iter().filter(|a| **a == 1).count())
+    }
+
     /// Puts raw bytes in a queue as a task body: for tests of malformed bodies.
     pub async fn enqueue_raw(&self, stage: &str, queue: &str, body: &[u8]) -> anyhow::Result<()> {
         let mut conn = self.conn().await?;
@@ -214,23 +249,39 @@ impl Broker {
         worker: &str,
         lease_ms: i64,
     ) -> anyhow::Result<Option<Lease>> {
+        Ok(self.lease_many(queues, worker, lease_ms, 1).await?.pop())
+    }
+
+    /// Leases up to `max` tasks in one round trip (prefetch, for short tasks).
+    pub async fn lease_many(
+        &self,
+        queues: &[String],
+        worker: &str,
+        lease_ms: i64,
+        max: usize,
+    ) -> anyhow::Result<Vec<Lease>> {
         let mut conn = self.conn().await?;
         let mut invocation = scripts::LEASE.prepare_invoke();
         invocation
             .arg(&self.prefix)
             .arg(now_ms())
             .arg(lease_ms)
-            .arg(worker);
+            .arg(worker)
+            .arg(max.max(1));
         for q in queues {
             invocation.arg(q);
         }
-        let got: Option<(String, Vec<u8>, i64, i64)> = invocation.invoke_async(&mut conn).await?;
-        Ok(got.map(|(stage, body, token, attempt)| Lease {
-            stage,
-            body,
-            token,
-            attempt,
-        }))
+        let flat: Vec<redis::Value> = invocation.invoke_async(&mut conn).await?;
+        let mut leases = Vec::with_capacity(flat.len() / 4);
+        for chunk in flat.chunks_exact(4) {
+            leases.push(Lease {
+                stage: redis::from_redis_value_ref(&chunk[0])?,
+                body: redis::from_redis_value_ref(&chunk[1])?,
+                token: redis::from_redis_value_ref(&chunk[2])?,
+                attempt: redis::from_redis_value_ref(&chunk[3])?,
+            });
+        }
+        Ok(leases)
     }
 
     pub async fn renew(&self, lease: &Lease, lease_ms: i64) -> anyhow::Result<Renewal> {
@@ -259,6 +310,31 @@ impl Broker {
             .invoke_async(&mut conn)
             .await?;
         Ok(r == 1)
+    }
+
+    /// Acknowledges many tasks in one round trip (a pipeline); returns, per
+    /// lease, whether it was accepted.
+    pub async fn complete_many(&self, leases: &[Lease]) -> anyhow::Result<Vec<bool>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn().await?;
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(scripts::COMPLETE_SOURCE)
+            .query_async(&mut conn)
+            .await?;
+        let mut pipe = redis::pipe();
+        for lease in leases {
+            pipe.cmd("EVALSHA")
+                .arg(&sha)
+                .arg(0)
+                .arg(&self.prefix)
+                .arg(&lease.stage)
+                .arg(lease.token);
+        }
+        let done: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(done.into_iter().map(|d| d == 1).collect())
     }
 
     /// Records a failure: retried after a backoff, or dead-lettered when out

@@ -6,9 +6,9 @@ use std::sync::LazyLock;
 use deadpool_redis::redis::Script;
 
 /// ARGV: prefix, id, body, queue, sweep, score, max_attempts → 1 added, 0 a task exists.
-pub static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+pub static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_SOURCE));
+
+pub const ENQUEUE_SOURCE: &str = r#"
 local p, id = ARGV[1], ARGV[2]
 local t = p .. ':task:' .. id
 if redis.call('EXISTS', t) == 1 then return 0 end
@@ -17,32 +17,36 @@ redis.call('HSET', t, 'body', ARGV[3], 'queue', ARGV[4], 'sweep', ARGV[5], 'scor
 redis.call('ZADD', p .. ':queue:' .. ARGV[4], ARGV[6], id)
 if ARGV[5] ~= '-' then redis.call('SADD', p .. ':sweep:' .. ARGV[5] .. ':tasks', id) end
 return 1
-"#,
-    )
-});
+"#;
 
-/// ARGV: prefix, now, lease_ms, worker, queue... → {id, body, token, attempt} or nil.
+/// ARGV: prefix, now, lease_ms, worker, max, queue... → up to `max` tasks,
+/// flattened as {id, body, token, attempt, id, body, ...}.
 pub static LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local p, now, lease_ms, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-for i = 5, #ARGV do
+local p, now, lease_ms, worker, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local out = {}
+for i = 6, #ARGV do
   local q = p .. ':queue:' .. ARGV[i]
-  while true do
+  while #out < 4 * max do
     local popped = redis.call('ZPOPMIN', q)
     if #popped == 0 then break end
     local id = popped[1]
     local t = p .. ':task:' .. id
-    if redis.call('EXISTS', t) == 1 then
+    local body = redis.call('HGET', t, 'body')
+    if body then
       local token = redis.call('INCR', p .. ':seq')
       local attempt = redis.call('HINCRBY', t, 'attempts', 1)
       redis.call('HSET', t, 'state', 'leased', 'token', token, 'worker', worker)
       redis.call('ZADD', p .. ':leases', now + lease_ms, id)
-      return {id, redis.call('HGET', t, 'body'), token, attempt}
+      table.insert(out, id)
+      table.insert(out, body)
+      table.insert(out, token)
+      table.insert(out, attempt)
     end
   end
 end
-return false
+return out
 "#,
     )
 });
@@ -62,21 +66,20 @@ return 1
 });
 
 /// ARGV: prefix, id, token → 1 completed, 0 refused (the lease is not ours).
-pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| Script::new(COMPLETE_SOURCE));
+
+pub const COMPLETE_SOURCE: &str = r#"
 local p, id = ARGV[1], ARGV[2]
 local t = p .. ':task:' .. id
-if redis.call('HGET', t, 'token') ~= ARGV[3] or redis.call('HGET', t, 'state') ~= 'leased' then return 0 end
-local sweep = redis.call('HGET', t, 'sweep')
+local f = redis.call('HMGET', t, 'token', 'state', 'sweep')
+if f[1] ~= ARGV[3] or f[2] ~= 'leased' then return 0 end
+local sweep = f[3]
 redis.call('ZREM', p .. ':leases', id)
 redis.call('DEL', t)
 if sweep then redis.call('SREM', p .. ':sweep:' .. sweep .. ':tasks', id) end
 redis.call('RPUSH', p .. ':events', id)
 return 1
-"#,
-    )
-});
+"#;
 
 /// ARGV: prefix, id, token, now, error, backoff_ms, permanent → 1 retry, 2 dead, 0 refused.
 pub static FAIL: LazyLock<Script> = LazyLock::new(|| {
