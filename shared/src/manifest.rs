@@ -88,8 +88,26 @@ impl VerifiedStage {
     }
 }
 
+/// A local copy of artifacts, by SHA-256: a worker keeps base models and
+/// datasets here so that each is fetched from the store once.
+pub trait ArtifactCache: Send + Sync + std::fmt::Debug {
+    /// The bytes whose SHA-256 is `sha256`, if held (and still intact).
+    fn get(&self, sha256: &str) -> Option<Bytes>;
+    fn put(&self, sha256: &str, bytes: &Bytes);
+}
+
 /// Reads a stage's manifest and checks every artifact it lists.
 pub async fn inspect(store: &Store, stage: StageId) -> anyhow::Result<StageState> {
+    inspect_cached(store, stage, None).await
+}
+
+/// [`inspect`], taking artifacts from `cache` where it holds them (checked
+/// against the manifest all the same) and keeping what it fetches there.
+pub async fn inspect_cached(
+    store: &Store,
+    stage: StageId,
+    cache: Option<&dyn ArtifactCache>,
+) -> anyhow::Result<StageState> {
     let Some(bytes) = store.get_opt(&keys::manifest(stage)).await? else {
         return Ok(StageState::Missing);
     };
@@ -128,6 +146,9 @@ pub async fn inspect(store: &Store, stage: StageId) -> anyhow::Result<StageState
                 "artifact {} does not match its SHA-256 in the manifest",
                 entry.name
             )));
+        }
+        if let Some(cache) = cache {
+            cache.put(&entry.sha256, &bytes);
         }
         artifacts.push((entry.name.clone(), bytes));
     }

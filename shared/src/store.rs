@@ -47,10 +47,7 @@ impl Store {
                     .map_err(|_| anyhow::anyhow!("store {location:?} is not a local path"))?;
                 return Self::open_folder(&path);
             }
-            let options: Vec<(String, String)> = std::env::vars()
-                .filter(|(k, _)| k.starts_with("AWS_"))
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect();
+            let options = s3_options(std::env::vars());
             let (inner, root) = object_store::parse_url_opts(&url, options).with_context(|| {
                 format!(
                     "cannot open store {location:?}: expected a folder path, file:///path or s3://bucket/prefix"
@@ -161,6 +158,84 @@ impl Store {
     }
 }
 
+/// S3 settings from the standard `AWS_*` environment variables; where they
+/// name no key, from the standard credentials and config files
+/// (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`, and
+/// `AWS_CONFIG_FILE`, default `~/.aws/config`) for profile `AWS_PROFILE` or
+/// `default`. Never from the command line, never logged.
+fn s3_options(env: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let env: std::collections::HashMap<String, String> =
+        env.filter(|(k, _)| k.starts_with("AWS_")).collect();
+    let mut options: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let file = |var: &str, default: &str| {
+        env.get(var)
+            .map(std::path::PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(default)))
+    };
+    let profile = env
+        .get("AWS_PROFILE")
+        .cloned()
+        .unwrap_or_else(|| "default".to_owned());
+    let has = |options: &[(String, String)], key: &str| options.iter().any(|(k, _)| k == key);
+    if !has(&options, "aws_access_key_id") {
+        if let Some(path) = file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials") {
+            for (k, v) in read_profile(&path, &profile) {
+                if matches!(
+                    k.as_str(),
+                    "aws_access_key_id" | "aws_secret_access_key" | "aws_session_token"
+                ) {
+                    options.push((k, v));
+                }
+            }
+        }
+    }
+    if !has(&options, "aws_region") {
+        let endpoint_set = has(&options, "aws_endpoint");
+        if let Some(path) = file("AWS_CONFIG_FILE", ".aws/config") {
+            let section = if profile == "default" {
+                profile.clone()
+            } else {
+                format!("profile {profile}")
+            };
+            for (k, v) in read_profile(&path, &section) {
+                match k.as_str() {
+                    "region" => options.push(("aws_region".to_owned(), v)),
+                    "endpoint_url" if !endpoint_set => options.push(("aws_endpoint".to_owned(), v)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    options
+}
+
+/// The `key = value` pairs of one `[section]` of an INI file (AWS's format).
+fn read_profile(path: &FsPath, section: &str) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let mut current = String::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim().to_owned();
+        } else if current == section {
+            if let Some((k, v)) = line.split_once('=') {
+                out.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+            }
+        }
+    }
+    out
+}
+
 /// Keys of the store layout, in one place.
 pub mod keys {
     use super::StageId;
@@ -215,6 +290,70 @@ mod tests {
         store.delete("a/b.json").await.unwrap();
         store.delete("a/b.json").await.unwrap();
         assert!(store.get_opt("a/b.json").await.unwrap().is_none());
+    }
+
+    #[test]
+    fn s3_credentials_come_from_the_environment_or_the_aws_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("credentials");
+        std::fs::write(
+            &creds,
+            "[default]\naws_access_key_id = AKDEFAULT\naws_secret_access_key = SKDEFAULT\n\n[lab]\naws_access_key_id=AKLAB\naws_secret_access_key=SKLAB\n",
+        )
+        .unwrap();
+        let config = dir.path().join("config");
+        std::fs::write(&config, "[profile lab]\nregion = eu-west-1\n").unwrap();
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            let mut all: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            all.push((
+                "AWS_SHARED_CREDENTIALS_FILE".into(),
+                creds.display().to_string(),
+            ));
+            all.push(("AWS_CONFIG_FILE".into(), config.display().to_string()));
+            all.push(("PATH".into(), "/bin".into()));
+            s3_options(all.into_iter())
+        };
+        let get = |opts: &[(String, String)], key: &str| {
+            opts.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        };
+        let from_file = env(&[("AWS_PROFILE", "lab")]);
+        assert_eq!(
+            get(&from_file, "aws_access_key_id").as_deref(),
+            Some("AKLAB")
+        );
+        assert_eq!(
+            get(&from_file, "aws_secret_access_key").as_deref(),
+            Some("SKLAB")
+        );
+        assert_eq!(get(&from_file, "aws_region").as_deref(), Some("eu-west-1"));
+        assert!(
+            get(&from_file, "path").is_none(),
+            "only AWS_* variables are read"
+        );
+        let default = env(&[]);
+        assert_eq!(
+            get(&default, "aws_access_key_id").as_deref(),
+            Some("AKDEFAULT")
+        );
+        let from_env = env(&[
+            ("AWS_ACCESS_KEY_ID", "AKENV"),
+            ("AWS_SECRET_ACCESS_KEY", "SKENV"),
+        ]);
+        assert_eq!(
+            get(&from_env, "aws_access_key_id").as_deref(),
+            Some("AKENV"),
+            "the environment wins"
+        );
+        assert_eq!(
+            from_env
+                .iter()
+                .filter(|(k, _)| k == "aws_access_key_id")
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -221,3 +221,50 @@ async fn batches_lease_and_complete_many_tasks_per_call() {
     );
     assert_eq!(b.completions(10).await.unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn a_password_in_the_url_is_used_and_a_missing_one_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start_with(dir.path(), &["--requirepass", "s3cret"]);
+    let url = format!("redis://:s3cret@127.0.0.1:{}/", redis.port);
+    let b = Broker::connect(&url, "sl").await.expect("authenticated");
+    assert!(b.enqueue(&body("s", 20, 0), 3).await.unwrap());
+    let err = Broker::connect(&redis.url(), "sl")
+        .await
+        .err()
+        .expect("no password, no entry");
+    let text = format!("{err:#}");
+    assert!(text.contains("Redis") && !text.contains("s3cret"), "{text}");
+}
+
+#[test]
+fn tls_urls_reach_a_tls_only_redis_that_the_system_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start_tls(dir.path());
+    let url = format!("rediss://127.0.0.1:{}/", redis.port);
+    let dlq = |trust: bool| {
+        let mut cmd = std::process::Command::new(subliminal_tests::bin("subliminal"));
+        cmd.args(["dlq", "list", "--json", "--redis", &url]);
+        if trust {
+            // The system trust store, as a private CA would be installed.
+            cmd.env("SSL_CERT_FILE", dir.path().join("ca.crt"));
+        }
+        subliminal_tests::Ran::from(cmd.output().unwrap())
+    };
+    let trusted = dlq(true).ok();
+    assert_eq!(trusted.stdout.trim(), "[]");
+    let untrusted = dlq(false);
+    assert_eq!(
+        untrusted.code,
+        Some(1),
+        "an untrusted certificate is refused"
+    );
+    let plain = std::process::Command::new(subliminal_tests::bin("subliminal"))
+        .args(["dlq", "list", "--redis", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "plain TCP is refused by a TLS-only server"
+    );
+}

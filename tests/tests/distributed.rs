@@ -81,6 +81,16 @@ impl Cluster {
     }
 
     fn worker(&mut self, name: &str, extra: &[&str]) -> usize {
+        let env = self.env.clone();
+        self.worker_with_env(name, extra, env)
+    }
+
+    fn worker_with_env(
+        &mut self,
+        name: &str,
+        extra: &[&str],
+        env: Vec<(&'static str, String)>,
+    ) -> usize {
         let mut args = vec![
             "--store",
             &self.store,
@@ -96,9 +106,11 @@ impl Cluster {
             name,
         ];
         args.extend_from_slice(extra);
+        let cache = self.path(&format!("{name}-cache")).display().to_string();
+        args.extend_from_slice(&["--cache-dir", &cache]);
         let log = self.path(&format!("{name}.log"));
         self.daemons
-            .push(Daemon::spawn("subliminal-worker", &args, &self.env, log));
+            .push(Daemon::spawn("subliminal-worker", &args, &env, log));
         self.daemons.len() - 1
     }
 
@@ -191,7 +203,25 @@ fn a_sweep_on_two_workers_and_a_scheduler_matches_local_mode() {
     let mut c = Cluster::new();
     c.scheduler(&[]);
     c.worker("w1", &[]);
-    c.worker("w2", &[]);
+    // The second worker finds its S3 keys in a standard AWS credentials file.
+    let creds = c.path("aws-credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            subliminal_tests::servers::S3_KEY,
+            subliminal_tests::servers::S3_SECRET
+        ),
+    )
+    .unwrap();
+    let mut env: Vec<(&'static str, String)> = c
+        .env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET"))
+        .cloned()
+        .collect();
+    env.push(("AWS_SHARED_CREDENTIALS_FILE", creds.display().to_string()));
+    c.worker_with_env("w2", &[], env);
     let sweep = c.sweep("tiny.toml", &tiny("dist", 1, 6000));
     let submitted = c.submit(&sweep).ok();
     assert_eq!(
@@ -241,6 +271,18 @@ fn a_sweep_on_two_workers_and_a_scheduler_matches_local_mode() {
         }
     }
     let both = c.daemons[1].log_text() + &c.daemons[2].log_text();
+    // Inputs a worker fetched are in its cache, named by their SHA-256.
+    let cached: usize = ["w1-cache", "w2-cache"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(c.path(d)).ok())
+        .flat_map(|shards| shards.flatten())
+        .filter_map(|shard| std::fs::read_dir(shard.path()).ok())
+        .map(|files| files.count())
+        .sum();
+    assert!(
+        cached >= 2,
+        "the workers cached the inputs they fetched ({cached} files)"
+    );
     assert!(
         c.daemons[1].log_text().contains("running stage")
             && c.daemons[2].log_text().contains("running stage"),

@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use subliminal_shared::manifest::{
-    hostname, inspect, now, ArtifactEntry, Failure, Manifest, StageState, VerifiedStage,
+    hostname, inspect, inspect_cached, now, ArtifactCache, ArtifactEntry, Failure, Manifest,
+    StageState, VerifiedStage,
 };
 use subliminal_shared::stage::StageSpec;
 use subliminal_shared::store::{keys, Store};
@@ -83,7 +84,7 @@ async fn run(
         }
         StageState::Missing => {}
     }
-    let inputs = fetch_inputs(store, spec).await?;
+    let inputs = fetch_inputs(store, spec, env.cache.as_deref()).await?;
     let started_at = now();
     let clock = Instant::now();
     let artifacts = {
@@ -123,10 +124,14 @@ async fn run(
     })
 }
 
-async fn fetch_inputs(store: &Store, spec: &StageSpec) -> anyhow::Result<Vec<VerifiedStage>> {
+async fn fetch_inputs(
+    store: &Store,
+    spec: &StageSpec,
+    cache: Option<&dyn ArtifactCache>,
+) -> anyhow::Result<Vec<VerifiedStage>> {
     let mut inputs = Vec::with_capacity(spec.inputs.len());
     for id in &spec.inputs {
-        match inspect(store, *id).await? {
+        match inspect_cached(store, *id, cache).await? {
             StageState::Done(stage) => inputs.push(*stage),
             StageState::Missing => anyhow::bail!(
                 "{} stage {} needs stage {}, which is not done",

@@ -9,6 +9,7 @@
 //!
 //! Only this crate (and the binaries that embed it) links libtorch.
 
+pub mod cache;
 pub mod daemon;
 pub mod device;
 pub mod execute;

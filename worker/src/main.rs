@@ -8,11 +8,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use subliminal_shared::broker::{Broker, QUEUES};
 use subliminal_shared::store::Store;
+
+use subliminal_worker::cache::DiskCache;
 use subliminal_worker::daemon::Daemon;
 use subliminal_worker::device::DeviceChoice;
 use subliminal_worker::stages::StageEnv;
@@ -53,6 +56,12 @@ struct Args {
     /// Key prefix in Redis.
     #[arg(long, default_value = "sl")]
     prefix: String,
+    /// Local cache of input artifacts (base models, datasets), by SHA-256.
+    #[arg(long, env = "SUBLIMINAL_CACHE")]
+    cache_dir: Option<PathBuf>,
+    /// Cache budget in GB; least recently used artifacts go first. 0 turns the cache off.
+    #[arg(long, default_value_t = 20.0)]
+    cache_gb: f64,
     /// A name for this worker in `status` (default: host-pid).
     #[arg(long)]
     name: Option<String>,
@@ -122,10 +131,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("signal received: draining");
         let _ = tx.send(true);
     });
+    let mut env = StageEnv::new(device, args.data);
+    if args.cache_gb > 0.0 {
+        let dir = match args.cache_dir {
+            Some(dir) => dir,
+            None => std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(std::env::temp_dir)
+                .join("subliminal/artifacts"),
+        };
+        let cache = DiskCache::open(&dir, (args.cache_gb * 1e9) as u64)?;
+        tracing::info!(
+            "artifact cache: {} (up to {} GB)",
+            dir.display(),
+            args.cache_gb
+        );
+        env.cache = Some(Arc::new(cache));
+    }
     let daemon = Daemon {
         broker,
         store,
-        env: StageEnv::new(device, args.data),
+        env,
         queues: args.queues,
         worker_id,
         lease: Duration::from_secs_f64(args.lease_seconds),

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use subliminal_shared::manifest::VerifiedStage;
+use subliminal_shared::manifest::{ArtifactCache, VerifiedStage};
 use subliminal_shared::stage::StageSpec;
 use tch::Device;
 
@@ -22,6 +22,8 @@ pub struct StageEnv {
     /// Set from outside (a lost lease, a cancelled sweep, a shutdown) to stop
     /// a running stage at its next training step.
     pub stop: Arc<AtomicBool>,
+    /// Where inputs are kept between stages on this machine (worker daemons).
+    pub cache: Option<Arc<dyn ArtifactCache>>,
 }
 
 impl StageEnv {
@@ -30,12 +32,16 @@ impl StageEnv {
             device,
             data_dir,
             stop: Arc::new(AtomicBool::new(false)),
+            cache: None,
         }
     }
 
     /// The same machine settings with a stop flag of its own.
     pub fn with_own_stop(&self) -> Self {
-        Self::new(self.device, self.data_dir.clone())
+        Self {
+            stop: Arc::new(AtomicBool::new(false)),
+            ..self.clone()
+        }
     }
 
     pub fn stopped(&self) -> bool {

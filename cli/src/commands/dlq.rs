@@ -11,19 +11,21 @@ use super::RedisArgs;
 pub struct Args {
     #[command(subcommand)]
     action: Action,
-    #[command(flatten)]
-    redis: RedisArgs,
 }
 
 #[derive(clap::Subcommand)]
 enum Action {
     /// List dead-lettered tasks.
     List {
+        #[command(flatten)]
+        redis: RedisArgs,
         #[arg(long)]
         json: bool,
     },
     /// Requeue dead-lettered tasks by stage id, or all of them.
     Requeue {
+        #[command(flatten)]
+        redis: RedisArgs,
         stages: Vec<String>,
         #[arg(long)]
         all: bool,
@@ -31,9 +33,9 @@ enum Action {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let broker = args.redis.connect().await?;
     match args.action {
-        Action::List { json } => {
+        Action::List { redis, json } => {
+            let broker = redis.connect().await?;
             let dead = broker.dead_letters().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&dead)?);
@@ -53,7 +55,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("{table}");
             }
         }
-        Action::Requeue { stages, all } => {
+        Action::Requeue { redis, stages, all } => {
+            let broker = redis.connect().await?;
             let ids = if all {
                 broker
                     .dead_letters()
