@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up of the real servers that the integration tests start on
 # loopback ports: redis-server 7 (Debian package) and s3s-fs 0.14.1 (crates.io,
+# built once into $SUBLIMINAL_TOOLS, default ~/.cache/subliminal/tools), and
+# promtool (Debian package prometheus) that checks metrics and deploy files.
+#
 # built once into $SUBLIMINAL_TOOLS, default ~/.cache/subliminal/tools).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -12,6 +15,15 @@ else
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+
+if command -v promtool >/dev/null 2>&1; then
+  echo "setup: $(promtool --version 2>&1 | head -1 | cut -d' ' -f1-3) present"
+else
+  echo "setup: installing promtool (Debian package prometheus)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 if [ -x "$S3S_FS" ] && "$S3S_FS" --version 2>/dev/null | grep -q "0.14.1"; then

@@ -24,6 +24,9 @@ use subliminal_shared::spec::SpecError;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// human or json (one object per line).
+    #[arg(long, value_enum, default_value = "human", global = true)]
+    log_format: subliminal_shared::logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -44,18 +47,13 @@ enum Command {
     Resume(commands::resume::Args),
     /// Dead-lettered tasks: list them, requeue them.
     Dlq(commands::dlq::Args),
+    /// Live progress of a sweep per stage kind, with ETA and the latest failures.
+    Watch(commands::watch::Args),
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SUBLIMINAL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    subliminal_shared::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -73,6 +71,7 @@ fn main() -> ExitCode {
             Command::Cancel(args) => commands::cancel::run(args).await,
             Command::Resume(args) => commands::resume::run(args).await,
             Command::Dlq(args) => commands::dlq::run(args).await,
+            Command::Watch(args) => commands::watch::run(args).await,
         }
     });
     match result {

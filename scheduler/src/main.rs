@@ -42,6 +42,12 @@ struct Args {
     /// How often the scheduling loop runs.
     #[arg(long, default_value_t = 200)]
     tick_ms: u64,
+    /// Where to serve Prometheus metrics (/metrics); "off" for none.
+    #[arg(long, default_value = "0.0.0.0:9463")]
+    metrics_addr: String,
+    /// human or json (one object per line).
+    #[arg(long, value_enum, default_value = "human", global = true)]
+    log_format: subliminal_shared::logging::LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -56,11 +62,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    subliminal_shared::logging::init(args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -89,6 +92,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let url = args.redis.ok_or_else(|| {
                 anyhow::anyhow!("--redis URL (or SUBLIMINAL_REDIS) is required to schedule")
             })?;
+            if args.metrics_addr != "off" {
+                let addr = args.metrics_addr.parse().map_err(|e| {
+                    anyhow::anyhow!(
+                        "--metrics-addr {:?}: expected host:port or off ({e})",
+                        args.metrics_addr
+                    )
+                })?;
+                subliminal_shared::metrics::serve(addr).await?;
+            }
             serve(
                 url,
                 args.prefix,
@@ -136,6 +148,7 @@ async fn serve(
                     tokio::time::sleep(tick).await;
                 }
                 Err(e) => {
+                    subliminal_shared::metrics::metrics().redis_errors.inc();
                     tracing::warn!("scheduling pass failed: {e:#}; retrying in {trouble:?}");
                     tokio::time::sleep(trouble).await;
                     trouble = (trouble * 2).min(Duration::from_secs(10));

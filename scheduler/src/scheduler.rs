@@ -17,11 +17,22 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use subliminal_shared::broker::{queue_for, Broker, TaskBody, TaskState};
+use subliminal_shared::broker::{now_ms, queue_for, Broker, TaskBody, TaskState};
+use subliminal_shared::metrics::metrics;
 use subliminal_shared::plan::Plan;
 use subliminal_shared::spec::{parse_sweep, Source};
 use subliminal_shared::stage::StageId;
 use subliminal_shared::store::{keys, Store};
+
+/// A worker whose heartbeat is older than this is counted stale.
+const STALE_WORKER_MS: i64 = 60_000;
+
+/// Sweep ids are labels only while the sweep is active.
+fn forget_sweep_metrics(sweep: &str) {
+    for state in ["done", "total"] {
+        let _ = metrics().sweep_stages.remove_label_values(&[sweep, state]);
+    }
+}
 
 pub struct Scheduler {
     pub broker: Broker,
@@ -64,16 +75,28 @@ impl Scheduler {
 
     pub async fn tick(&mut self) -> anyhow::Result<()> {
         let ttl = (self.tick.as_millis() as i64 * 10).max(3000);
+        let m = metrics();
         if !self.broker.lead(&self.me, ttl).await? {
+            m.scheduler_leader.set(0);
+            for id in self.sweeps.keys() {
+                forget_sweep_metrics(id);
+            }
             self.sweeps.clear();
             return Ok(());
         }
+        m.scheduler_leader.set(1);
         if !self.broker.ensure_epoch().await? {
             tracing::warn!("Redis holds no subliminal state (new, flushed or restarted empty): rebuilding queues from the store");
             self.rebuild_from_store().await?;
         }
         let active: HashMap<String, i64> = self.broker.active_sweeps().await?.into_iter().collect();
-        self.sweeps.retain(|id, _| active.contains_key(id));
+        self.sweeps.retain(|id, _| {
+            let keep = active.contains_key(id);
+            if !keep {
+                forget_sweep_metrics(id);
+            }
+            keep
+        });
         for (id, priority) in &active {
             if !self.sweeps.contains_key(id) {
                 match self.load(id, *priority).await {
@@ -96,6 +119,8 @@ impl Scheduler {
             }
         }
         let (redelivered, dead) = self.broker.reap(1000).await?;
+        m.lease_redeliveries.inc_by(redelivered as u64);
+        m.dead_letters.inc_by(dead as u64);
         if redelivered + dead > 0 {
             tracing::warn!("expired leases: {redelivered} redelivered, {dead} dead-lettered");
         }
@@ -105,7 +130,54 @@ impl Scheduler {
             self.last_resync = Instant::now();
         }
         self.enqueue_ready().await?;
-        self.close_finished().await
+        self.close_finished().await?;
+        self.export_metrics().await
+    }
+
+    /// Queue, fleet and sweep gauges, read from Redis and this scheduler's sweeps.
+    async fn export_metrics(&self) -> anyhow::Result<()> {
+        let m = metrics();
+        let (queued, leased, retrying, dead) = self.broker.counts().await?;
+        for (queue, n) in &queued {
+            m.queue_tasks.with_label_values(&[queue]).set(*n);
+        }
+        let total_queued: i64 = queued.iter().map(|(_, n)| n).sum();
+        for (state, n) in [
+            ("queued", total_queued),
+            ("leased", leased),
+            ("retrying", retrying),
+            ("dead", dead),
+        ] {
+            m.tasks.with_label_values(&[state]).set(n);
+        }
+        for (queue, age) in self.broker.oldest_ages().await? {
+            m.queue_oldest_age.with_label_values(&[&queue]).set(age);
+        }
+        let now = now_ms();
+        let (mut busy, mut idle, mut stale) = (0, 0, 0);
+        for (_, status) in self.broker.workers().await? {
+            let beat = status["heartbeat_ms"].as_i64().unwrap_or(0);
+            if now - beat > STALE_WORKER_MS {
+                stale += 1;
+            } else if status["running"].is_string() {
+                busy += 1;
+            } else {
+                idle += 1;
+            }
+        }
+        for (state, n) in [("busy", busy), ("idle", idle), ("stale", stale)] {
+            m.workers.with_label_values(&[state]).set(n);
+        }
+        m.sweeps_active.set(self.sweeps.len() as i64);
+        for (id, sweep) in &self.sweeps {
+            m.sweep_stages
+                .with_label_values(&[id, "done"])
+                .set(sweep.done.len() as i64);
+            m.sweep_stages
+                .with_label_values(&[id, "total"])
+                .set(sweep.plan.stages.len() as i64);
+        }
+        Ok(())
     }
 
     async fn rebuild_from_store(&mut self) -> anyhow::Result<()> {
@@ -238,6 +310,7 @@ impl Scheduler {
             tracing::info!(sweep = %id, "sweep {state}");
             self.close(&id, state).await?;
             self.sweeps.remove(&id);
+            forget_sweep_metrics(&id);
         }
         Ok(())
     }

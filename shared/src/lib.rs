@@ -10,7 +10,9 @@
 
 pub mod broker;
 pub mod experiments;
+pub mod logging;
 pub mod manifest;
+pub mod metrics;
 pub mod plan;
 pub mod results;
 pub mod spec;

@@ -88,18 +88,20 @@ impl Store {
     }
 
     pub async fn get(&self, key: &str) -> anyhow::Result<Bytes> {
-        let result = self
-            .inner
-            .get(&self.path(key))
-            .await
-            .with_context(|| format!("cannot read {key} from store {}", self.location))?;
-        Ok(result.bytes().await?)
+        self.get_opt(key)
+            .await?
+            .with_context(|| format!("{key} is not in store {}", self.location))
     }
 
     /// Reads `key`, or `None` when it does not exist.
     pub async fn get_opt(&self, key: &str) -> anyhow::Result<Option<Bytes>> {
+        let _timer = timer("get");
         match self.inner.get(&self.path(key)).await {
-            Ok(result) => Ok(Some(result.bytes().await?)),
+            Ok(result) => {
+                let bytes = result.bytes().await?;
+                count_bytes("read", bytes.len());
+                Ok(Some(bytes))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => {
                 Err(e).with_context(|| format!("cannot read {key} from store {}", self.location))
@@ -108,6 +110,8 @@ impl Store {
     }
 
     pub async fn put(&self, key: &str, bytes: Bytes) -> anyhow::Result<()> {
+        let _timer = timer("put");
+        count_bytes("written", bytes.len());
         self.inner
             .put(&self.path(key), PutPayload::from_bytes(bytes))
             .await
@@ -117,6 +121,8 @@ impl Store {
 
     /// Writes `key` only if it does not exist yet; returns whether this call wrote it.
     pub async fn put_if_absent(&self, key: &str, bytes: Bytes) -> anyhow::Result<bool> {
+        let _timer = timer("put");
+        count_bytes("written", bytes.len());
         let options = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -136,6 +142,7 @@ impl Store {
 
     /// The names of the folders directly under `prefix` (e.g. every sweep under `sweeps`).
     pub async fn list_folders(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let _timer = timer("list");
         let listing = self
             .inner
             .list_with_delimiter(Some(&self.path(prefix)))
@@ -149,6 +156,7 @@ impl Store {
     }
 
     pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        let _timer = timer("delete");
         match self.inner.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => {
@@ -156,6 +164,20 @@ impl Store {
             }
         }
     }
+}
+
+fn timer(op: &str) -> prometheus::HistogramTimer {
+    crate::metrics::metrics()
+        .store_request_duration
+        .with_label_values(&[op])
+        .start_timer()
+}
+
+fn count_bytes(direction: &str, n: usize) {
+    crate::metrics::metrics()
+        .store_bytes
+        .with_label_values(&[direction])
+        .inc_by(n as u64);
 }
 
 /// S3 settings from the standard `AWS_*` environment variables; where they

@@ -335,3 +335,33 @@ impl Drop for Daemon {
         self.kill9();
     }
 }
+
+/// GET `http://addr/path` over a plain TCP connection; returns the body.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).expect("metrics endpoint reachable");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+/// The address a daemon logged as "metrics at http://ADDR/metrics".
+pub fn metrics_addr(log: &str) -> Option<String> {
+    let at = log.find("metrics at http://")? + "metrics at http://".len();
+    Some(log[at..].split('/').next()?.to_owned())
+}
+
+/// The value of one sample line (`name{labels} value`) of an exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

@@ -268,3 +268,24 @@ fn tls_urls_reach_a_tls_only_redis_that_the_system_trusts() {
         "plain TCP is refused by a TLS-only server"
     );
 }
+
+#[tokio::test]
+async fn the_oldest_queued_task_has_an_age_and_leaving_the_queue_clears_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let b = broker(&redis).await;
+    let ages = b.oldest_ages().await.unwrap();
+    assert!(
+        ages.iter().all(|(_, a)| *a == 0.0),
+        "empty queues have no age: {ages:?}"
+    );
+    b.enqueue(&body("s", 30, 0), 3).await.unwrap();
+    let cpu_age = |ages: Vec<(String, f64)>| ages.into_iter().find(|(q, _)| q == "cpu").unwrap().1;
+    let mut age = 0.0;
+    while age == 0.0 {
+        age = cpu_age(b.oldest_ages().await.unwrap());
+    }
+    assert!(age > 0.0 && age < 60.0, "{age}");
+    b.lease(&queues(), "w", 60_000).await.unwrap().unwrap();
+    assert_eq!(cpu_age(b.oldest_ages().await.unwrap()), 0.0);
+}

@@ -72,7 +72,14 @@ impl Cluster {
     }
 
     fn scheduler(&mut self, extra: &[&str]) -> usize {
-        let mut args = vec!["--store", &self.store, "--tick-ms", "100"];
+        let mut args = vec![
+            "--store",
+            &self.store,
+            "--tick-ms",
+            "100",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ];
         args.extend_from_slice(extra);
         let log = self.path(&format!("scheduler-{}.log", self.daemons.len()));
         self.daemons
@@ -104,6 +111,8 @@ impl Cluster {
             "0.2",
             "--name",
             name,
+            "--metrics-addr",
+            "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
         let cache = self.path(&format!("{name}-cache")).display().to_string();

@@ -17,12 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use subliminal_shared::broker::{decode_body, Broker, Failed, Lease, Renewal};
+use subliminal_shared::metrics::metrics;
 use subliminal_shared::store::Store;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::device::describe;
 use crate::execute::{execute, Completion};
-use crate::stages::StageEnv;
+use crate::stages::{Progress, StageEnv};
 
 pub struct Daemon {
     pub broker: Broker,
@@ -36,18 +38,19 @@ pub struct Daemon {
     pub retry_backoff: Duration,
 }
 
-/// Why a running stage was stopped from outside.
+/// Why a running stage was stopped from outside (shutdown is told apart by
+/// the shutdown signal itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StopReason {
     LeaseLost,
     Cancelled,
-    Shutdown,
 }
 
 impl Daemon {
     /// Serves until `shutdown` turns true.
     pub async fn serve(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         tracing::info!(worker = %self.worker_id, queues = ?self.queues, device = %describe(self.env.device), "worker started");
+        metrics().worker_up.set(1);
         let mut idle = Duration::from_millis(50);
         let mut trouble = Duration::from_millis(200);
         while !*shutdown.borrow() {
@@ -62,6 +65,7 @@ impl Daemon {
                     lease
                 }
                 Err(e) => {
+                    metrics().redis_errors.inc();
                     tracing::warn!("cannot lease from Redis: {e:#}; retrying in {trouble:?}");
                     wait_or_shutdown(&mut shutdown, trouble).await;
                     trouble = (trouble * 2).min(Duration::from_secs(10));
@@ -80,6 +84,7 @@ impl Daemon {
             }
         }
         let _ = self.broker.worker_gone(&self.worker_id).await;
+        metrics().worker_up.set(0);
         tracing::info!(worker = %self.worker_id, "worker stopped");
         Ok(())
     }
@@ -91,8 +96,11 @@ impl Daemon {
             "running": running.map(|(kind, id)| format!("{kind} {id}")),
             "heartbeat_ms": subliminal_shared::broker::now_ms(),
         });
-        if let Err(e) = self.broker.worker_heartbeat(&self.worker_id, &status).await {
-            tracing::debug!("cannot record heartbeat: {e:#}");
+        match self.broker.worker_heartbeat(&self.worker_id, &status).await {
+            Ok(()) => metrics()
+                .worker_heartbeat
+                .set(subliminal_shared::manifest::now()),
+            Err(e) => tracing::debug!("cannot record heartbeat: {e:#}"),
         }
     }
 
@@ -101,13 +109,38 @@ impl Daemon {
             Ok(body) => body,
             Err(e) => {
                 tracing::error!(stage = %lease.stage, "dead-lettering task: {e:#}");
-                self.fail(&lease, &format!("{e:#}"), true).await;
+                let outcome = self.fail(&lease, &format!("{e:#}"), true).await;
+                metrics()
+                    .stages
+                    .with_label_values(&["unknown", outcome])
+                    .inc();
                 return;
             }
         };
         let stage = body.stage;
+        let span = tracing::info_span!("stage", sweep = %body.sweep, stage = %stage.id, kind = %stage.kind);
+        let kind = stage.kind.as_str();
+        metrics().worker_running.with_label_values(&[kind]).inc();
+        self.run_leased(lease, &body.sweep, stage.clone(), shutdown)
+            .instrument(span)
+            .await;
+        metrics().worker_running.with_label_values(&[kind]).dec();
+    }
+
+    async fn run_leased(
+        &self,
+        lease: Lease,
+        sweep: &str,
+        stage: subliminal_shared::stage::StageSpec,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
         let short = stage.id.short();
-        tracing::info!(sweep = %body.sweep, stage = %stage.id, kind = %stage.kind, attempt = lease.attempt, "running stage {} {short}", stage.kind);
+        let kind = stage.kind.as_str();
+        tracing::info!(
+            attempt = lease.attempt,
+            "running stage {} {short} of sweep {sweep}",
+            stage.kind
+        );
         self.heartbeat(Some((stage.kind.as_str(), &short))).await;
 
         let env = Arc::new(self.env.with_own_stop());
@@ -140,8 +173,23 @@ impl Daemon {
         let store = self.store.clone();
         let spec = stage.clone();
         let run_env = env.clone();
-        let mut run =
-            tokio::spawn(async move { execute(&store, &spec, &run_env, Arc::new(|_| {})).await });
+        let progress_kind = kind.to_owned();
+        let progress = Arc::new(move |p: Progress| {
+            let m = metrics();
+            if let Some(loss) = p.loss {
+                m.training_loss
+                    .with_label_values(&[&progress_kind])
+                    .set(loss);
+            }
+            if let Some(rate) = p.samples_per_second {
+                m.training_samples_per_second
+                    .with_label_values(&[&progress_kind])
+                    .set(rate);
+            }
+        });
+        let mut run = tokio::spawn(
+            async move { execute(&store, &spec, &run_env, progress).await }.in_current_span(),
+        );
         let mut shutdown_at: Option<tokio::time::Instant> = None;
         let result = loop {
             let grace_over = async {
@@ -169,45 +217,56 @@ impl Daemon {
         beat.abort();
         let stopped = *stop_rx.borrow_and_update();
         let shutting_down = *shutdown.borrow();
+        let count = |outcome: &str| metrics().stages.with_label_values(&[kind, outcome]).inc();
         match (result, stopped) {
             (Ok(done), _) => {
                 match &done {
                     Completion::Reused => {
-                        tracing::info!(stage = %stage.id, "stage {short} was already done")
+                        count("reused");
+                        tracing::info!("stage {short} was already done");
                     }
                     Completion::Computed { manifest, recorded } => {
                         if !recorded {
-                            tracing::warn!(stage = %stage.id, "stage {short}: another run's manifest was there first; ours is dropped");
+                            tracing::warn!("stage {short}: another run's manifest was there first; ours is dropped");
                         }
-                        tracing::info!(stage = %stage.id, "finished stage {} {short} in {:.1}s", stage.kind, manifest.duration_s);
+                        count("success");
+                        metrics()
+                            .stage_duration
+                            .with_label_values(&[kind])
+                            .observe(manifest.duration_s);
+                        tracing::info!(
+                            "finished stage {kind} {short} in {:.1}s",
+                            manifest.duration_s
+                        );
                     }
                 }
                 self.complete(&lease, &short).await;
             }
             (Err(e), Some(StopReason::LeaseLost)) => {
-                tracing::warn!(stage = %stage.id, "stopped stage {short}: the lease was lost ({e:#})");
+                count("lost");
+                tracing::warn!("stopped stage {short}: the lease was lost ({e:#})");
             }
             (Err(_), Some(StopReason::Cancelled)) => {
-                tracing::info!(stage = %stage.id, "stopped stage {short}: its sweep was cancelled");
+                count("cancelled");
+                tracing::info!("stopped stage {short}: its sweep was cancelled");
                 self.fail(&lease, "sweep cancelled", true).await;
             }
             (Err(_), _) if shutting_down && env.stopped() => {
+                count("released");
                 match self.broker.release(&lease).await {
-                    Ok(true) => {
-                        tracing::info!(stage = %stage.id, "released stage {short} for redelivery")
-                    }
+                    Ok(true) => tracing::info!("released stage {short} for redelivery"),
                     Ok(false) => {
-                        tracing::warn!(stage = %stage.id, "could not release stage {short}: the lease was lost")
+                        tracing::warn!("could not release stage {short}: the lease was lost")
                     }
-                    Err(e) => {
-                        tracing::warn!(stage = %stage.id, "could not release stage {short} ({e:#}); its lease will expire")
-                    }
+                    Err(e) => tracing::warn!(
+                        "could not release stage {short} ({e:#}); its lease will expire"
+                    ),
                 }
-                let _ = StopReason::Shutdown;
             }
             (Err(e), _) => {
-                tracing::error!(stage = %stage.id, "stage {} {short} failed: {e:#}", stage.kind);
-                self.fail(&lease, &format!("{e:#}"), false).await;
+                tracing::error!("stage {kind} {short} failed: {e:#}");
+                let outcome = self.fail(&lease, &format!("{e:#}"), false).await;
+                count(outcome);
             }
         }
     }
@@ -235,20 +294,26 @@ impl Daemon {
         }
     }
 
-    async fn fail(&self, lease: &Lease, error: &str, permanent: bool) {
+    /// Records a failure; returns where the task went, as a metric outcome.
+    async fn fail(&self, lease: &Lease, error: &str, permanent: bool) -> &'static str {
         let backoff = self.retry_backoff.as_millis() as i64;
         match self.broker.fail(lease, error, backoff, permanent).await {
             Ok(Failed::WillRetry) => {
-                tracing::info!(stage = %lease.stage, "will retry after backoff")
+                tracing::info!(stage = %lease.stage, "will retry after backoff");
+                "retried"
             }
             Ok(Failed::Dead) => {
-                tracing::warn!(stage = %lease.stage, "dead-lettered after {} attempt(s)", lease.attempt)
+                tracing::warn!(stage = %lease.stage, "dead-lettered after {} attempt(s)", lease.attempt);
+                "dead"
             }
             Ok(Failed::Refused) => {
-                tracing::warn!(stage = %lease.stage, "failure not recorded: the lease was lost")
+                tracing::warn!(stage = %lease.stage, "failure not recorded: the lease was lost");
+                "lost"
             }
             Err(e) => {
-                tracing::warn!(stage = %lease.stage, "cannot record the failure ({e:#}); the lease will expire and the task be redelivered")
+                metrics().redis_errors.inc();
+                tracing::warn!(stage = %lease.stage, "cannot record the failure ({e:#}); the lease will expire and the task be redelivered");
+                "failed"
             }
         }
     }

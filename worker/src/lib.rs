@@ -13,6 +13,7 @@ pub mod cache;
 pub mod daemon;
 pub mod device;
 pub mod execute;
+pub mod gpu;
 pub mod local;
 pub mod mnist;
 pub mod safetensors_io;

@@ -62,17 +62,20 @@ struct Args {
     /// Cache budget in GB; least recently used artifacts go first. 0 turns the cache off.
     #[arg(long, default_value_t = 20.0)]
     cache_gb: f64,
+    /// Where to serve Prometheus metrics (/metrics); "off" for none.
+    #[arg(long, default_value = "0.0.0.0:9464")]
+    metrics_addr: String,
+    /// human or json (one object per line).
+    #[arg(long, value_enum, default_value = "human")]
+    log_format: subliminal_shared::logging::LogFormat,
     /// A name for this worker in `status` (default: host-pid).
     #[arg(long)]
     name: Option<String>,
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    subliminal_shared::logging::init(args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -106,6 +109,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tch::set_num_threads(t.max(1));
     }
     let store = Store::open(&args.store)?;
+    if args.metrics_addr != "off" {
+        let addr = args.metrics_addr.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "--metrics-addr {:?}: expected host:port or off ({e})",
+                args.metrics_addr
+            )
+        })?;
+        subliminal_shared::metrics::serve(addr).await?;
+    }
+    if let tch::Device::Cuda(index) = device {
+        tokio::spawn(subliminal_worker::gpu::watch_memory(index));
+    }
     let broker = connect(&args.redis, &args.prefix).await;
     let worker_id = args.name.unwrap_or_else(|| {
         format!(

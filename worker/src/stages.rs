@@ -55,6 +55,10 @@ pub struct Progress {
     /// 0.0 to 1.0.
     pub fraction: f64,
     pub message: String,
+    /// The latest epoch's mean loss, when training.
+    pub loss: Option<f64>,
+    /// Training samples per second over the latest epoch.
+    pub samples_per_second: Option<f64>,
 }
 
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;

@@ -9,6 +9,7 @@ pub mod run;
 pub mod status;
 pub mod submit;
 pub mod validate;
+pub mod watch;
 
 use std::path::Path;
 

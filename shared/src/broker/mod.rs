@@ -20,6 +20,7 @@
 //! sl:task:<stage id>       HASH    body (msgpack), queue, sweep, score, state, attempts, max_attempts,
 //!                                  token, worker, error, cancelled
 //! sl:queue:<class>         ZSET    stage ids ready to lease, by score (priority, then age)
+//! sl:age:<class>           ZSET    the same ids by the time they were queued (ms), for the oldest age
 //! sl:leases                ZSET    leased stage ids by lease expiry (ms)
 //! sl:retry                 ZSET    failed stage ids by the time their backoff ends (ms)
 //! sl:dead                  ZSET    dead-lettered stage ids by the time they died (ms)
@@ -128,9 +129,18 @@ impl Broker {
         let mut config = Config::from_url(url);
         // Enough for a worker's lease loop and heartbeat, or a benchmark's consumers.
         config.pool = Some(deadpool_redis::PoolConfig::new(64));
-        let pool = config.create_pool(Some(Runtime::Tokio1)).context(
-            "invalid Redis URL: expected redis://[:password@]host:port[/db] or rediss://...",
-        )?;
+        let invalid =
+            "invalid Redis URL: expected redis://[:password@]host:port[/db] or rediss://...";
+        let pool = config
+            .builder()
+            .context(invalid)?
+            .runtime(Runtime::Tokio1)
+            .post_create(deadpool_redis::Hook::sync_fn(|_, _| {
+                crate::metrics::metrics().redis_connections.inc();
+                Ok(())
+            }))
+            .build()
+            .context(invalid)?;
         let broker = Self {
             pool,
             prefix: prefix.to_owned(),
@@ -149,7 +159,10 @@ impl Broker {
     }
 
     async fn conn(&self) -> anyhow::Result<deadpool_redis::Connection> {
-        self.pool.get().await.context("cannot reach Redis")
+        self.pool.get().await.map_err(|e| {
+            crate::metrics::metrics().redis_errors.inc();
+            anyhow::Error::new(e).context("cannot reach Redis")
+        })
     }
 
     pub fn key(&self, parts: &[&str]) -> String {
@@ -187,6 +200,7 @@ impl Broker {
             .arg(&body.sweep)
             .arg(score)
             .arg(max_attempts)
+            .arg(now_ms())
             .invoke_async(&mut conn)
             .await?;
         Ok(added == 1)
@@ -220,7 +234,8 @@ impl Broker {
                 .arg(&body.queue)
                 .arg(&body.sweep)
                 .arg((-(body.priority as f64)) * 1e13 + now)
-                .arg(max_attempts);
+                .arg(max_attempts)
+                .arg(now);
         }
         let added: Vec<i64> = pipe.query_async(&mut conn).await?;
         Ok(added.iter().filter(|a| **a == 1).count())
@@ -237,6 +252,7 @@ impl Broker {
             .arg("-")
             .arg(now_ms())
             .arg(1)
+            .arg(now_ms())
             .invoke_async(&mut conn)
             .await?;
         Ok(())
@@ -371,6 +387,7 @@ impl Broker {
             .arg(&self.prefix)
             .arg(&lease.stage)
             .arg(lease.token)
+            .arg(now_ms())
             .invoke_async(&mut conn)
             .await?;
         Ok(r == 1)
@@ -545,6 +562,7 @@ impl Broker {
             let moved: i64 = scripts::REQUEUE
                 .arg(&self.prefix)
                 .arg(id)
+                .arg(now_ms())
                 .invoke_async(&mut conn)
                 .await?;
             n += moved;
@@ -564,6 +582,22 @@ impl Broker {
         let retry: i64 = conn.zcard(self.key(&["retry"])).await?;
         let dead: i64 = conn.zcard(self.key(&["dead"])).await?;
         Ok((queued, leased, retry, dead))
+    }
+
+    /// Seconds the oldest task of each queue has waited (0 for an empty queue).
+    pub async fn oldest_ages(&self) -> anyhow::Result<Vec<(String, f64)>> {
+        let mut conn = self.conn().await?;
+        let now = now_ms();
+        let mut out = Vec::new();
+        for q in QUEUES {
+            let oldest: Vec<(String, f64)> =
+                conn.zrange_withscores(self.key(&["age", q]), 0, 0).await?;
+            let age = oldest
+                .first()
+                .map_or(0.0, |(_, ms)| ((now as f64 - ms) / 1000.0).max(0.0));
+            out.push((q.to_string(), age));
+        }
+        Ok(out)
     }
 
     /// Records a worker's heartbeat (what it serves, what it runs).

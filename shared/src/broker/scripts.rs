@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use deadpool_redis::redis::Script;
 
-/// ARGV: prefix, id, body, queue, sweep, score, max_attempts → 1 added, 0 a task exists.
+/// ARGV: prefix, id, body, queue, sweep, score, max_attempts, now → 1 added, 0 a task exists.
 pub static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_SOURCE));
 
 pub const ENQUEUE_SOURCE: &str = r#"
@@ -15,6 +15,7 @@ if redis.call('EXISTS', t) == 1 then return 0 end
 redis.call('HSET', t, 'body', ARGV[3], 'queue', ARGV[4], 'sweep', ARGV[5], 'score', ARGV[6],
   'state', 'queued', 'attempts', 0, 'max_attempts', ARGV[7])
 redis.call('ZADD', p .. ':queue:' .. ARGV[4], ARGV[6], id)
+redis.call('ZADD', p .. ':age:' .. ARGV[4], ARGV[8], id)
 if ARGV[5] ~= '-' then redis.call('SADD', p .. ':sweep:' .. ARGV[5] .. ':tasks', id) end
 return 1
 "#;
@@ -32,6 +33,7 @@ for i = 6, #ARGV do
     local popped = redis.call('ZPOPMIN', q)
     if #popped == 0 then break end
     local id = popped[1]
+    redis.call('ZREM', p .. ':age:' .. ARGV[i], id)
     local t = p .. ':task:' .. id
     local body = redis.call('HGET', t, 'body')
     if body then
@@ -105,7 +107,7 @@ return 1
     )
 });
 
-/// ARGV: prefix, id, token → 1 released back to its queue, 0 refused.
+/// ARGV: prefix, id, token, now → 1 released back to its queue, 0 refused.
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -116,7 +118,9 @@ redis.call('ZREM', p .. ':leases', id)
 redis.call('HINCRBY', t, 'attempts', -1)
 redis.call('HDEL', t, 'token', 'worker')
 redis.call('HSET', t, 'state', 'queued')
-redis.call('ZADD', p .. ':queue:' .. redis.call('HGET', t, 'queue'), redis.call('HGET', t, 'score'), id)
+local q = redis.call('HGET', t, 'queue')
+redis.call('ZADD', p .. ':queue:' .. q, redis.call('HGET', t, 'score'), id)
+redis.call('ZADD', p .. ':age:' .. q, ARGV[4], id)
 return 1
 "#,
     )
@@ -143,7 +147,9 @@ for _, id in ipairs(ids) do
       dead = dead + 1
     else
       redis.call('HSET', t, 'state', 'queued')
-      redis.call('ZADD', p .. ':queue:' .. redis.call('HGET', t, 'queue'), redis.call('HGET', t, 'score'), id)
+      local q = redis.call('HGET', t, 'queue')
+      redis.call('ZADD', p .. ':queue:' .. q, redis.call('HGET', t, 'score'), id)
+      redis.call('ZADD', p .. ':age:' .. q, now, id)
       redelivered = redelivered + 1
     end
   end
@@ -164,7 +170,9 @@ for _, id in ipairs(ids) do
   local t = p .. ':task:' .. id
   if redis.call('EXISTS', t) == 1 then
     redis.call('HSET', t, 'state', 'queued')
-    redis.call('ZADD', p .. ':queue:' .. redis.call('HGET', t, 'queue'), redis.call('HGET', t, 'score'), id)
+    local q = redis.call('HGET', t, 'queue')
+    redis.call('ZADD', p .. ':queue:' .. q, redis.call('HGET', t, 'score'), id)
+    redis.call('ZADD', p .. ':age:' .. q, now, id)
   end
 end
 return #ids
@@ -186,7 +194,9 @@ for _, id in ipairs(redis.call('SMEMBERS', set)) do
     redis.call('HSET', t, 'cancelled', '1')
     flagged = flagged + 1
   elseif state then
-    redis.call('ZREM', p .. ':queue:' .. redis.call('HGET', t, 'queue'), id)
+    local q = redis.call('HGET', t, 'queue')
+    redis.call('ZREM', p .. ':queue:' .. q, id)
+    redis.call('ZREM', p .. ':age:' .. q, id)
     redis.call('ZREM', p .. ':retry', id)
     redis.call('ZREM', p .. ':dead', id)
     redis.call('DEL', t)
@@ -201,7 +211,7 @@ return {dropped, flagged}
     )
 });
 
-/// ARGV: prefix, id → 1 when a dead task went back to its queue.
+/// ARGV: prefix, id, now → 1 when a dead task went back to its queue.
 pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -210,7 +220,9 @@ local t = p .. ':task:' .. id
 if redis.call('ZREM', p .. ':dead', id) == 0 or redis.call('EXISTS', t) == 0 then return 0 end
 redis.call('HSET', t, 'state', 'queued', 'attempts', 0)
 redis.call('HDEL', t, 'cancelled')
-redis.call('ZADD', p .. ':queue:' .. redis.call('HGET', t, 'queue'), redis.call('HGET', t, 'score'), id)
+local q = redis.call('HGET', t, 'queue')
+redis.call('ZADD', p .. ':queue:' .. q, redis.call('HGET', t, 'score'), id)
+redis.call('ZADD', p .. ':age:' .. q, ARGV[3], id)
 return 1
 "#,
     )

@@ -66,6 +66,7 @@ pub fn train(
     let steps = (n + batch - 1) / batch;
     let mut epoch_losses = Vec::new();
     for epoch in 0..schedule.epochs {
+        let clock = std::time::Instant::now();
         let order = batch_order(schedule.seed, epoch, n, inputs.device());
         // Summed on the device: reading a scalar back every step would stall a GPU.
         let mut total = Tensor::zeros([], (Kind::Float, inputs.device()));
@@ -83,6 +84,8 @@ pub fn train(
                     fraction: (epoch as f64 + (step + 1) as f64 / steps as f64)
                         / schedule.epochs as f64,
                     message: format!("epoch {}/{}", epoch + 1, schedule.epochs),
+                    loss: None,
+                    samples_per_second: None,
                 });
             }
         }
@@ -96,6 +99,8 @@ pub fn train(
         progress(Progress {
             fraction: (epoch + 1) as f64 / schedule.epochs as f64,
             message: format!("epoch {}/{} loss {mean:.4}", epoch + 1, schedule.epochs),
+            loss: Some(mean),
+            samples_per_second: Some(n as f64 / clock.elapsed().as_secs_f64().max(1e-9)),
         });
     }
     Ok(epoch_losses)
