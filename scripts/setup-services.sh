@@ -4,7 +4,6 @@
 # built once into $SUBLIMINAL_TOOLS, default ~/.cache/subliminal/tools), and
 # promtool (Debian package prometheus) that checks metrics and deploy files.
 #
-# built once into $SUBLIMINAL_TOOLS, default ~/.cache/subliminal/tools).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 

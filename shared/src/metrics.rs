@@ -47,6 +47,8 @@ pub struct Metrics {
     pub store_request_duration: HistogramVec,
     pub redis_errors: IntCounter,
     pub redis_connections: IntCounter,
+    /// The name of every metric registered, with or without samples yet.
+    declared: Vec<String>,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -54,6 +56,25 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
         .register(Box::new(metric.clone()))
         .expect("metric names are unique");
     metric
+}
+
+impl Metrics {
+    /// Every series name this process can export (histograms with their
+    /// `_bucket`, `_sum` and `_count`), for checking dashboards and alerts.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = self.declared.clone();
+        for base in [
+            "subliminal_stage_duration_seconds",
+            "subliminal_store_request_duration_seconds",
+        ] {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.push(format!("{base}{suffix}"));
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
 }
 
 impl Metrics {
@@ -153,8 +174,50 @@ impl Metrics {
                 "subliminal_redis_connections_created_total",
                 "Redis connections opened (the first, and each reconnect).",
             ),
+            declared: Vec::new(),
             registry: r,
         }
+        .with_declared_names()
+    }
+
+    /// Vector metrics with no labels set yet are absent from `gather()`; their
+    /// names come from their descriptions.
+    fn with_declared_names(mut self) -> Self {
+        use prometheus::core::Collector;
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(self.queue_tasks.clone()),
+            Box::new(self.tasks.clone()),
+            Box::new(self.queue_oldest_age.clone()),
+            Box::new(self.lease_redeliveries.clone()),
+            Box::new(self.dead_letters.clone()),
+            Box::new(self.sweep_stages.clone()),
+            Box::new(self.sweeps_active.clone()),
+            Box::new(self.workers.clone()),
+            Box::new(self.scheduler_leader.clone()),
+            Box::new(self.stages.clone()),
+            Box::new(self.stage_duration.clone()),
+            Box::new(self.worker_up.clone()),
+            Box::new(self.worker_heartbeat.clone()),
+            Box::new(self.worker_running.clone()),
+            Box::new(self.training_loss.clone()),
+            Box::new(self.training_samples_per_second.clone()),
+            Box::new(self.gpu_memory_used.clone()),
+            Box::new(self.gpu_memory_total.clone()),
+            Box::new(self.store_bytes.clone()),
+            Box::new(self.store_request_duration.clone()),
+            Box::new(self.redis_errors.clone()),
+            Box::new(self.redis_connections.clone()),
+        ];
+        self.declared = collectors
+            .iter()
+            .flat_map(|c| {
+                c.desc()
+                    .into_iter()
+                    .map(|d| d.fq_name.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self
     }
 
     /// The exposition text.

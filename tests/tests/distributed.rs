@@ -240,6 +240,23 @@ fn a_sweep_on_two_workers_and_a_scheduler_matches_local_mode() {
     );
     c.wait_state("dist", "done");
     assert_eq!(c.manifests().len(), 9, "every stage has its manifest in S3");
+    let human = c.cli(&["status", "dist", "--store", &c.store]).ok();
+    assert!(
+        human.stdout.contains("sweep dist (done)") && human.stdout.contains("total"),
+        "{}",
+        human.stdout
+    );
+    let watched = c.cli(&["watch", "dist", "--store", &c.store]).ok();
+    assert!(
+        watched.stdout.contains("student same-init aux"),
+        "watch ends with the results: {}",
+        watched.stdout
+    );
+    assert!(
+        watched.stderr.contains("sweep dist done"),
+        "{}",
+        watched.stderr
+    );
 
     let distributed = c.results_json("dist");
     let local_store = c.path("local");
