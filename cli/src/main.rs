@@ -13,7 +13,6 @@ mod plot;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use subliminal_shared::spec::SpecError;
 
 #[derive(Parser)]
 #[command(
@@ -54,14 +53,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     subliminal_shared::logging::init(cli.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    subliminal_shared::process::run_main(async move {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
             Command::Validate(args) => commands::validate::run(args).await,
@@ -73,16 +65,5 @@ fn main() -> ExitCode {
             Command::Dlq(args) => commands::dlq::run(args).await,
             Command::Watch(args) => commands::watch::run(args).await,
         }
-    });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            if e.downcast_ref::<SpecError>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    })
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use subliminal_shared::broker::Broker;
 use subliminal_shared::manifest::{inspect, StageState};
-use subliminal_shared::spec::{self, SpecError};
+use subliminal_shared::spec;
 use subliminal_shared::store::Store;
 
 #[derive(Parser)]
@@ -64,24 +64,7 @@ enum Command {
 fn main() -> ExitCode {
     let args = Args::parse();
     subliminal_shared::logging::init(args.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            if e.downcast_ref::<SpecError>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    subliminal_shared::process::run_main(async move { run(args).await.map(|()| ExitCode::SUCCESS) })
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -92,15 +75,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let url = args.redis.ok_or_else(|| {
                 anyhow::anyhow!("--redis URL (or SUBLIMINAL_REDIS) is required to schedule")
             })?;
-            if args.metrics_addr != "off" {
-                let addr = args.metrics_addr.parse().map_err(|e| {
-                    anyhow::anyhow!(
-                        "--metrics-addr {:?}: expected host:port or off ({e})",
-                        args.metrics_addr
-                    )
-                })?;
-                subliminal_shared::metrics::serve(addr).await?;
-            }
+            subliminal_shared::metrics::serve_flag(&args.metrics_addr).await?;
             serve(
                 url,
                 args.prefix,
@@ -125,17 +100,7 @@ async fn serve(
         subliminal_shared::manifest::hostname(),
         std::process::id()
     );
-    let mut wait = Duration::from_millis(200);
-    let broker = loop {
-        match Broker::connect(&url, &prefix).await {
-            Ok(b) => break b,
-            Err(e) => {
-                tracing::warn!("cannot reach Redis: {e:#}; retrying in {wait:?}");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(10));
-            }
-        }
-    };
+    let broker = Broker::connect_patiently(&url, &prefix).await;
     tracing::info!(scheduler = %me, "scheduler started");
     let mut scheduler = scheduler::Scheduler::new(broker, store, me, max_attempts, tick);
     let mut trouble = Duration::from_millis(200);

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod plan;
+pub mod process;
 pub mod results;
 pub mod spec;
 pub mod stage;

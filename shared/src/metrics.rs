@@ -240,6 +240,17 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
+/// Serves `/metrics` at the address a `--metrics-addr` flag gives, or not at all for "off".
+pub async fn serve_flag(flag: &str) -> anyhow::Result<()> {
+    if flag == "off" {
+        return Ok(());
+    }
+    let addr = flag
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--metrics-addr {flag:?}: expected host:port or off ({e})"))?;
+    serve(addr).await.map(|_| ())
+}
+
 /// Serves `/metrics` on `addr` until the process ends; returns once bound,
 /// with the address actually bound (port 0 picks a free one).
 pub async fn serve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {

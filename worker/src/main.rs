@@ -76,20 +76,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     subliminal_shared::logging::init(args.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    subliminal_shared::process::run_main(async move { run(args).await.map(|()| ExitCode::SUCCESS) })
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -109,19 +96,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tch::set_num_threads(t.max(1));
     }
     let store = Store::open(&args.store)?;
-    if args.metrics_addr != "off" {
-        let addr = args.metrics_addr.parse().map_err(|e| {
-            anyhow::anyhow!(
-                "--metrics-addr {:?}: expected host:port or off ({e})",
-                args.metrics_addr
-            )
-        })?;
-        subliminal_shared::metrics::serve(addr).await?;
-    }
+    subliminal_shared::metrics::serve_flag(&args.metrics_addr).await?;
     if let tch::Device::Cuda(index) = device {
         tokio::spawn(subliminal_worker::gpu::watch_memory(index));
     }
-    let broker = connect(&args.redis, &args.prefix).await;
+    let broker = Broker::connect_patiently(&args.redis, &args.prefix).await;
     let worker_id = args.name.unwrap_or_else(|| {
         format!(
             "{}-{}",
@@ -175,19 +154,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
         retry_backoff: Duration::from_secs_f64(args.retry_backoff_seconds),
     };
     daemon.serve(rx).await
-}
-
-/// Connects, waiting with backoff while Redis is unreachable.
-async fn connect(url: &str, prefix: &str) -> Broker {
-    let mut wait = Duration::from_millis(200);
-    loop {
-        match Broker::connect(url, prefix).await {
-            Ok(b) => return b,
-            Err(e) => {
-                tracing::warn!("cannot reach Redis: {e:#}; retrying in {wait:?}");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
 }

@@ -149,6 +149,22 @@ impl Broker {
         Ok(broker)
     }
 
+    /// Connects, waiting with backoff (logged) while Redis is unreachable:
+    /// a daemon started before Redis, or during an outage, waits for it.
+    pub async fn connect_patiently(url: &str, prefix: &str) -> Self {
+        let mut wait = std::time::Duration::from_millis(200);
+        loop {
+            match Self::connect(url, prefix).await {
+                Ok(b) => return b,
+                Err(e) => {
+                    tracing::warn!("cannot reach Redis: {e:#}; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
     pub async fn ping(&self) -> anyhow::Result<()> {
         let mut conn = self.conn().await?;
         let _: String = redis::cmd("PING")
