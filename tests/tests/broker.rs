@@ -141,6 +141,18 @@ async fn cancel_drops_queued_tasks_and_stops_running_ones() {
     assert_eq!(b.cancel_sweep("s").await.unwrap(), (1, 1));
     assert_eq!(b.renew(&running, 60_000).await.unwrap(), Renewal::Cancelled);
     assert_eq!(
+        b.fail(&running, "stopped", 0, true).await.unwrap(),
+        Failed::Dropped
+    );
+    assert!(
+        b.dead_letters().await.unwrap().is_empty(),
+        "a cancelled task is not a dead letter"
+    );
+    assert_eq!(
+        b.task_states(&[body("s", 4, 0).stage.id]).await.unwrap(),
+        vec![None]
+    );
+    assert_eq!(
         b.sweep_state("s").await.unwrap().as_deref(),
         Some("cancelled")
     );

@@ -408,6 +408,15 @@ fn a_stage_that_always_fails_is_dead_lettered_while_the_rest_finishes() {
     );
     let table = c.cli(&["results", "doomed", "--store", &c.store]).ok();
     assert!(table.stdout.contains("failures:"), "{}", table.stdout);
+    let requeued = c.cli(&["dlq", "requeue", "--all"]).ok();
+    assert_eq!(requeued.stdout.trim(), "requeued 1 task(s)");
+    let status = c.status("doomed");
+    let in_play = ["dead", "leased", "retrying"]
+        .iter()
+        .map(|k| status[k].as_i64().unwrap())
+        .sum::<i64>()
+        + status["queues"]["gpu"].as_i64().unwrap();
+    assert_eq!(in_play, 1, "the task is back in play: {status}");
 }
 
 #[test]
@@ -479,6 +488,14 @@ fn cancel_stops_a_sweep() {
         c.manifests().is_empty(),
         "the cancelled teacher wrote no manifest"
     );
+
+    // Resumed, it runs to the end.
+    let resumed = c
+        .cli(&["resume", "doomed-by-user", "--store", &c.store])
+        .ok();
+    assert_eq!(resumed.stdout.trim(), "doomed-by-user");
+    c.wait_state("doomed-by-user", "done");
+    assert_eq!(c.manifests().len(), 9);
 }
 
 #[test]

@@ -353,6 +353,43 @@ fn a_failing_stage_is_recorded_and_its_trial_shows_why() {
 }
 
 #[test]
+fn the_scheduler_lists_the_stages_that_can_start() {
+    let sandbox = Sandbox::new();
+    let sweep = sandbox.sweep("tiny.toml", TINY);
+    let ready = |store: &Path| {
+        let out = std::process::Command::new(subliminal_tests::bin("subliminal-scheduler"))
+            .args([
+                "ready",
+                sweep.to_str().unwrap(),
+                "--store",
+                store.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let mut kinds: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        kinds.sort();
+        kinds
+    };
+    // Nothing done: the teacher and the two untrained reference evaluations.
+    assert_eq!(ready(&sandbox.store()), ["evaluate", "evaluate", "teacher"]);
+    sandbox.run(&sweep).ok();
+    assert!(
+        ready(&sandbox.store()).is_empty(),
+        "all done, nothing ready"
+    );
+}
+
+#[test]
 fn stage_ids_are_stable_across_processes_and_pinned() {
     let sandbox = Sandbox::new();
     let sweep = sandbox.sweep("tiny.toml", TINY);

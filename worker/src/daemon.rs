@@ -306,6 +306,7 @@ impl Daemon {
                 tracing::warn!(stage = %lease.stage, "dead-lettered after {} attempt(s)", lease.attempt);
                 "dead"
             }
+            Ok(Failed::Dropped) => "cancelled",
             Ok(Failed::Refused) => {
                 tracing::warn!(stage = %lease.stage, "failure not recorded: the lease was lost");
                 "lost"

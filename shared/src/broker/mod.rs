@@ -89,6 +89,8 @@ pub enum Renewal {
 pub enum Failed {
     WillRetry,
     Dead,
+    /// Its sweep was cancelled: the task is gone, not dead-lettered.
+    Dropped,
     /// The lease was no longer ours: nothing changed.
     Refused,
 }
@@ -392,6 +394,7 @@ impl Broker {
         Ok(match r {
             1 => Failed::WillRetry,
             2 => Failed::Dead,
+            3 => Failed::Dropped,
             _ => Failed::Refused,
         })
     }

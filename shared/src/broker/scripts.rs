@@ -83,7 +83,8 @@ redis.call('RPUSH', p .. ':events', id)
 return 1
 "#;
 
-/// ARGV: prefix, id, token, now, error, backoff_ms, permanent → 1 retry, 2 dead, 0 refused.
+/// ARGV: prefix, id, token, now, error, backoff_ms, permanent → 1 retry, 2 dead,
+/// 3 dropped (its sweep was cancelled: not a failure, and resume must run it again), 0 refused.
 pub static FAIL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -91,11 +92,15 @@ local p, id, now = ARGV[1], ARGV[2], tonumber(ARGV[4])
 local t = p .. ':task:' .. id
 if redis.call('HGET', t, 'token') ~= ARGV[3] or redis.call('HGET', t, 'state') ~= 'leased' then return 0 end
 redis.call('ZREM', p .. ':leases', id)
+if redis.call('HGET', t, 'cancelled') == '1' then
+  redis.call('DEL', t)
+  return 3
+end
 redis.call('HSET', t, 'error', ARGV[5])
 redis.call('HDEL', t, 'token', 'worker')
 local attempts = tonumber(redis.call('HGET', t, 'attempts'))
 local max = tonumber(redis.call('HGET', t, 'max_attempts'))
-if ARGV[7] == '1' or attempts >= max or redis.call('HGET', t, 'cancelled') == '1' then
+if ARGV[7] == '1' or attempts >= max then
   redis.call('HSET', t, 'state', 'dead')
   redis.call('ZADD', p .. ':dead', now, id)
   return 2
@@ -136,12 +141,14 @@ local redelivered, dead = 0, 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', p .. ':leases', id)
   local t = p .. ':task:' .. id
-  if redis.call('EXISTS', t) == 1 then
+  if redis.call('HGET', t, 'cancelled') == '1' then
+    redis.call('DEL', t)
+  elseif redis.call('EXISTS', t) == 1 then
     redis.call('HDEL', t, 'token', 'worker')
     redis.call('HINCRBY', t, 'redeliveries', 1)
     local attempts = tonumber(redis.call('HGET', t, 'attempts'))
     local max = tonumber(redis.call('HGET', t, 'max_attempts'))
-    if attempts >= max or redis.call('HGET', t, 'cancelled') == '1' then
+    if attempts >= max then
       redis.call('HSET', t, 'state', 'dead', 'error', 'lease expired on the last attempt (worker lost?)')
       redis.call('ZADD', p .. ':dead', now, id)
       dead = dead + 1
