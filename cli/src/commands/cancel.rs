@@ -3,22 +3,17 @@
 
 use std::process::ExitCode;
 
-use subliminal_shared::store::Store;
-
-use super::{record_status, RedisArgs};
+use super::{record_status, ClusterArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
     sweep: String,
     #[command(flatten)]
-    redis: RedisArgs,
-    #[arg(long, env = "SUBLIMINAL_STORE")]
-    store: String,
+    cluster: ClusterArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&args.store)?;
-    let broker = args.redis.connect().await?;
+    let (broker, store) = args.cluster.open().await?;
     anyhow::ensure!(
         broker.sweep_state(&args.sweep).await?.is_some(),
         "no sweep {:?} is registered in Redis; `subliminal status` lists the active ones",

@@ -60,6 +60,36 @@ impl RedisArgs {
     }
 }
 
+/// Redis and the store: what every command of distributed mode talks to.
+#[derive(clap::Args, Clone)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Store: a folder, file:///path or s3://bucket/prefix (S3 credentials from AWS_* variables
+    /// or the AWS credentials file).
+    #[arg(long, env = "SUBLIMINAL_STORE")]
+    pub store: String,
+}
+
+impl ClusterArgs {
+    pub async fn open(&self) -> anyhow::Result<(subliminal_shared::broker::Broker, Store)> {
+        let store = Store::open(&self.store)?;
+        Ok((self.redis.connect().await?, store))
+    }
+}
+
+/// Marks a sweep active in the store (the source of truth) and registers it
+/// with the scheduler through Redis.
+pub async fn activate(
+    broker: &subliminal_shared::broker::Broker,
+    store: &Store,
+    sweep: &str,
+    priority: i64,
+) -> anyhow::Result<()> {
+    record_status(store, sweep, "active", priority).await?;
+    broker.register_sweep(sweep, priority).await
+}
+
 /// Records a sweep's state in the store, where the scheduler rebuilds from.
 pub async fn record_status(
     store: &Store,

@@ -4,17 +4,13 @@
 
 use std::process::ExitCode;
 
-use subliminal_shared::store::Store;
-
-use super::{find_sweep, record_status, RedisArgs};
+use super::{activate, find_sweep, ClusterArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
     sweep: String,
     #[command(flatten)]
-    redis: RedisArgs,
-    #[arg(long, env = "SUBLIMINAL_STORE")]
-    store: String,
+    cluster: ClusterArgs,
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i64,
     #[arg(long)]
@@ -22,11 +18,9 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&args.store)?;
+    let (broker, store) = args.cluster.open().await?;
     find_sweep(&args.sweep, &store).await?;
-    let broker = args.redis.connect().await?;
-    record_status(&store, &args.sweep, "active", args.priority).await?;
-    broker.register_sweep(&args.sweep, args.priority).await?;
+    activate(&broker, &store, &args.sweep, args.priority).await?;
     println!("{}", args.sweep);
     if args.wait {
         return super::status::follow(&broker, &store, &args.sweep).await;

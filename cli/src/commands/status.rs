@@ -15,16 +15,14 @@ use subliminal_shared::results;
 use subliminal_shared::stage::StageKind;
 use subliminal_shared::store::{keys, Store};
 
-use super::{find_sweep, RedisArgs};
+use super::{find_sweep, ClusterArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// A sweep id (its name); omit for the queues and workers only.
     sweep: Option<String>,
     #[command(flatten)]
-    redis: RedisArgs,
-    #[arg(long, env = "SUBLIMINAL_STORE")]
-    store: String,
+    cluster: ClusterArgs,
     #[arg(long)]
     json: bool,
 }
@@ -110,8 +108,7 @@ pub async fn sweep_status(broker: &Broker, store: &Store, id: &str) -> anyhow::R
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&args.store)?;
-    let broker = args.redis.connect().await?;
+    let (broker, store) = args.cluster.open().await?;
     let (queued, leased, retry, dead) = broker.counts().await?;
     let workers = broker.workers().await?;
     let sweep = match &args.sweep {

@@ -6,19 +6,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use subliminal_shared::spec;
-use subliminal_shared::store::{keys, Store};
+use subliminal_shared::store::keys;
 
-use super::{record_status, RedisArgs};
+use super::{activate, ClusterArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The sweep file.
     sweep: PathBuf,
     #[command(flatten)]
-    redis: RedisArgs,
-    /// Store: a folder, file:///path or s3://bucket/prefix (S3 credentials from AWS_* variables).
-    #[arg(long, env = "SUBLIMINAL_STORE")]
-    store: String,
+    cluster: ClusterArgs,
     /// Higher runs first.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i64,
@@ -35,14 +32,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let source = spec::Source::read(&args.sweep)?;
     let sweep = spec::parse_sweep(&source)?;
     let plan = sweep.plan();
-    let store = Store::open(&args.store)?;
-    let broker = args.redis.connect().await?;
+    let (broker, store) = args.cluster.open().await?;
     let id = sweep.name().to_owned();
     store
         .put(&keys::sweep_file(&id), source.text.clone().into())
         .await?;
-    record_status(&store, &id, "active", args.priority).await?;
-    broker.register_sweep(&id, args.priority).await?;
+    activate(&broker, &store, &id, args.priority).await?;
     eprintln!(
         "submitted sweep {id}: {} trials, {} stages",
         plan.trials,

@@ -3,21 +3,16 @@
 
 use std::process::ExitCode;
 
-use subliminal_shared::store::Store;
-
-use super::RedisArgs;
+use super::ClusterArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
     sweep: String,
     #[command(flatten)]
-    redis: RedisArgs,
-    #[arg(long, env = "SUBLIMINAL_STORE")]
-    store: String,
+    cluster: ClusterArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&args.store)?;
-    let broker = args.redis.connect().await?;
+    let (broker, store) = args.cluster.open().await?;
     super::status::follow(&broker, &store, &args.sweep).await
 }
