@@ -301,6 +301,21 @@ fn a_bad_sweep_file_is_refused_with_exit_code_2_and_nothing_runs() {
     );
     let ran = subliminal(&["validate", sweep.to_str().unwrap()]);
     assert_eq!(ran.code, Some(2));
+    let good = sandbox.sweep("good.toml", TINY);
+    let store = sandbox.store();
+    let ran = subliminal(&[
+        "validate",
+        good.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ])
+    .ok();
+    assert!(
+        ran.stdout.contains("2 trials, 9 stages, 0 done"),
+        "{}",
+        ran.stdout
+    );
+    assert!(!store.exists(), "validate creates nothing");
     let ran = subliminal(&["run", "/nonexistent.toml"]);
     assert_eq!(ran.code, Some(2));
     assert!(
