@@ -48,6 +48,8 @@ pub struct Scheduler {
 
 struct SweepState {
     plan: Plan,
+    /// The plan's stage ids, to match completion events without a scan.
+    stages: HashSet<StageId>,
     priority: i64,
     done: HashSet<StageId>,
     enqueued: HashSet<StageId>,
@@ -113,7 +115,7 @@ impl Scheduler {
         }
         for id in self.broker.completions(10_000).await? {
             for sweep in self.sweeps.values_mut() {
-                if sweep.enqueued.contains(&id) || sweep.plan.stages.iter().any(|s| s.id == id) {
+                if sweep.stages.contains(&id) {
                     sweep.done.insert(id);
                 }
             }
@@ -218,6 +220,7 @@ impl Scheduler {
             }
         }
         Ok(SweepState {
+            stages: plan.stages.iter().map(|s| s.id).collect(),
             plan,
             priority,
             done,

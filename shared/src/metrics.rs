@@ -51,8 +51,18 @@ pub struct Metrics {
     declared: Vec<String>,
 }
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
-    registry
+/// A registry that remembers every name registered in it: vector metrics
+/// with no labels set yet are absent from `gather()`.
+struct Registrar {
+    registry: Registry,
+    names: std::cell::RefCell<Vec<String>>,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(reg: &Registrar, metric: T) -> T {
+    reg.names
+        .borrow_mut()
+        .extend(metric.desc().iter().map(|d| d.fq_name.clone()));
+    reg.registry
         .register(Box::new(metric.clone()))
         .expect("metric names are unique");
     metric
@@ -79,7 +89,10 @@ impl Metrics {
 
 impl Metrics {
     fn new() -> Self {
-        let r = Registry::new();
+        let r = Registrar {
+            registry: Registry::new(),
+            names: Default::default(),
+        };
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             register(
                 &r,
@@ -174,50 +187,9 @@ impl Metrics {
                 "subliminal_redis_connections_created_total",
                 "Redis connections opened (the first, and each reconnect).",
             ),
-            declared: Vec::new(),
-            registry: r,
+            declared: r.names.take(),
+            registry: r.registry,
         }
-        .with_declared_names()
-    }
-
-    /// Vector metrics with no labels set yet are absent from `gather()`; their
-    /// names come from their descriptions.
-    fn with_declared_names(mut self) -> Self {
-        use prometheus::core::Collector;
-        let collectors: Vec<Box<dyn Collector>> = vec![
-            Box::new(self.queue_tasks.clone()),
-            Box::new(self.tasks.clone()),
-            Box::new(self.queue_oldest_age.clone()),
-            Box::new(self.lease_redeliveries.clone()),
-            Box::new(self.dead_letters.clone()),
-            Box::new(self.sweep_stages.clone()),
-            Box::new(self.sweeps_active.clone()),
-            Box::new(self.workers.clone()),
-            Box::new(self.scheduler_leader.clone()),
-            Box::new(self.stages.clone()),
-            Box::new(self.stage_duration.clone()),
-            Box::new(self.worker_up.clone()),
-            Box::new(self.worker_heartbeat.clone()),
-            Box::new(self.worker_running.clone()),
-            Box::new(self.training_loss.clone()),
-            Box::new(self.training_samples_per_second.clone()),
-            Box::new(self.gpu_memory_used.clone()),
-            Box::new(self.gpu_memory_total.clone()),
-            Box::new(self.store_bytes.clone()),
-            Box::new(self.store_request_duration.clone()),
-            Box::new(self.redis_errors.clone()),
-            Box::new(self.redis_connections.clone()),
-        ];
-        self.declared = collectors
-            .iter()
-            .flat_map(|c| {
-                c.desc()
-                    .into_iter()
-                    .map(|d| d.fq_name.clone())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        self
     }
 
     /// The exposition text.

@@ -44,7 +44,7 @@ pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<HashMap<Stage
                 }
             }
             StageState::Missing | StageState::Corrupt(_) => {
-                match first_failure(store, plan, &index, m.stage).await? {
+                match first_failure(store, &index, m.stage).await? {
                     Some(error) => Outcome::Failed(error),
                     None => Outcome::Pending,
                 }
@@ -58,7 +58,6 @@ pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<HashMap<Stage
 /// The recorded failure of `id` or of the nearest unfinished stage it needs.
 async fn first_failure(
     store: &Store,
-    plan: &Plan,
     index: &HashMap<StageId, &crate::stage::StageSpec>,
     id: StageId,
 ) -> anyhow::Result<Option<String>> {
@@ -80,7 +79,6 @@ async fn first_failure(
             queue.extend(stage.inputs.iter().copied());
         }
     }
-    let _ = plan;
     Ok(None)
 }
 

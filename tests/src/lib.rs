@@ -149,3 +149,29 @@ pub fn mean_of(results_json: &str, arm: &str) -> Option<f64> {
     let v: serde_json::Value = serde_json::from_str(results_json).expect("results JSON");
     v["rows"].as_array()?.iter().find(|r| r["arm"] == arm)?["summary"]["mean"].as_f64()
 }
+
+/// A one-seed MNIST sweep, same and cross init, aux students: 9 stages, seconds to run.
+pub fn tiny_sweep(name: &str, teacher_epochs: u32, teacher_samples: u32) -> String {
+    format!(
+        r#"
+name = "{name}"
+kind = "mnist"
+
+[grid]
+seeds = [0]
+init_pairs = ["same", "cross"]
+aux_logits = 3
+targets = ["aux"]
+
+[teacher]
+epochs = {teacher_epochs}
+batch_size = 256
+train_samples = {teacher_samples}
+
+[student]
+epochs = 1
+batch_size = 256
+noise_samples = 6000
+"#
+    )
+}

@@ -6,34 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use subliminal_tests::servers::{wait_for, Daemon, Redis, S3};
-use subliminal_tests::{bin, data_dir, Ran};
+use subliminal_tests::{bin, data_dir, tiny_sweep as tiny, Ran};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-fn tiny(name: &str, teacher_epochs: u32, teacher_samples: u32) -> String {
-    format!(
-        r#"
-name = "{name}"
-kind = "mnist"
-
-[grid]
-seeds = [0]
-init_pairs = ["same", "cross"]
-aux_logits = 3
-targets = ["aux"]
-
-[teacher]
-epochs = {teacher_epochs}
-batch_size = 256
-train_samples = {teacher_samples}
-
-[student]
-epochs = 1
-batch_size = 256
-noise_samples = 6000
-"#
-    )
-}
 
 struct Cluster {
     dir: tempfile::TempDir,

@@ -7,26 +7,9 @@ use std::path::{Path, PathBuf};
 
 use subliminal_tests::{computed, mean_of, reused, snapshot, stages, subliminal};
 
-const TINY: &str = r#"
-name = "tiny"
-kind = "mnist"
-
-[grid]
-seeds = [0]
-init_pairs = ["same", "cross"]
-aux_logits = 3
-targets = ["aux"]
-
-[teacher]
-epochs = 1
-batch_size = 256
-train_samples = 6000
-
-[student]
-epochs = 1
-batch_size = 256
-noise_samples = 6000
-"#;
+fn tiny() -> String {
+    subliminal_tests::tiny_sweep("tiny", 1, 6000)
+}
 
 /// teacher, generate, 2 students, and 5 evaluations (2 students, teacher, 2 reference inits)
 const TINY_STAGES: usize = 9;
@@ -68,7 +51,7 @@ fn stage_id(stage: &serde_json::Value) -> String {
 #[test]
 fn a_sweep_run_twice_recomputes_nothing() {
     let sandbox = Sandbox::new();
-    let sweep = sandbox.sweep("tiny.toml", TINY);
+    let sweep = sandbox.sweep("tiny.toml", &tiny());
     let first = sandbox.run(&sweep).ok();
     assert_eq!(computed(&first), TINY_STAGES, "{}", first.stderr);
     for arm in [
@@ -121,10 +104,10 @@ fn a_sweep_run_twice_recomputes_nothing() {
 #[test]
 fn a_bigger_sweep_reuses_the_stages_it_shares() {
     let sandbox = Sandbox::new();
-    sandbox.run(&sandbox.sweep("tiny.toml", TINY)).ok();
+    sandbox.run(&sandbox.sweep("tiny.toml", &tiny())).ok();
     let bigger = sandbox.sweep(
         "bigger.toml",
-        &TINY
+        &tiny()
             .replace("seeds = [0]", "seeds = [0, 1]")
             .replace("name = \"tiny\"", "name = \"bigger\""),
     );
@@ -151,7 +134,7 @@ fn a_bigger_sweep_reuses_the_stages_it_shares() {
 #[test]
 fn a_corrupted_artifact_is_detected_and_its_stage_recomputed() {
     let sandbox = Sandbox::new();
-    let sweep = sandbox.sweep("tiny.toml", TINY);
+    let sweep = sandbox.sweep("tiny.toml", &tiny());
     sandbox.run(&sweep).ok();
     let teacher = stages(&sweep)
         .into_iter()
@@ -212,7 +195,7 @@ fn a_corrupted_artifact_is_detected_and_its_stage_recomputed() {
 #[test]
 fn results_export_csv_and_json_and_plot_the_transfer_grid() {
     let sandbox = Sandbox::new();
-    let sweep = sandbox.sweep("tiny.toml", TINY);
+    let sweep = sandbox.sweep("tiny.toml", &tiny());
     sandbox.run(&sweep).ok();
     let store = sandbox.store();
     let store = store.to_str().unwrap();
@@ -282,7 +265,7 @@ fn a_bad_sweep_file_is_refused_with_exit_code_2_and_nothing_runs() {
     let sandbox = Sandbox::new();
     let sweep = sandbox.sweep(
         "bad.toml",
-        &TINY.replace(
+        &tiny().replace(
             "epochs = 1\nbatch_size = 256\ntrain",
             "epochs = 0\nbatch_size = 256\ntrain",
         ),
@@ -301,7 +284,7 @@ fn a_bad_sweep_file_is_refused_with_exit_code_2_and_nothing_runs() {
     );
     let ran = subliminal(&["validate", sweep.to_str().unwrap()]);
     assert_eq!(ran.code, Some(2));
-    let good = sandbox.sweep("good.toml", TINY);
+    let good = sandbox.sweep("good.toml", &tiny());
     let store = sandbox.store();
     let ran = subliminal(&[
         "validate",
@@ -329,7 +312,7 @@ fn a_bad_sweep_file_is_refused_with_exit_code_2_and_nothing_runs() {
 #[test]
 fn a_failing_stage_is_recorded_and_its_trial_shows_why() {
     let sandbox = Sandbox::new();
-    let sweep = sandbox.sweep("tiny.toml", TINY);
+    let sweep = sandbox.sweep("tiny.toml", &tiny());
     let ran = subliminal(&[
         "run",
         sweep.to_str().unwrap(),
@@ -370,7 +353,7 @@ fn a_failing_stage_is_recorded_and_its_trial_shows_why() {
 #[test]
 fn the_scheduler_lists_the_stages_that_can_start() {
     let sandbox = Sandbox::new();
-    let sweep = sandbox.sweep("tiny.toml", TINY);
+    let sweep = sandbox.sweep("tiny.toml", &tiny());
     let ready = |store: &Path| {
         let out = std::process::Command::new(subliminal_tests::bin("subliminal-scheduler"))
             .args([
@@ -407,7 +390,7 @@ fn the_scheduler_lists_the_stages_that_can_start() {
 #[test]
 fn stage_ids_are_stable_across_processes_and_pinned() {
     let sandbox = Sandbox::new();
-    let sweep = sandbox.sweep("tiny.toml", TINY);
+    let sweep = sandbox.sweep("tiny.toml", &tiny());
     let a = stages(&sweep);
     let b = stages(&sweep);
     assert_eq!(a, b);

@@ -16,7 +16,7 @@ use subliminal_shared::experiments::mnist::{
 };
 use subliminal_shared::manifest::{inspect, StageState};
 use subliminal_shared::stage::{StageKind, StageSpec};
-use subliminal_shared::store::{keys, Store};
+use subliminal_shared::store::Store;
 use subliminal_worker::execute::execute;
 use subliminal_worker::stages::StageEnv;
 
@@ -116,7 +116,6 @@ async fn main() -> anyhow::Result<()> {
             anyhow::Ok(m["accuracy"].as_f64().unwrap_or(f64::NAN))
         }
     };
-    let _ = keys::manifest(teacher.id);
     println!(
         "{}",
         serde_json::json!({
