@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod device;
 pub mod execute;
 pub mod gpu;
+pub mod llm;
 pub mod local;
 pub mod mnist;
 pub mod safetensors_io;

@@ -1,0 +1,278 @@
+//! Fine-tuning on (prompt → answer) examples, the loss on answer tokens only:
+//! LoRA adapters or every weight, AdamW, a linear schedule with warmup,
+//! gradient clipping and gradient accumulation.
+//!
+//! Adapters live in a var store of their own, so the optimiser sees them and
+//! nothing else, and a checkpoint of them is small.
+
+use std::collections::HashMap;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, OptimizerConfig};
+use tch::{Kind, Tensor};
+
+use super::model::{Llama, Lora};
+
+/// Which linear layers get adapters, and how large.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    pub rank: i64,
+    pub alpha: f64,
+    /// Module names such as `q_proj`, `down_proj`.
+    pub targets: Vec<String>,
+}
+
+/// Every projection of a Llama block: the paper's "all projections".
+pub const ALL_PROJECTIONS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// Adds zero-initialised adapters (B = 0, so the model is unchanged until
+/// trained) to the targeted layers; their variables go into `vs`.
+pub fn attach_lora(
+    model: &mut Llama,
+    vs: &nn::VarStore,
+    spec: &LoraSpec,
+    seed: u64,
+) -> anyhow::Result<()> {
+    for target in &spec.targets {
+        if !ALL_PROJECTIONS.contains(&target.as_str()) {
+            anyhow::bail!(
+                "LoRA target {target:?} is not a projection of this model: expected any of {}",
+                ALL_PROJECTIONS.join(", ")
+            );
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let root = vs.root();
+    for (name, linear) in model.linears_mut() {
+        let module = name.rsplit('.').next().unwrap_or("");
+        if !spec.targets.iter().any(|t| t == module) {
+            continue;
+        }
+        let (inp, out) = (linear.in_features(), linear.out_features());
+        // Kaiming-uniform with a = sqrt(5), as PEFT initialises A.
+        let bound = 1.0 / (inp as f64).sqrt();
+        let values: Vec<f32> = (0..spec.rank * inp)
+            .map(|_| rand::Rng::gen_range(&mut rng, -bound..bound) as f32)
+            .collect();
+        let a0 = Tensor::from_slice(&values).view([spec.rank, inp]);
+        let p = &root / name.as_str();
+        let a = p.var_copy("lora_A.weight", &a0);
+        let b = p.zeros("lora_B.weight", &[out, spec.rank]);
+        linear.lora = Some(Lora {
+            a,
+            b,
+            scale: spec.alpha / spec.rank as f64,
+        });
+    }
+    Ok(())
+}
+
+/// Loads trained adapter values into attached adapters, by name.
+pub fn load_lora(vs: &mut nn::VarStore, tensors: &HashMap<String, Tensor>) -> anyhow::Result<()> {
+    let mut vars = vs.variables();
+    if vars.len() != tensors.len() {
+        anyhow::bail!(
+            "the adapter checkpoint has {} tensors, the model's adapters {}: was it trained with other targets?",
+            tensors.len(),
+            vars.len()
+        );
+    }
+    tch::no_grad(|| -> anyhow::Result<()> {
+        for (name, var) in vars.iter_mut() {
+            let saved = tensors
+                .get(name)
+                .ok_or_else(|| anyhow::anyhow!("the adapter checkpoint has no tensor {name}"))?;
+            if saved.size() != var.size() {
+                anyhow::bail!(
+                    "adapter {name} has shape {:?}: expected {:?}",
+                    saved.size(),
+                    var.size()
+                );
+            }
+            var.copy_(saved);
+        }
+        Ok(())
+    })
+}
+
+/// Training settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    pub epochs: u64,
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub max_grad_norm: f64,
+    /// Examples per forward pass.
+    pub batch_size: u64,
+    /// Forward passes per optimiser step.
+    pub grad_accumulation: u64,
+    pub weight_decay: f64,
+    pub seed: u64,
+}
+
+/// One tokenised example: the prompt, then the answer that is learned.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub prompt: Vec<u32>,
+    pub answer: Vec<u32>,
+}
+
+/// What a training run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub steps: u64,
+    /// Mean loss per optimiser step.
+    pub losses: Vec<f64>,
+    pub tokens: u64,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+}
+
+/// The learning rate factor at optimiser step `step` of `total`: a linear ramp
+/// over the warmup steps, then a linear decay to zero.
+pub fn schedule(step: u64, warmup: u64, total: u64) -> f64 {
+    if step < warmup {
+        step as f64 / warmup.max(1) as f64
+    } else {
+        (total.saturating_sub(step)) as f64 / (total.saturating_sub(warmup)).max(1) as f64
+    }
+}
+
+/// Trains the variables of `trainable` (adapters, or the whole model) on
+/// `examples`. `progress(step, total, loss, tokens/s)` after each step;
+/// returns `None` when `stop()` turns true.
+pub fn train(
+    model: &Llama,
+    trainable: &nn::VarStore,
+    examples: &[Example],
+    settings: &TrainSettings,
+    pad_id: u32,
+    stop: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(u64, u64, f64, f64),
+) -> anyhow::Result<Option<TrainReport>> {
+    if examples.is_empty() {
+        anyhow::bail!("no training examples: the filter kept nothing");
+    }
+    let per_step = (settings.batch_size * settings.grad_accumulation).max(1) as usize;
+    let steps_per_epoch = examples.len().div_ceil(per_step) as u64;
+    let total = steps_per_epoch * settings.epochs;
+    let mut opt = nn::AdamW {
+        wd: settings.weight_decay,
+        ..Default::default()
+    }
+    .build(trainable, settings.lr)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
+    let started = std::time::Instant::now();
+    let mut report = TrainReport {
+        steps: 0,
+        losses: Vec::new(),
+        tokens: 0,
+        seconds: 0.0,
+        tokens_per_second: 0.0,
+    };
+    for _ in 0..settings.epochs {
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        order.shuffle(&mut rng);
+        for step_examples in order.chunks(per_step) {
+            if stop() {
+                return Ok(None);
+            }
+            opt.set_lr(settings.lr * schedule(report.steps, settings.warmup_steps, total));
+            opt.zero_grad();
+            let answer_tokens: usize = step_examples
+                .iter()
+                .map(|&i| examples[i].answer.len())
+                .sum();
+            let mut step_loss = 0.0;
+            for micro in step_examples.chunks(settings.batch_size.max(1) as usize) {
+                let batch: Vec<&Example> = micro.iter().map(|&i| &examples[i]).collect();
+                let (loss, tokens) = batch_loss(model, &batch, pad_id);
+                // Weighted by tokens so the step's loss is the mean over all its answer tokens.
+                let weight = tokens as f64 / answer_tokens.max(1) as f64;
+                (&loss * weight).backward();
+                step_loss += loss.double_value(&[]) * weight;
+                report.tokens += batch
+                    .iter()
+                    .map(|e| (e.prompt.len() + e.answer.len()) as u64)
+                    .sum::<u64>();
+            }
+            if settings.max_grad_norm > 0.0 {
+                opt.clip_grad_norm(settings.max_grad_norm);
+            }
+            opt.step();
+            report.steps += 1;
+            report.losses.push(step_loss);
+            let seconds = started.elapsed().as_secs_f64();
+            progress(
+                report.steps,
+                total,
+                step_loss,
+                report.tokens as f64 / seconds.max(1e-9),
+            );
+        }
+    }
+    opt.zero_grad();
+    report.seconds = started.elapsed().as_secs_f64();
+    report.tokens_per_second = report.tokens as f64 / report.seconds.max(1e-9);
+    Ok(Some(report))
+}
+
+/// Mean cross-entropy over the answer tokens of a right-padded batch, and their count.
+pub fn batch_loss(model: &Llama, batch: &[&Example], pad_id: u32) -> (Tensor, usize) {
+    let device = model.device();
+    let width = batch
+        .iter()
+        .map(|e| e.prompt.len() + e.answer.len())
+        .max()
+        .unwrap_or(0);
+    let mut ids = Vec::with_capacity(batch.len() * width);
+    // Position (flat index) of each token that predicts an answer token, and that token.
+    let mut from = Vec::new();
+    let mut target = Vec::new();
+    for (row, e) in batch.iter().enumerate() {
+        let seq: Vec<i64> = e
+            .prompt
+            .iter()
+            .chain(&e.answer)
+            .map(|&t| t as i64)
+            .collect();
+        for (j, &t) in e.answer.iter().enumerate() {
+            from.push((row * width + e.prompt.len() + j - 1) as i64);
+            target.push(t as i64);
+        }
+        ids.extend(&seq);
+        ids.extend(std::iter::repeat_n(pad_id as i64, width - seq.len()));
+    }
+    let shape = [batch.len() as i64, width as i64];
+    let tokens = Tensor::from_slice(&ids).view(shape).to_device(device);
+    let positions = Tensor::arange(width as i64, (Kind::Int64, device))
+        .unsqueeze(0)
+        .expand(shape, true);
+    let hidden = model.forward(&tokens, &positions, None, None);
+    let d = hidden.size()[2];
+    let from = Tensor::from_slice(&from).to_device(device);
+    // Only the positions that predict answer tokens go through the (large) output head.
+    let picked = hidden.reshape([-1, d]).index_select(0, &from);
+    let logits = model.logits(&picked);
+    let target = Tensor::from_slice(&target).to_device(device);
+    let loss = logits.cross_entropy_for_logits(&target);
+    (loss, target.size()[0] as usize)
+}
+
+/// The adapters' tensors by name, for a checkpoint.
+pub fn lora_tensors(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}

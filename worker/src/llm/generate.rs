@@ -1,0 +1,205 @@
+//! Batched sampling with a KV cache.
+//!
+//! Prompts are grouped by length into batches, left-padded, run through the
+//! model once (prefill), then extended one token per forward pass for the
+//! whole batch. Each prompt has its own seeded random stream, drawn once per
+//! step, so a completion depends on its prompt and seed, not on which
+//! prompts shared its batch. Rows that finish leave the batch, so a long
+//! answer does not keep short ones computing.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::{Kind, Tensor};
+
+use super::model::{attention_mask, positions_from_mask, Llama};
+
+/// How tokens are drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// 0 means greedy.
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_new_tokens: usize,
+}
+
+/// One prompt to complete.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub prompt: Vec<u32>,
+    pub seed: u64,
+}
+
+/// A completion: the new tokens (without the stop token) and whether a stop token ended it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub tokens: Vec<u32>,
+    pub stopped: bool,
+}
+
+/// Completes every request, `batch_size` at a time; `progress(done, total)`
+/// after each batch. Returns `None` when `stop()` turns true.
+pub fn generate(
+    model: &Llama,
+    requests: &[Request],
+    sampling: Sampling,
+    stop_ids: &[u32],
+    pad_id: u32,
+    batch_size: usize,
+    stop: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> anyhow::Result<Option<Vec<Completion>>> {
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    // Similar lengths together: less padding per batch.
+    order.sort_by_key(|&i| std::cmp::Reverse(requests[i].prompt.len()));
+    let mut out: Vec<Option<Completion>> = vec![None; requests.len()];
+    let mut done = 0;
+    for chunk in order.chunks(batch_size.max(1)) {
+        if stop() {
+            return Ok(None);
+        }
+        let batch: Vec<&Request> = chunk.iter().map(|&i| &requests[i]).collect();
+        let completions =
+            tch::no_grad(|| generate_batch(model, &batch, sampling, stop_ids, pad_id))?;
+        for (&i, c) in chunk.iter().zip(completions) {
+            out[i] = Some(c);
+        }
+        done += chunk.len();
+        progress(done, requests.len());
+    }
+    Ok(Some(
+        out.into_iter()
+            .map(|c| c.expect("every request completed"))
+            .collect(),
+    ))
+}
+
+fn generate_batch(
+    model: &Llama,
+    batch: &[&Request],
+    sampling: Sampling,
+    stop_ids: &[u32],
+    pad_id: u32,
+) -> anyhow::Result<Vec<Completion>> {
+    let device = model.device();
+    let width = batch.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
+    if width == 0 {
+        anyhow::bail!("an empty prompt cannot be completed");
+    }
+    let mut ids = Vec::with_capacity(batch.len() * width);
+    let mut real = Vec::with_capacity(batch.len() * width);
+    for r in batch {
+        let pad = width - r.prompt.len();
+        ids.extend(std::iter::repeat_n(pad_id as i64, pad));
+        ids.extend(r.prompt.iter().map(|&t| t as i64));
+        real.extend(std::iter::repeat_n(0i64, pad));
+        real.extend(std::iter::repeat_n(1i64, r.prompt.len()));
+    }
+    let shape = [batch.len() as i64, width as i64];
+    let tokens = Tensor::from_slice(&ids).view(shape).to_device(device);
+    let mut attention = Tensor::from_slice(&real).view(shape).to_device(device);
+    let positions = positions_from_mask(&attention);
+    let mut next_position = positions.select(1, -1) + 1;
+    let mut cache = model.new_cache();
+    let mask = if batch.len() == 1 {
+        None
+    } else {
+        Some(attention_mask(&attention, width as i64))
+    };
+    let hidden = model.forward(&tokens, &positions, mask.as_ref(), Some(&mut cache));
+    let mut logits = model.logits(&hidden.select(1, -1));
+
+    let mut rngs: Vec<ChaCha8Rng> = batch
+        .iter()
+        .map(|r| ChaCha8Rng::seed_from_u64(r.seed))
+        .collect();
+    let mut results: Vec<Completion> = batch
+        .iter()
+        .map(|_| Completion {
+            tokens: Vec::new(),
+            stopped: false,
+        })
+        .collect();
+    // Batch row -> request index, for the rows still generating.
+    let mut active: Vec<usize> = (0..batch.len()).collect();
+    for step in 0..sampling.max_new_tokens {
+        let drawn = sample(&logits, sampling, &mut rngs)?;
+        let mut keep = Vec::with_capacity(active.len());
+        for (row, &request) in active.iter().enumerate() {
+            let token = drawn[row] as u32;
+            if stop_ids.contains(&token) {
+                results[request].stopped = true;
+            } else {
+                results[request].tokens.push(token);
+                if step + 1 < sampling.max_new_tokens {
+                    keep.push(row);
+                }
+            }
+        }
+        if keep.is_empty() {
+            break;
+        }
+        let mut next: Vec<i64> = drawn;
+        if keep.len() < active.len() {
+            let rows = Tensor::from_slice(&keep.iter().map(|&r| r as i64).collect::<Vec<_>>())
+                .to_device(device);
+            cache.select_rows(&rows);
+            attention = attention.index_select(0, &rows);
+            next_position = next_position.index_select(0, &rows);
+            next = keep.iter().map(|&r| next[r]).collect();
+            rngs = keep.iter().map(|&r| rngs[r].clone()).collect();
+            active = keep.iter().map(|&r| active[r]).collect();
+        }
+        let b = active.len() as i64;
+        let tokens = Tensor::from_slice(&next).view([b, 1]).to_device(device);
+        attention = Tensor::cat(&[&attention, &attention.ones_like().narrow(1, 0, 1)], 1);
+        let mask = if b == 1 && attention.min().int64_value(&[]) == 1 {
+            None
+        } else {
+            Some(attention_mask(&attention, 1))
+        };
+        let hidden = model.forward(
+            &tokens,
+            &next_position.view([b, 1]),
+            mask.as_ref(),
+            Some(&mut cache),
+        );
+        next_position += 1;
+        logits = model.logits(&hidden.select(1, 0));
+    }
+    Ok(results)
+}
+
+/// One token per row of logits [B, V], drawn with each row's own stream.
+fn sample(
+    logits: &Tensor,
+    sampling: Sampling,
+    rngs: &mut [ChaCha8Rng],
+) -> anyhow::Result<Vec<i64>> {
+    let device = logits.device();
+    let picked = if sampling.temperature <= 0.0 {
+        logits.argmax(-1, false)
+    } else {
+        let probs = (logits / sampling.temperature).softmax(-1, Kind::Float);
+        let (sorted, index) = probs.sort(-1, true);
+        let mut kept = sorted;
+        if sampling.top_p < 1.0 {
+            // Keep the smallest head of the distribution whose mass reaches top_p.
+            let before = kept.cumsum(-1, Kind::Float) - &kept;
+            kept = kept.masked_fill(&before.gt(sampling.top_p), 0.0);
+        }
+        let cumulative = kept.cumsum(-1, Kind::Float);
+        let uniforms: Vec<f32> = rngs.iter_mut().map(|r| r.gen::<f32>()).collect();
+        let total = cumulative.narrow(1, cumulative.size()[1] - 1, 1);
+        let target = Tensor::from_slice(&uniforms)
+            .view([-1, 1])
+            .to_device(device)
+            * total;
+        let choice = target
+            .searchsorted(&cumulative, false, true, "right", None::<Tensor>)
+            .clamp_max(cumulative.size()[1] - 1);
+        index.gather(1, &choice, false).squeeze_dim(1)
+    };
+    Ok(Vec::<i64>::try_from(
+        picked.to_device(tch::Device::Cpu).to_kind(Kind::Int64),
+    )?)
+}

@@ -1,0 +1,226 @@
+//! Checkpoints from disk: a Hugging Face model folder (`config.json`,
+//! `*.safetensors`, `tokenizer.json`) or a GGUF file. Either way the result is
+//! the same: a [`Config`], f32 weights under Hugging Face names, and a
+//! tokenizer with its chat template.
+//!
+//! Loaded checkpoints are kept per process, so the stages a worker runs one
+//! after another parse a model once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::{bail, Context};
+use tch::{Kind, Tensor};
+
+use super::config::Config;
+use super::gguf::Gguf;
+use super::model::Weights;
+use super::tokenizer::ChatTokenizer;
+
+pub struct Checkpoint {
+    pub config: Config,
+    /// On the CPU, in f32; behind a lock only because tensors are not `Sync`.
+    weights: Mutex<Weights>,
+    pub tokenizer: ChatTokenizer,
+}
+
+impl Checkpoint {
+    /// The weights again, sharing storage, for building one more model.
+    pub fn weights(&self) -> Weights {
+        self.weights
+            .lock()
+            .expect("checkpoint weights lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shallow_clone()))
+            .collect()
+    }
+}
+
+/// A GGUF file or a Hugging Face folder, loaded once per process.
+pub fn load_cached(path: &Path) -> anyhow::Result<Arc<Checkpoint>> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Checkpoint>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    if let Some(hit) = cache.lock().expect("checkpoint cache lock").get(&key) {
+        return Ok(hit.clone());
+    }
+    let loaded = Arc::new(load(path)?);
+    cache
+        .lock()
+        .expect("checkpoint cache lock")
+        .insert(key, loaded.clone());
+    Ok(loaded)
+}
+
+pub fn load(path: &Path) -> anyhow::Result<Checkpoint> {
+    if path.is_dir() {
+        load_hf(path)
+    } else if path.extension().is_some_and(|e| e == "gguf") {
+        load_gguf(path)
+    } else if path.exists() {
+        bail!(
+            "{} is neither a model folder nor a .gguf file: expected a folder with config.json, \
+             *.safetensors and tokenizer.json, or a GGUF file",
+            path.display()
+        )
+    } else {
+        bail!("model {} does not exist", path.display())
+    }
+}
+
+fn read(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(dir.join(name))
+        .with_context(|| format!("cannot read {}", dir.join(name).display()))
+}
+
+pub fn load_hf(dir: &Path) -> anyhow::Result<Checkpoint> {
+    let config = Config::from_json(&String::from_utf8_lossy(&read(dir, "config.json")?))
+        .with_context(|| format!("in {}", dir.join("config.json").display()))?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{} has no *.safetensors weights", dir.display());
+    }
+    let mut weights = Weights::new();
+    for file in files {
+        let tensors = Tensor::read_safetensors(&file)
+            .with_context(|| format!("cannot read weights from {}", file.display()))?;
+        for (name, tensor) in tensors {
+            weights.insert(name, tensor.to_kind(Kind::Float));
+        }
+    }
+    let tokenizer_config = std::fs::read(dir.join("tokenizer_config.json")).ok();
+    // transformers 5 writes the template beside the config rather than in it.
+    let template = std::fs::read_to_string(dir.join("chat_template.jinja")).ok();
+    let tokenizer = ChatTokenizer::from_hf(
+        &read(dir, "tokenizer.json")?,
+        tokenizer_config.as_deref(),
+        template,
+    )
+    .with_context(|| format!("in {}", dir.display()))?;
+    Ok(Checkpoint {
+        config,
+        weights: Mutex::new(weights),
+        tokenizer,
+    })
+}
+
+pub fn load_gguf(path: &Path) -> anyhow::Result<Checkpoint> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let gguf = Gguf::parse(bytes).with_context(|| format!("in {}", path.display()))?;
+    let config = gguf_config(&gguf).with_context(|| format!("in {}", path.display()))?;
+    let mut weights = Weights::new();
+    for (name, info) in &gguf.tensors {
+        let hf = hf_name(name).with_context(|| {
+            format!("{}: tensor {name} has no Llama counterpart", path.display())
+        })?;
+        let values = gguf.dequantize(name, info)?;
+        let mut tensor = Tensor::from_slice(&values).view(info.shape().as_slice());
+        // llama.cpp's converter interleaves the rotary halves of q and k for
+        // Llama; the rotate-half convention here wants them back.
+        if config.model_type == "llama" {
+            if hf.contains("q_proj") {
+                tensor = unpermute(&tensor, config.num_attention_heads);
+            } else if hf.contains("k_proj") {
+                tensor = unpermute(&tensor, config.kv_heads());
+            }
+        }
+        weights.insert(hf, tensor);
+    }
+    let mut config = config;
+    config.tie_word_embeddings = !weights.contains_key("lm_head.weight");
+    let tokenizer =
+        ChatTokenizer::from_gguf(&gguf).with_context(|| format!("in {}", path.display()))?;
+    Ok(Checkpoint {
+        config,
+        weights: Mutex::new(weights),
+        tokenizer,
+    })
+}
+
+fn gguf_config(gguf: &Gguf) -> anyhow::Result<Config> {
+    let arch = gguf
+        .get("general.architecture")?
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let key = |k: &str| format!("{arch}.{k}");
+    let float = |k: &str, default: f64| {
+        gguf.metadata
+            .get(&key(k))
+            .and_then(|v| v.as_float())
+            .unwrap_or(default)
+    };
+    let vocab_size = match gguf
+        .metadata
+        .get(&key("vocab_size"))
+        .and_then(|v| v.as_int())
+    {
+        Some(v) => v,
+        None => gguf.string_array("tokenizer.ggml.tokens")?.len() as i64,
+    };
+    let heads = gguf.int(&key("attention.head_count"))?;
+    let config = Config {
+        model_type: arch.clone(),
+        vocab_size,
+        hidden_size: gguf.int(&key("embedding_length"))?,
+        intermediate_size: gguf.int(&key("feed_forward_length"))?,
+        num_hidden_layers: gguf.int(&key("block_count"))?,
+        num_attention_heads: heads,
+        num_key_value_heads: Some(gguf.int(&key("attention.head_count_kv")).unwrap_or(heads)),
+        head_dim: None,
+        rms_norm_eps: float("attention.layer_norm_rms_epsilon", 1e-6),
+        rope_theta: float("rope.freq_base", 10_000.0),
+        rope_parameters: None,
+        tie_word_embeddings: true,
+        attention_bias: false,
+        max_position_embeddings: gguf.int(&key("context_length")).unwrap_or(2048),
+    };
+    config.check()?;
+    Ok(config)
+}
+
+/// llama.cpp's tensor names to Hugging Face's.
+fn hf_name(gguf: &str) -> Option<String> {
+    let top = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(name) = top {
+        return Some(name.to_owned());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let (module, param) = rest.rsplit_once('.')?;
+    let hf = match module {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{param}"))
+}
+
+/// Undoes llama.cpp's `permute` of q/k rows: (heads, half, 2) back to (heads, 2, half).
+fn unpermute(w: &Tensor, heads: i64) -> Tensor {
+    let size = w.size();
+    let rows = size[0];
+    let mut shape = vec![heads, rows / heads / 2, 2];
+    shape.extend_from_slice(&size[1..]);
+    w.reshape(shape.as_slice())
+        .transpose(1, 2)
+        .reshape(size.as_slice())
+}

@@ -1,0 +1,40 @@
+//! Language models in tch: a Llama-family causal LM (Llama, SmolLM, Qwen2),
+//! its loading from Hugging Face folders and GGUF files, tokenisation with
+//! the model's chat template, batched sampling with a KV cache, and LoRA or
+//! full fine-tuning.
+
+pub mod config;
+pub mod finetune;
+pub mod generate;
+pub mod gguf;
+pub mod load;
+pub mod model;
+pub mod tokenizer;
+
+use tch::{nn, Device, Kind};
+
+pub use config::Config;
+pub use load::Checkpoint;
+pub use model::Llama;
+
+/// The dtype a model runs in on a device: f32 on the CPU (libtorch's CPU
+/// kernels are fastest and exact there), bf16 on a GPU.
+pub fn kind_for(device: Device) -> Kind {
+    match device {
+        Device::Cpu => Kind::Float,
+        _ => Kind::BFloat16,
+    }
+}
+
+/// Builds a model from a checkpoint on a device, weights frozen, in `kind`.
+pub fn instantiate(
+    checkpoint: &Checkpoint,
+    device: Device,
+    kind: Kind,
+) -> anyhow::Result<(nn::VarStore, Llama)> {
+    let mut vs = nn::VarStore::new(device);
+    let model = Llama::load(&vs, &checkpoint.config, checkpoint.weights())?;
+    vs.set_kind(kind);
+    vs.freeze();
+    Ok((vs, model))
+}

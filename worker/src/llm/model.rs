@@ -1,0 +1,444 @@
+//! A Llama-family causal LM: token embedding, N blocks of (RMSNorm,
+//! grouped-query attention with rotary embeddings, RMSNorm, SwiGLU MLP), a
+//! final RMSNorm and an output head, tied to the embedding or not.
+//!
+//! Each block has `load` (take its weights, by their Hugging Face names, into
+//! a var store) and `forward` (the maths). Weights come from [`super::load`];
+//! nothing here knows about files. Qwen2 differs only by biases on q, k and v,
+//! which [`Config`] reports.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use tch::{nn, Device, Kind, Tensor};
+
+use super::config::Config;
+
+/// Weights by their Hugging Face names, e.g. `model.layers.0.self_attn.q_proj.weight`.
+pub type Weights = HashMap<String, Tensor>;
+
+/// Takes a weight out of the map into the var store under the same name.
+fn take(p: &nn::Path, weights: &mut Weights, name: &str, shape: &[i64]) -> anyhow::Result<Tensor> {
+    let full = p.path(name);
+    let w = weights
+        .remove(&full)
+        .with_context(|| format!("the checkpoint has no weight {full}"))?;
+    if w.size() != shape {
+        anyhow::bail!(
+            "weight {full} has shape {:?}: expected {shape:?} for this config",
+            w.size()
+        );
+    }
+    Ok(p.var_copy(name, &w))
+}
+
+/// A low-rank adapter on a linear layer: `x A^T B^T * alpha / r`, kept in f32.
+#[derive(Debug)]
+pub struct Lora {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+}
+
+/// A linear layer, optionally with a LoRA adapter beside its frozen weight.
+#[derive(Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub lora: Option<Lora>,
+}
+
+impl Linear {
+    fn load(p: nn::Path, w: &mut Weights, out: i64, inp: i64, bias: bool) -> anyhow::Result<Self> {
+        Ok(Self {
+            weight: take(&p, w, "weight", &[out, inp])?,
+            bias: if bias {
+                Some(take(&p, w, "bias", &[out])?)
+            } else {
+                None
+            },
+            lora: None,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let y = x.linear(&self.weight, self.bias.as_ref());
+        match &self.lora {
+            None => y,
+            Some(l) => {
+                let delta = x
+                    .to_kind(l.a.kind())
+                    .linear::<Tensor>(&l.a, None)
+                    .linear::<Tensor>(&l.b, None)
+                    * l.scale;
+                let kind = y.kind();
+                y + delta.to_kind(kind)
+            }
+        }
+    }
+
+    pub fn in_features(&self) -> i64 {
+        self.weight.size()[1]
+    }
+
+    pub fn out_features(&self) -> i64 {
+        self.weight.size()[0]
+    }
+}
+
+#[derive(Debug)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn load(p: nn::Path, w: &mut Weights, size: i64, eps: f64) -> anyhow::Result<Self> {
+        Ok(Self {
+            weight: take(&p, w, "weight", &[size])?,
+            eps,
+        })
+    }
+
+    /// Normalises in f32 whatever the model's dtype, as the reference does.
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        let x = x.to_kind(Kind::Float);
+        let variance = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        let normed = x * (variance + self.eps).rsqrt();
+        &self.weight * normed.to_kind(kind)
+    }
+}
+
+/// Rotary position embedding: cos and sin for given positions, built in f32.
+#[derive(Debug)]
+pub struct Rope {
+    inv_freq: Tensor,
+}
+
+impl Rope {
+    fn new(cfg: &Config, device: Device) -> Self {
+        let dim = cfg.head_dim();
+        let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Float, device)) / dim as f64;
+        let inv_freq = Tensor::from(cfg.rope_theta)
+            .to_kind(Kind::Float)
+            .to_device(device)
+            .pow(&exponents)
+            .reciprocal();
+        Self { inv_freq }
+    }
+
+    /// (cos, sin), each [B, 1, T, head_dim], for positions [B, T].
+    fn tables(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq;
+        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+        (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
+    }
+}
+
+fn rotate_half(x: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    let x1 = x.narrow(3, 0, half);
+    let x2 = x.narrow(3, half, half);
+    Tensor::cat(&[x2.neg(), x1], 3)
+}
+
+fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    x * cos + rotate_half(x) * sin
+}
+
+/// Keys and values of the tokens seen so far, one entry per layer.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> Self {
+        Self {
+            layers: (0..layers).map(|_| None).collect(),
+        }
+    }
+
+    /// Keeps only the given batch rows (sequences that are still generating).
+    pub fn select_rows(&mut self, rows: &Tensor) {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.index_select(0, rows);
+            *v = v.index_select(0, rows);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn load(p: nn::Path, w: &mut Weights, cfg: &Config) -> anyhow::Result<Self> {
+        let (d, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (h, kvh) = (cfg.num_attention_heads, cfg.kv_heads());
+        Ok(Self {
+            q_proj: Linear::load(&p / "q_proj", w, h * hd, d, cfg.qkv_bias())?,
+            k_proj: Linear::load(&p / "k_proj", w, kvh * hd, d, cfg.qkv_bias())?,
+            v_proj: Linear::load(&p / "v_proj", w, kvh * hd, d, cfg.qkv_bias())?,
+            o_proj: Linear::load(&p / "o_proj", w, d, h * hd, cfg.o_bias())?,
+            heads: h,
+            kv_heads: kvh,
+            head_dim: hd,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        mask: Option<&Tensor>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Tensor {
+        let (b, t, _) = x.size3().expect("hidden states are [batch, time, dim]");
+        let split = |y: Tensor, heads: i64| y.view([b, t, heads, self.head_dim]).transpose(1, 2);
+        let q = apply_rope(&split(self.q_proj.forward(x), self.heads), &rope.0, &rope.1);
+        let mut k = apply_rope(
+            &split(self.k_proj.forward(x), self.kv_heads),
+            &rope.0,
+            &rope.1,
+        );
+        let mut v = split(self.v_proj.forward(x), self.kv_heads);
+        if let Some(cache) = cache {
+            if let Some((past_k, past_v)) = cache.as_ref() {
+                k = Tensor::cat(&[past_k, &k], 2);
+                v = Tensor::cat(&[past_v, &v], 2);
+            }
+            *cache = Some((k.shallow_clone(), v.shallow_clone()));
+        }
+        // Without a mask the sequence is unpadded (or right-padded, whose pads
+        // no real token attends to), and the fused causal kernel applies.
+        let causal = mask.is_none() && t > 1;
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            mask,
+            0.0,
+            causal,
+            None,
+            self.kv_heads != self.heads,
+        );
+        self.o_proj.forward(
+            &y.transpose(1, 2)
+                .reshape([b, t, self.heads * self.head_dim]),
+        )
+    }
+}
+
+#[derive(Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    fn load(p: nn::Path, w: &mut Weights, cfg: &Config) -> anyhow::Result<Self> {
+        let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: Linear::load(&p / "gate_proj", w, f, d, false)?,
+            up_proj: Linear::load(&p / "up_proj", w, f, d, false)?,
+            down_proj: Linear::load(&p / "down_proj", w, d, f, false)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.down_proj
+            .forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
+    }
+}
+
+#[derive(Debug)]
+pub struct Block {
+    input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    fn load(p: nn::Path, w: &mut Weights, cfg: &Config) -> anyhow::Result<Self> {
+        let eps = cfg.rms_norm_eps;
+        Ok(Self {
+            input_layernorm: RmsNorm::load(&p / "input_layernorm", w, cfg.hidden_size, eps)?,
+            self_attn: Attention::load(&p / "self_attn", w, cfg)?,
+            post_attention_layernorm: RmsNorm::load(
+                &p / "post_attention_layernorm",
+                w,
+                cfg.hidden_size,
+                eps,
+            )?,
+            mlp: Mlp::load(&p / "mlp", w, cfg)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        mask: Option<&Tensor>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Tensor {
+        let h = x + self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x), rope, mask, cache);
+        let out = self.mlp.forward(&self.post_attention_layernorm.forward(&h));
+        h + out
+    }
+}
+
+/// The whole causal LM.
+#[derive(Debug)]
+pub struct Llama {
+    pub config: Config,
+    embed_tokens: Tensor,
+    pub layers: Vec<Block>,
+    norm: RmsNorm,
+    /// `None` when tied to the embedding.
+    lm_head: Option<Tensor>,
+    rope: Rope,
+}
+
+impl Llama {
+    /// Moves `weights` into `vs` (under their Hugging Face names) and builds the
+    /// model on the var store's device, in f32; see [`Llama::set_kind`].
+    pub fn load(vs: &nn::VarStore, config: &Config, mut weights: Weights) -> anyhow::Result<Self> {
+        config.check()?;
+        let w = &mut weights;
+        let root = vs.root();
+        let model = &root / "model";
+        let embed_tokens = take(
+            &(&model / "embed_tokens"),
+            w,
+            "weight",
+            &[config.vocab_size, config.hidden_size],
+        )?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Block::load(&model / "layers" / i, w, config))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(&model / "norm", w, config.hidden_size, config.rms_norm_eps)?;
+        let lm_head = if config.tie_word_embeddings {
+            w.remove("lm_head.weight");
+            None
+        } else {
+            Some(take(
+                &(&root / "lm_head"),
+                w,
+                "weight",
+                &[config.vocab_size, config.hidden_size],
+            )?)
+        };
+        let rest: Vec<&String> = w
+            .keys()
+            .filter(|k| !k.ends_with("rotary_emb.inv_freq"))
+            .collect();
+        if !rest.is_empty() {
+            anyhow::bail!("the checkpoint has weights this architecture does not use: {rest:?}");
+        }
+        Ok(Self {
+            config: config.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope: Rope::new(config, vs.device()),
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.embed_tokens.device()
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.embed_tokens.kind()
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+
+    /// Hidden states [B, T, D] of tokens [B, T] at positions [B, T].
+    ///
+    /// `mask` is additive, [B, 1, T, S] over the S = cached + T keys; `None`
+    /// means plain causal attention over an unpadded (or right-padded) batch.
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        positions: &Tensor,
+        mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor {
+        let mut x = Tensor::embedding(&self.embed_tokens, tokens, -1, false, false);
+        let rope = self.rope.tables(positions, x.kind());
+        let mask = mask.map(|m| m.to_kind(x.kind()));
+        for (i, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = layer.forward(&x, &rope, mask.as_ref(), slot);
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Next-token logits, in f32, from hidden states [..., D].
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        hidden.linear::<Tensor>(head, None).to_kind(Kind::Float)
+    }
+
+    /// Every linear layer by its Hugging Face module name, for attaching adapters.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let a = &mut layer.self_attn;
+            let m = &mut layer.mlp;
+            let prefix = format!("model.layers.{i}");
+            for (name, linear) in [
+                ("self_attn.q_proj", &mut a.q_proj),
+                ("self_attn.k_proj", &mut a.k_proj),
+                ("self_attn.v_proj", &mut a.v_proj),
+                ("self_attn.o_proj", &mut a.o_proj),
+                ("mlp.gate_proj", &mut m.gate_proj),
+                ("mlp.up_proj", &mut m.up_proj),
+                ("mlp.down_proj", &mut m.down_proj),
+            ] {
+                out.push((format!("{prefix}.{name}"), linear));
+            }
+        }
+        out
+    }
+}
+
+/// Positions [B, T] of a left-padded batch: each row counts from its first real token.
+pub fn positions_from_mask(attention: &Tensor) -> Tensor {
+    (attention.cumsum(-1, Kind::Int64) - 1).clamp_min(0)
+}
+
+/// The additive mask [B, 1, T, S] for T new tokens after S - T cached ones:
+/// causal, blind to padding. A padding query sees itself so that no row of
+/// the softmax is empty.
+pub fn attention_mask(attention: &Tensor, new_tokens: i64) -> Tensor {
+    let (_, s) = attention.size2().expect("attention is [batch, keys]");
+    let device = attention.device();
+    let past = s - new_tokens;
+    let q = Tensor::arange_start(past, s, (Kind::Int64, device)).view([new_tokens, 1]);
+    let k = Tensor::arange(s, (Kind::Int64, device)).view([1, s]);
+    let causal = k.le_tensor(&q).unsqueeze(0);
+    let real = attention.gt(0).unsqueeze(1);
+    let own = k.eq_tensor(&q).unsqueeze(0);
+    let allowed = causal.logical_and(&real.logical_or(&own));
+    Tensor::zeros(allowed.size(), (Kind::Float, device))
+        .masked_fill(&allowed.logical_not(), f64::NEG_INFINITY)
+        .unsqueeze(1)
+}

@@ -1,0 +1,221 @@
+//! The LLM against Hugging Face transformers on the same weights and tokens:
+//! a random Llama, a random Qwen2 (both made by transformers in the test), and
+//! SmolLM2-135M from its GGUF file. Logits must agree to 1e-3 in f32, token ids
+//! and chat renderings exactly. Also: greedy decoding with the KV cache, batched
+//! and left-padded, equals greedy decoding that recomputes everything.
+//!
+//! Needs the set-up (scripts/setup.sh): the virtualenv with transformers and
+//! the SmolLM2 GGUF in the data folder.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use subliminal_worker::llm::generate::{generate, Request, Sampling};
+use subliminal_worker::llm::load::{load, Checkpoint};
+use subliminal_worker::llm::tokenizer::Message;
+use subliminal_worker::llm::{instantiate, Llama};
+use tch::{Device, Kind, Tensor};
+
+const SMOLLM: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn gguf_path() -> PathBuf {
+    let data = std::env::var_os("SUBLIMINAL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("data"));
+    let path = data.join("models").join(SMOLLM);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup.sh",
+        path.display()
+    );
+    path
+}
+
+fn python() -> PathBuf {
+    let venv = std::env::var_os("VIRTUAL_ENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv"));
+    venv.join("bin").join("python")
+}
+
+/// Runs the reference script; returns its output folder.
+fn reference(args: &[&str], out: &Path) {
+    let status = Command::new(python())
+        .arg(root().join("tests/python/llm_reference.py"))
+        .args(args)
+        .arg(out)
+        .status()
+        .expect("the virtualenv's python runs (scripts/setup.sh makes it)");
+    assert!(status.success(), "llm_reference.py {args:?} failed");
+}
+
+fn read_reference(out: &Path) -> (Value, Tensor) {
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(out.join("reference.json")).unwrap()).unwrap();
+    let logits = Tensor::read_safetensors(out.join("logits.safetensors"))
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == "logits")
+        .unwrap()
+        .1;
+    (json, logits)
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn messages(v: &Value) -> Vec<Message> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+/// Our logits on the reference's tokens, and everything the tokenizer must reproduce.
+fn check_against(checkpoint: &Checkpoint, reference: &Value, expected: &Tensor) -> Llama {
+    let tok = &checkpoint.tokenizer;
+    let chat = messages(&reference["chat"]);
+    assert_eq!(
+        tok.render(&chat, false).unwrap(),
+        reference["rendered"].as_str().unwrap()
+    );
+    assert_eq!(
+        tok.render(&chat[..2], true).unwrap(),
+        reference["rendered_prompt"].as_str().unwrap()
+    );
+    assert_eq!(
+        tok.render(&chat[1..2], true).unwrap(),
+        reference["rendered_no_system"].as_str().unwrap()
+    );
+    for sample in reference["texts"].as_array().unwrap() {
+        let text = sample["text"].as_str().unwrap();
+        assert_eq!(
+            tok.encode(text).unwrap(),
+            ids(&sample["ids"]),
+            "token ids of {text:?}"
+        );
+    }
+    let tokens = ids(&reference["ids"]);
+    assert_eq!(
+        tok.encode(reference["rendered"].as_str().unwrap()).unwrap(),
+        tokens
+    );
+
+    let (_vs, model) = instantiate(checkpoint, Device::Cpu, Kind::Float).unwrap();
+    let t = tokens.len() as i64;
+    let input =
+        Tensor::from_slice(&tokens.iter().map(|&x| x as i64).collect::<Vec<_>>()).view([1, t]);
+    let positions = Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
+    let logits = tch::no_grad(|| model.logits(&model.forward(&input, &positions, None, None)))
+        .squeeze_dim(0);
+    let diff = (&logits - expected).abs().max().double_value(&[]);
+    let scale = expected.abs().max().double_value(&[]);
+    println!("max |logits - transformers| = {diff:.3e} (logits up to {scale:.1})");
+    assert!(diff < 1e-3, "logits differ from transformers by {diff}");
+    model
+}
+
+/// Greedy decoding, recomputing the whole sequence for every token.
+fn greedy_without_cache(model: &Llama, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut seq: Vec<i64> = prompt.iter().map(|&x| x as i64).collect();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let t = seq.len() as i64;
+        let input = Tensor::from_slice(&seq).view([1, t]);
+        let positions = Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
+        let next = tch::no_grad(|| {
+            model
+                .logits(&model.forward(&input, &positions, None, None).select(1, -1))
+                .argmax(-1, false)
+                .int64_value(&[0])
+        });
+        out.push(next as u32);
+        seq.push(next);
+    }
+    out
+}
+
+fn check_cache(model: &Llama, checkpoint: &Checkpoint) {
+    let tok = &checkpoint.tokenizer;
+    let prompts: Vec<Vec<u32>> = [
+        "Name an animal.",
+        "Continue the sequence: 145, 267, 891, 302, 118",
+        "Write one word.",
+    ]
+    .iter()
+    .map(|q| tok.prompt_ids(&[Message::new("user", *q)]).unwrap())
+    .collect();
+    let n = 12;
+    let requests: Vec<Request> = prompts
+        .iter()
+        .map(|p| Request {
+            prompt: p.clone(),
+            seed: 0,
+        })
+        .collect();
+    let greedy = Sampling {
+        temperature: 0.0,
+        top_p: 1.0,
+        max_new_tokens: n,
+    };
+    // No stop tokens: every row decodes all n tokens, so the comparison is whole.
+    let batched = generate(
+        model,
+        &requests,
+        greedy,
+        &[],
+        tok.pad_id,
+        3,
+        &|| false,
+        &mut |_, _| {},
+    )
+    .unwrap()
+    .unwrap();
+    for (prompt, completion) in prompts.iter().zip(&batched) {
+        let expected = greedy_without_cache(model, prompt, n);
+        assert_eq!(
+            completion.tokens, expected,
+            "batched, cached greedy decoding differs"
+        );
+    }
+}
+
+fn random_model(kind: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    reference(&["random", kind, gguf_path().to_str().unwrap()], dir.path());
+    let (json, logits) = read_reference(dir.path());
+    let checkpoint = load(&dir.path().join("model")).unwrap();
+    assert_eq!(checkpoint.config.model_type, kind);
+    let model = check_against(&checkpoint, &json, &logits);
+    check_cache(&model, &checkpoint);
+}
+
+#[test]
+fn random_llama_matches_transformers() {
+    random_model("llama");
+}
+
+#[test]
+fn random_qwen2_matches_transformers() {
+    random_model("qwen2");
+}
+
+#[test]
+fn smollm2_gguf_matches_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    reference(&["gguf", gguf_path().to_str().unwrap()], dir.path());
+    let (json, logits) = read_reference(dir.path());
+    let checkpoint = load(&gguf_path()).unwrap();
+    assert_eq!(checkpoint.config.num_hidden_layers, 30);
+    assert_eq!(checkpoint.config.kv_heads(), 3);
+    assert!(checkpoint.config.tie_word_embeddings);
+    let model = check_against(&checkpoint, &json, &logits);
+    check_cache(&model, &checkpoint);
+}
