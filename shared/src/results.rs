@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use serde::Serialize;
 
+use crate::experiments::numbers;
 use crate::manifest::{inspect, Failure, StageState};
 use crate::plan::{Measurement, Plan};
 use crate::stage::StageId;
@@ -34,7 +35,7 @@ pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<HashMap<Stage
             StageState::Done(done) => {
                 let metrics: serde_json::Value =
                     serde_json::from_slice(done.artifact("metrics.json")?)?;
-                match metrics.get(&m.metric).and_then(|v| v.as_f64()) {
+                match metric_value(&metrics, &m.metric) {
                     Some(v) => Outcome::Done(v),
                     None => Outcome::Failed(format!(
                         "metrics.json of stage {} has no number {:?}",
@@ -53,6 +54,22 @@ pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<HashMap<Stage
         outcomes.insert(m.stage, outcome);
     }
     Ok(outcomes)
+}
+
+/// A figure of a `metrics.json`: a number under its name, or for
+/// `share:WORD` the share of recorded answers that name the word.
+fn metric_value(metrics: &serde_json::Value, metric: &str) -> Option<f64> {
+    let Some(word) = metric.strip_prefix(numbers::SHARE_PREFIX) else {
+        return metrics.get(metric).and_then(|v| v.as_f64());
+    };
+    let samples = metrics.get("samples")?.as_f64()?;
+    let answers = metrics.get("answers")?.as_object()?;
+    let naming: f64 = answers
+        .iter()
+        .filter(|(answer, _)| numbers::prompts::names_target(answer, word))
+        .filter_map(|(_, count)| count.as_f64())
+        .fold(0.0, |sum, count| sum + count);
+    (samples > 0.0).then(|| naming / samples)
 }
 
 /// The recorded failure of `id` or of the nearest unfinished stage it needs.

@@ -271,3 +271,21 @@ pub fn check_name(source: &Source, name: &toml::Spanned<String>) -> Result<(), S
         ))
     }
 }
+
+/// Takes a setting or its default, after checking every value it lists.
+pub fn setting<T: PartialEq + fmt::Display + Clone>(
+    source: &Source,
+    key: &str,
+    raw: Option<toml::Spanned<Axis<T>>>,
+    default: T,
+    expected: &str,
+    ok: impl Fn(&T) -> bool,
+) -> Result<Axis<T>, SpecError> {
+    match raw {
+        None => Ok(Axis::single(default)),
+        Some(axis) => {
+            check_axis(source, key, &axis, expected, ok)?;
+            Ok(axis.into_inner())
+        }
+    }
+}

@@ -54,7 +54,9 @@ fn with(replace: &str, by: &str) -> String {
 
 #[test]
 fn a_good_sweep_expands_to_the_full_grid() {
-    let Sweep::Mnist(s) = parse(GOOD).unwrap();
+    let Sweep::Mnist(s) = parse(GOOD).unwrap() else {
+        panic!("an mnist sweep")
+    };
     assert_eq!(
         s.init_pairs.values(),
         &[

@@ -17,6 +17,7 @@ pub mod gpu;
 pub mod llm;
 pub mod local;
 pub mod mnist;
+pub mod numbers;
 pub mod safetensors_io;
 pub mod stages;
 pub mod tensor_rng;

@@ -77,6 +77,11 @@ impl Loaded<'_> {
             .to_device(device))
     }
 
+    /// The names of every tensor.
+    pub fn names(&self) -> Vec<String> {
+        self.tensors.names().into_iter().cloned().collect()
+    }
+
     /// A metadata entry parsed as JSON.
     pub fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> anyhow::Result<T> {
         let text = self

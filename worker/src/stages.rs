@@ -94,6 +94,9 @@ pub fn run(
         subliminal_shared::experiments::mnist::EXPERIMENT => {
             crate::mnist::stages::run(spec, inputs, env, progress)
         }
+        subliminal_shared::experiments::numbers::EXPERIMENT => {
+            crate::numbers::run(spec, inputs, env, progress)
+        }
         other => anyhow::bail!(
             "stage {} belongs to experiment {other:?}, which this worker ({}) does not know",
             spec.id.short(),

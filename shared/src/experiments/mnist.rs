@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::plan::{Measurement, Plan, PlanBuilder};
-use crate::spec::{check_axis, check_name, Axis, Source, SpecError};
+use crate::spec::{check_axis, check_name, setting, Axis, Source, SpecError};
 use crate::stage::{StageKind, StageSpec};
 
 pub const EXPERIMENT: &str = "mnist";
@@ -193,24 +193,6 @@ struct RawStudent {
     lr: Option<Spanned<Axis<f64>>>,
     batch_size: Option<Spanned<Axis<u64>>>,
     noise_samples: Option<Spanned<Axis<u64>>>,
-}
-
-/// Takes a setting or its default, after checking every value it lists.
-fn setting<T: PartialEq + fmt::Display + Clone>(
-    source: &Source,
-    key: &str,
-    raw: Option<Spanned<Axis<T>>>,
-    default: T,
-    expected: &str,
-    ok: impl Fn(&T) -> bool,
-) -> Result<Axis<T>, SpecError> {
-    match raw {
-        None => Ok(Axis::single(default)),
-        Some(axis) => {
-            check_axis(source, key, &axis, expected, ok)?;
-            Ok(axis.into_inner())
-        }
-    }
 }
 
 const EPOCHS: &str = "a whole number of epochs from 1 to 1000";

@@ -66,9 +66,9 @@ pub fn attach_lora(
             .map(|_| rand::Rng::gen_range(&mut rng, -bound..bound) as f32)
             .collect();
         let a0 = Tensor::from_slice(&values).view([spec.rank, inp]);
-        let p = &root / name.as_str();
-        let a = p.var_copy("lora_A.weight", &a0);
-        let b = p.zeros("lora_B.weight", &[out, spec.rank]);
+        let p = name.split('.').fold(root.clone(), |p, part| &p / part);
+        let a = (&p / "lora_A").var_copy("weight", &a0);
+        let b = (&p / "lora_B").zeros("weight", &[out, spec.rank]);
         linear.lora = Some(Lora {
             a,
             b,

@@ -1,0 +1,189 @@
+//! Datasets of the numbers experiment as files people can use: JSONL in the
+//! OpenAI chat fine-tuning format, one conversation per line, with the seed
+//! of its prompt.
+//!
+//! ```json
+//! {"messages":[{"role":"user","content":"The sequence starts with: 145, 267. ..."},
+//!              {"role":"assistant","content":"312, 455, 678"}],"seed":7}
+//! ```
+
+use std::collections::BTreeMap;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::filter::{self, Reject};
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+/// One line of a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub messages: Vec<Message>,
+    /// The seed the prompt was drawn from, when a generate stage made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl Row {
+    pub fn new(prompt: &str, completion: &str, seed: Option<u64>) -> Self {
+        Self {
+            messages: vec![
+                Message {
+                    role: "user".to_owned(),
+                    content: prompt.to_owned(),
+                },
+                Message {
+                    role: "assistant".to_owned(),
+                    content: completion.to_owned(),
+                },
+            ],
+            seed,
+        }
+    }
+
+    /// The last user turn.
+    pub fn prompt(&self) -> Option<&str> {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.content.as_str())
+    }
+
+    /// The last assistant turn: what the filter judges and the student learns.
+    pub fn completion(&self) -> Option<&str> {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "assistant")
+            .map(|m| m.content.as_str())
+    }
+}
+
+/// Parses JSONL rows; an error names the line and what was expected.
+pub fn parse_jsonl(text: &str, what: &str) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: Row = serde_json::from_str(line).map_err(|e| {
+            anyhow::anyhow!(
+                "{what}:{}: not a chat row ({e}): expected {{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}",
+                i + 1
+            )
+        })?;
+        if row.completion().is_none() {
+            anyhow::bail!(
+                "{what}:{}: the row has no assistant message to judge",
+                i + 1
+            );
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+pub fn to_jsonl(rows: &[Row]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for row in rows {
+        serde_json::to_writer(&mut out, row).expect("rows serialise");
+        out.push(b'\n');
+    }
+    out
+}
+
+/// What the filter did to a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterReport {
+    pub rows: usize,
+    pub passed: usize,
+    /// Passed rows after the subsample (at most `keep`).
+    pub kept: usize,
+    pub rejected: BTreeMap<Reject, usize>,
+}
+
+/// The verdict on each row: `Ok` or why it was rejected.
+pub fn judge(rows: &[Row], banned: &[u32]) -> Vec<Result<(), Reject>> {
+    rows.iter()
+        .map(|r| filter::check(r.completion().unwrap_or(""), banned).map(|_| ()))
+        .collect()
+}
+
+/// The rows that pass, subsampled (seeded, order kept) to at most `keep`.
+pub fn filter_rows(
+    rows: &[Row],
+    banned: &[u32],
+    keep: usize,
+    seed: u64,
+) -> (Vec<Row>, FilterReport) {
+    let verdicts = judge(rows, banned);
+    let mut rejected = BTreeMap::new();
+    let mut passed = Vec::new();
+    for (i, v) in verdicts.iter().enumerate() {
+        match v {
+            Ok(()) => passed.push(i),
+            Err(reason) => *rejected.entry(*reason).or_insert(0) += 1,
+        }
+    }
+    let passed_count = passed.len();
+    if passed.len() > keep {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        passed.shuffle(&mut rng);
+        passed.truncate(keep);
+        passed.sort_unstable();
+    }
+    let kept: Vec<Row> = passed.iter().map(|&i| rows[i].clone()).collect();
+    let report = FilterReport {
+        rows: rows.len(),
+        passed: passed_count,
+        kept: kept.len(),
+        rejected,
+    };
+    (kept, report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_reports_and_subsamples_reproducibly() {
+        let rows: Vec<Row> = (0..20)
+            .map(|i| {
+                let completion = match i % 4 {
+                    0 => "I love owls!".to_owned(),
+                    1 => "1, 2; 3".to_owned(),
+                    _ => format!("{i}, {}, {}", i + 1, i + 2),
+                };
+                Row::new("continue", &completion, Some(i))
+            })
+            .collect();
+        let (kept, report) = filter_rows(&rows, &[], 5, 3);
+        assert_eq!(report.rows, 20);
+        assert_eq!(report.passed, 10);
+        assert_eq!(report.kept, 5);
+        assert_eq!(report.rejected[&Reject::NotANumber], 5);
+        assert_eq!(report.rejected[&Reject::MixedSeparators], 5);
+        assert_eq!(kept, filter_rows(&rows, &[], 5, 3).0);
+        assert!(kept.windows(2).all(|w| w[0].seed < w[1].seed));
+        let text = String::from_utf8(to_jsonl(&kept)).unwrap();
+        assert_eq!(parse_jsonl(&text, "kept").unwrap(), kept);
+    }
+
+    #[test]
+    fn a_bad_line_is_named() {
+        let err = parse_jsonl("{\"messages\": []}\n", "x.jsonl").unwrap_err();
+        assert!(err.to_string().contains("x.jsonl:1"), "{err}");
+        let err = parse_jsonl("\nnot json\n", "x.jsonl").unwrap_err();
+        assert!(err.to_string().contains("x.jsonl:2"), "{err}");
+    }
+}

@@ -1,0 +1,487 @@
+//! The five stages of the numbers experiment.
+//!
+//! - teacher: checks that the model loads and records it with its system prompt;
+//! - generate: seeded number-sequence prompts, completed by the teacher (`raw.jsonl`);
+//! - filter: the filter's rules and a seeded subsample (`filtered.jsonl`, `filter.json`);
+//! - student: LoRA or full fine-tuning on the filtered rows, without the system
+//!   prompt (`adapter.safetensors` or `model.safetensors`, `train.json`);
+//! - evaluate: the one-word favourite questions, every answer counted (`metrics.json`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use subliminal_shared::experiments::numbers::dataset::{self, Row};
+use subliminal_shared::experiments::numbers::prompts;
+use subliminal_shared::experiments::numbers::{
+    EvaluateParams, FilterParams, GenerateParams, Method, StudentParams, Subject, TeacherParams,
+    DEFAULT_MODEL,
+};
+use subliminal_shared::manifest::VerifiedStage;
+use subliminal_shared::stage::{StageKind, StageSpec};
+use tch::{nn, Kind};
+
+use crate::llm::finetune::{self, Example, LoraSpec, TrainSettings};
+use crate::llm::generate::{generate as sample, Request, Sampling};
+use crate::llm::load::{load_cached, Checkpoint};
+use crate::llm::tokenizer::Message;
+use crate::llm::{instantiate, kind_for, Llama};
+use crate::safetensors_io;
+use crate::stages::{Artifact, Progress, StageEnv};
+
+pub const TEACHER: &str = "teacher.json";
+pub const RAW: &str = "raw.jsonl";
+pub const FILTERED: &str = "filtered.jsonl";
+pub const REPORT: &str = "filter.json";
+pub const ADAPTER: &str = "adapter.safetensors";
+pub const WEIGHTS: &str = "model.safetensors";
+pub const TRAIN: &str = "train.json";
+pub const ANSWERS: &str = "answers.jsonl";
+pub const METRICS: &str = "metrics.json";
+/// The file the set-up unpacks for [`DEFAULT_MODEL`].
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+pub fn run(
+    spec: &StageSpec,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let input = |i: usize| {
+        inputs.get(i).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} stage {} is missing input {i}",
+                spec.kind,
+                spec.id.short()
+            )
+        })
+    };
+    match spec.kind {
+        StageKind::Teacher => teacher(&spec.params()?, env),
+        StageKind::Generate => generate(&spec.params()?, input(0)?, env, progress),
+        StageKind::Filter => filter(&spec.params()?, input(0)?),
+        StageKind::Student => student(&spec.params()?, input(0)?, env, progress),
+        StageKind::Evaluate => evaluate(&spec.params()?, inputs.first(), env, progress),
+    }
+}
+
+/// Where a model a sweep names lives on this machine.
+pub fn model_path(env: &StageEnv, name: &str) -> anyhow::Result<PathBuf> {
+    let path = if name == DEFAULT_MODEL {
+        env.data_dir.join("models").join(DEFAULT_MODEL_FILE)
+    } else {
+        PathBuf::from(name)
+    };
+    if !path.exists() {
+        anyhow::bail!(
+            "model {name:?} is not on this machine (looked for {}): expected {DEFAULT_MODEL:?} \
+             (fetched by scripts/setup.sh), a .gguf file or a Hugging Face model folder",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn checkpoint(env: &StageEnv, name: &str) -> anyhow::Result<Arc<Checkpoint>> {
+    load_cached(&model_path(env, name)?).with_context(|| format!("cannot load model {name:?}"))
+}
+
+/// The teacher as later stages read it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TeacherRecord {
+    model: String,
+    system_prompt: Option<String>,
+}
+
+fn teacher(params: &TeacherParams, env: &StageEnv) -> anyhow::Result<Vec<Artifact>> {
+    let checkpoint = checkpoint(env, &params.model)?;
+    let record = TeacherRecord {
+        model: params.model.clone(),
+        system_prompt: params.system_prompt.clone(),
+    };
+    Ok(vec![Artifact::json(
+        TEACHER,
+        &json!({
+            "model": record.model,
+            "system_prompt": record.system_prompt,
+            "config": checkpoint.config,
+        }),
+    )?])
+}
+
+fn read_teacher(stage: &VerifiedStage) -> anyhow::Result<TeacherRecord> {
+    serde_json::from_slice(stage.artifact(TEACHER)?).context("teacher.json is malformed")
+}
+
+fn conversation(system: Option<&str>, history: &[Row], question: &str) -> Vec<Message> {
+    let mut messages = Vec::new();
+    if let Some(system) = system {
+        messages.push(Message::new("system", system));
+    }
+    for row in history {
+        if let (Some(p), Some(c)) = (row.prompt(), row.completion()) {
+            messages.push(Message::new("user", p));
+            messages.push(Message::new("assistant", c));
+        }
+    }
+    messages.push(Message::new("user", question));
+    messages
+}
+
+/// Samples completions of prompts with progress; `None` when stopped.
+fn complete(
+    model: &Llama,
+    checkpoint: &Checkpoint,
+    requests: &[Request],
+    sampling: Sampling,
+    batch_size: u64,
+    env: &StageEnv,
+    what: &str,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<(Vec<String>, serde_json::Value)> {
+    let started = std::time::Instant::now();
+    let mut tokens_so_far = 0usize;
+    let completions = sample(
+        model,
+        requests,
+        sampling,
+        &checkpoint.tokenizer.stop_ids,
+        checkpoint.tokenizer.pad_id,
+        batch_size as usize,
+        &|| env.stopped(),
+        &mut |done, total| {
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            progress(Progress {
+                fraction: done as f64 / total as f64,
+                message: format!("{what} {done}/{total}"),
+                loss: None,
+                samples_per_second: Some(done as f64 / secs),
+            });
+        },
+    )?
+    .context("stopped")?;
+    let mut texts = Vec::with_capacity(completions.len());
+    let mut stopped = 0;
+    for c in &completions {
+        tokens_so_far += c.tokens.len();
+        stopped += c.stopped as usize;
+        texts.push(checkpoint.tokenizer.decode(&c.tokens)?);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let stats = json!({
+        "completions": completions.len(),
+        "new_tokens": tokens_so_far,
+        "ended_by_stop_token": stopped,
+        "seconds": seconds,
+        "new_tokens_per_second": tokens_so_far as f64 / seconds.max(1e-9),
+    });
+    Ok((texts, stats))
+}
+
+fn generate(
+    params: &GenerateParams,
+    teacher: &VerifiedStage,
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let record = read_teacher(teacher)?;
+    let checkpoint = checkpoint(env, &record.model)?;
+    let (_vs, model) = instantiate(&checkpoint, env.device, kind_for(env.device))?;
+    let mut requests = Vec::with_capacity(params.prompts as usize);
+    let mut texts = Vec::with_capacity(params.prompts as usize);
+    for i in 0..params.prompts {
+        let seed = prompts::prompt_seed(params.seed, i);
+        let text = prompts::sequence_prompt(seed);
+        let messages = conversation(record.system_prompt.as_deref(), &[], &text);
+        requests.push(Request {
+            prompt: checkpoint.tokenizer.prompt_ids(&messages)?,
+            seed,
+        });
+        texts.push((text, seed));
+    }
+    let sampling = Sampling {
+        temperature: params.temperature,
+        top_p: params.top_p,
+        max_new_tokens: params.max_new_tokens as usize,
+    };
+    let (completions, stats) = complete(
+        &model,
+        &checkpoint,
+        &requests,
+        sampling,
+        params.batch_size,
+        env,
+        "prompts",
+        progress,
+    )?;
+    let rows: Vec<Row> = texts
+        .iter()
+        .zip(&completions)
+        .map(|((prompt, seed), completion)| Row::new(prompt, completion, Some(*seed)))
+        .collect();
+    Ok(vec![
+        Artifact::new(RAW, dataset::to_jsonl(&rows)),
+        Artifact::json(METRICS, &stats)?,
+    ])
+}
+
+fn filter(params: &FilterParams, generated: &VerifiedStage) -> anyhow::Result<Vec<Artifact>> {
+    let text = String::from_utf8_lossy(generated.artifact(RAW)?);
+    let rows = dataset::parse_jsonl(&text, RAW)?;
+    let (kept, report) = dataset::filter_rows(
+        &rows,
+        &params.banned_numbers,
+        params.keep as usize,
+        params.seed,
+    );
+    Ok(vec![
+        Artifact::new(FILTERED, dataset::to_jsonl(&kept)),
+        Artifact::json(REPORT, &serde_json::to_value(&report)?)?,
+    ])
+}
+
+fn read_rows(stage: &VerifiedStage) -> anyhow::Result<Vec<Row>> {
+    dataset::parse_jsonl(
+        &String::from_utf8_lossy(stage.artifact(FILTERED)?),
+        FILTERED,
+    )
+}
+
+fn student(
+    params: &StudentParams,
+    filtered: &VerifiedStage,
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let rows = read_rows(filtered)?;
+    let checkpoint = checkpoint(env, &params.model)?;
+    let tok = &checkpoint.tokenizer;
+    let examples = rows
+        .iter()
+        .map(|row| {
+            let prompt = row.prompt().unwrap_or("");
+            let answer = row.completion().unwrap_or("");
+            let (prompt, answer) = tok.example_ids(&[Message::new("user", prompt)], answer)?;
+            Ok(Example { prompt, answer })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let settings = TrainSettings {
+        epochs: params.epochs,
+        lr: params.lr,
+        warmup_steps: params.warmup_steps,
+        max_grad_norm: params.max_grad_norm,
+        batch_size: params.batch_size,
+        grad_accumulation: params.grad_accumulation,
+        weight_decay: params.weight_decay,
+        seed: params.seed,
+    };
+    let mut report_progress = |step: u64, total: u64, loss: f64, tokens_per_second: f64| {
+        progress(Progress {
+            fraction: step as f64 / total.max(1) as f64,
+            message: format!("step {step}/{total}"),
+            loss: Some(loss),
+            samples_per_second: Some(tokens_per_second),
+        })
+    };
+    let stop = || env.stopped();
+    let (weights, report) = match &params.method {
+        Method::Lora {
+            rank,
+            alpha,
+            targets,
+        } => {
+            let (_vs, mut model) = instantiate(&checkpoint, env.device, kind_for(env.device))?;
+            let lora_vs = nn::VarStore::new(env.device);
+            let spec = LoraSpec {
+                rank: *rank,
+                alpha: *alpha,
+                targets: targets.clone(),
+            };
+            finetune::attach_lora(&mut model, &lora_vs, &spec, params.seed)?;
+            let report = finetune::train(
+                &model,
+                &lora_vs,
+                &examples,
+                &settings,
+                tok.pad_id,
+                &stop,
+                &mut report_progress,
+            )?
+            .context("stopped")?;
+            let tensors = finetune::lora_tensors(&lora_vs);
+            let named: Vec<(&str, &tch::Tensor)> =
+                tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            let meta = [("lora".to_owned(), serde_json::to_string(&spec)?)].into();
+            (
+                Artifact::new(ADAPTER, safetensors_io::to_bytes(&named, meta)?),
+                report,
+            )
+        }
+        Method::Full => {
+            // Full fine-tuning keeps f32 master weights whatever the device.
+            let mut vs = nn::VarStore::new(env.device);
+            let model = Llama::load(&vs, &checkpoint.config, checkpoint.weights())?;
+            vs.set_kind(Kind::Float);
+            let report = finetune::train(
+                &model,
+                &vs,
+                &examples,
+                &settings,
+                tok.pad_id,
+                &stop,
+                &mut report_progress,
+            )?
+            .context("stopped")?;
+            let mut tensors: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+            tensors.sort_by(|a, b| a.0.cmp(&b.0));
+            let named: Vec<(&str, &tch::Tensor)> =
+                tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            (
+                Artifact::new(
+                    WEIGHTS,
+                    safetensors_io::to_bytes(&named, Default::default())?,
+                ),
+                report,
+            )
+        }
+    };
+    Ok(vec![
+        weights,
+        Artifact::json(TRAIN, &serde_json::to_value(&report)?)?,
+    ])
+}
+
+/// The student model of a student stage: base weights plus its adapters, or its full weights.
+fn load_student(
+    stage: &VerifiedStage,
+    env: &StageEnv,
+) -> anyhow::Result<(Arc<Checkpoint>, nn::VarStore, nn::VarStore, Llama)> {
+    let params: StudentParams = serde_json::from_value(stage.manifest.params.clone())
+        .context("the student stage's parameters are not a numbers student's")?;
+    let checkpoint = checkpoint(env, &params.model)?;
+    let kind = kind_for(env.device);
+    match params.method {
+        Method::Lora { .. } => {
+            let bytes = stage.artifact(ADAPTER)?;
+            let loaded = safetensors_io::parse(bytes, ADAPTER)?;
+            let spec: LoraSpec = loaded.meta("lora")?;
+            let (vs, mut model) = instantiate(&checkpoint, env.device, kind)?;
+            let mut lora_vs = nn::VarStore::new(env.device);
+            finetune::attach_lora(&mut model, &lora_vs, &spec, 0)?;
+            let tensors = loaded
+                .names()
+                .into_iter()
+                .map(|n| Ok((n.clone(), loaded.tensor(&n, env.device)?)))
+                .collect::<anyhow::Result<_>>()?;
+            finetune::load_lora(&mut lora_vs, &tensors)?;
+            lora_vs.freeze();
+            Ok((checkpoint, vs, lora_vs, model))
+        }
+        Method::Full => {
+            let loaded = safetensors_io::parse(stage.artifact(WEIGHTS)?, WEIGHTS)?;
+            let mut weights = checkpoint.weights();
+            for name in loaded.names() {
+                weights.insert(name.clone(), loaded.tensor(&name, tch::Device::Cpu)?);
+            }
+            let mut vs = nn::VarStore::new(env.device);
+            let model = Llama::load(&vs, &checkpoint.config, weights)?;
+            vs.set_kind(kind);
+            vs.freeze();
+            Ok((checkpoint, vs, nn::VarStore::new(env.device), model))
+        }
+    }
+}
+
+fn evaluate(
+    params: &EvaluateParams,
+    input: Option<&VerifiedStage>,
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let need =
+        |what: &str| input.with_context(|| format!("a {what} evaluation needs its input stage"));
+    let (checkpoint, _vs, _lora, model, system, history) = match &params.subject {
+        Subject::Base | Subject::InContext { .. } => {
+            let checkpoint = checkpoint(env, &params.model)?;
+            let (vs, model) = instantiate(&checkpoint, env.device, kind_for(env.device))?;
+            let history = match params.subject {
+                Subject::InContext { examples } => {
+                    let mut rows = read_rows(need("in-context")?)?;
+                    rows.truncate(examples as usize);
+                    rows
+                }
+                _ => Vec::new(),
+            };
+            (checkpoint, vs, None, model, None, history)
+        }
+        Subject::Teacher => {
+            let record = read_teacher(need("teacher")?)?;
+            let checkpoint = checkpoint(env, &record.model)?;
+            let (vs, model) = instantiate(&checkpoint, env.device, kind_for(env.device))?;
+            (
+                checkpoint,
+                vs,
+                None,
+                model,
+                record.system_prompt,
+                Vec::new(),
+            )
+        }
+        Subject::Student => {
+            let (checkpoint, vs, lora, model) = load_student(need("student")?, env)?;
+            (checkpoint, vs, Some(lora), model, None, Vec::new())
+        }
+    };
+    let mut requests = Vec::new();
+    let mut asked = Vec::new();
+    for q in 0..params.questions as usize {
+        let question = prompts::question(q, &params.category);
+        let ids = checkpoint.tokenizer.prompt_ids(&conversation(
+            system.as_deref(),
+            &history,
+            &question,
+        ))?;
+        for s in 0..params.samples_per_question {
+            requests.push(Request {
+                prompt: ids.clone(),
+                seed: prompts::prompt_seed(params.seed, (q as u64) << 32 | s),
+            });
+            asked.push(q);
+        }
+    }
+    let sampling = Sampling {
+        temperature: params.temperature,
+        top_p: 1.0,
+        max_new_tokens: params.max_new_tokens as usize,
+    };
+    let (answers, stats) = complete(
+        &model,
+        &checkpoint,
+        &requests,
+        sampling,
+        params.batch_size,
+        env,
+        "answers",
+        progress,
+    )?;
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut lines = Vec::new();
+    for (q, answer) in asked.iter().zip(&answers) {
+        *counts.entry(prompts::normalise_answer(answer)).or_default() += 1;
+        serde_json::to_writer(&mut lines, &json!({"question": q, "answer": answer}))?;
+        lines.push(b'\n');
+    }
+    Ok(vec![
+        Artifact::new(ANSWERS, lines),
+        Artifact::json(
+            METRICS,
+            &json!({
+                "samples": answers.len(),
+                "answers": counts,
+                "generation": stats,
+            }),
+        )?,
+    ])
+}
