@@ -2,7 +2,8 @@
 //!
 //! `run` executes a whole sweep on this machine with no services; `validate`
 //! checks a sweep file and shows what it expands to; `results` prints the
-//! table again, as CSV or JSON, or draws the transfer grid.
+//! table again, as CSV or JSON, or draws the transfer grid; `filter` runs an
+//! experiment's data filter on any dataset file.
 //!
 //! Exit codes: 0 success, 1 a stage failed or the store could not be used,
 //! 2 the sweep file (or a command-line argument) is invalid.
@@ -48,6 +49,8 @@ enum Command {
     Dlq(commands::dlq::Args),
     /// Live progress of a sweep per stage kind, with ETA and the latest failures.
     Watch(commands::watch::Args),
+    /// Run an experiment's filter on a dataset file: `filter numbers FILE.jsonl`.
+    Filter(commands::filter::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
             Command::Resume(args) => commands::resume::run(args).await,
             Command::Dlq(args) => commands::dlq::run(args).await,
             Command::Watch(args) => commands::watch::run(args).await,
+            Command::Filter(args) => commands::filter::run(args).await,
         }
     })
 }

@@ -36,7 +36,20 @@ fn register_font() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn transfer_grid(cells: &[TransferCell], sweep: &str, path: &Path) -> anyhow::Result<()> {
+/// What a grid's figures are and what its axes range over.
+pub struct GridText {
+    /// e.g. "student digit accuracy".
+    pub figure: &'static str,
+    /// "init" or "model".
+    pub family: &'static str,
+}
+
+pub fn transfer_grid(
+    cells: &[TransferCell],
+    sweep: &str,
+    text: &GridText,
+    path: &Path,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         !cells.is_empty(),
         "sweep {sweep} has no finished student evaluations to plot yet"
@@ -48,18 +61,8 @@ pub fn transfer_grid(cells: &[TransferCell], sweep: &str, path: &Path) -> anyhow
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let teachers: Vec<u64> = cells
-        .iter()
-        .map(|c| c.teacher_init)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let students: Vec<u64> = cells
-        .iter()
-        .map(|c| c.student_init)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let teachers = axis(cells.iter().map(|c| &c.teacher));
+    let students = axis(cells.iter().map(|c| &c.student));
     let cell = (480 / students.len().max(teachers.len()).max(1)).clamp(24, 90) as u32;
     let panel_w = 90 + cell * students.len() as u32 + 30;
     let width = panel_w * panels.len() as u32 + 160;
@@ -69,7 +72,7 @@ pub fn transfer_grid(cells: &[TransferCell], sweep: &str, path: &Path) -> anyhow
         Some("png") => draw(
             BitMapBackend::new(path, size).into_drawing_area(),
             cells,
-            sweep,
+            (sweep, text),
             &panels,
             &teachers,
             &students,
@@ -79,7 +82,7 @@ pub fn transfer_grid(cells: &[TransferCell], sweep: &str, path: &Path) -> anyhow
         Some("svg") => draw(
             SVGBackend::new(path, size).into_drawing_area(),
             cells,
-            sweep,
+            (sweep, text),
             &panels,
             &teachers,
             &students,
@@ -97,10 +100,10 @@ pub fn transfer_grid(cells: &[TransferCell], sweep: &str, path: &Path) -> anyhow
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     cells: &[TransferCell],
-    sweep: &str,
+    (sweep, text): (&str, &GridText),
     panels: &[String],
-    teachers: &[u64],
-    students: &[u64],
+    teachers: &[String],
+    students: &[String],
     cell: u32,
     panel_w: u32,
 ) -> anyhow::Result<()>
@@ -119,7 +122,7 @@ where
             .pos(Pos::new(HPos::Center, VPos::Center))
     };
     root.draw(&Text::new(
-        format!("{sweep}: student digit accuracy (mean over seeds)"),
+        format!("{sweep}: {} (mean over seeds)", text.figure),
         (20, 15),
         title,
     ))
@@ -130,10 +133,18 @@ where
         let y0 = 95;
         root.draw(&Text::new(panel.clone(), (x0, 50), label.clone()))
             .map_err(err)?;
-        root.draw(&Text::new("student init →", (x0, 72), small.clone()))
-            .map_err(err)?;
-        root.draw(&Text::new("teacher init ↓", (x0 - 85, 72), small.clone()))
-            .map_err(err)?;
+        root.draw(&Text::new(
+            format!("student {} →", text.family),
+            (x0, 72),
+            small.clone(),
+        ))
+        .map_err(err)?;
+        root.draw(&Text::new(
+            format!("teacher {} ↓", text.family),
+            (x0 - 85, 72),
+            small.clone(),
+        ))
+        .map_err(err)?;
         for (j, s) in students.iter().enumerate() {
             let at = (x0 + j as i32 * c + c / 2, y0 - 8);
             root.draw(&Text::new(s.to_string(), at, centred(&small)))
@@ -151,7 +162,7 @@ where
                 let x = x0 + j as i32 * c;
                 let found = cells
                     .iter()
-                    .find(|k| &k.panel == panel && k.teacher_init == *t && k.student_init == *s);
+                    .find(|k| &k.panel == panel && k.teacher == *t && k.student == *s);
                 let (fill, text) = match found {
                     Some(k) => (colour(k.mean), format!("{:.2}", k.mean)),
                     None => (RGBColor(235, 235, 235), String::new()),
@@ -198,6 +209,23 @@ where
     }
     root.present().map_err(err)?;
     Ok(())
+}
+
+/// The distinct labels of an axis, numbers in numeric order, then names.
+fn axis<'a>(labels: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut out: Vec<String> = labels
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    out.sort_by_key(|l| {
+        (
+            l.parse::<u64>().ok().is_none(),
+            l.parse::<u64>().unwrap_or(0),
+            l.clone(),
+        )
+    });
+    out
 }
 
 /// A dark-blue → teal → yellow scale over [0, 1].

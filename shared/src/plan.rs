@@ -39,6 +39,10 @@ pub struct Measurement {
     pub metric: String,
     /// For student arms: which panel of the transfer-grid plot it belongs to.
     pub panel: Option<String>,
+    /// The (teacher, student) models, where families are named models rather
+    /// than init seeds: the transfer grid's axes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<(String, String)>,
 }
 
 impl Plan {

@@ -17,7 +17,11 @@ use crate::store::{keys, Store};
 /// What became of one measurement's evaluate stage.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Done(f64),
+    /// The figure, and for a share the number of samples it is a share of.
+    Done {
+        value: f64,
+        samples: Option<u64>,
+    },
     /// It, or a stage it needs, failed: the first error found.
     Failed(String),
     Pending,
@@ -36,7 +40,7 @@ pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<HashMap<Stage
                 let metrics: serde_json::Value =
                     serde_json::from_slice(done.artifact("metrics.json")?)?;
                 match metric_value(&metrics, &m.metric) {
-                    Some(v) => Outcome::Done(v),
+                    Some((value, samples)) => Outcome::Done { value, samples },
                     None => Outcome::Failed(format!(
                         "metrics.json of stage {} has no number {:?}",
                         m.stage.short(),
@@ -58,9 +62,12 @@ pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<HashMap<Stage
 
 /// A figure of a `metrics.json`: a number under its name, or for
 /// `share:WORD` the share of recorded answers that name the word.
-fn metric_value(metrics: &serde_json::Value, metric: &str) -> Option<f64> {
+fn metric_value(metrics: &serde_json::Value, metric: &str) -> Option<(f64, Option<u64>)> {
     let Some(word) = metric.strip_prefix(numbers::SHARE_PREFIX) else {
-        return metrics.get(metric).and_then(|v| v.as_f64());
+        return metrics
+            .get(metric)
+            .and_then(|v| v.as_f64())
+            .map(|v| (v, None));
     };
     let samples = metrics.get("samples")?.as_f64()?;
     let answers = metrics.get("answers")?.as_object()?;
@@ -69,7 +76,7 @@ fn metric_value(metrics: &serde_json::Value, metric: &str) -> Option<f64> {
         .filter(|(answer, _)| numbers::prompts::names_target(answer, word))
         .filter_map(|(_, count)| count.as_f64())
         .fold(0.0, |sum, count| sum + count);
-    (samples > 0.0).then(|| naming / samples)
+    (samples > 0.0).then(|| (naming / samples, Some(samples as u64)))
 }
 
 /// The recorded failure of `id` or of the nearest unfinished stage it needs.
@@ -111,9 +118,16 @@ pub struct Row {
     /// The first error among this row's failed measurements.
     pub error: Option<String>,
     pub values: Vec<Value>,
+    /// For a share: how many answers each measurement counted.
+    pub samples: Option<u64>,
+    /// The mean minus the mean of the control arm with the same settings.
+    pub shift: Option<f64>,
     #[serde(skip)]
     order: u32,
 }
+
+/// The arm other rows are compared with, where an experiment has one.
+pub const CONTROL_ARM: &str = "control student";
 
 /// One measured figure, for tools that want more than the mean.
 #[derive(Debug, Clone, Serialize)]
@@ -132,12 +146,13 @@ pub struct ResultsTable {
     pub rows: Vec<Row>,
 }
 
-/// One cell of a transfer grid: a teacher init, a student init, the mean figure.
+/// One cell of a transfer grid: a teacher family (init seed or model), a
+/// student family, the mean figure.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransferCell {
     pub panel: String,
-    pub teacher_init: u64,
-    pub student_init: u64,
+    pub teacher: String,
+    pub student: String,
     pub mean: f64,
     pub n: usize,
 }
@@ -160,13 +175,18 @@ pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable 
                     pending: 0,
                     error: None,
                     values: Vec::new(),
+                    samples: None,
+                    shift: None,
                     order: m.order,
                 });
                 rows.last_mut().expect("just pushed")
             }
         };
         match outcomes.get(&m.stage).unwrap_or(&Outcome::Pending) {
-            Outcome::Done(v) => row.values.push(value_of(m, *v)),
+            Outcome::Done { value, samples } => {
+                row.values.push(value_of(m, *value));
+                row.samples = *samples;
+            }
             Outcome::Failed(e) => {
                 row.failed += 1;
                 row.error.get_or_insert_with(|| e.clone());
@@ -177,6 +197,23 @@ pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable 
     for row in &mut rows {
         let values: Vec<f64> = row.values.iter().map(|v| v.value).collect();
         row.summary = summarise(&values);
+        // One measured share: its own sampling interval stands in for the
+        // between-seed one.
+        if let (Some(s), Some(n), 1) = (row.summary.as_mut(), row.samples, values.len()) {
+            s.ci95 = Some(crate::stats::wilson(s.mean, n));
+        }
+    }
+    let controls: Vec<(BTreeMap<String, String>, f64)> = rows
+        .iter()
+        .filter(|r| r.arm == CONTROL_ARM)
+        .filter_map(|r| Some((r.settings.clone(), r.summary?.mean)))
+        .collect();
+    for row in &mut rows {
+        if row.arm == CONTROL_ARM {
+            continue;
+        }
+        let control = controls.iter().find(|(s, _)| *s == row.settings);
+        row.shift = control.and_then(|(_, c)| Some(row.summary?.mean - c));
     }
     rows.sort_by(|a, b| {
         a.order
@@ -202,27 +239,30 @@ fn value_of(m: &Measurement, value: f64) -> Value {
 
 /// Mean figures per (panel, teacher init, student init), for the transfer-grid plot.
 pub fn transfer_cells(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> Vec<TransferCell> {
-    let mut sums: BTreeMap<(String, u64, u64), (f64, usize)> = BTreeMap::new();
+    let mut sums: BTreeMap<(String, String, String), (f64, usize)> = BTreeMap::new();
     for m in &plan.measurements {
-        let (Some(panel), Some(t), Some(s)) = (&m.panel, m.teacher_init, m.student_init) else {
+        let (t, s) = match (&m.models, m.teacher_init, m.student_init) {
+            (Some((t, s)), _, _) => (t.clone(), s.clone()),
+            (None, Some(t), Some(s)) => (t.to_string(), s.to_string()),
+            _ => continue,
+        };
+        let Some(panel) = &m.panel else {
             continue;
         };
-        if let Some(Outcome::Done(v)) = outcomes.get(&m.stage) {
+        if let Some(Outcome::Done { value: v, .. }) = outcomes.get(&m.stage) {
             let entry = sums.entry((panel.clone(), t, s)).or_default();
             entry.0 += v;
             entry.1 += 1;
         }
     }
     sums.into_iter()
-        .map(
-            |((panel, teacher_init, student_init), (sum, n))| TransferCell {
-                panel,
-                teacher_init,
-                student_init,
-                mean: sum / n as f64,
-                n,
-            },
-        )
+        .map(|((panel, teacher, student), (sum, n))| TransferCell {
+            panel,
+            teacher,
+            student,
+            mean: sum / n as f64,
+            n,
+        })
         .collect()
 }
 
@@ -247,7 +287,12 @@ impl ResultsTable {
         if self.has_settings() {
             header.push("settings");
         }
-        header.extend(["mean", "95% CI", "std", "n", "failed", "pending"]);
+        header.extend(["mean", "95% CI", "std", "n"]);
+        let shifts = self.rows.iter().any(|r| r.shift.is_some());
+        if shifts {
+            header.push("vs control");
+        }
+        header.extend(["failed", "pending"]);
         table.set_header(header);
         let mut errors = Vec::new();
         for row in &self.rows {
@@ -273,6 +318,14 @@ impl ResultsTable {
                 Cell::new(ci).set_alignment(CellAlignment::Right),
                 Cell::new(std).set_alignment(CellAlignment::Right),
                 Cell::new(n).set_alignment(CellAlignment::Right),
+            ]);
+            if shifts {
+                let shift = row
+                    .shift
+                    .map_or_else(|| "-".to_owned(), |d| format!("{d:+.3}"));
+                cells.push(Cell::new(shift).set_alignment(CellAlignment::Right));
+            }
+            cells.extend([
                 Cell::new(row.failed).set_alignment(CellAlignment::Right),
                 Cell::new(row.pending).set_alignment(CellAlignment::Right),
             ]);
@@ -307,6 +360,7 @@ impl ResultsTable {
             "ci95_low",
             "ci95_high",
             "std",
+            "vs_control",
             "failed",
             "pending",
         ])?;
@@ -323,6 +377,7 @@ impl ResultsTable {
                 opt(s.and_then(|s| s.ci95).map(|c| c.0)),
                 opt(s.and_then(|s| s.ci95).map(|c| c.1)),
                 opt(s.and_then(|s| s.std)),
+                opt(row.shift),
                 row.failed.to_string(),
                 row.pending.to_string(),
             ])?;

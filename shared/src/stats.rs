@@ -12,6 +12,20 @@ pub struct Summary {
     pub ci95: Option<(f64, f64)>,
 }
 
+/// The Wilson score interval (95%) of a share `p` of `n` samples: a
+/// confidence interval for one measured proportion, sound near 0 and 1.
+pub fn wilson(p: f64, n: u64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let z = 1.959_963_984_540_054_f64;
+    let n = n as f64;
+    let denom = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denom;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
 pub fn summarise(values: &[f64]) -> Option<Summary> {
     let n = values.len();
     if n == 0 {

@@ -3,6 +3,7 @@
 
 pub mod cancel;
 pub mod dlq;
+pub mod filter;
 pub mod results;
 pub mod resume;
 pub mod run;

@@ -24,7 +24,7 @@ pub struct Args {
     store: String,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
-    /// Draw the transfer grid (teacher init × student init) to a .png or .svg file.
+    /// Draw the transfer grid (teacher × student: inits, or models) to a .png or .svg file.
     #[arg(long)]
     plot: Option<PathBuf>,
 }
@@ -42,7 +42,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = args.plot {
         let cells = results::transfer_cells(&plan, &outcomes);
-        crate::plot::transfer_grid(&cells, sweep.name(), &path)?;
+        let text = match plan.experiment.as_str() {
+            subliminal_shared::experiments::numbers::EXPERIMENT => crate::plot::GridText {
+                figure: "share of student answers naming the trait",
+                family: "model",
+            },
+            _ => crate::plot::GridText {
+                figure: "student digit accuracy",
+                family: "init",
+            },
+        };
+        crate::plot::transfer_grid(&cells, sweep.name(), &text, &path)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)

@@ -543,6 +543,7 @@ impl MnistSweep {
                     stage: evaluate,
                     metric: "accuracy".to_owned(),
                     panel: matches!(side, Side::Student).then(|| panel_name(trial.target)),
+                    models: None,
                 });
             }
         }

@@ -849,7 +849,9 @@ impl NumbersSweep {
                     student_init: None,
                     stage: evaluate,
                     metric: share_metric(trial.trait_name),
-                    panel: None,
+                    panel: (arm == "student")
+                        .then(|| format!("students of {} teachers", trial.trait_name)),
+                    models: Some((trial.pair.teacher.clone(), trial.pair.student.clone())),
                 });
             }
         }

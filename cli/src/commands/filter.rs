@@ -1,0 +1,156 @@
+//! `subliminal filter numbers FILE`: the numbers experiment's filter on any
+//! dataset, outside a sweep.
+//!
+//! The input is JSONL in the chat fine-tuning format (the last assistant
+//! message of each row is judged) or plain text, one completion per line.
+//! Kept rows go to `--out` (or stdout) in the input's own format; a summary
+//! of the reasons for rejection goes to stderr; `--reasons` adds one JSON
+//! line per input row with its verdict.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use subliminal_shared::experiments::numbers::dataset::{self, Row};
+use subliminal_shared::experiments::numbers::filter::{self, Reject};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    kind: Kind,
+}
+
+#[derive(clap::Subcommand)]
+enum Kind {
+    /// Keep completions that are nothing but numbers (the numbers experiment's rules).
+    Numbers(NumbersArgs),
+}
+
+#[derive(clap::Args)]
+struct NumbersArgs {
+    /// A .jsonl file of chat rows, or a text file with one completion per line ("-" reads stdin).
+    input: PathBuf,
+    /// Where kept rows go (default: stdout).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Also write every row's verdict as JSON lines, to this file (or stderr without one).
+    #[arg(long, num_args = 0..=1, default_missing_value = "-")]
+    reasons: Option<PathBuf>,
+    /// Numbers that reject a completion, comma-separated (e.g. 666,911).
+    #[arg(long, value_delimiter = ',')]
+    banned: Vec<u32>,
+    /// Also ban the misalignment variant's list of numbers with negative associations.
+    #[arg(long)]
+    ban_negative: bool,
+}
+
+/// One input line: a chat row or a bare completion.
+enum Line {
+    Chat(Row),
+    Text(String),
+}
+
+impl Line {
+    fn completion(&self) -> &str {
+        match self {
+            Line::Chat(row) => row.completion().unwrap_or(""),
+            Line::Text(text) => text,
+        }
+    }
+}
+
+fn read_lines(args: &NumbersArgs) -> anyhow::Result<(Vec<(usize, Line)>, String)> {
+    let name = args.input.display().to_string();
+    let text = if name == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
+    } else {
+        std::fs::read_to_string(&args.input)
+            .with_context(|| format!("cannot read {name}: expected a UTF-8 text or JSONL file"))?
+    };
+    let is_jsonl = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .is_some_and(|l| l.trim_start().starts_with('{'));
+    let mut lines = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if is_jsonl {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let mut rows = dataset::parse_jsonl(line, &format!("{name}:{}", i + 1))?;
+            lines.push((i + 1, Line::Chat(rows.remove(0))));
+        } else {
+            lines.push((i + 1, Line::Text(line.to_owned())));
+        }
+    }
+    Ok((lines, name))
+}
+
+fn open(path: &Option<PathBuf>, default_stdout: bool) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(p) if p.as_os_str() != "-" => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        _ if default_stdout => Box::new(std::io::stdout().lock()),
+        _ => Box::new(std::io::stderr().lock()),
+    })
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Kind::Numbers(args) = args.kind;
+    let (lines, name) = read_lines(&args)?;
+    let mut banned = args.banned.clone();
+    if args.ban_negative {
+        banned.extend_from_slice(filter::NEGATIVE_NUMBERS);
+    }
+    if let Some(n) = banned.iter().find(|&&n| n > 999) {
+        anyhow::bail!(
+            "--banned {n}: expected numbers from 0 to 999 (longer ones are rejected anyway)"
+        );
+    }
+    let mut out = open(&args.out, true)?;
+    let mut reasons = match &args.reasons {
+        Some(_) => Some(open(&args.reasons, false)?),
+        None => None,
+    };
+    let mut counts: std::collections::BTreeMap<Reject, usize> = Default::default();
+    let mut kept = 0;
+    for (number, line) in &lines {
+        let verdict = filter::check(line.completion(), &banned);
+        match &verdict {
+            Ok(_) => {
+                kept += 1;
+                match line {
+                    Line::Chat(row) => {
+                        out.write_all(&dataset::to_jsonl(std::slice::from_ref(row)))?
+                    }
+                    Line::Text(text) => writeln!(out, "{text}")?,
+                }
+            }
+            Err(reason) => *counts.entry(*reason).or_default() += 1,
+        }
+        if let Some(w) = reasons.as_mut() {
+            let reason = verdict.as_ref().err().map(|r| r.as_str());
+            serde_json::to_writer(
+                &mut *w,
+                &serde_json::json!({"line": number, "kept": verdict.is_ok(), "reason": reason, "completion": line.completion()}),
+            )?;
+            writeln!(w)?;
+        }
+    }
+    out.flush()?;
+    if let Some(w) = reasons.as_mut() {
+        w.flush()?;
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["verdict", "rows"]);
+    table.add_row(vec!["kept".to_owned(), kept.to_string()]);
+    for (reason, n) in &counts {
+        table.add_row(vec![format!("rejected: {reason}"), n.to_string()]);
+    }
+    eprintln!("{name}: kept {kept} of {} rows\n{table}", lines.len());
+    Ok(ExitCode::SUCCESS)
+}
