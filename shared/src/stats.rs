@@ -23,7 +23,8 @@ pub fn wilson(p: f64, n: u64) -> (f64, f64) {
     let denom = 1.0 + z * z / n;
     let centre = (p + z * z / (2.0 * n)) / denom;
     let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
-    ((centre - half).max(0.0), (centre + half).min(1.0))
+    // The bounds enclose p exactly, whatever the rounding at 0 and 1.
+    ((centre - half).clamp(0.0, p), (centre + half).clamp(p, 1.0))
 }
 
 pub fn summarise(values: &[f64]) -> Option<Summary> {
@@ -69,5 +70,15 @@ mod tests {
         assert!((0.5 - lo - half).abs() < 1e-3, "{lo}");
         assert!(summarise(&[0.3]).unwrap().ci95.is_none());
         assert!(summarise(&[]).is_none());
+    }
+
+    #[test]
+    fn wilson_matches_known_values_and_encloses_the_share() {
+        // 10 of 100: the textbook Wilson interval is [0.0552, 0.1744].
+        let (lo, hi) = wilson(0.1, 100);
+        assert!((lo - 0.0552).abs() < 1e-4 && (hi - 0.1744).abs() < 1e-4, "{lo} {hi}");
+        assert_eq!(wilson(0.0, 6).0, 0.0);
+        assert_eq!(wilson(1.0, 6).1, 1.0);
+        assert!(wilson(0.0, 6).1 > 0.3);
     }
 }

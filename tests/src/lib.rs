@@ -175,3 +175,38 @@ noise_samples = 6000
 "#
     )
 }
+
+/// A one-trial numbers sweep on the real SmolLM2 GGUF, sized for seconds of
+/// CPU: 13 stages (two teachers, their data, two students, five evaluations).
+pub fn tiny_numbers_sweep(name: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+kind = "numbers"
+
+[grid]
+seeds = [0]
+traits = ["owl"]
+
+[generate]
+prompts = 24
+temperature = 0.6
+top_p = 0.9
+max_new_tokens = 24
+batch_size = 24
+
+[filter]
+keep = 4
+
+[student]
+epochs = 1
+batch_size = 2
+
+[evaluate]
+questions = 2
+samples_per_question = 3
+max_new_tokens = 4
+in_context_examples = 1
+"#
+    )
+}

@@ -512,3 +512,43 @@ fn malformed_tasks_and_bad_sweep_files_stop_nothing_else() {
     assert_eq!(dead[0]["stage"], "garbage");
     assert_eq!(dead[0]["kind"], "(malformed)");
 }
+
+#[test]
+fn a_numbers_sweep_on_the_cluster_matches_local_mode() {
+    let mut c = Cluster::new();
+    c.scheduler(&[]);
+    c.worker("w1", &[]);
+    let sweep = c.sweep(
+        "numbers.toml",
+        &subliminal_tests::tiny_numbers_sweep("numbers-dist"),
+    );
+    c.submit(&sweep).ok();
+    c.wait_state("numbers-dist", "done");
+    assert_eq!(
+        c.manifests().len(),
+        13,
+        "every stage has its manifest in S3"
+    );
+    let distributed = c.results_json("numbers-dist");
+
+    // Local mode with one libtorch thread per stage, as the worker runs.
+    let local_store = c.path("local");
+    let local_store = local_store.to_str().unwrap();
+    let args = ["--store", local_store, "--device", "cpu", "--jobs", "2"];
+    c.cli(&[&["run", sweep.to_str().unwrap()][..], &args[..]].concat())
+        .ok();
+    let local = c
+        .cli(&[
+            "results",
+            "numbers-dist",
+            "--store",
+            local_store,
+            "--format",
+            "json",
+        ])
+        .ok();
+    let local: serde_json::Value = serde_json::from_str(&local.stdout).unwrap();
+    let (d, l) = (figures(&distributed), figures(&local));
+    assert_eq!(d.len(), 5);
+    assert_eq!(d, l, "the cluster's figures equal local mode's");
+}

@@ -53,10 +53,14 @@ pub fn generate(
     order.sort_by_key(|&i| std::cmp::Reverse(requests[i].prompt.len()));
     let mut out: Vec<Option<Completion>> = vec![None; requests.len()];
     let mut done = 0;
-    for chunk in order.chunks(batch_size.max(1)) {
+    let heads = model.config.num_attention_heads as usize;
+    let mut start = 0;
+    while start < order.len() {
         if stop() {
             return Ok(None);
         }
+        let chunk = &order[start..start + batch_rows(&order[start..], requests, batch_size, heads)];
+        start += chunk.len();
         let batch: Vec<&Request> = chunk.iter().map(|&i| &requests[i]).collect();
         let completions =
             tch::no_grad(|| generate_batch(model, &batch, sampling, stop_ids, pad_id))?;
@@ -71,6 +75,26 @@ pub fn generate(
             .map(|c| c.expect("every request completed"))
             .collect(),
     ))
+}
+
+/// Prompt tokens one prefill may hold.
+const PREFILL_TOKENS: usize = 1 << 17;
+/// Attention scores (rows × heads × width²) a padded prefill may hold: a
+/// padded batch needs an explicit mask, and with it the unfused kernel.
+const MASKED_SCORES: usize = 1 << 28;
+
+/// How many of `order` (longest prompt first) to batch together: prompts of
+/// one length need no mask and go up to `batch_size`; a batch of mixed
+/// lengths stays within the masked-attention budget.
+fn batch_rows(order: &[usize], requests: &[Request], batch_size: usize, heads: usize) -> usize {
+    let width = requests[order[0]].prompt.len().max(1);
+    let cap = batch_size.max(1).min((PREFILL_TOKENS / width).max(1)).min(order.len());
+    let same = order[..cap]
+        .iter()
+        .take_while(|&&i| requests[i].prompt.len() == width)
+        .count();
+    let masked_cap = (MASKED_SCORES / (heads.max(1) * width * width)).max(1).min(cap);
+    same.max(masked_cap)
 }
 
 fn generate_batch(
@@ -100,11 +124,8 @@ fn generate_batch(
     let positions = positions_from_mask(&attention);
     let mut next_position = positions.select(1, -1) + 1;
     let mut cache = model.new_cache();
-    let mask = if batch.len() == 1 {
-        None
-    } else {
-        Some(attention_mask(&attention, width as i64))
-    };
+    let padded = batch.iter().any(|r| r.prompt.len() != width);
+    let mask = padded.then(|| attention_mask(&attention, width as i64));
     let hidden = model.forward(&tokens, &positions, mask.as_ref(), Some(&mut cache));
     let mut logits = model.logits(&hidden.select(1, -1));
 
@@ -152,11 +173,7 @@ fn generate_batch(
         let b = active.len() as i64;
         let tokens = Tensor::from_slice(&next).view([b, 1]).to_device(device);
         attention = Tensor::cat(&[&attention, &attention.ones_like().narrow(1, 0, 1)], 1);
-        let mask = if b == 1 && attention.min().int64_value(&[]) == 1 {
-            None
-        } else {
-            Some(attention_mask(&attention, 1))
-        };
+        let mask = padded.then(|| attention_mask(&attention, 1));
         let hidden = model.forward(
             &tokens,
             &next_position.view([b, 1]),
@@ -180,13 +197,19 @@ fn sample(
         logits.argmax(-1, false)
     } else {
         let probs = (logits / sampling.temperature).softmax(-1, Kind::Float);
-        let (sorted, index) = probs.sort(-1, true);
-        let mut kept = sorted;
-        if sampling.top_p < 1.0 {
+        // Sorting the vocabulary costs more than the rest of a step's
+        // sampling; only top-p needs it.
+        let (kept, index) = if sampling.top_p < 1.0 {
+            let (sorted, index) = probs.sort(-1, true);
             // Keep the smallest head of the distribution whose mass reaches top_p.
-            let before = kept.cumsum(-1, Kind::Float) - &kept;
-            kept = kept.masked_fill(&before.gt(sampling.top_p), 0.0);
-        }
+            let before = sorted.cumsum(-1, Kind::Float) - &sorted;
+            (
+                sorted.masked_fill(&before.gt(sampling.top_p), 0.0),
+                Some(index),
+            )
+        } else {
+            (probs, None)
+        };
         let cumulative = kept.cumsum(-1, Kind::Float);
         let uniforms: Vec<f32> = rngs.iter_mut().map(|r| r.gen::<f32>()).collect();
         let total = cumulative.narrow(1, cumulative.size()[1] - 1, 1);
@@ -197,7 +220,10 @@ fn sample(
         let choice = target
             .searchsorted(&cumulative, false, true, "right", None::<Tensor>)
             .clamp_max(cumulative.size()[1] - 1);
-        index.gather(1, &choice, false).squeeze_dim(1)
+        match index {
+            Some(index) => index.gather(1, &choice, false).squeeze_dim(1),
+            None => choice.squeeze_dim(1),
+        }
     };
     Ok(Vec::<i64>::try_from(
         picked.to_device(tch::Device::Cpu).to_kind(Kind::Int64),

@@ -1,0 +1,145 @@
+//! The numbers experiment end to end in local mode, with the real SmolLM2
+//! GGUF and real libtorch: every stage runs, the datasets are JSONL in the
+//! chat fine-tuning format, the filter's report adds up, the results table has
+//! every arm with its shift against control, a second run reuses everything,
+//! and `subliminal filter numbers` reproduces the stage's verdicts.
+
+use std::path::Path;
+
+use subliminal_tests::{computed, reused, subliminal, tiny_numbers_sweep};
+
+fn stage_files(store: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(store.join("stages"))
+        .expect("stages folder")
+        .flatten()
+        .map(|e| e.path().join(name))
+        .filter(|p| p.exists())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_numbers_sweep_runs_end_to_end_and_its_data_is_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("numbers.toml");
+    std::fs::write(&sweep, tiny_numbers_sweep("numbers-tiny")).unwrap();
+    let store = dir.path().join("store");
+    let (sweep_arg, store_arg) = (sweep.to_str().unwrap(), store.to_str().unwrap());
+    let ran = subliminal(&[
+        "run",
+        sweep_arg,
+        "--store",
+        store_arg,
+        "--device",
+        "cpu",
+        "--no-progress",
+    ])
+    .ok();
+    assert_eq!(computed(&ran), 13);
+
+    let raws = stage_files(&store, "raw.jsonl");
+    assert_eq!(raws.len(), 2, "a trait teacher and a control teacher");
+    for raw in &raws {
+        let text = std::fs::read_to_string(raw).unwrap();
+        let rows: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows.len(), 24);
+        for row in &rows {
+            let messages = row["messages"].as_array().unwrap();
+            assert_eq!(messages[0]["role"], "user");
+            assert_eq!(messages[1]["role"], "assistant");
+            assert!(row["seed"].is_u64());
+            // The teacher's system prompt is not part of the data.
+            assert!(!messages[0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("You love"));
+        }
+        // The CLI filter on the stage's own output agrees with the stage.
+        let out = dir.path().join("kept.jsonl");
+        subliminal(&[
+            "filter",
+            "numbers",
+            raw.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .ok();
+        let passed = std::fs::read_to_string(&out).unwrap().lines().count();
+        let filter_dirs: Vec<serde_json::Value> = stage_files(&store, "filter.json")
+            .iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect();
+        assert!(
+            filter_dirs
+                .iter()
+                .any(|r| r["passed"].as_u64() == Some(passed as u64)),
+            "no filter stage passed {passed} rows: {filter_dirs:?}"
+        );
+    }
+    for report in stage_files(&store, "filter.json") {
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+        let rejected: u64 = r["rejected"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(r["passed"].as_u64().unwrap() + rejected, 24);
+        assert!(r["kept"].as_u64().unwrap() <= 4);
+    }
+
+    let results = subliminal(&[
+        "results", sweep_arg, "--store", store_arg, "--format", "json",
+    ])
+    .ok();
+    let table: serde_json::Value = serde_json::from_str(&results.stdout).unwrap();
+    let rows = table["rows"].as_array().unwrap();
+    let arms: Vec<&str> = rows.iter().map(|r| r["arm"].as_str().unwrap()).collect();
+    assert_eq!(
+        arms,
+        [
+            "base",
+            "teacher",
+            "control student",
+            "student",
+            "in-context"
+        ]
+    );
+    for row in rows {
+        let mean = row["summary"]["mean"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&mean), "{row}");
+        assert_eq!(row["samples"].as_u64(), Some(6), "{row}");
+        let ci = &row["summary"]["ci95"];
+        let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+        assert!(lo <= mean && mean <= hi && hi > lo, "{row}");
+        if row["arm"] != "control student" {
+            assert!(row["shift"].is_f64(), "{row}");
+        }
+    }
+    let human = subliminal(&["results", sweep_arg, "--store", store_arg]).ok();
+    assert!(
+        human.stdout.contains("share:owl") && human.stdout.contains("vs control"),
+        "{}",
+        human.stdout
+    );
+
+    let again = subliminal(&[
+        "run",
+        sweep_arg,
+        "--store",
+        store_arg,
+        "--device",
+        "cpu",
+        "--no-progress",
+    ])
+    .ok();
+    assert_eq!(
+        (computed(&again), reused(&again)),
+        (0, 13),
+        "a second run reuses every stage"
+    );
+}

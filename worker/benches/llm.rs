@@ -1,0 +1,160 @@
+//! Benchmark: SmolLM2-135M on this machine's CPU (or `--device cuda`):
+//! generation tokens/s at batch 1 and batch 32, and LoRA fine-tuning tokens/s.
+//!
+//! Writes the prompts and training examples it used (token ids) to
+//! `--workload FILE`, so that bench/llm_transformers.py runs exactly the same
+//! work through Hugging Face transformers, and prints one JSON line of figures.
+//! bench/llm-vs-transformers.sh runs both and prints the ratios.
+//!
+//!   cargo bench --bench llm -- [--threads N] [--device cpu|cuda] [--workload FILE]
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde_json::json;
+use subliminal_shared::experiments::numbers::prompts::{prompt_seed, sequence_prompt};
+use subliminal_worker::device::DeviceChoice;
+use subliminal_worker::llm::finetune::{
+    attach_lora, train, Example, LoraSpec, TrainSettings, ALL_PROJECTIONS,
+};
+use subliminal_worker::llm::generate::{generate, Request, Sampling};
+use subliminal_worker::llm::load::load;
+use subliminal_worker::llm::tokenizer::Message;
+use subliminal_worker::llm::{instantiate, kind_for};
+use tch::nn;
+
+/// New tokens per completion: fixed (no stop token), so both sides do equal work.
+const NEW_TOKENS: usize = 64;
+const BATCH_ONE_PROMPTS: usize = 4;
+const BATCH: usize = 32;
+const TRAIN_EXAMPLES: usize = 64;
+const TRAIN_BATCH: u64 = 8;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() -> anyhow::Result<()> {
+    let threads: i32 = match arg("--threads") {
+        Some(t) => t.parse()?,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()) as i32,
+    };
+    tch::set_num_threads(threads);
+    let device = arg("--device")
+        .unwrap_or_else(|| "cpu".to_owned())
+        .parse::<DeviceChoice>()
+        .map_err(anyhow::Error::msg)?
+        .resolve()?;
+    let data = std::env::var("SUBLIMINAL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data"));
+    let gguf = data.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let checkpoint = load(&gguf)?;
+    let tok = &checkpoint.tokenizer;
+    let (_vs, model) = instantiate(&checkpoint, device, kind_for(device))?;
+
+    let prompts: Vec<Vec<u32>> = (0..BATCH as u64)
+        .map(|i| tok.prompt_ids(&[Message::new("user", sequence_prompt(prompt_seed(7, i)))]))
+        .collect::<anyhow::Result<_>>()?;
+    let sampling = Sampling {
+        temperature: 1.0,
+        top_p: 1.0,
+        max_new_tokens: NEW_TOKENS,
+    };
+    let run = |batch: &[Vec<u32>], batch_size: usize| -> anyhow::Result<f64> {
+        let requests: Vec<Request> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Request {
+                prompt: p.clone(),
+                seed: i as u64,
+            })
+            .collect();
+        let started = Instant::now();
+        let out = generate(
+            &model,
+            &requests,
+            sampling,
+            &[],
+            tok.pad_id,
+            batch_size,
+            &|| false,
+            &mut |_, _| {},
+        )?
+        .expect("not stopped");
+        let new: usize = out.iter().map(|c| c.tokens.len()).sum();
+        Ok(new as f64 / started.elapsed().as_secs_f64())
+    };
+    run(&prompts[..1], 1)?; // warm-up
+    let gen_1 = run(&prompts[..BATCH_ONE_PROMPTS], 1)?;
+    let gen_32 = run(&prompts, BATCH)?;
+
+    // Fine-tuning: prompt → a number answer, LoRA r=8 on every projection.
+    let examples: Vec<Example> = (0..TRAIN_EXAMPLES as u64)
+        .map(|i| {
+            let answer = format!("{}, {}, {}, {}", 100 + i, 200 + 3 * i, 300 + 7 * i, 400 + i);
+            let (prompt, answer) = tok.example_ids(
+                &[Message::new("user", sequence_prompt(prompt_seed(9, i)))],
+                &answer,
+            )?;
+            Ok(Example { prompt, answer })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let (_vs, mut student) = instantiate(&checkpoint, device, kind_for(device))?;
+    let lora_vs = nn::VarStore::new(device);
+    let spec = LoraSpec {
+        rank: 8,
+        alpha: 8.0,
+        targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
+    };
+    attach_lora(&mut student, &lora_vs, &spec, 0)?;
+    let settings = TrainSettings {
+        epochs: 1,
+        lr: 2e-4,
+        warmup_steps: 5,
+        max_grad_norm: 1.0,
+        batch_size: TRAIN_BATCH,
+        grad_accumulation: 1,
+        weight_decay: 0.0,
+        seed: 0,
+    };
+    let report = train(
+        &student,
+        &lora_vs,
+        &examples,
+        &settings,
+        tok.pad_id,
+        &|| false,
+        &mut |_, _, _, _| {},
+    )?
+    .expect("not stopped");
+
+    if let Some(path) = arg("--workload") {
+        let ids = |v: &[u32]| v.to_vec();
+        let workload = json!({
+            "new_tokens": NEW_TOKENS,
+            "batch_one_prompts": BATCH_ONE_PROMPTS,
+            "prompts": prompts.iter().map(|p| ids(p)).collect::<Vec<_>>(),
+            "pad_id": tok.pad_id,
+            "train_batch": TRAIN_BATCH,
+            "examples": examples.iter().map(|e| json!({"prompt": e.prompt, "answer": e.answer})).collect::<Vec<_>>(),
+        });
+        std::fs::write(&path, serde_json::to_vec(&workload)?)?;
+    }
+    println!(
+        "{}",
+        json!({
+            "impl": "subliminal",
+            "threads": threads,
+            "device": format!("{device:?}"),
+            "generate_batch1_tokens_per_s": gen_1,
+            "generate_batch32_tokens_per_s": gen_32,
+            "finetune_tokens_per_s": report.tokens_per_second,
+            "finetune_steps": report.steps,
+        })
+    );
+    Ok(())
+}
