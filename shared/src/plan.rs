@@ -86,7 +86,9 @@ impl Plan {
 pub struct PlanBuilder {
     plan: Plan,
     stages: HashSet<StageId>,
-    measurements: HashSet<(String, StageId)>,
+    /// (arm, stage, metric): one evaluation may feed several rows, e.g. the
+    /// base model's answers scored for each trait of a sweep.
+    measurements: HashSet<(String, StageId, String)>,
 }
 
 impl PlanBuilder {
@@ -115,10 +117,12 @@ impl PlanBuilder {
     }
 
     pub fn measure(&mut self, measurement: Measurement) {
-        if self
-            .measurements
-            .insert((measurement.arm.clone(), measurement.stage))
-        {
+        let key = (
+            measurement.arm.clone(),
+            measurement.stage,
+            measurement.metric.clone(),
+        );
+        if self.measurements.insert(key) {
             self.plan.measurements.push(measurement);
         }
     }

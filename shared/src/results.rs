@@ -334,11 +334,15 @@ impl ResultsTable {
                 errors.push(format!("  {}: {e}", row.arm));
             }
         }
+        let metrics: std::collections::BTreeSet<&str> =
+            self.rows.iter().map(|r| r.metric.as_str()).collect();
+        let metrics: Vec<&str> = metrics.into_iter().collect();
         let mut out = format!(
-            "sweep {} ({}), metric: {}\n{table}\n",
+            "sweep {} ({}), {}: {}\n{table}\n",
             self.sweep,
             self.experiment,
-            self.rows.first().map_or("-", |r| r.metric.as_str())
+            if metrics.len() > 1 { "metrics" } else { "metric" },
+            if metrics.is_empty() { "-".to_owned() } else { metrics.join(", ") }
         );
         if !errors.is_empty() {
             out.push_str("failures:\n");
