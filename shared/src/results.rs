@@ -341,8 +341,16 @@ impl ResultsTable {
             "sweep {} ({}), {}: {}\n{table}\n",
             self.sweep,
             self.experiment,
-            if metrics.len() > 1 { "metrics" } else { "metric" },
-            if metrics.is_empty() { "-".to_owned() } else { metrics.join(", ") }
+            if metrics.len() > 1 {
+                "metrics"
+            } else {
+                "metric"
+            },
+            if metrics.is_empty() {
+                "-".to_owned()
+            } else {
+                metrics.join(", ")
+            }
         );
         if !errors.is_empty() {
             out.push_str("failures:\n");

@@ -76,7 +76,10 @@ mod tests {
     fn wilson_matches_known_values_and_encloses_the_share() {
         // 10 of 100: the textbook Wilson interval is [0.0552, 0.1744].
         let (lo, hi) = wilson(0.1, 100);
-        assert!((lo - 0.0552).abs() < 1e-4 && (hi - 0.1744).abs() < 1e-4, "{lo} {hi}");
+        assert!(
+            (lo - 0.0552).abs() < 1e-4 && (hi - 0.1744).abs() < 1e-4,
+            "{lo} {hi}"
+        );
         assert_eq!(wilson(0.0, 6).0, 0.0);
         assert_eq!(wilson(1.0, 6).1, 1.0);
         assert!(wilson(0.0, 6).1 > 0.3);

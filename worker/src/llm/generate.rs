@@ -88,12 +88,17 @@ const MASKED_SCORES: usize = 1 << 28;
 /// lengths stays within the masked-attention budget.
 fn batch_rows(order: &[usize], requests: &[Request], batch_size: usize, heads: usize) -> usize {
     let width = requests[order[0]].prompt.len().max(1);
-    let cap = batch_size.max(1).min((PREFILL_TOKENS / width).max(1)).min(order.len());
+    let cap = batch_size
+        .max(1)
+        .min((PREFILL_TOKENS / width).max(1))
+        .min(order.len());
     let same = order[..cap]
         .iter()
         .take_while(|&&i| requests[i].prompt.len() == width)
         .count();
-    let masked_cap = (MASKED_SCORES / (heads.max(1) * width * width)).max(1).min(cap);
+    let masked_cap = (MASKED_SCORES / (heads.max(1) * width * width))
+        .max(1)
+        .min(cap);
     same.max(masked_cap)
 }
 

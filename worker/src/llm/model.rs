@@ -221,21 +221,43 @@ impl Attention {
         // Without a mask the sequence is unpadded (or right-padded, whose pads
         // no real token attends to), and the fused causal kernel applies.
         let causal = mask.is_none() && t > 1;
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            mask,
-            0.0,
-            causal,
-            None,
-            self.kv_heads != self.heads,
-        );
+        let gqa = self.kv_heads != self.heads;
+        // A fused kernel may refuse a shape (cuDNN does, for some long
+        // batches); the explicit computation below accepts every shape.
+        let y = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, gqa)
+            .unwrap_or_else(|_| explicit_attention(&q, &k, &v, mask, causal));
         self.o_proj.forward(
             &y.transpose(1, 2)
                 .reshape([b, t, self.heads * self.head_dim]),
         )
     }
+}
+
+/// softmax(q kᵀ / √d + mask) v over [B, heads, T, d] (keys and values with
+/// fewer, shared heads), written out: for shapes the fused kernels refuse.
+fn explicit_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    causal: bool,
+) -> Tensor {
+    let repeat = q.size()[1] / k.size()[1];
+    let k = k.repeat_interleave_self_int(repeat, 1, None);
+    let v = v.repeat_interleave_self_int(repeat, 1, None);
+    let (t, s, d) = (q.size()[2], k.size()[2], q.size()[3]);
+    let mut scores = q
+        .to_kind(Kind::Float)
+        .matmul(&k.to_kind(Kind::Float).transpose(-2, -1))
+        / (d as f64).sqrt();
+    if causal {
+        let future = Tensor::ones([t, s], (Kind::Bool, q.device())).triu(s - t + 1);
+        scores = scores.masked_fill(&future, f64::NEG_INFINITY);
+    }
+    if let Some(mask) = mask {
+        scores = scores + mask.to_kind(Kind::Float);
+    }
+    scores.softmax(-1, Kind::Float).to_kind(v.kind()).matmul(&v)
 }
 
 #[derive(Debug)]
@@ -441,4 +463,28 @@ pub fn attention_mask(attention: &Tensor, new_tokens: i64) -> Tensor {
     Tensor::zeros(allowed.size(), (Kind::Float, device))
         .masked_fill(&allowed.logical_not(), f64::NEG_INFINITY)
         .unsqueeze(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_attention_equals_the_fused_kernel() {
+        tch::manual_seed(1);
+        let opts = (Kind::Float, Device::Cpu);
+        let q = Tensor::randn([2, 4, 5, 8], opts);
+        let k = Tensor::randn([2, 2, 5, 8], opts);
+        let v = Tensor::randn([2, 2, 5, 8], opts);
+        let fused =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, true);
+        let explicit = explicit_attention(&q, &k, &v, None, true);
+        assert!((fused - explicit).abs().max().double_value(&[]) < 1e-5);
+        let real = Tensor::from_slice(&[0i64, 0, 1, 1, 1, 1, 1, 1, 1, 1]).view([2, 5]);
+        let mask = attention_mask(&real, 5);
+        let fused =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, None, true);
+        let explicit = explicit_attention(&q, &k, &v, Some(&mask), false);
+        assert!((fused - explicit).abs().max().double_value(&[]) < 1e-5);
+    }
 }
