@@ -242,6 +242,39 @@ fn explicit_attention(
     mask: Option<&Tensor>,
     causal: bool,
 ) -> Tensor {
+    explicit_attention_within(q, k, v, mask, causal, 1 << 28)
+}
+
+/// [`explicit_attention`] a few rows at a time, at most `scores` attention
+/// scores per step (and at least one row).
+fn explicit_attention_within(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    causal: bool,
+    scores: i64,
+) -> Tensor {
+    let (b, heads, t, s) = (q.size()[0], q.size()[1], q.size()[2], k.size()[2]);
+    let rows = (scores / (heads * t * s).max(1)).max(1);
+    if b > rows {
+        let parts: Vec<Tensor> = (0..b)
+            .step_by(rows as usize)
+            .map(|start| {
+                let len = rows.min(b - start);
+                let part = |x: &Tensor| x.narrow(0, start, len);
+                let m = mask.map(|m| {
+                    if m.size()[0] == b {
+                        part(m)
+                    } else {
+                        m.shallow_clone()
+                    }
+                });
+                explicit_attention_within(&part(q), &part(k), &part(v), m.as_ref(), causal, scores)
+            })
+            .collect();
+        return Tensor::cat(&parts, 0);
+    }
     let repeat = q.size()[1] / k.size()[1];
     let k = k.repeat_interleave_self_int(repeat, 1, None);
     let v = v.repeat_interleave_self_int(repeat, 1, None);
@@ -486,5 +519,8 @@ mod tests {
             Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, None, true);
         let explicit = explicit_attention(&q, &k, &v, Some(&mask), false);
         assert!((fused - explicit).abs().max().double_value(&[]) < 1e-5);
+        // One row per step when the scores of two would pass the bound: the same result.
+        let chunked = explicit_attention_within(&q, &k, &v, Some(&mask), false, 4 * 5 * 5);
+        assert!((explicit - chunked).abs().max().double_value(&[]) < 1e-6);
     }
 }
