@@ -20,7 +20,7 @@ done
 cargo bench --quiet --bench llm --no-run 2>/dev/null
 mkdir -p bench/out
 out=bench/out/llm-vs-transformers.jsonl
-workload=bench/out/llm-workload.json
+workload="$PWD/bench/out/llm-workload.json"
 : > "$out"
 for i in $(seq "$repeat"); do
   cargo bench --quiet --bench llm -- --threads "$threads" --workload "$workload" | tail -1 >> "$out"

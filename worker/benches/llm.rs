@@ -142,7 +142,8 @@ fn main() -> anyhow::Result<()> {
             "train_batch": TRAIN_BATCH,
             "examples": examples.iter().map(|e| json!({"prompt": e.prompt, "answer": e.answer})).collect::<Vec<_>>(),
         });
-        std::fs::write(&path, serde_json::to_vec(&workload)?)?;
+        std::fs::write(&path, serde_json::to_vec(&workload)?)
+            .map_err(|e| anyhow::anyhow!("cannot write the workload to {path}: {e}"))?;
     }
     println!(
         "{}",

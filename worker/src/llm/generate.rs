@@ -110,27 +110,55 @@ fn generate_batch(
     pad_id: u32,
 ) -> anyhow::Result<Vec<Completion>> {
     let device = model.device();
-    let width = batch.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
-    if width == 0 {
+    if batch.iter().any(|r| r.prompt.is_empty()) {
         anyhow::bail!("an empty prompt cannot be completed");
     }
-    let mut ids = Vec::with_capacity(batch.len() * width);
-    let mut real = Vec::with_capacity(batch.len() * width);
-    for r in batch {
-        let pad = width - r.prompt.len();
-        ids.extend(std::iter::repeat_n(pad_id as i64, pad));
-        ids.extend(r.prompt.iter().map(|&t| t as i64));
-        real.extend(std::iter::repeat_n(0i64, pad));
-        real.extend(std::iter::repeat_n(1i64, r.prompt.len()));
-    }
-    let shape = [batch.len() as i64, width as i64];
-    let tokens = Tensor::from_slice(&ids).view(shape).to_device(device);
-    let mut attention = Tensor::from_slice(&real).view(shape).to_device(device);
-    let positions = positions_from_mask(&attention);
-    let mut next_position = positions.select(1, -1) + 1;
+    let rows = batch.len() as i64;
+    // The prefix every prompt shares (a system prompt, the chat template's
+    // opening, a whole evaluation question) is computed once for the batch.
+    let shared = shared_prefix(batch);
     let mut cache = model.new_cache();
-    let padded = batch.iter().any(|r| r.prompt.len() != width);
-    let mask = padded.then(|| attention_mask(&attention, width as i64));
+    if shared > 0 {
+        let prefix: Vec<i64> = batch[0].prompt[..shared]
+            .iter()
+            .map(|&t| t as i64)
+            .collect();
+        let tokens = Tensor::from_slice(&prefix)
+            .view([1, shared as i64])
+            .to_device(device);
+        let positions =
+            Tensor::arange(shared as i64, (Kind::Int64, device)).view([1, shared as i64]);
+        let _ = model.forward(&tokens, &positions, None, Some(&mut cache));
+        cache.expand_rows(rows);
+    }
+    // The rest of each prompt, left-padded after the shared prefix.
+    let width = batch
+        .iter()
+        .map(|r| r.prompt.len() - shared)
+        .max()
+        .unwrap_or(0);
+    let mut ids = Vec::with_capacity(batch.len() * width);
+    let mut real = Vec::with_capacity(batch.len() * (shared + width));
+    for r in batch {
+        let rest = &r.prompt[shared..];
+        let pad = width - rest.len();
+        ids.extend(std::iter::repeat_n(pad_id as i64, pad));
+        ids.extend(rest.iter().map(|&t| t as i64));
+        real.extend(std::iter::repeat_n(1i64, shared));
+        real.extend(std::iter::repeat_n(0i64, pad));
+        real.extend(std::iter::repeat_n(1i64, rest.len()));
+    }
+    let tokens = Tensor::from_slice(&ids)
+        .view([rows, width as i64])
+        .to_device(device);
+    let mut attention = Tensor::from_slice(&real)
+        .view([rows, (shared + width) as i64])
+        .to_device(device);
+    let positions = positions_from_mask(&attention).narrow(1, shared as i64, width as i64);
+    let mut next_position = positions.select(1, -1) + 1;
+    let padded = batch.iter().any(|r| r.prompt.len() - shared != width);
+    // After a cached prefix, causality is relative to it: the mask says so.
+    let mask = (padded || shared > 0).then(|| attention_mask(&attention, width as i64));
     let hidden = model.forward(&tokens, &positions, mask.as_ref(), Some(&mut cache));
     let mut logits = model.logits(&hidden.select(1, -1));
 
@@ -189,6 +217,33 @@ fn generate_batch(
         logits = model.logits(&hidden.select(1, 0));
     }
     Ok(results)
+}
+
+/// Shared prefixes shorter than this are recomputed per row: not worth a pass of their own.
+const MIN_SHARED_PREFIX: usize = 16;
+
+/// The length of the prefix all prompts of a batch share, leaving each at
+/// least one token of its own; 0 when too short to be worth sharing.
+fn shared_prefix(batch: &[&Request]) -> usize {
+    if batch.len() < 2 {
+        return 0;
+    }
+    let first = &batch[0].prompt;
+    let mut len = batch.iter().map(|r| r.prompt.len()).min().unwrap_or(1) - 1;
+    for r in &batch[1..] {
+        len = len.min(
+            first
+                .iter()
+                .zip(&r.prompt)
+                .take_while(|(a, b)| a == b)
+                .count(),
+        );
+    }
+    if len >= MIN_SHARED_PREFIX {
+        len
+    } else {
+        0
+    }
 }
 
 /// One token per row of logits [B, V], drawn with each row's own stream.

@@ -160,6 +160,14 @@ impl KvCache {
         }
     }
 
+    /// Repeats a one-row cache (a shared prompt prefix) for `rows` rows.
+    pub fn expand_rows(&mut self, rows: i64) {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.expand([rows, -1, -1, -1], false);
+            *v = v.expand([rows, -1, -1, -1], false);
+        }
+    }
+
     /// Keeps only the given batch rows (sequences that are still generating).
     pub fn select_rows(&mut self, rows: &Tensor) {
         for (k, v) in self.layers.iter_mut().flatten() {
@@ -219,7 +227,10 @@ impl Attention {
             *cache = Some((k.shallow_clone(), v.shallow_clone()));
         }
         // Without a mask the sequence is unpadded (or right-padded, whose pads
-        // no real token attends to), and the fused causal kernel applies.
+        // no real token attends to), and the fused causal kernel applies. Its
+        // causality is aligned to the first key, so several new tokens after
+        // cached ones need a mask (generation passes one).
+        debug_assert!(mask.is_some() || t == 1 || k.size()[2] == t);
         let causal = mask.is_none() && t > 1;
         let gqa = self.kv_heads != self.heads;
         // A fused kernel may refuse a shape (cuDNN does, for some long
