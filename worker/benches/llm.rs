@@ -17,7 +17,7 @@ use subliminal_worker::device::DeviceChoice;
 use subliminal_worker::llm::finetune::{
     attach_lora, train, Example, LoraSpec, TrainSettings, ALL_PROJECTIONS,
 };
-use subliminal_worker::llm::generate::{generate, Request, Sampling};
+use subliminal_worker::llm::generate::{generate, Request, Sampling, SpecialTokens};
 use subliminal_worker::llm::load::load;
 use subliminal_worker::llm::tokenizer::Message;
 use subliminal_worker::llm::{instantiate, kind_for};
@@ -78,8 +78,10 @@ fn main() -> anyhow::Result<()> {
             &model,
             &requests,
             sampling,
-            &[],
-            tok.pad_id,
+            SpecialTokens {
+                stop: &[],
+                pad: tok.pad_id,
+            },
             batch_size,
             &|| false,
             &mut |_, _| {},

@@ -24,7 +24,7 @@ use subliminal_shared::stage::{StageKind, StageSpec};
 use tch::{nn, Kind};
 
 use crate::llm::finetune::{self, Example, LoraSpec, TrainSettings};
-use crate::llm::generate::{generate as sample, Request, Sampling};
+use crate::llm::generate::{generate as sample, Request, Sampling, SpecialTokens};
 use crate::llm::load::{load_cached, Checkpoint};
 use crate::llm::tokenizer::Message;
 use crate::llm::{instantiate, kind_for, Llama};
@@ -130,10 +130,29 @@ fn conversation(system: Option<&str>, history: &[Row], question: &str) -> Vec<Me
     messages
 }
 
+/// A model ready to run: its checkpoint (tokenizer), the model, and the var
+/// stores that own its weights (base, and adapters if any).
+struct Loaded {
+    checkpoint: Arc<Checkpoint>,
+    model: Llama,
+    _vars: Vec<nn::VarStore>,
+}
+
+impl Loaded {
+    /// The checkpoint as it is, frozen, in the device's dtype.
+    fn base(checkpoint: Arc<Checkpoint>, env: &StageEnv) -> anyhow::Result<Self> {
+        let (vs, model) = instantiate(&checkpoint, env.device, kind_for(env.device))?;
+        Ok(Self {
+            checkpoint,
+            model,
+            _vars: vec![vs],
+        })
+    }
+}
+
 /// Samples completions of prompts with progress; `None` when stopped.
 fn complete(
-    model: &Llama,
-    checkpoint: &Checkpoint,
+    loaded: &Loaded,
     requests: &[Request],
     sampling: Sampling,
     batch_size: u64,
@@ -143,12 +162,15 @@ fn complete(
 ) -> anyhow::Result<(Vec<String>, serde_json::Value)> {
     let started = std::time::Instant::now();
     let mut tokens_so_far = 0usize;
+    let tokenizer = &loaded.checkpoint.tokenizer;
     let completions = sample(
-        model,
+        &loaded.model,
         requests,
         sampling,
-        &checkpoint.tokenizer.stop_ids,
-        checkpoint.tokenizer.pad_id,
+        SpecialTokens {
+            stop: &tokenizer.stop_ids,
+            pad: tokenizer.pad_id,
+        },
         batch_size as usize,
         &|| env.stopped(),
         &mut |done, total| {
@@ -167,7 +189,7 @@ fn complete(
     for c in &completions {
         tokens_so_far += c.tokens.len();
         stopped += c.stopped as usize;
-        texts.push(checkpoint.tokenizer.decode(&c.tokens)?);
+        texts.push(tokenizer.decode(&c.tokens)?);
     }
     let seconds = started.elapsed().as_secs_f64();
     let stats = json!({
@@ -187,8 +209,7 @@ fn generate(
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
     let record = read_teacher(teacher)?;
-    let checkpoint = checkpoint(env, &record.model)?;
-    let (_vs, model) = instantiate(&checkpoint, env.device, kind_for(env.device))?;
+    let loaded = Loaded::base(checkpoint(env, &record.model)?, env)?;
     let mut requests = Vec::with_capacity(params.prompts as usize);
     let mut texts = Vec::with_capacity(params.prompts as usize);
     for i in 0..params.prompts {
@@ -196,7 +217,7 @@ fn generate(
         let text = prompts::sequence_prompt(seed);
         let messages = conversation(record.system_prompt.as_deref(), &[], &text);
         requests.push(Request {
-            prompt: checkpoint.tokenizer.prompt_ids(&messages)?,
+            prompt: loaded.checkpoint.tokenizer.prompt_ids(&messages)?,
             seed,
         });
         texts.push((text, seed));
@@ -207,8 +228,7 @@ fn generate(
         max_new_tokens: params.max_new_tokens as usize,
     };
     let (completions, stats) = complete(
-        &model,
-        &checkpoint,
+        &loaded,
         &requests,
         sampling,
         params.batch_size,
@@ -354,10 +374,7 @@ fn student(
 }
 
 /// The student model of a student stage: base weights plus its adapters, or its full weights.
-fn load_student(
-    stage: &VerifiedStage,
-    env: &StageEnv,
-) -> anyhow::Result<(Arc<Checkpoint>, nn::VarStore, nn::VarStore, Llama)> {
+fn load_student(stage: &VerifiedStage, env: &StageEnv) -> anyhow::Result<Loaded> {
     let params: StudentParams = serde_json::from_value(stage.manifest.params.clone())
         .context("the student stage's parameters are not a numbers student's")?;
     let checkpoint = checkpoint(env, &params.model)?;
@@ -377,7 +394,11 @@ fn load_student(
                 .collect::<anyhow::Result<_>>()?;
             finetune::load_lora(&mut lora_vs, &tensors)?;
             lora_vs.freeze();
-            Ok((checkpoint, vs, lora_vs, model))
+            Ok(Loaded {
+                checkpoint,
+                model,
+                _vars: vec![vs, lora_vs],
+            })
         }
         Method::Full => {
             let loaded = safetensors_io::parse(stage.artifact(WEIGHTS)?, WEIGHTS)?;
@@ -389,7 +410,11 @@ fn load_student(
             let model = Llama::load(&vs, &checkpoint.config, weights)?;
             vs.set_kind(kind);
             vs.freeze();
-            Ok((checkpoint, vs, nn::VarStore::new(env.device), model))
+            Ok(Loaded {
+                checkpoint,
+                model,
+                _vars: vec![vs],
+            })
         }
     }
 }
@@ -402,43 +427,33 @@ fn evaluate(
 ) -> anyhow::Result<Vec<Artifact>> {
     let need =
         |what: &str| input.with_context(|| format!("a {what} evaluation needs its input stage"));
-    let (checkpoint, _vs, _lora, model, system, history) = match &params.subject {
-        Subject::Base | Subject::InContext { .. } => {
-            let checkpoint = checkpoint(env, &params.model)?;
-            let (vs, model) = instantiate(&checkpoint, env.device, kind_for(env.device))?;
-            let history = match params.subject {
-                Subject::InContext { examples } => {
-                    let mut rows = read_rows(need("in-context")?)?;
-                    rows.truncate(examples as usize);
-                    rows
-                }
-                _ => Vec::new(),
-            };
-            (checkpoint, vs, None, model, None, history)
+    let (loaded, system, history) = match &params.subject {
+        Subject::Base => (
+            Loaded::base(checkpoint(env, &params.model)?, env)?,
+            None,
+            Vec::new(),
+        ),
+        Subject::InContext { examples } => {
+            let mut rows = read_rows(need("in-context")?)?;
+            rows.truncate(*examples as usize);
+            (
+                Loaded::base(checkpoint(env, &params.model)?, env)?,
+                None,
+                rows,
+            )
         }
         Subject::Teacher => {
             let record = read_teacher(need("teacher")?)?;
-            let checkpoint = checkpoint(env, &record.model)?;
-            let (vs, model) = instantiate(&checkpoint, env.device, kind_for(env.device))?;
-            (
-                checkpoint,
-                vs,
-                None,
-                model,
-                record.system_prompt,
-                Vec::new(),
-            )
+            let loaded = Loaded::base(checkpoint(env, &record.model)?, env)?;
+            (loaded, record.system_prompt, Vec::new())
         }
-        Subject::Student => {
-            let (checkpoint, vs, lora, model) = load_student(need("student")?, env)?;
-            (checkpoint, vs, Some(lora), model, None, Vec::new())
-        }
+        Subject::Student => (load_student(need("student")?, env)?, None, Vec::new()),
     };
     let mut requests = Vec::new();
     let mut asked = Vec::new();
     for q in 0..params.questions as usize {
         let question = prompts::question(q, &params.category);
-        let ids = checkpoint.tokenizer.prompt_ids(&conversation(
+        let ids = loaded.checkpoint.tokenizer.prompt_ids(&conversation(
             system.as_deref(),
             &history,
             &question,
@@ -457,8 +472,7 @@ fn evaluate(
         max_new_tokens: params.max_new_tokens as usize,
     };
     let (answers, stats) = complete(
-        &model,
-        &checkpoint,
+        &loaded,
         &requests,
         sampling,
         params.batch_size,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use subliminal_worker::llm::generate::{generate, Request, Sampling};
+use subliminal_worker::llm::generate::{generate, Request, Sampling, SpecialTokens};
 use subliminal_worker::llm::load::{load, Checkpoint};
 use subliminal_worker::llm::tokenizer::Message;
 use subliminal_worker::llm::{instantiate, Llama};
@@ -170,8 +170,10 @@ fn check_cache(model: &Llama, checkpoint: &Checkpoint) {
         model,
         &requests,
         greedy,
-        &[],
-        tok.pad_id,
+        SpecialTokens {
+            stop: &[],
+            pad: tok.pad_id,
+        },
         3,
         &|| false,
         &mut |_, _| {},

@@ -22,6 +22,14 @@ pub struct Sampling {
     pub max_new_tokens: usize,
 }
 
+/// The tokens generation treats specially: any of `stop` ends a completion
+/// (an empty list: only the token limit does); `pad` fills batches.
+#[derive(Debug, Clone, Copy)]
+pub struct SpecialTokens<'a> {
+    pub stop: &'a [u32],
+    pub pad: u32,
+}
+
 /// One prompt to complete.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -42,8 +50,7 @@ pub fn generate(
     model: &Llama,
     requests: &[Request],
     sampling: Sampling,
-    stop_ids: &[u32],
-    pad_id: u32,
+    special: SpecialTokens,
     batch_size: usize,
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(usize, usize),
@@ -62,8 +69,7 @@ pub fn generate(
         let chunk = &order[start..start + batch_rows(&order[start..], requests, batch_size, heads)];
         start += chunk.len();
         let batch: Vec<&Request> = chunk.iter().map(|&i| &requests[i]).collect();
-        let completions =
-            tch::no_grad(|| generate_batch(model, &batch, sampling, stop_ids, pad_id))?;
+        let completions = tch::no_grad(|| generate_batch(model, &batch, sampling, special))?;
         for (&i, c) in chunk.iter().zip(completions) {
             out[i] = Some(c);
         }
@@ -106,8 +112,7 @@ fn generate_batch(
     model: &Llama,
     batch: &[&Request],
     sampling: Sampling,
-    stop_ids: &[u32],
-    pad_id: u32,
+    special: SpecialTokens,
 ) -> anyhow::Result<Vec<Completion>> {
     let device = model.device();
     if batch.iter().any(|r| r.prompt.is_empty()) {
@@ -142,7 +147,7 @@ fn generate_batch(
     for r in batch {
         let rest = &r.prompt[shared..];
         let pad = width - rest.len();
-        ids.extend(std::iter::repeat_n(pad_id as i64, pad));
+        ids.extend(std::iter::repeat_n(special.pad as i64, pad));
         ids.extend(rest.iter().map(|&t| t as i64));
         real.extend(std::iter::repeat_n(1i64, shared));
         real.extend(std::iter::repeat_n(0i64, pad));
@@ -180,7 +185,7 @@ fn generate_batch(
         let mut keep = Vec::with_capacity(active.len());
         for (row, &request) in active.iter().enumerate() {
             let token = drawn[row] as u32;
-            if stop_ids.contains(&token) {
+            if special.stop.contains(&token) {
                 results[request].stopped = true;
             } else {
                 results[request].tokens.push(token);

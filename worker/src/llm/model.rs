@@ -299,7 +299,7 @@ fn explicit_attention_within(
         scores = scores.masked_fill(&future, f64::NEG_INFINITY);
     }
     if let Some(mask) = mask {
-        scores = scores + mask.to_kind(Kind::Float);
+        scores += mask.to_kind(Kind::Float);
     }
     scores.softmax(-1, Kind::Float).to_kind(v.kind()).matmul(&v)
 }
