@@ -64,9 +64,12 @@ pub fn transfer_grid(
     let teachers = axis(cells.iter().map(|c| &c.teacher));
     let students = axis(cells.iter().map(|c| &c.student));
     let cell = (480 / students.len().max(teachers.len()).max(1)).clamp(24, 90) as u32;
-    let panel_w = 90 + cell * students.len() as u32 + 30;
-    let width = panel_w * panels.len() as u32 + 160;
-    let height = 110 + cell * teachers.len() as u32 + 60;
+    let left = left_margin(&teachers) as u32;
+    let panel_w = left + cell * students.len() as u32 + 30;
+    let title = (sweep.chars().count() + text.figure.len() + 20) as u32 * 11;
+    let width = (panel_w * panels.len() as u32 + 160).max(title);
+    // Tall enough for the colour scale beside a one-row grid.
+    let height = (110 + cell * teachers.len() as u32 + 60).max(320);
     let size = (width, height);
     match path.extension().and_then(|e| e.to_str()) {
         Some("png") => draw(
@@ -129,7 +132,7 @@ where
     .map_err(err)?;
     let c = cell as i32;
     for (p, panel) in panels.iter().enumerate() {
-        let x0 = 90 + p as i32 * panel_w as i32;
+        let x0 = left_margin(teachers) + p as i32 * panel_w as i32;
         let y0 = 95;
         root.draw(&Text::new(panel.clone(), (x0, 50), label.clone()))
             .map_err(err)?;
@@ -141,7 +144,7 @@ where
         .map_err(err)?;
         root.draw(&Text::new(
             format!("teacher {} ↓", text.family),
-            (x0 - 85, 72),
+            (x0 - left_margin(teachers) + 5, 72),
             small.clone(),
         ))
         .map_err(err)?;
@@ -152,10 +155,14 @@ where
         }
         for (i, t) in teachers.iter().enumerate() {
             let y = y0 + i as i32 * c;
+            let right_aligned = small
+                .clone()
+                .into_text_style(&root)
+                .pos(Pos::new(HPos::Right, VPos::Center));
             root.draw(&Text::new(
                 t.to_string(),
-                (x0 - 14, y + c / 2),
-                centred(&small),
+                (x0 - 6, y + c / 2),
+                right_aligned,
             ))
             .map_err(err)?;
             for (j, s) in students.iter().enumerate() {
@@ -190,7 +197,7 @@ where
         }
     }
     // Colour scale.
-    let right = 90 + panels.len() as i32 * panel_w as i32;
+    let right = left_margin(teachers) + panels.len() as i32 * panel_w as i32;
     for k in 0..=100 {
         let y = 95 + (100 - k) * 2;
         root.draw(&Rectangle::new(
@@ -209,6 +216,16 @@ where
     }
     root.present().map_err(err)?;
     Ok(())
+}
+
+/// Room left of a panel for its row labels (init seeds or model names).
+fn left_margin(teachers: &[String]) -> i32 {
+    let longest = teachers
+        .iter()
+        .map(|t| t.chars().count())
+        .max()
+        .unwrap_or(1) as i32;
+    (longest * 8 + 40).max(90)
 }
 
 /// The distinct labels of an axis, numbers in numeric order, then names.
