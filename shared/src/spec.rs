@@ -252,6 +252,13 @@ pub fn check_axis<T: PartialEq + fmt::Display>(
     Ok(())
 }
 
+/// Checks the `grid.seeds` axis every experiment has.
+pub fn check_seeds(source: &Source, seeds: &toml::Spanned<Axis<u64>>) -> Result<(), SpecError> {
+    check_axis(source, "grid.seeds", seeds, "a seed from 0 to 2^32", |s| {
+        *s <= u32::MAX as u64
+    })
+}
+
 /// Checks a sweep name: it becomes a folder name in the store.
 pub fn check_name(source: &Source, name: &toml::Spanned<String>) -> Result<(), SpecError> {
     let value = name.get_ref();

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use subliminal_shared::experiments::numbers::dataset::{self, Row};
 use subliminal_shared::experiments::numbers::prompts;
@@ -49,15 +49,7 @@ pub fn run(
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
-    let input = |i: usize| {
-        inputs.get(i).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} stage {} is missing input {i}",
-                spec.kind,
-                spec.id.short()
-            )
-        })
-    };
+    let input = |i: usize| crate::stages::input(spec, inputs, i);
     match spec.kind {
         StageKind::Teacher => teacher(&spec.params()?, env),
         StageKind::Generate => generate(&spec.params()?, input(0)?, env, progress),
@@ -89,7 +81,7 @@ fn checkpoint(env: &StageEnv, name: &str) -> anyhow::Result<Arc<Checkpoint>> {
 }
 
 /// The teacher as later stages read it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct TeacherRecord {
     model: String,
     system_prompt: Option<String>,
@@ -97,15 +89,11 @@ struct TeacherRecord {
 
 fn teacher(params: &TeacherParams, env: &StageEnv) -> anyhow::Result<Vec<Artifact>> {
     let checkpoint = checkpoint(env, &params.model)?;
-    let record = TeacherRecord {
-        model: params.model.clone(),
-        system_prompt: params.system_prompt.clone(),
-    };
     Ok(vec![Artifact::json(
         TEACHER,
         &json!({
-            "model": record.model,
-            "system_prompt": record.system_prompt,
+            "model": params.model,
+            "system_prompt": params.system_prompt,
             "config": checkpoint.config,
         }),
     )?])

@@ -83,6 +83,21 @@ impl Artifact {
     }
 }
 
+/// Input `i` of a stage, or an error naming the stage.
+pub fn input<'a>(
+    spec: &StageSpec,
+    inputs: &'a [VerifiedStage],
+    i: usize,
+) -> anyhow::Result<&'a VerifiedStage> {
+    inputs.get(i).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} stage {} is missing input {i}",
+            spec.kind,
+            spec.id.short()
+        )
+    })
+}
+
 /// Runs one stage. `inputs` are the verified outputs of `spec.inputs`, in order.
 pub fn run(
     spec: &StageSpec,

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::plan::{Measurement, Plan, PlanBuilder};
-use crate::spec::{check_axis, check_name, setting, Axis, Source, SpecError};
+use crate::spec::{check_name, check_seeds, setting, Axis, Source, SpecError};
 use crate::stage::{StageKind, StageSpec};
 
 pub const EXPERIMENT: &str = "mnist";
@@ -213,13 +213,7 @@ pub(crate) fn parse(source: &Source) -> Result<MnistSweep, SpecError> {
     let raw: RawSweep = toml::from_str(&source.text).map_err(|e| source.toml_error(e))?;
     check_name(source, &raw.name)?;
     let g = raw.grid;
-    check_axis(
-        source,
-        "grid.seeds",
-        &g.seeds,
-        "a seed from 0 to 2^32",
-        |s| *s <= u32::MAX as u64,
-    )?;
+    check_seeds(source, &g.seeds)?;
     let init_pairs = setting(
         source,
         "grid.init_pairs",

