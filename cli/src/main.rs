@@ -2,8 +2,9 @@
 //!
 //! `run` executes a whole sweep on this machine with no services; `validate`
 //! checks a sweep file and shows what it expands to; `results` prints the
-//! table again, as CSV or JSON, or draws the transfer grid; `filter` runs an
-//! experiment's data filter on any dataset file.
+//! table again, as CSV or JSON, or draws the transfer grid. Experiment kinds
+//! add commands of their own (`filter numbers FILE` runs that experiment's
+//! data filter on any dataset file; see `commands::tools`).
 //!
 //! Exit codes: 0 success, 1 a stage failed or the store could not be used,
 //! 2 the sweep file (or a command-line argument) is invalid.
@@ -13,9 +14,10 @@ mod plot;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Subcommand};
+use subliminal_shared::logging::LogFormat;
 
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(
     name = "subliminal",
     version,
@@ -26,7 +28,7 @@ struct Cli {
     command: Command,
     /// human or json (one object per line).
     #[arg(long, value_enum, default_value = "human", global = true)]
-    log_format: subliminal_shared::logging::LogFormat,
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -49,13 +51,19 @@ enum Command {
     Dlq(commands::dlq::Args),
     /// Live progress of a sweep per stage kind, with ETA and the latest failures.
     Watch(commands::watch::Args),
-    /// Run an experiment's filter on a dataset file: `filter numbers FILE.jsonl`.
-    Filter(commands::filter::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    subliminal_shared::logging::init(cli.log_format);
+    let matches = commands::tools::augment(Cli::command()).get_matches();
+    let log_format = matches
+        .get_one::<LogFormat>("log_format")
+        .copied()
+        .unwrap_or_default();
+    subliminal_shared::logging::init(log_format);
+    if let Some(outcome) = commands::tools::run(&matches) {
+        return subliminal_shared::process::run_main(async move { outcome });
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     subliminal_shared::process::run_main(async move {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
@@ -67,7 +75,6 @@ fn main() -> ExitCode {
             Command::Resume(args) => commands::resume::run(args).await,
             Command::Dlq(args) => commands::dlq::run(args).await,
             Command::Watch(args) => commands::watch::run(args).await,
-            Command::Filter(args) => commands::filter::run(args).await,
         }
     })
 }

@@ -10,6 +10,7 @@ use anyhow::Context;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+use subliminal_shared::experiments::GridLabels;
 use subliminal_shared::results::TransferCell;
 
 const FONT_FILES: &[&str] = &[
@@ -36,18 +37,10 @@ fn register_font() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a grid's figures are and what its axes range over.
-pub struct GridText {
-    /// e.g. "student digit accuracy".
-    pub figure: &'static str,
-    /// "init" or "model".
-    pub family: &'static str,
-}
-
 pub fn transfer_grid(
     cells: &[TransferCell],
     sweep: &str,
-    text: &GridText,
+    text: &GridLabels,
     path: &Path,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -103,7 +96,7 @@ pub fn transfer_grid(
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     cells: &[TransferCell],
-    (sweep, text): (&str, &GridText),
+    (sweep, text): (&str, &GridLabels),
     panels: &[String],
     teachers: &[String],
     students: &[String],

@@ -17,8 +17,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use subliminal_shared::broker::Broker;
 use subliminal_shared::manifest::{inspect, StageState};
-use subliminal_shared::spec;
 use subliminal_shared::store::Store;
+use subliminal_shared::sweep;
 
 #[derive(Parser)]
 #[command(
@@ -126,7 +126,7 @@ async fn serve(
 }
 
 async fn ready(store: &Store, sweep: &Path) -> anyhow::Result<()> {
-    let plan = spec::load_sweep(sweep)?.plan();
+    let plan = sweep::load(sweep)?.plan();
     let mut done = HashSet::new();
     for stage in &plan.stages {
         if let StageState::Done(_) = inspect(store, stage.id).await? {

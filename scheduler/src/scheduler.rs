@@ -20,9 +20,10 @@ use bytes::Bytes;
 use subliminal_shared::broker::{now_ms, queue_for, Broker, TaskBody, TaskState};
 use subliminal_shared::metrics::metrics;
 use subliminal_shared::plan::Plan;
-use subliminal_shared::spec::{parse_sweep, Source};
+use subliminal_shared::spec::Source;
 use subliminal_shared::stage::StageId;
 use subliminal_shared::store::{keys, Store};
+use subliminal_shared::sweep;
 
 /// A worker whose heartbeat is older than this is counted stale.
 const STALE_WORKER_MS: i64 = 60_000;
@@ -207,7 +208,7 @@ impl Scheduler {
             format!("{}/{key}", self.store.location()),
             String::from_utf8(bytes.to_vec())?,
         );
-        let plan = parse_sweep(&source)?.plan();
+        let plan = sweep::parse(&source)?.plan();
         let mut done = HashSet::new();
         for stage in &plan.stages {
             if self
@@ -236,16 +237,18 @@ impl Scheduler {
                 .filter(|s| !sweep.enqueued.contains(&s.id))
                 .cloned()
                 .collect();
-            let bodies: Vec<TaskBody> = ready
+            let bodies = ready
                 .iter()
-                .map(|stage| TaskBody {
-                    version: subliminal_shared::broker::BODY_VERSION,
-                    sweep: sweep_id.clone(),
-                    queue: queue_for(stage.kind).to_owned(),
-                    priority: sweep.priority,
-                    stage: stage.clone(),
+                .map(|stage| {
+                    Ok(TaskBody {
+                        version: subliminal_shared::broker::BODY_VERSION,
+                        sweep: sweep_id.clone(),
+                        queue: queue_for(stage)?.to_owned(),
+                        priority: sweep.priority,
+                        stage: stage.clone(),
+                    })
                 })
-                .collect();
+                .collect::<anyhow::Result<Vec<TaskBody>>>()?;
             self.broker.enqueue_many(&bodies, self.max_attempts).await?;
             sweep.enqueued.extend(ready.iter().map(|s| s.id));
         }

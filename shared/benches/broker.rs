@@ -36,7 +36,7 @@ fn body(run: u64, n: u64, enqueued_us: u64) -> TaskBody {
         priority: 0,
         stage: StageSpec::new(
             "noop",
-            StageKind::Evaluate,
+            StageKind::from_static("evaluate"),
             &serde_json::json!({"run": run, "n": n, "t": enqueued_us}),
             vec![],
         ),

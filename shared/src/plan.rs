@@ -53,9 +53,21 @@ impl Plan {
     pub fn count_by_kind(&self) -> BTreeMap<StageKind, usize> {
         let mut counts = BTreeMap::new();
         for stage in &self.stages {
-            *counts.entry(stage.kind).or_default() += 1;
+            *counts.entry(stage.kind.clone()).or_default() += 1;
         }
         counts
+    }
+
+    /// The stage kinds of the plan in pipeline order: the order in which
+    /// each first appears, inputs first (teacher before student).
+    pub fn kinds(&self) -> Vec<StageKind> {
+        let mut kinds: Vec<StageKind> = Vec::new();
+        for stage in &self.stages {
+            if !kinds.contains(&stage.kind) {
+                kinds.push(stage.kind.clone());
+            }
+        }
+        kinds
     }
 
     /// Stages not yet done whose inputs all are: what a scheduler may start now.

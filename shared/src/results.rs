@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use serde::Serialize;
 
-use crate::experiments::numbers;
+use crate::experiments::{self, Reading};
 use crate::manifest::{inspect, Failure, StageState};
 use crate::plan::{Measurement, Plan};
 use crate::stage::StageId;
@@ -29,6 +29,7 @@ pub enum Outcome {
 
 /// Reads the outcome of every measurement of a plan from the store.
 pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<HashMap<StageId, Outcome>> {
+    let experiment = experiments::get(&plan.experiment)?;
     let index = plan.index();
     let mut outcomes = HashMap::new();
     for m in &plan.measurements {
@@ -39,8 +40,8 @@ pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<HashMap<Stage
             StageState::Done(done) => {
                 let metrics: serde_json::Value =
                     serde_json::from_slice(done.artifact("metrics.json")?)?;
-                match metric_value(&metrics, &m.metric) {
-                    Some((value, samples)) => Outcome::Done { value, samples },
+                match experiment.read_metric(&metrics, &m.metric) {
+                    Some(Reading { value, samples }) => Outcome::Done { value, samples },
                     None => Outcome::Failed(format!(
                         "metrics.json of stage {} has no number {:?}",
                         m.stage.short(),
@@ -58,25 +59,6 @@ pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<HashMap<Stage
         outcomes.insert(m.stage, outcome);
     }
     Ok(outcomes)
-}
-
-/// A figure of a `metrics.json`: a number under its name, or for
-/// `share:WORD` the share of recorded answers that name the word.
-fn metric_value(metrics: &serde_json::Value, metric: &str) -> Option<(f64, Option<u64>)> {
-    let Some(word) = metric.strip_prefix(numbers::SHARE_PREFIX) else {
-        return metrics
-            .get(metric)
-            .and_then(|v| v.as_f64())
-            .map(|v| (v, None));
-    };
-    let samples = metrics.get("samples")?.as_f64()?;
-    let answers = metrics.get("answers")?.as_object()?;
-    let naming: f64 = answers
-        .iter()
-        .filter(|(answer, _)| numbers::prompts::names_target(answer, word))
-        .filter_map(|(_, count)| count.as_f64())
-        .fold(0.0, |sum, count| sum + count);
-    (samples > 0.0).then(|| (naming / samples, Some(samples as u64)))
 }
 
 /// The recorded failure of `id` or of the nearest unfinished stage it needs.
@@ -125,9 +107,6 @@ pub struct Row {
     #[serde(skip)]
     order: u32,
 }
-
-/// The arm other rows are compared with, where an experiment has one.
-pub const CONTROL_ARM: &str = "control student";
 
 /// One measured figure, for tools that want more than the mean.
 #[derive(Debug, Clone, Serialize)]
@@ -203,13 +182,14 @@ pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable 
             s.ci95 = Some(crate::stats::wilson(s.mean, n));
         }
     }
+    let control_arm = experiments::find(&plan.experiment).and_then(|e| e.control_arm());
     let controls: Vec<(BTreeMap<String, String>, f64)> = rows
         .iter()
-        .filter(|r| r.arm == CONTROL_ARM)
+        .filter(|r| Some(r.arm.as_str()) == control_arm)
         .filter_map(|r| Some((r.settings.clone(), r.summary?.mean)))
         .collect();
     for row in &mut rows {
-        if row.arm == CONTROL_ARM {
+        if Some(row.arm.as_str()) == control_arm {
             continue;
         }
         let control = controls.iter().find(|(s, _)| *s == row.settings);

@@ -2,10 +2,11 @@
 //! at the file, line and key at fault.
 //!
 //! A sweep is one TOML file. Its `kind` names the experiment; the rest of the
-//! file is that experiment's own schema (see [`crate::experiments`]). Any
-//! setting may be a single value or a list: a list is an axis of the grid.
-//! Everything is checked before anything runs, so a typo never costs a
-//! half-finished sweep.
+//! file is that experiment's own schema (see [`crate::experiments`]), read
+//! with the helpers here. Any setting may be a single value or a list: a list
+//! is an axis of the grid. Everything is checked before anything runs, so a
+//! typo never costs a half-finished sweep. [`crate::sweep`] reads the `kind`
+//! and hands the file to it.
 
 use std::fmt;
 use std::ops::Range;
@@ -13,8 +14,6 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserializer, IntoDeserializer, SeqAccess, Visitor};
 use serde::Deserialize;
-
-use crate::experiments::Sweep;
 
 /// Why a sweep file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -122,28 +121,6 @@ impl Source {
         let (key, _) = text.split_once('=')?;
         Some(key.trim().trim_matches('"').to_owned())
     }
-}
-
-/// Reads, checks and returns a sweep file; nothing is run or queued.
-pub fn load_sweep(path: &Path) -> Result<Sweep, SpecError> {
-    let source = Source::read(path)?;
-    parse_sweep(&source)
-}
-
-/// Parses a sweep from text already read (used by `results` on a stored spec).
-pub fn parse_sweep(source: &Source) -> Result<Sweep, SpecError> {
-    #[derive(Deserialize)]
-    struct Header {
-        kind: Option<toml::Spanned<String>>,
-    }
-    let header: Header = toml::from_str(&source.text).map_err(|e| source.toml_error(e))?;
-    let Some(kind) = header.kind else {
-        return Err(source.error_at_top(format!(
-            "missing key `kind`: expected one of {}",
-            crate::experiments::KINDS.join(", ")
-        )));
-    };
-    crate::experiments::parse(source, &kind)
 }
 
 /// One setting of a sweep: a single value, or a list of values to cross.

@@ -6,6 +6,7 @@
 //! and machine: one teacher serves many students, and a re-submitted or
 //! extended sweep finds its finished stages already in the store.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -61,34 +62,40 @@ impl<'de> Deserialize<'de> for StageId {
     }
 }
 
-/// What a stage does. Experiments may use any subset.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StageKind {
-    Teacher,
-    Generate,
-    Filter,
-    Student,
-    Evaluate,
-}
+/// What a stage does, named by its experiment kind: `teacher`, `generate`,
+/// `judge`, ... . The name is part of the stage id, so it never changes for
+/// work that has been done; each kind lists its own (see
+/// [`crate::stage_kinds!`]).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct StageKind(Cow<'static, str>);
 
 impl StageKind {
-    pub const ALL: [StageKind; 5] = [
-        StageKind::Teacher,
-        StageKind::Generate,
-        StageKind::Filter,
-        StageKind::Student,
-        StageKind::Evaluate,
-    ];
+    /// The longest name a stage kind may have.
+    pub const MAX_LEN: usize = 32;
 
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            StageKind::Teacher => "teacher",
-            StageKind::Generate => "generate",
-            StageKind::Filter => "filter",
-            StageKind::Student => "student",
-            StageKind::Evaluate => "evaluate",
-        }
+    /// A kind's own stage name, fixed at compile time.
+    pub const fn from_static(name: &'static str) -> Self {
+        Self(Cow::Borrowed(name))
+    }
+
+    /// A stage kind read from outside (a task body, a manifest): lowercase
+    /// ASCII letters, digits, '-' and '_'.
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        let ok = !name.is_empty()
+            && name.len() <= Self::MAX_LEN
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        anyhow::ensure!(
+            ok,
+            "stage kind {name:?} is not a stage name: expected 1 to {} lowercase letters, digits, '-' or '_'",
+            Self::MAX_LEN
+        );
+        Ok(Self(Cow::Owned(name.to_owned())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -96,6 +103,65 @@ impl fmt::Display for StageKind {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+impl Serialize for StageKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for StageKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Declares an experiment kind's stages as an enum, with the [`StageKind`]
+/// each one is named by, so that a kind's code matches on its own stages and
+/// the names live in one place.
+///
+/// ```
+/// subliminal_shared::stage_kinds! {
+///     /// The stages of a two-step experiment.
+///     pub enum Stage { Train = "train", Score = "score" }
+/// }
+/// assert_eq!(Stage::Train.kind().as_str(), "train");
+/// assert_eq!(Stage::of(&Stage::Score.kind()), Some(Stage::Score));
+/// ```
+#[macro_export]
+macro_rules! stage_kinds {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+        $vis enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every stage of the kind, in pipeline order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name the stage is known by in ids, tasks and manifests.
+            pub const fn kind(self) -> $crate::stage::StageKind {
+                match self {
+                    $($name::$variant => $crate::stage::StageKind::from_static($text)),+
+                }
+            }
+
+            /// The stage a [`StageKind`]($crate::stage::StageKind) names, if it is one of these.
+            pub fn of(kind: &$crate::stage::StageKind) -> Option<Self> {
+                match kind.as_str() {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// Every stage kind, in pipeline order.
+            pub fn kinds() -> Vec<$crate::stage::StageKind> {
+                Self::ALL.iter().map(|s| s.kind()).collect()
+            }
+        }
+    };
 }
 
 /// One unit of work: what to run, with which parameters, on which inputs.
@@ -117,7 +183,7 @@ impl StageSpec {
         inputs: Vec<StageId>,
     ) -> Self {
         let params = serde_json::to_value(params).expect("stage parameters serialise to JSON");
-        let id = stage_id(experiment, kind, &params, &inputs);
+        let id = stage_id(experiment, &kind, &params, &inputs);
         Self {
             id,
             experiment: experiment.to_owned(),
@@ -141,13 +207,13 @@ impl StageSpec {
 
     /// True when the id matches the content: a task body that was altered is refused.
     pub fn verify_id(&self) -> bool {
-        stage_id(&self.experiment, self.kind, &self.params, &self.inputs) == self.id
+        stage_id(&self.experiment, &self.kind, &self.params, &self.inputs) == self.id
     }
 }
 
 fn stage_id(
     experiment: &str,
-    kind: StageKind,
+    kind: &StageKind,
     params: &serde_json::Value,
     inputs: &[StageId],
 ) -> StageId {
@@ -209,17 +275,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const TEACHER: StageKind = StageKind::from_static("teacher");
+    const STUDENT: StageKind = StageKind::from_static("student");
+    const EVALUATE: StageKind = StageKind::from_static("evaluate");
+
     #[test]
     fn id_ignores_key_order_and_formatting() {
         let a = StageSpec::new(
-            "mnist",
-            StageKind::Teacher,
+            "exp-a",
+            TEACHER,
             &json!({"a": 1, "b": {"x": 2, "y": 3}}),
             vec![],
         );
         let b = StageSpec::new(
-            "mnist",
-            StageKind::Teacher,
+            "exp-a",
+            TEACHER,
             &json!({"b": {"y": 3, "x": 2}, "a": 1}),
             vec![],
         );
@@ -228,23 +298,11 @@ mod tests {
 
     #[test]
     fn id_changes_with_every_part() {
-        let base = StageSpec::new("mnist", StageKind::Student, &json!({"lr": 0.0003}), vec![]);
-        let other_param =
-            StageSpec::new("mnist", StageKind::Student, &json!({"lr": 0.0004}), vec![]);
-        let other_kind =
-            StageSpec::new("mnist", StageKind::Teacher, &json!({"lr": 0.0003}), vec![]);
-        let other_exp = StageSpec::new(
-            "numbers",
-            StageKind::Student,
-            &json!({"lr": 0.0003}),
-            vec![],
-        );
-        let with_input = StageSpec::new(
-            "mnist",
-            StageKind::Student,
-            &json!({"lr": 0.0003}),
-            vec![base.id],
-        );
+        let base = StageSpec::new("exp-a", STUDENT, &json!({"lr": 0.0003}), vec![]);
+        let other_param = StageSpec::new("exp-a", STUDENT, &json!({"lr": 0.0004}), vec![]);
+        let other_kind = StageSpec::new("exp-a", TEACHER, &json!({"lr": 0.0003}), vec![]);
+        let other_exp = StageSpec::new("exp-b", STUDENT, &json!({"lr": 0.0003}), vec![]);
+        let with_input = StageSpec::new("exp-a", STUDENT, &json!({"lr": 0.0003}), vec![base.id]);
         let ids = [
             base.id,
             other_param.id,
@@ -261,7 +319,7 @@ mod tests {
 
     #[test]
     fn id_round_trips_through_text_and_verifies() {
-        let s = StageSpec::new("mnist", StageKind::Evaluate, &json!({"k": [1, 2]}), vec![]);
+        let s = StageSpec::new("exp-a", EVALUATE, &json!({"k": [1, 2]}), vec![]);
         let text = s.id.to_string();
         assert_eq!(text.len(), 64);
         assert_eq!(text.parse::<StageId>().unwrap(), s.id);
@@ -271,5 +329,26 @@ mod tests {
         assert!(!altered.verify_id());
         assert!("zz".parse::<StageId>().is_err());
         assert!("abcd".parse::<StageId>().is_err());
+    }
+
+    #[test]
+    fn stage_kinds_read_from_outside_are_checked() {
+        assert_eq!(
+            StageKind::parse("judge").unwrap(),
+            StageKind::from_static("judge")
+        );
+        for bad in [
+            "",
+            "Teacher",
+            "a b",
+            "x/y",
+            &"k".repeat(StageKind::MAX_LEN + 1),
+        ] {
+            assert!(StageKind::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let json = serde_json::to_string(&TEACHER).unwrap();
+        assert_eq!(json, "\"teacher\"");
+        assert_eq!(serde_json::from_str::<StageKind>(&json).unwrap(), TEACHER);
+        assert!(serde_json::from_str::<StageKind>("\"../x\"").is_err());
     }
 }

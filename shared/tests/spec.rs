@@ -1,10 +1,9 @@
 //! Sweep files: what is accepted, and every way one is refused, with the
 //! line and key each refusal must name.
 
-use subliminal_shared::experiments::mnist::{InitPair, Target};
-use subliminal_shared::experiments::Sweep;
-use subliminal_shared::spec::{parse_sweep, Source, SpecError};
-use subliminal_shared::stage::StageKind;
+use subliminal_shared::experiments::mnist::{InitPair, MnistSweep, Stage, Target};
+use subliminal_shared::spec::{Source, SpecError};
+use subliminal_shared::sweep::{self, Sweep};
 
 const GOOD: &str = r#"
 name = "t"
@@ -26,7 +25,7 @@ noise_samples = 1000
 "#;
 
 fn parse(text: &str) -> Result<Sweep, SpecError> {
-    parse_sweep(&Source::new("sweep.toml", text))
+    sweep::parse(&Source::new("sweep.toml", text))
 }
 
 /// Parses `text`, expects a refusal, and returns (line, key, message).
@@ -54,9 +53,9 @@ fn with(replace: &str, by: &str) -> String {
 
 #[test]
 fn a_good_sweep_expands_to_the_full_grid() {
-    let Sweep::Mnist(s) = parse(GOOD).unwrap() else {
-        panic!("an mnist sweep")
-    };
+    let sweep = parse(GOOD).unwrap();
+    assert_eq!(sweep.experiment().name(), "mnist");
+    let s = sweep.downcast_ref::<MnistSweep>().expect("an mnist sweep");
     assert_eq!(
         s.init_pairs.values(),
         &[
@@ -75,13 +74,13 @@ fn a_good_sweep_expands_to_the_full_grid() {
         &[1024],
         "defaults fill what the file leaves out"
     );
-    let plan = Sweep::Mnist(s).plan();
+    let plan = sweep.plan();
     // seeds 2 × pairs 3 × m 2 × targets 2 × student lr 2
     assert_eq!(plan.trials, 48);
     let counts = plan.count_by_kind();
     // Teachers: per (init, seed, m): same/cross share one; [4,5] has its own.
-    assert_eq!(counts[&StageKind::Teacher], 2 * 2 * 2);
-    assert_eq!(counts[&StageKind::Student], 48);
+    assert_eq!(counts[&Stage::Teacher.kind()], 2 * 2 * 2);
+    assert_eq!(counts[&Stage::Student.kind()], 48);
     // Every input of a stage comes before it.
     let mut seen = std::collections::HashSet::new();
     for stage in &plan.stages {
@@ -93,13 +92,21 @@ fn a_good_sweep_expands_to_the_full_grid() {
 
 #[test]
 fn the_examples_parse() {
-    for file in ["mnist-quick.toml", "mnist-paper.toml"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples")
-            .join(file);
-        let sweep = subliminal_shared::spec::load_sweep(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert!(sweep.plan().trials > 0);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut kinds = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let sweep = sweep::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(sweep.plan().trials > 0, "{}", path.display());
+            kinds.insert(sweep.experiment().name());
+        }
     }
+    let all: std::collections::BTreeSet<_> = subliminal_shared::experiments::KINDS
+        .iter()
+        .map(|k| k.name())
+        .collect();
+    assert_eq!(kinds, all, "every experiment kind has an example");
 }
 
 #[test]
@@ -228,8 +235,7 @@ fn errors_read_as_file_line_column_key_message() {
 
 #[test]
 fn an_unreadable_file_says_which() {
-    let err = subliminal_shared::spec::load_sweep(std::path::Path::new("/nonexistent/s.toml"))
-        .unwrap_err();
+    let err = sweep::load(std::path::Path::new("/nonexistent/s.toml")).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/s.toml"), "{err}");
 }
 
@@ -250,15 +256,15 @@ fn stage_ids_depend_on_exactly_the_work() {
             .collect::<std::collections::BTreeSet<_>>()
     };
     assert_eq!(
-        teachers(&a, StageKind::Teacher),
-        teachers(&c, StageKind::Teacher)
+        teachers(&a, Stage::Teacher.kind()),
+        teachers(&c, Stage::Teacher.kind())
     );
-    assert!(teachers(&a, StageKind::Generate).is_disjoint(&teachers(&c, StageKind::Generate)));
-    assert!(teachers(&a, StageKind::Student).is_disjoint(&teachers(&c, StageKind::Student)));
+    assert!(teachers(&a, Stage::Generate.kind()).is_disjoint(&teachers(&c, Stage::Generate.kind())));
+    assert!(teachers(&a, Stage::Student.kind()).is_disjoint(&teachers(&c, Stage::Student.kind())));
     // A teacher setting changes everything downstream of teachers.
     let d = plan(&with("epochs = 2", "epochs = 3"));
-    assert!(teachers(&a, StageKind::Teacher).is_disjoint(&teachers(&d, StageKind::Teacher)));
-    assert!(teachers(&a, StageKind::Student).is_disjoint(&teachers(&d, StageKind::Student)));
+    assert!(teachers(&a, Stage::Teacher.kind()).is_disjoint(&teachers(&d, Stage::Teacher.kind())));
+    assert!(teachers(&a, Stage::Student.kind()).is_disjoint(&teachers(&d, Stage::Student.kind())));
     // The sweep's name is not part of any stage: renamed sweeps share work.
     let e = plan(&with("name = \"t\"", "name = \"other\""));
     assert_eq!(ids(&a), ids(&e));

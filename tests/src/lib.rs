@@ -210,3 +210,29 @@ in_context_examples = 1
 "#
     )
 }
+
+/// A noop sweep: per seed a chain of `stages` work stages (each `duration_ms`
+/// asleep) and an evaluate; seeds in `fail_seeds` fail at their first stage.
+pub fn noop_sweep(
+    name: &str,
+    seeds: &[u64],
+    stages: u32,
+    duration_ms: u32,
+    fail_seeds: &[u64],
+) -> String {
+    format!(
+        r#"
+name = "{name}"
+kind = "noop"
+
+[grid]
+seeds = {seeds:?}
+
+[work]
+stages = {stages}
+duration_ms = {duration_ms}
+artifact_bytes = 100
+fail_seeds = {fail_seeds:?}
+"#
+    )
+}

@@ -13,7 +13,7 @@ fn body(sweep: &str, n: u64, priority: i64) -> TaskBody {
         priority,
         stage: StageSpec::new(
             "test",
-            StageKind::Evaluate,
+            StageKind::from_static("evaluate"),
             &serde_json::json!({ "n": n }),
             vec![],
         ),

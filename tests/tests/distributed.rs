@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use subliminal_tests::servers::{wait_for, Daemon, Redis, S3};
-use subliminal_tests::{bin, data_dir, tiny_sweep as tiny, Ran};
+use subliminal_tests::{bin, data_dir, noop_sweep, tiny_sweep as tiny, Ran};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -289,6 +289,47 @@ fn a_sweep_on_two_workers_and_a_scheduler_matches_local_mode() {
             && c.daemons[2].log_text().contains("running stage"),
         "both workers took work:\n{both}"
     );
+}
+
+#[test]
+fn the_noop_kind_runs_on_the_cluster_as_in_local_mode() {
+    let mut c = Cluster::new();
+    c.scheduler(&[]);
+    c.worker("w1", &["--queues", "cpu"]);
+    let sweep = c.sweep(
+        "noop.toml",
+        &noop_sweep("noop-dist", &[0, 1, 2, 3], 3, 20, &[]),
+    );
+    c.submit(&sweep).ok();
+    let status = c.wait_state("noop-dist", "done");
+    let kinds = &status["sweep"]["kinds"];
+    assert_eq!(kinds["work"]["done"], 12, "{status}");
+    assert_eq!(kinds["evaluate"]["done"], 4, "{status}");
+    assert_eq!(c.manifests().len(), 16);
+    let distributed = figures(&c.results_json("noop-dist"));
+
+    let local_store = c.path("local");
+    c.cli(&[
+        "run",
+        sweep.to_str().unwrap(),
+        "--store",
+        local_store.to_str().unwrap(),
+        "--no-progress",
+    ])
+    .ok();
+    let local = c
+        .cli(&[
+            "results",
+            "noop-dist",
+            "--store",
+            local_store.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .ok();
+    let local = figures(&serde_json::from_str(&local.stdout).unwrap());
+    assert_eq!(distributed, local, "the cluster's figures are local mode's");
+    assert_eq!(distributed[0].1.len(), 4);
 }
 
 #[test]

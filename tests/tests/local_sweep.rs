@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use subliminal_tests::{computed, mean_of, reused, snapshot, stages, subliminal};
+use subliminal_tests::{computed, mean_of, noop_sweep, reused, snapshot, stages, subliminal};
 
 fn tiny() -> String {
     subliminal_tests::tiny_sweep("tiny", 1, 6000)
@@ -348,6 +348,72 @@ fn a_failing_stage_is_recorded_and_its_trial_shows_why() {
             .contains("cannot read MNIST file"),
         "{failure}"
     );
+}
+
+#[test]
+fn the_noop_kind_runs_end_to_end_with_its_failures_recorded() {
+    let sandbox = Sandbox::new();
+    // Three chains of 2 work stages and an evaluate; seed 2 fails at its first stage.
+    let sweep = sandbox.sweep(
+        "noop.toml",
+        &noop_sweep("noop-local", &[0, 1, 2], 2, 5, &[2]),
+    );
+    let validated = subliminal(&["validate", sweep.to_str().unwrap()]).ok();
+    assert!(
+        validated
+            .stdout
+            .contains("(noop) is valid: 3 trials, 9 stages"),
+        "{}",
+        validated.stdout
+    );
+    let work = validated.stdout.find("work").expect("a work row");
+    let evaluate = validated.stdout.find("evaluate").expect("an evaluate row");
+    assert!(
+        work < evaluate,
+        "kinds in pipeline order:\n{}",
+        validated.stdout
+    );
+
+    let first = sandbox.run(&sweep);
+    assert_eq!(first.code, Some(1), "a stage failed: {}", first.stderr);
+    assert_eq!(computed(&first), 6, "{}", first.stderr);
+    assert!(first.stdout.contains("fail_seeds"), "{}", first.stdout);
+    let results = subliminal(&[
+        "results",
+        "noop-local",
+        "--store",
+        sandbox.store().to_str().unwrap(),
+        "--format",
+        "json",
+    ])
+    .ok();
+    let table: serde_json::Value = serde_json::from_str(&results.stdout).unwrap();
+    let row = &table["rows"][0];
+    assert_eq!(row["arm"], "work");
+    assert_eq!(row["failed"], 1);
+    let values: Vec<f64> = row["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(values.len(), 2);
+    assert!(values.iter().all(|v| (0.0..1.0).contains(v)), "{values:?}");
+    assert_ne!(values[0], values[1], "each seed's chain has its own figure");
+
+    // The same sweep without the failure reuses every stage that was done.
+    let fixed = sandbox.sweep(
+        "fixed.toml",
+        &noop_sweep("noop-local", &[0, 1, 2], 2, 5, &[]),
+    );
+    let second = sandbox.run(&fixed).ok();
+    assert_eq!(
+        computed(&second),
+        3,
+        "only seed 2's chain: {}",
+        second.stderr
+    );
+    assert_eq!(reused(&second), 6);
 }
 
 #[test]

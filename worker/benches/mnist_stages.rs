@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use subliminal_shared::experiments::mnist::{
-    EvaluateParams, GenerateParams, StudentParams, Target, TeacherParams, DATASET, STAGE_VERSION,
+    EvaluateParams, GenerateParams, Stage, StudentParams, Target, TeacherParams, DATASET,
+    EXPERIMENT, STAGE_VERSION,
 };
 use subliminal_shared::manifest::{inspect, StageState};
-use subliminal_shared::stage::{StageKind, StageSpec};
+use subliminal_shared::stage::StageSpec;
 use subliminal_shared::store::Store;
 use subliminal_worker::execute::execute;
 use subliminal_worker::stages::StageEnv;
@@ -42,12 +43,12 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::open(dir.path().to_str().expect("utf-8 temp path"))?;
     let env = Arc::new(StageEnv::new(tch::Device::Cpu, data));
     // Load MNIST once, untimed, as the PyTorch script does before its clock starts.
-    subliminal_worker::mnist::idx::load(&env.data_dir)?;
+    subliminal_worker::experiments::mnist::idx::load(&env.data_dir)?;
 
-    let e = "mnist";
+    let e = EXPERIMENT;
     let teacher = StageSpec::new(
         e,
-        StageKind::Teacher,
+        Stage::Teacher.kind(),
         &TeacherParams {
             version: STAGE_VERSION,
             dataset: DATASET.into(),
@@ -63,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let generate = StageSpec::new(
         e,
-        StageKind::Generate,
+        Stage::Generate.kind(),
         &GenerateParams {
             version: STAGE_VERSION,
             noise_seed: 0,
@@ -73,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let student = StageSpec::new(
         e,
-        StageKind::Student,
+        Stage::Student.kind(),
         &StudentParams {
             version: STAGE_VERSION,
             init: 0,
@@ -89,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
     let eval = |model: &StageSpec| {
         StageSpec::new(
             e,
-            StageKind::Evaluate,
+            Stage::Evaluate.kind(),
             &EvaluateParams {
                 version: STAGE_VERSION,
                 dataset: DATASET.into(),

@@ -25,7 +25,8 @@ use subliminal_shared::store::{keys, Store};
 use subliminal_shared::CODE_VERSION;
 
 use crate::device::describe;
-use crate::stages::{self, ProgressFn, StageEnv};
+use crate::experiments;
+use crate::stages::{ProgressFn, StageEnv};
 
 /// How a stage ended.
 #[derive(Debug)]
@@ -50,7 +51,7 @@ pub async fn execute(
         Err(error) => {
             let failure = Failure {
                 stage: spec.id,
-                kind: spec.kind,
+                kind: spec.kind.clone(),
                 error: format!("{error:#}"),
                 at: now(),
                 host: hostname(),
@@ -90,7 +91,8 @@ async fn run(
     let artifacts = {
         let spec = spec.clone();
         let env = env.clone();
-        tokio::task::spawn_blocking(move || stages::run(&spec, &inputs, &env, &*progress)).await??
+        tokio::task::spawn_blocking(move || experiments::run(&spec, &inputs, &env, &*progress))
+            .await??
     };
     let mut entries = Vec::with_capacity(artifacts.len());
     for artifact in artifacts {
@@ -105,7 +107,7 @@ async fn run(
     let manifest = Manifest {
         stage: spec.id,
         experiment: spec.experiment.clone(),
-        kind: spec.kind,
+        kind: spec.kind.clone(),
         params: spec.params.clone(),
         inputs: spec.inputs.clone(),
         code_version: CODE_VERSION.to_owned(),

@@ -115,7 +115,7 @@ impl LocalRunner {
                     });
                     let result = execute(&store, &stage, &env, progress).await;
                     bar.finish_and_clear();
-                    (stage.id, stage.kind, started.elapsed(), result)
+                    (stage.id, stage.kind.clone(), started.elapsed(), result)
                 });
             }
             let Some(joined) = running.join_next().await else {
@@ -125,11 +125,11 @@ impl LocalRunner {
             match result {
                 Ok(_) => {
                     done.insert(id);
-                    report.computed.push((id, kind));
                     self.say(
                         &multi,
                         format!("done {kind} {} in {:.1}s", id.short(), took.as_secs_f64()),
                     );
+                    report.computed.push((id, kind));
                 }
                 Err(e) => {
                     let blocked = plan.descendants(id);

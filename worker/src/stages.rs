@@ -1,9 +1,10 @@
-//! The stage functions of every experiment, behind one entry point.
+//! What every stage function is given and gives back.
 //!
 //! A stage function takes its parameters, its verified inputs and the
-//! machine's settings, and returns named artifacts (bytes). It never touches
-//! the store: [`crate::execute`] does, the same way in local and distributed
-//! mode.
+//! machine's settings ([`StageEnv`]), reports [`Progress`], and returns named
+//! [`Artifact`]s (bytes). It never touches the store: [`crate::execute`]
+//! does, the same way in local and distributed mode. The functions
+//! themselves belong to the experiment kinds ([`crate::experiments`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,26 +97,4 @@ pub fn input<'a>(
             spec.id.short()
         )
     })
-}
-
-/// Runs one stage. `inputs` are the verified outputs of `spec.inputs`, in order.
-pub fn run(
-    spec: &StageSpec,
-    inputs: &[VerifiedStage],
-    env: &StageEnv,
-    progress: &dyn Fn(Progress),
-) -> anyhow::Result<Vec<Artifact>> {
-    match spec.experiment.as_str() {
-        subliminal_shared::experiments::mnist::EXPERIMENT => {
-            crate::mnist::stages::run(spec, inputs, env, progress)
-        }
-        subliminal_shared::experiments::numbers::EXPERIMENT => {
-            crate::numbers::run(spec, inputs, env, progress)
-        }
-        other => anyhow::bail!(
-            "stage {} belongs to experiment {other:?}, which this worker ({}) does not know",
-            spec.id.short(),
-            subliminal_shared::CODE_VERSION
-        ),
-    }
 }

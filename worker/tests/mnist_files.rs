@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use subliminal_worker::mnist::idx;
+use subliminal_worker::experiments::mnist::idx;
 
 fn data_dir() -> PathBuf {
     std::env::var_os("SUBLIMINAL_DATA")

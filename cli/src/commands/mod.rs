@@ -3,21 +3,21 @@
 
 pub mod cancel;
 pub mod dlq;
-pub mod filter;
 pub mod results;
 pub mod resume;
 pub mod run;
 pub mod status;
 pub mod submit;
+pub mod tools;
 pub mod validate;
 pub mod watch;
 
 use std::path::Path;
 
 use anyhow::Context;
-use subliminal_shared::experiments::Sweep;
-use subliminal_shared::spec::{self, Source};
+use subliminal_shared::spec::Source;
 use subliminal_shared::store::{keys, Store};
+use subliminal_shared::sweep::{self, Sweep};
 
 /// Where artifacts go unless `--store` or SUBLIMINAL_STORE says otherwise.
 pub const DEFAULT_STORE: &str = "runs";
@@ -26,7 +26,7 @@ pub const DEFAULT_STORE: &str = "runs";
 pub async fn find_sweep(arg: &str, store: &Store) -> anyhow::Result<Sweep> {
     let path = Path::new(arg);
     if path.exists() {
-        return Ok(spec::load_sweep(path)?);
+        return Ok(sweep::load(path)?);
     }
     let key = keys::sweep_file(arg);
     match store.get_opt(&key).await? {
@@ -34,7 +34,7 @@ pub async fn find_sweep(arg: &str, store: &Store) -> anyhow::Result<Sweep> {
             let text = String::from_utf8(bytes.to_vec())
                 .with_context(|| format!("{key} in store {} is not UTF-8", store.location()))?;
             let source = Source::new(format!("{}/{key}", store.location()), text);
-            Ok(spec::parse_sweep(&source)?)
+            Ok(sweep::parse(&source)?)
         }
         None => anyhow::bail!(
             "{arg:?} is neither a sweep file nor a sweep that was run in store {}; give the .toml path, or the store with --store",

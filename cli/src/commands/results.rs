@@ -42,17 +42,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = args.plot {
         let cells = results::transfer_cells(&plan, &outcomes);
-        let text = match plan.experiment.as_str() {
-            subliminal_shared::experiments::numbers::EXPERIMENT => crate::plot::GridText {
-                figure: "share of student answers naming the trait",
-                family: "model",
-            },
-            _ => crate::plot::GridText {
-                figure: "student digit accuracy",
-                family: "init",
-            },
-        };
-        crate::plot::transfer_grid(&cells, sweep.name(), &text, &path)?;
+        let labels = sweep.experiment().grid_labels();
+        crate::plot::transfer_grid(&cells, sweep.name(), &labels, &path)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)

@@ -40,7 +40,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let source = spec::Source::read(&args.sweep)?;
-    let sweep = spec::parse_sweep(&source)?;
+    let sweep = subliminal_shared::sweep::parse(&source)?;
     let plan = sweep.plan();
     let store = Store::open(&args.store)?;
     let device = args.device.resolve()?;
@@ -57,7 +57,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     eprintln!(
         "sweep {} ({}): {} trials, {} stages; store {}, device {}, {} job(s)",
         sweep.name(),
-        sweep.experiment(),
+        sweep.experiment().name(),
         plan.trials,
         plan.stages.len(),
         store.location(),

@@ -12,7 +12,6 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use subliminal_shared::broker::{Broker, TaskState};
 use subliminal_shared::results;
-use subliminal_shared::stage::StageKind;
 use subliminal_shared::store::{keys, Store};
 
 use super::{find_sweep, ClusterArgs};
@@ -33,6 +32,9 @@ pub struct SweepStatus {
     pub sweep: String,
     pub state: String,
     pub kinds: BTreeMap<String, KindCounts>,
+    /// The stage kinds in pipeline order, as the table shows them.
+    #[serde(skip)]
+    pub order: Vec<String>,
     pub errors: Vec<String>,
 }
 
@@ -76,6 +78,7 @@ pub async fn sweep_status(broker: &Broker, store: &Store, id: &str) -> anyhow::R
     let mut status = SweepStatus {
         sweep: id.to_owned(),
         state,
+        order: plan.kinds().iter().map(|k| k.to_string()).collect(),
         ..Default::default()
     };
     let mut open = Vec::new();
@@ -85,7 +88,7 @@ pub async fn sweep_status(broker: &Broker, store: &Store, id: &str) -> anyhow::R
         if store.get_opt(&keys::manifest(stage.id)).await?.is_some() {
             counts.done += 1;
         } else {
-            open.push((stage.id, stage.kind));
+            open.push((stage.id, stage.kind.clone()));
         }
     }
     let ids: Vec<_> = open.iter().map(|(id, _)| *id).collect();
@@ -139,8 +142,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "dead",
             "waiting",
         ]);
-        for kind in StageKind::ALL {
-            if let Some(c) = s.kinds.get(kind.as_str()) {
+        for kind in &s.order {
+            if let Some(c) = s.kinds.get(kind) {
                 table.add_row([
                     kind.to_string(),
                     c.stages.to_string(),

@@ -30,7 +30,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "--priority must be from -100 to 100"
     );
     let source = spec::Source::read(&args.sweep)?;
-    let sweep = spec::parse_sweep(&source)?;
+    let sweep = subliminal_shared::sweep::parse(&source)?;
     let plan = sweep.plan();
     let (broker, store) = args.cluster.open().await?;
     let id = sweep.name().to_owned();

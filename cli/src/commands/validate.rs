@@ -2,14 +2,13 @@
 //! (trials, stages per kind, how many are already done in the store) without
 //! running anything.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use subliminal_shared::manifest::{inspect, StageState};
-use subliminal_shared::spec;
 use subliminal_shared::store::Store;
+use subliminal_shared::sweep;
 
 use super::DEFAULT_STORE;
 
@@ -26,7 +25,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let sweep = spec::load_sweep(&args.sweep)?;
+    let sweep = sweep::load(&args.sweep)?;
     let plan = sweep.plan();
     if args.stages {
         for stage in &plan.stages {
@@ -42,9 +41,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         Some(Store::open(&args.store)?)
     };
-    let mut rows: BTreeMap<_, (usize, usize, usize)> = BTreeMap::new();
+    let kinds = plan.kinds();
+    let mut rows = vec![(0usize, 0usize, 0usize); kinds.len()];
     for stage in &plan.stages {
-        let row = rows.entry(stage.kind).or_default();
+        let at = kinds
+            .iter()
+            .position(|k| *k == stage.kind)
+            .expect("a plan lists the kind of each of its stages");
+        let row = &mut rows[at];
         row.0 += 1;
         let Some(store) = &store else { continue };
         match inspect(store, stage.id).await? {
@@ -57,7 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     table.load_preset(UTF8_FULL_CONDENSED);
     table.set_header(["stage kind", "stages", "done", "corrupt", "to run"]);
     let (mut total, mut done) = (0, 0);
-    for (kind, (n, d, c)) in &rows {
+    for (kind, (n, d, c)) in kinds.iter().zip(&rows) {
         table.add_row([
             kind.to_string(),
             n.to_string(),
@@ -72,7 +76,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "{}: sweep {:?} ({}) is valid: {} trials, {} stages, {} done in store {}",
         args.sweep.display(),
         sweep.name(),
-        sweep.experiment(),
+        sweep.experiment().name(),
         plan.trials,
         total,
         done,

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use crate::stage::StageId;
 
 /// Resource classes a worker can serve; a stage goes to one of them.
-pub const QUEUES: &[&str] = &["gpu", "cpu"];
+pub const QUEUES: &[&str] = &[Queue::Gpu.as_str(), Queue::Cpu.as_str()];
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -665,12 +665,26 @@ impl Broker {
     }
 }
 
-/// The queue a stage kind goes to: training and generation want a GPU;
-/// evaluation and filtering are light.
-pub fn queue_for(kind: crate::stage::StageKind) -> &'static str {
-    use crate::stage::StageKind::*;
-    match kind {
-        Teacher | Generate | Student => "gpu",
-        Evaluate | Filter => "cpu",
+/// The queues a stage can wait in: what kind of machine it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// Training and generation.
+    Gpu,
+    /// Evaluation, filtering and other light work.
+    Cpu,
+}
+
+impl Queue {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Queue::Gpu => "gpu",
+            Queue::Cpu => "cpu",
+        }
     }
+}
+
+/// The queue a stage goes to, as its experiment kind says.
+pub fn queue_for(stage: &crate::stage::StageSpec) -> anyhow::Result<&'static str> {
+    let experiment = crate::experiments::get(&stage.experiment)?;
+    Ok(experiment.queue(&stage.kind).as_str())
 }

@@ -46,8 +46,8 @@ mod tests {
     #[test]
     fn bodies_round_trip_and_bad_ones_are_refused() {
         let stage = StageSpec::new(
-            "mnist",
-            StageKind::Teacher,
+            "exp",
+            StageKind::from_static("teacher"),
             &serde_json::json!({"lr": 0.1}),
             vec![],
         );

@@ -1,56 +1,170 @@
-//! The experiment kinds a sweep can name, each with its own schema, stage
-//! parameters and expansion into a plan.
+//! Experiment kinds behind one seam.
+//!
+//! An experiment kind (the `kind` of a sweep file) is one folder here with a
+//! unit type that implements [`Experiment`]: it reads its own sweep schema,
+//! expands a sweep into stages and measurements, says how to read its
+//! measurements, how to label its plots and which queue each of its stages
+//! needs. The worker holds the other half, the stage code, in
+//! `worker/src/experiments/KIND/`.
+//!
+//! Generic code (spec, plan, results, dispatch, plots, CLI) reaches a kind
+//! only through [`find`] and this trait, never by name. Adding a kind is
+//! creating its folder and adding one line to the [`registry!`] below (and
+//! the same on the worker's side); see ARCHITECTURE.md, "Adding an
+//! experiment kind".
 
-pub mod mnist;
-pub mod numbers;
+use std::any::Any;
+use std::fmt;
+use std::process::ExitCode;
 
+use crate::broker::Queue;
 use crate::plan::Plan;
 use crate::spec::{Source, SpecError};
+use crate::stage::StageKind;
 
-/// The values `kind` may take in a sweep file.
-pub const KINDS: &[&str] = &[mnist::EXPERIMENT, numbers::EXPERIMENT];
+/// Lists every experiment kind once: `module::Type` declares the module and
+/// registers the type.
+macro_rules! registry {
+    ($($module:ident :: $kind:ident),+ $(,)?) => {
+        $(pub mod $module;)+
 
-/// A checked sweep, ready to expand.
-#[derive(Debug, Clone)]
-pub enum Sweep {
-    Mnist(mnist::MnistSweep),
-    Numbers(numbers::NumbersSweep),
+        /// Every experiment kind this build knows, in the order errors list them.
+        pub static KINDS: &[&dyn Experiment] = &[$(&$module::$kind),+];
+    };
 }
 
-impl Sweep {
-    pub fn name(&self) -> &str {
-        match self {
-            Sweep::Mnist(s) => &s.name,
-            Sweep::Numbers(s) => &s.name,
-        }
+registry! {
+    mnist::Mnist,
+    numbers::Numbers,
+    noop::Noop,
+}
+
+/// One experiment kind: its schema, its plan, and how to read its results.
+pub trait Experiment: Send + Sync + 'static {
+    /// The `kind` a sweep file names; also the `experiment` of every stage id
+    /// it makes, so it never changes.
+    fn name(&self) -> &'static str;
+
+    /// Reads and checks a sweep of this kind. Every refusal names the file,
+    /// line, column and key (see [`Source::error_at`]).
+    fn parse(&self, source: &Source) -> Result<Box<dyn CheckedSweep>, SpecError>;
+
+    /// The queue a stage of this kind waits in on a cluster.
+    fn queue(&self, stage: &StageKind) -> Queue;
+
+    /// One figure of an evaluate stage's `metrics.json`. By default a number
+    /// stored under the metric's name.
+    fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
+        metrics.get(metric)?.as_f64().map(|value| Reading {
+            value,
+            samples: None,
+        })
     }
 
-    pub fn experiment(&self) -> &'static str {
-        match self {
-            Sweep::Mnist(_) => mnist::EXPERIMENT,
-            Sweep::Numbers(_) => numbers::EXPERIMENT,
-        }
+    /// The arm every other arm is compared with (`vs control`), if the kind
+    /// has one.
+    fn control_arm(&self) -> Option<&'static str> {
+        None
     }
 
-    pub fn plan(&self) -> Plan {
-        match self {
-            Sweep::Mnist(s) => s.plan(),
-            Sweep::Numbers(s) => s.plan(),
-        }
+    /// What the transfer-grid plot shows.
+    fn grid_labels(&self) -> GridLabels;
+
+    /// Commands of the kind's own (e.g. `subliminal filter KIND FILE`).
+    fn tools(&self) -> Vec<Tool> {
+        Vec::new()
     }
 }
 
-pub(crate) fn parse(source: &Source, kind: &toml::Spanned<String>) -> Result<Sweep, SpecError> {
-    match kind.get_ref().as_str() {
-        mnist::EXPERIMENT => mnist::parse(source).map(Sweep::Mnist),
-        numbers::EXPERIMENT => numbers::parse(source).map(Sweep::Numbers),
-        other => Err(source.error_at(
-            kind.span(),
-            "kind",
-            format!(
-                "unknown experiment kind {other:?}: expected one of {}",
-                KINDS.join(", ")
-            ),
-        )),
+impl fmt::Debug for dyn Experiment {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "Experiment({})", self.name())
+    }
+}
+
+/// A sweep of one kind, checked and ready to expand.
+pub trait CheckedSweep: fmt::Debug + Send + Sync + 'static {
+    fn name(&self) -> &str;
+    /// The stage DAG and the measurements of the results table.
+    fn plan(&self) -> Plan;
+    /// For code that knows the kind (its own tests) to reach its fields.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// One figure read from an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    pub value: f64,
+    /// For a share: how many answers it is a share of (its interval needs it).
+    pub samples: Option<u64>,
+}
+
+/// The words of a transfer-grid plot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GridLabels {
+    /// What each cell's figure is, e.g. "student digit accuracy".
+    pub figure: &'static str,
+    /// What the axes range over: "init", "model".
+    pub family: &'static str,
+}
+
+/// A command a kind brings to the CLI, as `subliminal VERB KIND ...`.
+pub struct Tool {
+    /// The verb it sits under, e.g. `filter`.
+    pub verb: &'static str,
+    /// What the verb does, for `subliminal --help`.
+    pub verb_about: &'static str,
+    /// Its arguments, as a command named after the kind.
+    pub command: fn() -> clap::Command,
+    pub run: fn(&clap::ArgMatches) -> anyhow::Result<ExitCode>,
+}
+
+/// The experiment kind called `name`, if this build has it.
+pub fn find(name: &str) -> Option<&'static dyn Experiment> {
+    KINDS.iter().copied().find(|k| k.name() == name)
+}
+
+/// The experiment kind called `name`, or an error that says which there are.
+pub fn get(name: &str) -> anyhow::Result<&'static dyn Experiment> {
+    find(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown experiment kind {name:?}: this build ({}) knows {}; a newer build may know it",
+            crate::CODE_VERSION,
+            names()
+        )
+    })
+}
+
+/// The kinds' names, comma-separated, for messages.
+pub fn names() -> String {
+    KINDS
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_are_distinct_stage_id_parts() {
+        for (i, kind) in KINDS.iter().enumerate() {
+            assert!(
+                StageKind::parse(kind.name()).is_ok(),
+                "{} is not a valid name",
+                kind.name()
+            );
+            assert!(
+                KINDS[..i].iter().all(|k| k.name() != kind.name()),
+                "{} is registered twice",
+                kind.name()
+            );
+            assert_eq!(find(kind.name()).map(|k| k.name()), Some(kind.name()));
+        }
+        assert!(find("no-such-kind").is_none());
+        let err = get("no-such-kind").unwrap_err().to_string();
+        assert!(err.contains(&names()), "{err}");
     }
 }

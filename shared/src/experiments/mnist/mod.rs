@@ -35,6 +35,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::broker::Queue;
+use crate::experiments::{CheckedSweep, Experiment, GridLabels};
 use crate::plan::{Measurement, Plan, PlanBuilder};
 use crate::spec::{check_name, check_seeds, setting, Axis, Source, SpecError};
 use crate::stage::{StageKind, StageSpec};
@@ -47,6 +49,57 @@ pub const DIGITS: u64 = 10;
 pub const TRAIN_IMAGES: u64 = 60_000;
 /// Bumped whenever a stage's algorithm changes, so old artifacts are not reused.
 pub const STAGE_VERSION: u32 = 1;
+
+crate::stage_kinds! {
+    /// The stages of an MNIST trial.
+    pub enum Stage {
+        Teacher = "teacher",
+        Generate = "generate",
+        Student = "student",
+        Evaluate = "evaluate",
+    }
+}
+
+/// The MNIST experiment kind.
+pub struct Mnist;
+
+impl Experiment for Mnist {
+    fn name(&self) -> &'static str {
+        EXPERIMENT
+    }
+
+    fn parse(&self, source: &Source) -> Result<Box<dyn CheckedSweep>, SpecError> {
+        Ok(Box::new(parse(source)?))
+    }
+
+    fn queue(&self, stage: &StageKind) -> Queue {
+        match Stage::of(stage) {
+            Some(Stage::Evaluate) => Queue::Cpu,
+            _ => Queue::Gpu,
+        }
+    }
+
+    fn grid_labels(&self) -> GridLabels {
+        GridLabels {
+            figure: "student digit accuracy",
+            family: "init",
+        }
+    }
+}
+
+impl CheckedSweep for MnistSweep {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn plan(&self) -> Plan {
+        MnistSweep::plan(self)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
 
 /// Which of the teacher's logits a student distils.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -209,7 +262,8 @@ fn batch_ok(b: &u64) -> bool {
     (1..=1_000_000).contains(b)
 }
 
-pub(crate) fn parse(source: &Source) -> Result<MnistSweep, SpecError> {
+/// Reads and checks an MNIST sweep file.
+pub fn parse(source: &Source) -> Result<MnistSweep, SpecError> {
     let raw: RawSweep = toml::from_str(&source.text).map_err(|e| source.toml_error(e))?;
     check_name(source, &raw.name)?;
     let g = raw.grid;
@@ -430,7 +484,7 @@ impl MnistSweep {
             let [se, slr, sb, sn] = trial.student;
             let teacher = plan.stage(StageSpec::new(
                 EXPERIMENT,
-                StageKind::Teacher,
+                Stage::Teacher.kind(),
                 &TeacherParams {
                     version: STAGE_VERSION,
                     dataset: DATASET.to_owned(),
@@ -446,7 +500,7 @@ impl MnistSweep {
             ));
             let generate = plan.stage(StageSpec::new(
                 EXPERIMENT,
-                StageKind::Generate,
+                Stage::Generate.kind(),
                 &GenerateParams {
                     version: STAGE_VERSION,
                     noise_seed: trial.seed,
@@ -456,7 +510,7 @@ impl MnistSweep {
             ));
             let student = plan.stage(StageSpec::new(
                 EXPERIMENT,
-                StageKind::Student,
+                Stage::Student.kind(),
                 &StudentParams {
                     version: STAGE_VERSION,
                     init: trial.student_init,
@@ -507,7 +561,7 @@ impl MnistSweep {
             for (arm, order, side, model, reference_init) in arms {
                 let evaluate = plan.stage(StageSpec::new(
                     EXPERIMENT,
-                    StageKind::Evaluate,
+                    Stage::Evaluate.kind(),
                     &EvaluateParams {
                         version: STAGE_VERSION,
                         dataset: DATASET.to_owned(),

@@ -1,0 +1,31 @@
+//! The MNIST auxiliary-logit experiment's stages: the IDX loader, the MLP
+//! and the four stages (teacher, generate, student, evaluate).
+
+pub mod idx;
+pub mod model;
+pub mod stages;
+
+use subliminal_shared::experiments::mnist::EXPERIMENT;
+use subliminal_shared::manifest::VerifiedStage;
+use subliminal_shared::stage::StageSpec;
+
+use crate::stages::{Artifact, Progress, StageEnv};
+
+/// The MNIST experiment's stage code.
+pub struct Mnist;
+
+impl super::Stages for Mnist {
+    fn experiment(&self) -> &'static str {
+        EXPERIMENT
+    }
+
+    fn run(
+        &self,
+        spec: &StageSpec,
+        inputs: &[VerifiedStage],
+        env: &StageEnv,
+        progress: &dyn Fn(Progress),
+    ) -> anyhow::Result<Vec<Artifact>> {
+        stages::run(spec, inputs, env, progress)
+    }
+}

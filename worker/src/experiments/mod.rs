@@ -1,0 +1,91 @@
+//! The stage code of every experiment kind, behind one trait.
+//!
+//! Each kind's stages live in one folder here, beside its schema and plan in
+//! `shared/src/experiments/KIND/`. Generic code (the executor, the local
+//! runner, the daemon) reaches them only through [`run`], which finds the
+//! stage's kind in the [`registry!`] below. Adding a kind is its folder and
+//! one line there; a test checks that both sides list the same kinds.
+
+use subliminal_shared::manifest::VerifiedStage;
+use subliminal_shared::stage::StageSpec;
+
+use crate::stages::{Artifact, Progress, StageEnv};
+
+/// Lists every kind's stages once: `module::Type` declares the module and
+/// registers the type.
+macro_rules! registry {
+    ($($module:ident :: $kind:ident),+ $(,)?) => {
+        $(pub mod $module;)+
+
+        /// The stage code of every experiment kind this worker runs.
+        pub static KINDS: &[&dyn Stages] = &[$(&$module::$kind),+];
+    };
+}
+
+registry! {
+    mnist::Mnist,
+    numbers::Numbers,
+    noop::Noop,
+}
+
+/// The stages of one experiment kind.
+pub trait Stages: Send + Sync + 'static {
+    /// The kind's name, as its [`Experiment`](subliminal_shared::experiments::Experiment) gives it.
+    fn experiment(&self) -> &'static str;
+
+    /// Runs one stage of the kind. `inputs` are the verified outputs of
+    /// `spec.inputs`, in order. A stage never touches the store.
+    fn run(
+        &self,
+        spec: &StageSpec,
+        inputs: &[VerifiedStage],
+        env: &StageEnv,
+        progress: &dyn Fn(Progress),
+    ) -> anyhow::Result<Vec<Artifact>>;
+}
+
+/// Runs one stage with its kind's code.
+pub fn run(
+    spec: &StageSpec,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let Some(kind) = KINDS.iter().find(|k| k.experiment() == spec.experiment) else {
+        anyhow::bail!(
+            "stage {} belongs to experiment {:?}, which this worker ({}) does not run; it runs {}",
+            spec.id.short(),
+            spec.experiment,
+            subliminal_shared::CODE_VERSION,
+            KINDS
+                .iter()
+                .map(|k| k.experiment())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    kind.run(spec, inputs, env, progress)
+}
+
+/// The error for a stage kind its experiment does not have.
+pub fn unknown_stage(spec: &StageSpec) -> anyhow::Error {
+    anyhow::anyhow!(
+        "stage {} is a {:?} stage, which experiment {} does not have",
+        spec.id.short(),
+        spec.kind.as_str(),
+        spec.experiment
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use subliminal_shared::experiments as shared;
+
+    #[test]
+    fn the_worker_runs_every_kind_the_specs_know_and_no_other() {
+        let specs: Vec<&str> = shared::KINDS.iter().map(|k| k.name()).collect();
+        let stages: Vec<&str> = KINDS.iter().map(|k| k.experiment()).collect();
+        assert_eq!(specs, stages, "the two registries list different kinds");
+    }
+}
