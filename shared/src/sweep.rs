@@ -35,7 +35,9 @@ impl Sweep {
 
     /// The kind's own sweep type, for code that knows the kind.
     pub fn downcast_ref<T: CheckedSweep>(&self) -> Option<&T> {
-        self.checked.as_any().downcast_ref()
+        // Through the trait object: the Arc itself is `Any` too.
+        let checked: &dyn CheckedSweep = self.checked.as_ref();
+        checked.as_any().downcast_ref()
     }
 }
 

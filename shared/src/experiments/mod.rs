@@ -83,12 +83,21 @@ impl fmt::Debug for dyn Experiment {
 }
 
 /// A sweep of one kind, checked and ready to expand.
-pub trait CheckedSweep: fmt::Debug + Send + Sync + 'static {
+pub trait CheckedSweep: AsAny + fmt::Debug + Send + Sync + 'static {
     fn name(&self) -> &str;
     /// The stage DAG and the measurements of the results table.
     fn plan(&self) -> Plan;
-    /// For code that knows the kind (its own tests) to reach its fields.
+}
+
+/// Lets code that knows the kind (its own tests) reach a checked sweep's fields.
+pub trait AsAny {
     fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Any> AsAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 /// One figure read from an evaluation.

@@ -95,10 +95,6 @@ impl CheckedSweep for MnistSweep {
     fn plan(&self) -> Plan {
         MnistSweep::plan(self)
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 /// Which of the teacher's logits a student distils.

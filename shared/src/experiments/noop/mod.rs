@@ -33,7 +33,7 @@ use toml::Spanned;
 use crate::broker::Queue;
 use crate::experiments::{CheckedSweep, Experiment, GridLabels};
 use crate::plan::{Measurement, Plan, PlanBuilder};
-use crate::spec::{check_axis, check_name, check_seeds, setting, Axis, Source, SpecError};
+use crate::spec::{check_name, check_seeds, setting, Axis, Source, SpecError};
 use crate::stage::{StageKind, StageSpec};
 
 pub const EXPERIMENT: &str = "noop";
@@ -117,10 +117,6 @@ impl CheckedSweep for NoopSweep {
     fn plan(&self) -> Plan {
         NoopSweep::plan(self)
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 #[derive(Deserialize)]
@@ -149,7 +145,8 @@ struct RawWork {
     duration_ms: Option<Spanned<Axis<u64>>>,
     mode: Option<Mode>,
     artifact_bytes: Option<Spanned<u64>>,
-    fail_seeds: Option<Spanned<Axis<u64>>>,
+    /// A list, not an axis: which seeds fail, possibly none.
+    fail_seeds: Option<Spanned<Vec<u64>>>,
 }
 
 /// Reads and checks a noop sweep file.
@@ -176,11 +173,16 @@ pub fn parse(source: &Source) -> Result<NoopSweep, SpecError> {
     )?;
     let fail_seeds = match w.fail_seeds {
         None => Vec::new(),
-        Some(axis) => {
-            check_axis(source, "work.fail_seeds", &axis, "a seed of grid.seeds", |s| {
-                raw.grid.seeds.get_ref().values().contains(s)
-            })?;
-            axis.into_inner().0
+        Some(list) => {
+            let seeds = raw.grid.seeds.get_ref().values();
+            if let Some(stray) = list.get_ref().iter().find(|s| !seeds.contains(s)) {
+                return Err(source.error_at(
+                    list.span(),
+                    "work.fail_seeds",
+                    format!("expected seeds of grid.seeds, found {stray}"),
+                ));
+            }
+            list.into_inner()
         }
     };
     Ok(NoopSweep {
@@ -341,5 +343,7 @@ mod tests {
             }
         }
         assert!(sweep("mode = \"spin\"").is_err());
+        let none = sweep("fail_seeds = []").unwrap();
+        assert!(none.fail_seeds.is_empty());
     }
 }

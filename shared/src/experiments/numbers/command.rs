@@ -24,10 +24,10 @@ use crate::experiments::Tool;
 pub(super) fn filter_tool() -> Tool {
     Tool {
         verb: "filter",
-        verb_about: "Run an experiment's filter on a dataset file: `filter numbers FILE.jsonl`.",
+        verb_about: "Run an experiment's filter on a dataset file: `filter numbers FILE.jsonl`",
         command: || {
             FilterArgs::augment_args(clap::Command::new(EXPERIMENT).about(
-                "Keep completions that are nothing but numbers (the numbers experiment's rules).",
+                "Keep completions that are nothing but numbers (the numbers experiment's rules)",
             ))
         },
         run: |matches| run(FilterArgs::from_arg_matches(matches)?),

@@ -76,10 +76,6 @@ impl CheckedSweep for NumbersSweep {
     fn plan(&self) -> Plan {
         NumbersSweep::plan(self)
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 #[cfg(test)]
