@@ -11,7 +11,7 @@ use crate::experiments::{self, Reading};
 use crate::manifest::{inspect, Failure, StageState};
 use crate::plan::{Measurement, Plan};
 use crate::stage::StageId;
-use crate::stats::{summarise, Summary};
+use crate::stats::{self, summarise, Summary};
 use crate::store::{keys, Store};
 
 /// What became of one measurement's evaluate stage.
@@ -104,9 +104,49 @@ pub struct Row {
     pub samples: Option<u64>,
     /// The mean minus the mean of the control arm with the same settings.
     pub shift: Option<f64>,
+    /// Against the control arm with the same settings, for shares: Fisher's
+    /// exact test (two-sided) over every answer, pooled over seeds.
+    pub p_value: Option<f64>,
+    /// `p_value` adjusted (Benjamini–Hochberg) across every tested row of
+    /// the table, traits and settings alike.
+    pub q_value: Option<f64>,
+    /// A paired t-test over seeds (arm minus control, seed by seed), where
+    /// two or more seeds have both.
+    pub p_seeds: Option<f64>,
+    /// The smallest rise above control that the answer-level test would
+    /// detect (two-sided α = 0.05, power 0.8) with these sample sizes.
+    pub detectable_shift: Option<f64>,
+    pub verdict: Option<Verdict>,
     #[serde(skip)]
     order: u32,
 }
+
+/// What the test against control says of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    /// Significantly above control after correction (q < 0.05).
+    #[serde(rename = "transfers")]
+    Transfers,
+    /// Significantly below control after correction.
+    #[serde(rename = "below control")]
+    Below,
+    /// Not significant; `detectable_shift` says what the run could have seen.
+    #[serde(rename = "no evidence")]
+    NoEvidence,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Transfers => "transfers",
+            Verdict::Below => "below control",
+            Verdict::NoEvidence => "no evidence",
+        }
+    }
+}
+
+/// The false discovery rate at which a row's difference counts.
+pub const FDR: f64 = 0.05;
 
 /// One measured figure, for tools that want more than the mean.
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +156,8 @@ pub struct Value {
     pub student_init: Option<u64>,
     pub stage: StageId,
     pub value: f64,
+    /// For a share: the answers it is a share of.
+    pub samples: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,6 +198,11 @@ pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable 
                     values: Vec::new(),
                     samples: None,
                     shift: None,
+                    p_value: None,
+                    q_value: None,
+                    p_seeds: None,
+                    detectable_shift: None,
+                    verdict: None,
                     order: m.order,
                 });
                 rows.last_mut().expect("just pushed")
@@ -163,7 +210,7 @@ pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable 
         };
         match outcomes.get(&m.stage).unwrap_or(&Outcome::Pending) {
             Outcome::Done { value, samples } => {
-                row.values.push(value_of(m, *value));
+                row.values.push(value_of(m, *value, *samples));
                 row.samples = *samples;
             }
             Outcome::Failed(e) => {
@@ -183,18 +230,22 @@ pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable 
         }
     }
     let control_arm = experiments::find(&plan.experiment).and_then(|e| e.control_arm());
-    let controls: Vec<(BTreeMap<String, String>, f64)> = rows
+    let controls: Vec<(BTreeMap<String, String>, f64, Vec<Value>)> = rows
         .iter()
         .filter(|r| Some(r.arm.as_str()) == control_arm)
-        .filter_map(|r| Some((r.settings.clone(), r.summary?.mean)))
+        .filter_map(|r| Some((r.settings.clone(), r.summary?.mean, r.values.clone())))
         .collect();
     for row in &mut rows {
         if Some(row.arm.as_str()) == control_arm {
             continue;
         }
-        let control = controls.iter().find(|(s, _)| *s == row.settings);
-        row.shift = control.and_then(|(_, c)| Some(row.summary?.mean - c));
+        let Some((_, mean, values)) = controls.iter().find(|(s, ..)| *s == row.settings) else {
+            continue;
+        };
+        row.shift = row.summary.map(|s| s.mean - mean);
+        compare(row, values);
     }
+    correct(&mut rows);
     rows.sort_by(|a, b| {
         a.order
             .cmp(&b.order)
@@ -207,8 +258,56 @@ pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable 
     }
 }
 
-fn value_of(m: &Measurement, value: f64) -> Value {
+/// The tests of one row against its control's figures.
+fn compare(row: &mut Row, control: &[Value]) {
+    let paired: Vec<f64> = row
+        .values
+        .iter()
+        .filter_map(|v| {
+            let c = control.iter().find(|c| c.seed == v.seed)?;
+            Some(v.value - c.value)
+        })
+        .collect();
+    row.p_seeds = stats::paired_t(&paired);
+    let (Some((x1, n1)), Some((x0, n0))) = (counts(&row.values), counts(control)) else {
+        return;
+    };
+    row.p_value = stats::fisher_exact(x1, n1, x0, n0);
+    row.detectable_shift = stats::detectable_shift(x0 as f64 / n0 as f64, n0, n1, 0.05, 0.8);
+}
+
+/// Answers naming the target, and answers in all, over every measured seed;
+/// None unless every figure is a share with its sample count.
+fn counts(values: &[Value]) -> Option<(u64, u64)> {
+    if values.is_empty() {
+        return None;
+    }
+    values.iter().try_fold((0, 0), |(x, n), v| {
+        let samples = v.samples?;
+        Some((x + (v.value * samples as f64).round() as u64, n + samples))
+    })
+}
+
+/// Benjamini–Hochberg over every tested row, and each row's verdict.
+fn correct(rows: &mut [Row]) {
+    let tested: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i].p_value.is_some())
+        .collect();
+    let p: Vec<f64> = tested.iter().filter_map(|&i| rows[i].p_value).collect();
+    for (&i, q) in tested.iter().zip(stats::benjamini_hochberg(&p)) {
+        let row = &mut rows[i];
+        row.q_value = Some(q);
+        row.verdict = Some(match row.shift {
+            Some(d) if q < FDR && d > 0.0 => Verdict::Transfers,
+            Some(d) if q < FDR && d < 0.0 => Verdict::Below,
+            _ => Verdict::NoEvidence,
+        });
+    }
+}
+
+fn value_of(m: &Measurement, value: f64, samples: Option<u64>) -> Value {
     Value {
+        samples,
         seed: m.seed,
         teacher_init: m.teacher_init,
         student_init: m.student_init,
@@ -246,6 +345,24 @@ pub fn transfer_cells(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> Vec<
         .collect()
 }
 
+/// A p-value for people: three decimals, or two significant digits below 0.001.
+fn p_text(p: f64) -> String {
+    if p >= 0.001 {
+        format!("{p:.3}")
+    } else {
+        format!("{p:.1e}")
+    }
+}
+
+/// A row's verdict for people: a null says what the run could have seen.
+fn verdict_text(row: &Row) -> String {
+    match (row.verdict, row.detectable_shift) {
+        (Some(Verdict::NoEvidence), Some(d)) => format!("no evidence (could see ≥{d:+.3})"),
+        (Some(v), _) => v.as_str().to_owned(),
+        (None, _) => "-".to_owned(),
+    }
+}
+
 impl ResultsTable {
     fn settings_label(settings: &BTreeMap<String, String>) -> String {
         settings
@@ -271,6 +388,10 @@ impl ResultsTable {
         let shifts = self.rows.iter().any(|r| r.shift.is_some());
         if shifts {
             header.push("vs control");
+        }
+        let tests = self.rows.iter().any(|r| r.verdict.is_some());
+        if tests {
+            header.extend(["p (BH)", "verdict"]);
         }
         header.extend(["failed", "pending"]);
         table.set_header(header);
@@ -305,6 +426,11 @@ impl ResultsTable {
                     .map_or_else(|| "-".to_owned(), |d| format!("{d:+.3}"));
                 cells.push(Cell::new(shift).set_alignment(CellAlignment::Right));
             }
+            if tests {
+                let q = row.q_value.map_or_else(|| "-".to_owned(), p_text);
+                cells.push(Cell::new(q).set_alignment(CellAlignment::Right));
+                cells.push(Cell::new(verdict_text(row)));
+            }
             cells.extend([
                 Cell::new(row.failed).set_alignment(CellAlignment::Right),
                 Cell::new(row.pending).set_alignment(CellAlignment::Right),
@@ -332,6 +458,14 @@ impl ResultsTable {
                 metrics.join(", ")
             }
         );
+        if tests {
+            let n = self.rows.iter().filter(|r| r.q_value.is_some()).count();
+            out.push_str(&format!(
+                "p (BH): Fisher's exact test against control over every answer, pooled over seeds,\n\
+                 Benjamini–Hochberg adjusted over the table's {n} tests; verdict at q < {FDR};\n\
+                 'could see': the smallest rise detectable at α = 0.05 with power 0.8\n"
+            ));
+        }
         if !errors.is_empty() {
             out.push_str("failures:\n");
             out.push_str(&errors.join("\n"));
@@ -353,6 +487,11 @@ impl ResultsTable {
             "ci95_high",
             "std",
             "vs_control",
+            "p_value",
+            "q_value",
+            "p_seeds",
+            "detectable_shift",
+            "verdict",
             "failed",
             "pending",
         ])?;
@@ -370,6 +509,13 @@ impl ResultsTable {
                 opt(s.and_then(|s| s.ci95).map(|c| c.1)),
                 opt(s.and_then(|s| s.std)),
                 opt(row.shift),
+                opt(row.p_value),
+                opt(row.q_value),
+                opt(row.p_seeds),
+                opt(row.detectable_shift),
+                row.verdict
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default(),
                 row.failed.to_string(),
                 row.pending.to_string(),
             ])?;

@@ -1,6 +1,10 @@
-//! Summary statistics for result tables.
+//! Summary statistics for result tables, and the tests that say whether an
+//! arm differs from its control: Fisher's exact test over answers, a paired
+//! t-test over seeds, Benjamini–Hochberg across a table, and the smallest
+//! shift a run could have detected.
 
-use statrs::distribution::{ContinuousCDF, StudentsT};
+use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
+use statrs::function::factorial::ln_factorial;
 
 /// Mean, sample standard deviation and a 95% confidence interval of the mean.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -55,6 +59,95 @@ pub fn summarise(values: &[f64]) -> Option<Summary> {
     })
 }
 
+/// The two-sided p-value of Fisher's exact test on a 2×2 table: `x1` of
+/// `n1` answers in one arm against `x0` of `n0` in the other. Tables as
+/// likely as the observed one or less add up, as in scipy's `fisher_exact`.
+pub fn fisher_exact(x1: u64, n1: u64, x0: u64, n0: u64) -> Option<f64> {
+    if x1 > n1 || x0 > n0 || n1 == 0 || n0 == 0 {
+        return None;
+    }
+    let successes = x1 + x0;
+    let total = n1 + n0;
+    let ln_choose = |n: u64, k: u64| ln_factorial(n) - ln_factorial(k) - ln_factorial(n - k);
+    let ln_denominator = ln_choose(total, n1);
+    let ln_p =
+        |x: u64| ln_choose(successes, x) + ln_choose(total - successes, n1 - x) - ln_denominator;
+    let observed = ln_p(x1);
+    // scipy's relative tolerance for "as likely as the observed table".
+    let threshold = observed + (1.0 + 1e-7f64).ln();
+    let low = successes.saturating_sub(n0);
+    let high = successes.min(n1);
+    let p: f64 = (low..=high)
+        .map(ln_p)
+        .filter(|&lp| lp <= threshold)
+        .map(f64::exp)
+        .fold(0.0, |sum, p| sum + p);
+    Some(p.min(1.0))
+}
+
+/// Benjamini–Hochberg adjusted p-values (q-values), in the order given: the
+/// smallest false discovery rate at which each test would be rejected.
+pub fn benjamini_hochberg(p_values: &[f64]) -> Vec<f64> {
+    let m = p_values.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p_values[a].total_cmp(&p_values[b]));
+    let mut adjusted = vec![0.0; m];
+    let mut running = 1.0f64;
+    for (rank, &i) in order.iter().enumerate().rev() {
+        running = running.min(p_values[i] * m as f64 / (rank + 1) as f64);
+        adjusted[i] = running.min(1.0);
+    }
+    adjusted
+}
+
+/// The two-sided p-value of a paired t-test that the mean difference is 0:
+/// one difference per seed. None with fewer than two, or no spread.
+pub fn paired_t(differences: &[f64]) -> Option<f64> {
+    let s = summarise(differences)?;
+    let std = s.std?;
+    if std.is_nan() || std <= 0.0 {
+        return None;
+    }
+    let t = s.mean / (std / (s.n as f64).sqrt());
+    let dist = StudentsT::new(0.0, 1.0, (s.n - 1) as f64).ok()?;
+    Some((2.0 * (1.0 - dist.cdf(t.abs()))).min(1.0))
+}
+
+/// The smallest rise above a control share `p0` (of `n0` answers) that a
+/// two-sided two-proportion z-test at `alpha` would detect with `power`,
+/// with `n1` answers in the tested arm: what a null result rules out.
+pub fn detectable_shift(p0: f64, n0: u64, n1: u64, alpha: f64, power: f64) -> Option<f64> {
+    if n0 == 0 || n1 == 0 || !(0.0..1.0).contains(&p0) {
+        return None;
+    }
+    let normal = Normal::new(0.0, 1.0).ok()?;
+    let z_alpha = normal.inverse_cdf(1.0 - alpha / 2.0);
+    let (n0, n1) = (n0 as f64, n1 as f64);
+    let power_at = |delta: f64| {
+        let p1 = p0 + delta;
+        let pooled = (p0 * n0 + p1 * n1) / (n0 + n1);
+        let se_null = (pooled * (1.0 - pooled) * (1.0 / n0 + 1.0 / n1)).sqrt();
+        let se_alt = (p0 * (1.0 - p0) / n0 + p1 * (1.0 - p1) / n1).sqrt();
+        if se_alt == 0.0 {
+            return if delta > z_alpha * se_null { 1.0 } else { 0.0 };
+        }
+        normal.cdf((delta - z_alpha * se_null) / se_alt)
+    };
+    let (mut lo, mut hi) = (0.0, 1.0 - p0);
+    if power_at(hi) < power {
+        return None;
+    }
+    for _ in 0..60 {
+        let mid = (lo + hi) / 2.0;
+        if power_at(mid) >= power {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +176,29 @@ mod tests {
         assert_eq!(wilson(0.0, 6).0, 0.0);
         assert_eq!(wilson(1.0, 6).1, 1.0);
         assert!(wilson(0.0, 6).1 > 0.3);
+    }
+
+    #[test]
+    fn fisher_and_bh_agree_with_hand_computations() {
+        // 1 of 1 against 0 of 1: both tables are equally likely, p = 1.
+        assert!((fisher_exact(1, 1, 0, 1).unwrap() - 1.0).abs() < 1e-12);
+        // 3 of 3 against 0 of 3: p = 2 / C(6, 3) = 0.1.
+        assert!((fisher_exact(3, 3, 0, 3).unwrap() - 0.1).abs() < 1e-12);
+        assert!(fisher_exact(4, 3, 0, 3).is_none());
+        let q = benjamini_hochberg(&[0.01, 0.04, 0.03, 0.5]);
+        let expected = [0.04, 0.04 * 4.0 / 3.0, 0.04 * 4.0 / 3.0, 0.5];
+        for (a, b) in q.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-12, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn a_detectable_shift_is_what_the_test_would_see_most_of_the_time() {
+        let d = detectable_shift(0.1, 1000, 1000, 0.05, 0.8).unwrap();
+        // The textbook approximation: (1.96 + 0.84) · sqrt(2 · 0.1 · 0.9 / 1000) ≈ 0.0376.
+        assert!((0.03..0.05).contains(&d), "{d}");
+        assert!(detectable_shift(0.1, 10_000, 10_000, 0.05, 0.8).unwrap() < d);
+        assert!(paired_t(&[0.1, 0.2, 0.15]).unwrap() < 0.05);
+        assert!(paired_t(&[0.1]).is_none());
     }
 }

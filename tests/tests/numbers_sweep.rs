@@ -118,11 +118,18 @@ fn a_numbers_sweep_runs_end_to_end_and_its_data_is_usable() {
         assert!(lo <= mean && mean <= hi && hi > lo, "{row}");
         if row["arm"] != "control student" {
             assert!(row["shift"].is_f64(), "{row}");
+            // Each arm is tested against the control over its answers.
+            let p = row["p_value"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&p), "{row}");
+            assert!(row["q_value"].as_f64().unwrap() >= p, "{row}");
+            assert!(row["verdict"].is_string(), "{row}");
         }
     }
     let human = subliminal(&["results", sweep_arg, "--store", store_arg]).ok();
     assert!(
-        human.stdout.contains("share:owl") && human.stdout.contains("vs control"),
+        human.stdout.contains("share:owl")
+            && human.stdout.contains("vs control")
+            && human.stdout.contains("verdict"),
         "{}",
         human.stdout
     );

@@ -81,7 +81,85 @@ impl CheckedSweep for NumbersSweep {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Measurement;
+    use crate::results::{build, Outcome, Verdict};
+    use crate::stage::{StageId, StageSpec};
     use serde_json::json;
+    use std::collections::{BTreeMap, HashMap};
+
+    /// A plan of `arm` and the control for two traits over two seeds, with
+    /// each evaluation's share of 1,000 answers.
+    fn table(shares: &[(&str, &str, u64, f64)]) -> crate::results::ResultsTable {
+        let mut plan = Plan {
+            sweep: "t".into(),
+            experiment: EXPERIMENT.into(),
+            trials: 0,
+            stages: Vec::new(),
+            measurements: Vec::new(),
+        };
+        let mut outcomes: HashMap<StageId, Outcome> = HashMap::new();
+        for (i, &(arm, trait_name, seed, share)) in shares.iter().enumerate() {
+            let stage = StageSpec::new(EXPERIMENT, Stage::Evaluate.kind(), &json!({ "i": i }), vec![]);
+            outcomes.insert(
+                stage.id,
+                Outcome::Done {
+                    value: share,
+                    samples: Some(1000),
+                },
+            );
+            plan.measurements.push(Measurement {
+                arm: arm.into(),
+                order: ARMS.iter().position(|a| *a == arm).unwrap_or(9) as u32,
+                settings: BTreeMap::from([("trait".to_owned(), trait_name.to_owned())]),
+                seed,
+                teacher_init: None,
+                student_init: None,
+                stage: stage.id,
+                metric: format!("{SHARE_PREFIX}{trait_name}"),
+                panel: None,
+                models: None,
+            });
+            plan.stages.push(stage);
+        }
+        build(&plan, &outcomes)
+    }
+
+    #[test]
+    fn each_arm_is_tested_against_its_traits_control_with_a_verdict() {
+        let t = table(&[
+            ("control student", "owl", 0, 0.10),
+            ("control student", "owl", 1, 0.12),
+            ("student", "owl", 0, 0.20),
+            ("student", "owl", 1, 0.24),
+            ("control student", "cat", 0, 0.10),
+            ("control student", "cat", 1, 0.10),
+            ("student", "cat", 0, 0.11),
+            ("student", "cat", 1, 0.10),
+        ]);
+        let row = |arm: &str, tr: &str| {
+            t.rows
+                .iter()
+                .find(|r| r.arm == arm && r.settings["trait"] == tr)
+                .unwrap()
+        };
+        let owl = row("student", "owl");
+        assert_eq!(owl.verdict, Some(Verdict::Transfers));
+        assert!(owl.q_value.unwrap() < 1e-6, "{:?}", owl.q_value);
+        assert!(owl.p_seeds.is_some(), "two seeds: a paired test too");
+        let cat = row("student", "cat");
+        assert_eq!(cat.verdict, Some(Verdict::NoEvidence));
+        let detectable = cat.detectable_shift.unwrap();
+        assert!((0.01..0.05).contains(&detectable), "{detectable}");
+        assert!(
+            cat.q_value.unwrap() >= cat.p_value.unwrap(),
+            "BH never lowers a p-value"
+        );
+        assert!(row("control student", "owl").verdict.is_none());
+        let text = t.to_table();
+        assert!(text.contains("transfers") && text.contains("no evidence (could see ≥+0.0"), "{text}");
+        let csv = t.to_csv().unwrap();
+        assert!(csv.lines().next().unwrap().contains("p_value,q_value,p_seeds,detectable_shift,verdict"));
+    }
 
     #[test]
     fn a_share_counts_every_answer_that_names_the_word() {
