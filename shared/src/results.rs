@@ -122,17 +122,20 @@ pub struct Row {
 }
 
 /// What the test against control says of a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Significantly above control after correction (q < 0.05).
-    #[serde(rename = "transfers")]
     Transfers,
     /// Significantly below control after correction.
-    #[serde(rename = "below control")]
     Below,
     /// Not significant; `detectable_shift` says what the run could have seen.
-    #[serde(rename = "no evidence")]
     NoEvidence,
+}
+
+impl Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl Verdict {
@@ -147,6 +150,9 @@ impl Verdict {
 
 /// The false discovery rate at which a row's difference counts.
 pub const FDR: f64 = 0.05;
+/// The level and power at which `detectable_shift` is computed.
+pub const ALPHA: f64 = 0.05;
+pub const POWER: f64 = 0.8;
 
 /// One measured figure, for tools that want more than the mean.
 #[derive(Debug, Clone, Serialize)]
@@ -273,7 +279,7 @@ fn compare(row: &mut Row, control: &[Value]) {
         return;
     };
     row.p_value = stats::fisher_exact(x1, n1, x0, n0);
-    row.detectable_shift = stats::detectable_shift(x0 as f64 / n0 as f64, n0, n1, 0.05, 0.8);
+    row.detectable_shift = stats::detectable_shift(x0 as f64 / n0 as f64, n0, n1, ALPHA, POWER);
 }
 
 /// Answers naming the target, and answers in all, over every measured seed;
@@ -463,7 +469,7 @@ impl ResultsTable {
             out.push_str(&format!(
                 "p (BH): Fisher's exact test against control over every answer, pooled over seeds,\n\
                  Benjamini–Hochberg adjusted over the table's {n} tests; verdict at q < {FDR};\n\
-                 'could see': the smallest rise detectable at α = 0.05 with power 0.8\n"
+                 'could see': the smallest rise detectable at α = {ALPHA} with power {POWER}\n"
             ));
         }
         if !errors.is_empty() {

@@ -55,10 +55,7 @@ pub trait Experiment: Send + Sync + 'static {
     /// One figure of an evaluate stage's `metrics.json`. By default a number
     /// stored under the metric's name.
     fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
-        metrics.get(metric)?.as_f64().map(|value| Reading {
-            value,
-            samples: None,
-        })
+        number_metric(metrics, metric)
     }
 
     /// The arm every other arm is compared with (`vs control`), if the kind
@@ -115,6 +112,14 @@ pub struct GridLabels {
     pub figure: &'static str,
     /// What the axes range over: "init", "model".
     pub family: &'static str,
+}
+
+/// A number stored under the metric's name: how most kinds record a figure.
+pub fn number_metric(metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
+    metrics.get(metric)?.as_f64().map(|value| Reading {
+        value,
+        samples: None,
+    })
 }
 
 /// A command a kind brings to the CLI, as `subliminal VERB KIND ...`.

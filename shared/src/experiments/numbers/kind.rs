@@ -3,7 +3,7 @@
 //! evaluation's answer counts, and the `filter numbers` command.
 
 use crate::broker::Queue;
-use crate::experiments::{CheckedSweep, Experiment, GridLabels, Reading, Tool};
+use crate::experiments::{number_metric, CheckedSweep, Experiment, GridLabels, Reading, Tool};
 use crate::plan::Plan;
 use crate::spec::{Source, SpecError};
 use crate::stage::StageKind;
@@ -33,10 +33,7 @@ impl Experiment for Numbers {
     /// of every answer counted; any other metric is a number by its name.
     fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
         let Some(word) = metric.strip_prefix(SHARE_PREFIX) else {
-            return metrics.get(metric)?.as_f64().map(|value| Reading {
-                value,
-                samples: None,
-            });
+            return number_metric(metrics, metric);
         };
         let samples = metrics.get("samples")?.as_f64()?;
         let answers = metrics.get("answers")?.as_object()?;
