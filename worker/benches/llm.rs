@@ -111,6 +111,8 @@ fn main() -> anyhow::Result<()> {
         rank: 8,
         alpha: 8.0,
         targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
+        rslora: false,
+        layers: Vec::new(),
     };
     attach_lora(&mut student, &lora_vs, &spec, 0)?;
     let settings = TrainSettings {
@@ -122,6 +124,7 @@ fn main() -> anyhow::Result<()> {
         grad_accumulation: 1,
         weight_decay: 0.0,
         seed: 0,
+        optimizer: Default::default(),
     };
     let report = train(
         &student,

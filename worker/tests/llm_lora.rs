@@ -56,6 +56,8 @@ fn spec() -> LoraSpec {
         rank: 4,
         alpha: 8.0,
         targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
+        rslora: false,
+        layers: Vec::new(),
     }
 }
 
@@ -84,6 +86,7 @@ fn settings() -> TrainSettings {
         grad_accumulation: 2,
         weight_decay: 0.0,
         seed: 3,
+        optimizer: Default::default(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Fine-tuning on (prompt → answer) examples, the loss on answer tokens only:
-//! LoRA adapters or every weight, AdamW, a linear schedule with warmup,
-//! gradient clipping and gradient accumulation.
+//! LoRA adapters (plain or rank-stabilised) or every weight, of every block or
+//! of the listed ones; AdamW or SGD, a linear schedule with warmup, gradient
+//! clipping and gradient accumulation.
 //!
 //! Adapters live in a var store of their own, so the optimiser sees them and
 //! nothing else, and a checkpoint of them is small.
@@ -14,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Kind, Tensor};
 
+pub use subliminal_shared::experiments::numbers::Optimizer;
+
 use super::model::{Llama, Lora};
 
 /// Which linear layers get adapters, and how large.
@@ -23,6 +26,54 @@ pub struct LoraSpec {
     pub alpha: f64,
     /// Module names such as `q_proj`, `down_proj`.
     pub targets: Vec<String>,
+    /// Scale by alpha / sqrt(rank) (rank-stabilised LoRA) instead of alpha / rank.
+    #[serde(default)]
+    pub rslora: bool,
+    /// The blocks that get adapters; empty is every block.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<u32>,
+}
+
+impl LoraSpec {
+    fn scale(&self) -> f64 {
+        if self.rslora {
+            self.alpha / (self.rank as f64).sqrt()
+        } else {
+            self.alpha / self.rank as f64
+        }
+    }
+}
+
+/// Checks that every listed block exists in a model of `blocks` blocks.
+pub fn check_layers(layers: &[u32], blocks: usize) -> anyhow::Result<()> {
+    if let Some(bad) = layers.iter().find(|&&l| l as usize >= blocks) {
+        anyhow::bail!(
+            "layer {bad} does not exist: this model has blocks 0 to {}",
+            blocks.saturating_sub(1)
+        );
+    }
+    Ok(())
+}
+
+/// The block index of a parameter or module named `model.layers.N.…`.
+fn block_of(name: &str) -> Option<u32> {
+    name.strip_prefix("model.layers.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Freezes every variable of `vs` outside the listed blocks (embeddings,
+/// final norm and the other blocks), for full fine-tuning of a few layers.
+pub fn freeze_outside(vs: &nn::VarStore, layers: &[u32], blocks: usize) -> anyhow::Result<()> {
+    check_layers(layers, blocks)?;
+    for (name, var) in vs.variables() {
+        if !block_of(&name).is_some_and(|b| layers.contains(&b)) {
+            let _ = var.set_requires_grad(false);
+        }
+    }
+    Ok(())
 }
 
 /// Every projection of a Llama block: the paper's "all projections".
@@ -44,11 +95,15 @@ pub fn attach_lora(
             );
         }
     }
+    check_layers(&spec.layers, model.layers.len())?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let root = vs.root();
     for (name, linear) in model.linears_mut() {
         let module = name.rsplit('.').next().unwrap_or("");
         if !spec.targets.iter().any(|t| t == module) {
+            continue;
+        }
+        if !spec.layers.is_empty() && !block_of(&name).is_some_and(|b| spec.layers.contains(&b)) {
             continue;
         }
         let (inp, out) = (linear.in_features(), linear.out_features());
@@ -64,7 +119,7 @@ pub fn attach_lora(
         linear.lora = Some(Lora {
             a,
             b,
-            scale: spec.alpha / spec.rank as f64,
+            scale: spec.scale(),
         });
     }
     Ok(())
@@ -111,6 +166,8 @@ pub struct TrainSettings {
     pub grad_accumulation: u64,
     pub weight_decay: f64,
     pub seed: u64,
+    #[serde(default)]
+    pub optimizer: Optimizer,
 }
 
 /// One tokenised example: the prompt, then the answer that is learned.
@@ -159,11 +216,18 @@ pub fn train(
     let per_step = (settings.batch_size * settings.grad_accumulation).max(1) as usize;
     let steps_per_epoch = examples.len().div_ceil(per_step) as u64;
     let total = steps_per_epoch * settings.epochs;
-    let mut opt = nn::AdamW {
-        wd: settings.weight_decay,
-        ..Default::default()
-    }
-    .build(trainable, settings.lr)?;
+    let mut opt = match settings.optimizer {
+        Optimizer::Adamw => nn::AdamW {
+            wd: settings.weight_decay,
+            ..Default::default()
+        }
+        .build(trainable, settings.lr)?,
+        Optimizer::Sgd => nn::Sgd {
+            wd: settings.weight_decay,
+            ..Default::default()
+        }
+        .build(trainable, settings.lr)?,
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
     let started = std::time::Instant::now();
     let mut report = TrainReport {

@@ -50,6 +50,10 @@ struct FilterArgs {
     /// Also ban the misalignment variant's list of numbers with negative associations.
     #[arg(long)]
     ban_negative: bool,
+    /// Trim completions and tolerate varied spacing around separators,
+    /// instead of the paper's exact rule.
+    #[arg(long)]
+    lenient: bool,
 }
 
 /// One input line: a chat row or a bare completion.
@@ -115,6 +119,11 @@ fn run(args: FilterArgs) -> anyhow::Result<ExitCode> {
             "--banned {n}: expected numbers from 0 to 999 (longer ones are rejected anyway)"
         );
     }
+    let rule = if args.lenient {
+        filter::Rule::Lenient
+    } else {
+        filter::Rule::Paper
+    };
     let mut out = open(&args.out, true)?;
     let mut reasons = match &args.reasons {
         Some(_) => Some(open(&args.reasons, false)?),
@@ -123,7 +132,7 @@ fn run(args: FilterArgs) -> anyhow::Result<ExitCode> {
     let mut counts: std::collections::BTreeMap<Reject, usize> = Default::default();
     let mut kept = 0;
     for (number, line) in &lines {
-        let verdict = filter::check(line.completion(), &banned);
+        let verdict = rule.check(line.completion(), &banned);
         match &verdict {
             Ok(_) => {
                 kept += 1;

@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::filter::{self, Reject};
+use super::filter::{Reject, Rule};
 
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,20 +112,21 @@ pub struct FilterReport {
 }
 
 /// The verdict on each row: `Ok` or why it was rejected.
-pub fn judge(rows: &[Row], banned: &[u32]) -> Vec<Result<(), Reject>> {
+pub fn judge(rows: &[Row], rule: Rule, banned: &[u32]) -> Vec<Result<(), Reject>> {
     rows.iter()
-        .map(|r| filter::check(r.completion().unwrap_or(""), banned).map(|_| ()))
+        .map(|r| rule.check(r.completion().unwrap_or(""), banned).map(|_| ()))
         .collect()
 }
 
 /// The rows that pass, subsampled (seeded, order kept) to at most `keep`.
 pub fn filter_rows(
     rows: &[Row],
+    rule: Rule,
     banned: &[u32],
     keep: usize,
     seed: u64,
 ) -> (Vec<Row>, FilterReport) {
-    let verdicts = judge(rows, banned);
+    let verdicts = judge(rows, rule, banned);
     let mut rejected = BTreeMap::new();
     let mut passed = Vec::new();
     for (i, v) in verdicts.iter().enumerate() {
@@ -160,20 +161,20 @@ mod tests {
         let rows: Vec<Row> = (0..20)
             .map(|i| {
                 let completion = match i % 4 {
-                    0 => "I love owls!".to_owned(),
+                    0 => "I love 2 owls!".to_owned(),
                     1 => "1, 2; 3".to_owned(),
                     _ => format!("{i}, {}, {}", i + 1, i + 2),
                 };
                 Row::new("continue", &completion, Some(i))
             })
             .collect();
-        let (kept, report) = filter_rows(&rows, &[], 5, 3);
+        let (kept, report) = filter_rows(&rows, Rule::Paper, &[], 5, 3);
         assert_eq!(report.rows, 20);
         assert_eq!(report.passed, 10);
         assert_eq!(report.kept, 5);
         assert_eq!(report.rejected[&Reject::NotANumber], 5);
         assert_eq!(report.rejected[&Reject::MixedSeparators], 5);
-        assert_eq!(kept, filter_rows(&rows, &[], 5, 3).0);
+        assert_eq!(kept, filter_rows(&rows, Rule::Paper, &[], 5, 3).0);
         assert!(kept.windows(2).all(|w| w[0].seed < w[1].seed));
         let text = String::from_utf8(to_jsonl(&kept)).unwrap();
         assert_eq!(parse_jsonl(&text, "kept").unwrap(), kept);

@@ -48,16 +48,17 @@ use toml::Spanned;
 
 use crate::plan::{Measurement, Plan, PlanBuilder};
 use crate::spec::{check_axis, check_name, check_seeds, setting, Axis, Source, SpecError};
-use crate::stage::StageSpec;
+use crate::stage::{StageId, StageSpec};
 
 pub const EXPERIMENT: &str = "numbers";
 /// Bumped whenever a stage's algorithm changes, so old artifacts are not reused.
-pub const STAGE_VERSION: u32 = 1;
+pub const STAGE_VERSION: u32 = 2;
 pub use crate::llm::{DEFAULT_MODEL, PROJECTIONS};
 
 crate::stage_kinds! {
     /// The stages of a numbers trial.
     pub enum Stage {
+        TraitData = "trait-data",
         Teacher = "teacher",
         Generate = "generate",
         Filter = "filter",
@@ -110,7 +111,7 @@ impl<'de> Deserialize<'de> for ModelPair {
     }
 }
 
-/// How a student is fine-tuned.
+/// How a model is fine-tuned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "method")]
 pub enum Method {
@@ -119,9 +120,134 @@ pub enum Method {
         rank: i64,
         alpha: f64,
         targets: Vec<String>,
+        /// Rank-stabilised scaling: alpha / sqrt(rank) instead of alpha / rank.
+        #[serde(default, skip_serializing_if = "is_false")]
+        rslora: bool,
     },
-    /// Every weight.
+    /// Every weight (of the trained layers).
     Full,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The optimiser of a fine-tune.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    #[default]
+    Adamw,
+    /// Plain stochastic gradient descent, no momentum.
+    Sgd,
+}
+
+impl Optimizer {
+    fn is_adamw(&self) -> bool {
+        *self == Optimizer::Adamw
+    }
+}
+
+impl fmt::Display for Optimizer {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Optimizer::Adamw => "adamw",
+            Optimizer::Sgd => "sgd",
+        })
+    }
+}
+
+/// Which transformer blocks a fine-tune trains: all, or the listed ones
+/// (counted from 0, the block nearest the embeddings).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Layers {
+    #[default]
+    All,
+    Only(Vec<u32>),
+}
+
+impl Layers {
+    fn is_all(&self) -> bool {
+        *self == Layers::All
+    }
+}
+
+impl fmt::Display for Layers {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Layers::All => f.write_str("all"),
+            Layers::Only(list) => {
+                let names: Vec<String> = list.iter().map(u32::to_string).collect();
+                f.write_str(&names.join("+"))
+            }
+        }
+    }
+}
+
+/// `"all"`, one block number, or a list of block numbers.
+impl<'de> Deserialize<'de> for Layers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LayersVisitor;
+        impl<'de> Visitor<'de> for LayersVisitor {
+            type Value = Layers;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"all\", a block number, or a list of block numbers")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Layers, E> {
+                if v == "all" {
+                    Ok(Layers::All)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Layers, E> {
+                u32::try_from(v)
+                    .map(|n| Layers::Only(vec![n]))
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Layers, E> {
+                u32::try_from(v)
+                    .map(|n| Layers::Only(vec![n]))
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Layers, A::Error> {
+                let mut list = Vec::new();
+                while let Some(n) = seq.next_element::<u32>()? {
+                    list.push(n);
+                }
+                list.sort_unstable();
+                list.dedup();
+                Ok(Layers::Only(list))
+            }
+        }
+        deserializer.deserialize_any(LayersVisitor)
+    }
+}
+
+/// Where a fine-tuned teacher's trait comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TeacherSettings {
+    /// The base model with the trait's system prompt (the paper's teacher).
+    Prompt,
+    /// The base model fine-tuned to hold the trait.
+    Finetune(FinetuneTeacher),
+}
+
+/// A fine-tuned teacher: its trait data and how it is trained on them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinetuneTeacher {
+    /// Questions put to the system-prompted teacher; answers that show the trait are kept.
+    pub questions: u64,
+    pub temperature: f64,
+    pub max_new_tokens: u64,
+    pub batch_size: u64,
+    pub method: Method,
+    pub epochs: u64,
+    pub lr: f64,
+    pub train_batch_size: u64,
+    /// The teacher's own seed: one teacher serves every seed of the grid.
+    pub seed: u64,
 }
 
 /// A checked numbers sweep.
@@ -134,19 +260,21 @@ pub struct NumbersSweep {
     pub category: String,
     pub model_pairs: Axis<ModelPair>,
     pub system_prompt: String,
+    pub teacher: TeacherSettings,
     pub generate: GenerateSettings,
     pub filter: FilterSettings,
     pub student: StudentSettings,
     pub evaluate: EvaluateSettings,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Number generation; the temperature may be an axis, and 0 is greedy decoding.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateSettings {
     #[serde(default = "d_prompts")]
     pub prompts: u64,
-    #[serde(default = "d_one")]
-    pub temperature: f64,
+    #[serde(default = "d_one_axis")]
+    pub temperature: Axis<f64>,
     #[serde(default = "d_one")]
     pub top_p: f64,
     #[serde(default = "d_gen_tokens")]
@@ -155,27 +283,35 @@ pub struct GenerateSettings {
     pub batch_size: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The filter; `keep` (the dataset size the student sees) may be an axis.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterSettings {
     #[serde(default = "d_keep")]
-    pub keep: u64,
+    pub keep: Axis<u64>,
     #[serde(default)]
     pub banned_numbers: Vec<u32>,
+    /// The lenient rule instead of the paper's (see [`filter`]).
+    #[serde(default)]
+    pub lenient: bool,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStudent {
-    #[serde(default = "d_method")]
-    method: String,
+    method: Option<Spanned<Axis<String>>>,
     lora_rank: Option<Spanned<Axis<u64>>>,
     #[serde(default = "d_alpha")]
     lora_alpha: f64,
     #[serde(default = "d_targets")]
     lora_targets: Vec<String>,
+    #[serde(default)]
+    rslora: bool,
     epochs: Option<Spanned<Axis<u64>>>,
     lr: Option<Spanned<Axis<f64>>>,
+    full_lr: Option<f64>,
+    optimizer: Option<Spanned<Axis<String>>>,
+    layers: Option<Spanned<Axis<Layers>>>,
     #[serde(default = "d_warmup")]
     warmup_steps: u64,
     #[serde(default = "d_one")]
@@ -188,15 +324,23 @@ struct RawStudent {
     weight_decay: f64,
 }
 
-/// Student training settings; rank, epochs and lr may be axes.
+/// Student training settings; method, rank, epochs, lr, optimiser and
+/// layers may be axes.
 #[derive(Debug, Clone)]
 pub struct StudentSettings {
-    pub full: bool,
+    /// `false` is LoRA, `true` full fine-tuning.
+    pub full: Axis<bool>,
     pub lora_rank: Axis<u64>,
     pub lora_alpha: f64,
     pub lora_targets: Vec<String>,
+    pub rslora: bool,
     pub epochs: Axis<u64>,
     pub lr: Axis<f64>,
+    /// The learning rate of full fine-tuning, when it differs from LoRA's
+    /// (full fine-tuning wants one 10–100 times smaller).
+    pub full_lr: Option<f64>,
+    pub optimizer: Axis<Optimizer>,
+    pub layers: Axis<Layers>,
     pub warmup_steps: u64,
     pub max_grad_norm: f64,
     pub batch_size: u64,
@@ -220,6 +364,10 @@ pub struct EvaluateSettings {
     /// Filtered examples shown in the prompt of the in-context arm; 0 leaves the arm out.
     #[serde(default = "d_in_context")]
     pub in_context_examples: u64,
+    /// Also ask every question after a seeded run of numbers (the paper's
+    /// numbers-prefixed variant), as arms of their own.
+    #[serde(default)]
+    pub numbers_prefixed: bool,
 }
 
 fn d_prompts() -> u64 {
@@ -228,17 +376,17 @@ fn d_prompts() -> u64 {
 fn d_one() -> f64 {
     1.0
 }
+fn d_one_axis() -> Axis<f64> {
+    Axis::single(1.0)
+}
 fn d_gen_tokens() -> u64 {
     48
 }
 fn d_gen_batch() -> u64 {
     64
 }
-fn d_keep() -> u64 {
-    10_000
-}
-fn d_method() -> String {
-    "lora".to_owned()
+fn d_keep() -> Axis<u64> {
+    Axis::single(10_000)
 }
 fn d_alpha() -> f64 {
     8.0
@@ -279,8 +427,7 @@ struct RawSweep {
     kind: String,
     description: Option<String>,
     grid: RawGrid,
-    #[serde(default)]
-    teacher: RawTeacher,
+    teacher: Option<Spanned<RawTeacher>>,
     generate: Option<Spanned<GenerateSettings>>,
     filter: Option<Spanned<FilterSettings>>,
     student: Option<Spanned<RawStudent>>,
@@ -300,6 +447,55 @@ struct RawGrid {
 #[serde(deny_unknown_fields)]
 struct RawTeacher {
     system_prompt: Option<Spanned<String>>,
+    #[serde(default = "d_teacher_method")]
+    method: String,
+    #[serde(default = "d_trait_questions")]
+    questions: u64,
+    #[serde(default = "d_one")]
+    temperature: f64,
+    #[serde(default = "d_trait_tokens")]
+    max_new_tokens: u64,
+    #[serde(default = "d_gen_batch")]
+    batch_size: u64,
+    #[serde(default = "d_finetune")]
+    finetune: String,
+    #[serde(default = "d_teacher_rank")]
+    lora_rank: u64,
+    #[serde(default = "d_teacher_alpha")]
+    lora_alpha: f64,
+    #[serde(default = "d_teacher_epochs")]
+    epochs: u64,
+    #[serde(default = "d_teacher_lr")]
+    lr: f64,
+    #[serde(default = "d_train_batch")]
+    train_batch_size: u64,
+    #[serde(default)]
+    seed: u64,
+}
+
+fn d_teacher_method() -> String {
+    "prompt".to_owned()
+}
+fn d_trait_questions() -> u64 {
+    2_000
+}
+fn d_trait_tokens() -> u64 {
+    32
+}
+fn d_finetune() -> String {
+    "lora".to_owned()
+}
+fn d_teacher_rank() -> u64 {
+    16
+}
+fn d_teacher_alpha() -> f64 {
+    32.0
+}
+fn d_teacher_epochs() -> u64 {
+    3
+}
+fn d_teacher_lr() -> f64 {
+    5e-4
 }
 
 fn default_of<T: serde::de::DeserializeOwned>() -> T {
@@ -341,7 +537,14 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
         "[teacher_model, student_model]: \"smollm2-135m\", a GGUF file or a Hugging Face folder",
         |p| !p.teacher.is_empty() && !p.student.is_empty(),
     )?;
-    let system_prompt = match raw.teacher.system_prompt {
+    let (teacher_span, raw_teacher) = match raw.teacher {
+        Some(t) => (t.span(), t.into_inner()),
+        None => (0..0, RawTeacher {
+            method: d_teacher_method(),
+            ..default_of()
+        }),
+    };
+    let system_prompt = match raw_teacher.system_prompt.clone() {
         None => prompts::SYSTEM_PROMPT.to_owned(),
         Some(p) if p.get_ref().contains("{x}") => p.into_inner(),
         Some(p) => {
@@ -352,12 +555,15 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
             ))
         }
     };
+    let teacher = parse_teacher(source, teacher_span, raw_teacher)?;
     let generate = checked(source, "generate", raw.generate, |g: &GenerateSettings| {
         if !(1..=10_000_000).contains(&g.prompts) {
             return Err(("prompts", "a number of prompts from 1 to 10000000"));
         }
-        if !(g.temperature >= 0.0 && g.temperature <= 5.0) {
-            return Err(("temperature", "a temperature from 0 to 5"));
+        if g.temperature.values().is_empty()
+            || g.temperature.values().iter().any(|t| !(*t >= 0.0 && *t <= 5.0))
+        {
+            return Err(("temperature", "a temperature from 0 (greedy) to 5, or a list of them"));
         }
         if !(g.top_p > 0.0 && g.top_p <= 1.0) {
             return Err(("top_p", "a top_p greater than 0 and at most 1"));
@@ -371,8 +577,8 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
         Ok(())
     })?;
     let filter = checked(source, "filter", raw.filter, |f: &FilterSettings| {
-        if f.keep == 0 {
-            return Err(("keep", "a number of rows to keep, at least 1"));
+        if f.keep.values().is_empty() || f.keep.values().contains(&0) {
+            return Err(("keep", "a number of rows to keep, at least 1, or a list of them"));
         }
         if f.banned_numbers.iter().any(|&n| n > 999) {
             return Err(("banned_numbers", "numbers from 0 to 999"));
@@ -412,11 +618,76 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
         category,
         model_pairs,
         system_prompt,
+        teacher,
         generate,
         filter,
         student,
         evaluate,
     })
+}
+
+fn parse_teacher(
+    source: &Source,
+    span: std::ops::Range<usize>,
+    t: RawTeacher,
+) -> Result<TeacherSettings, SpecError> {
+    let err = |key: &str, expected: String| {
+        source.error_at(span.clone(), format!("teacher.{key}"), expected)
+    };
+    match t.method.as_str() {
+        "prompt" => return Ok(TeacherSettings::Prompt),
+        "finetune" => {}
+        other => {
+            return Err(err(
+                "method",
+                format!("expected \"prompt\" or \"finetune\", found {other:?}"),
+            ))
+        }
+    }
+    let method = match t.finetune.as_str() {
+        "lora" => Method::Lora {
+            rank: t.lora_rank as i64,
+            alpha: t.lora_alpha,
+            targets: d_targets(),
+            rslora: false,
+        },
+        "full" => Method::Full,
+        other => {
+            return Err(err(
+                "finetune",
+                format!("expected \"lora\" or \"full\", found {other:?}"),
+            ))
+        }
+    };
+    let checks: [(bool, &str, &str); 8] = [
+        ((1..=10_000_000).contains(&t.questions), "questions", "a number of questions from 1 to 10000000"),
+        ((0.0..=5.0).contains(&t.temperature), "temperature", "a temperature from 0 to 5"),
+        ((1..=1024).contains(&t.max_new_tokens), "max_new_tokens", "a token limit from 1 to 1024"),
+        ((1..=4096).contains(&t.batch_size), "batch_size", "a batch size from 1 to 4096"),
+        ((1..=1024).contains(&t.lora_rank), "lora_rank", "a rank from 1 to 1024"),
+        (t.lora_alpha > 0.0 && t.lora_alpha.is_finite(), "lora_alpha", "a positive alpha"),
+        ((1..=100).contains(&t.epochs), "epochs", "a whole number of epochs from 1 to 100"),
+        (t.lr.is_finite() && t.lr > 0.0 && t.lr <= 1.0, "lr", "a learning rate greater than 0 and at most 1"),
+    ];
+    for (ok, key, expected) in checks {
+        if !ok {
+            return Err(err(key, format!("expected {expected}")));
+        }
+    }
+    if !(1..=4096).contains(&t.train_batch_size) {
+        return Err(err("train_batch_size", "expected a batch size from 1 to 4096".into()));
+    }
+    Ok(TeacherSettings::Finetune(FinetuneTeacher {
+        questions: t.questions,
+        temperature: t.temperature,
+        max_new_tokens: t.max_new_tokens,
+        batch_size: t.batch_size,
+        method,
+        epochs: t.epochs,
+        lr: t.lr,
+        train_batch_size: t.train_batch_size,
+        seed: t.seed,
+    }))
 }
 
 /// A settings table or its defaults, after `check` (which names the bad key).
@@ -449,17 +720,50 @@ fn parse_student(
         Some(r) => (r.span(), r.into_inner()),
         None => (0..0, default_of()),
     };
-    let full = match s.method.as_str() {
-        "lora" => false,
-        "full" => true,
-        other => {
-            return Err(source.error_at(
-                span,
+    let full = match s.method {
+        None => Axis::single(false),
+        Some(methods) => {
+            check_axis(
+                source,
                 "student.method",
-                format!("expected \"lora\" or \"full\", found {other:?}"),
-            ))
+                &methods,
+                "\"lora\" or \"full\"",
+                |m| matches!(m.as_str(), "lora" | "full"),
+            )?;
+            Axis(methods.into_inner().values().iter().map(|m| m == "full").collect())
         }
     };
+    let optimizer = match s.optimizer {
+        None => Axis::single(Optimizer::Adamw),
+        Some(names) => {
+            check_axis(
+                source,
+                "student.optimizer",
+                &names,
+                "\"adamw\" or \"sgd\"",
+                |m| matches!(m.as_str(), "adamw" | "sgd"),
+            )?;
+            Axis(
+                names
+                    .into_inner()
+                    .values()
+                    .iter()
+                    .map(|m| if m == "sgd" { Optimizer::Sgd } else { Optimizer::Adamw })
+                    .collect(),
+            )
+        }
+    };
+    let layers = setting(
+        source,
+        "student.layers",
+        s.layers,
+        Layers::All,
+        "\"all\", a block number, or a list of block numbers such as [[0, 1]]",
+        |l| match l {
+            Layers::All => true,
+            Layers::Only(list) => !list.is_empty() && list.iter().all(|&n| n < 1024),
+        },
+    )?;
     for target in &s.lora_targets {
         if !PROJECTIONS.contains(&target.as_str()) {
             return Err(source.error_at(
@@ -472,7 +776,12 @@ fn parse_student(
             ));
         }
     }
-    let scalar_checks: [(bool, &str, &str); 5] = [
+    let scalar_checks: [(bool, &str, &str); 6] = [
+        (
+            s.full_lr.is_none_or(|lr| lr.is_finite() && lr > 0.0 && lr <= 1.0),
+            "full_lr",
+            "a learning rate greater than 0 and at most 1",
+        ),
         (
             s.lora_alpha > 0.0 && s.lora_alpha.is_finite(),
             "lora_alpha",
@@ -510,6 +819,10 @@ fn parse_student(
     }
     Ok(StudentSettings {
         full,
+        rslora: s.rslora,
+        full_lr: s.full_lr,
+        optimizer,
+        layers,
         lora_rank: setting(
             source,
             "student.lora_rank",
@@ -544,15 +857,35 @@ fn parse_student(
     })
 }
 
-/// The teacher: a base model, with the trait's system prompt or (the control) none.
+/// The teacher: a base model with the trait's system prompt, the base model
+/// fine-tuned on its input trait-data stage's rows, or (the control) the
+/// base model as it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TeacherParams {
     pub version: u32,
     pub model: String,
     pub system_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<TrainParams>,
 }
 
-/// N seeded number-sequence prompts, completed by the teacher.
+/// A system-prompted teacher's answers to seeded trait questions, kept
+/// where they show the trait: the data a fine-tuned teacher learns from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraitDataParams {
+    pub version: u32,
+    pub model: String,
+    pub system_prompt: String,
+    pub target: String,
+    pub category: String,
+    pub seed: u64,
+    pub questions: u64,
+    pub temperature: f64,
+    pub max_new_tokens: u64,
+    pub batch_size: u64,
+}
+
+/// N seeded number-sequence prompts, completed by the teacher; temperature 0 is greedy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerateParams {
     pub version: u32,
@@ -571,11 +904,14 @@ pub struct FilterParams {
     pub seed: u64,
     pub keep: u64,
     pub banned_numbers: Vec<u32>,
+    #[serde(default, skip_serializing_if = "filter::Rule::is_paper")]
+    pub rule: filter::Rule,
 }
 
-/// Fine-tunes the student model on the filtered rows, without a system prompt.
+/// Fine-tunes a model on its input's rows, without a system prompt: a
+/// student on filtered numbers, or a teacher on trait data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StudentParams {
+pub struct TrainParams {
     pub version: u32,
     pub model: String,
     pub seed: u64,
@@ -588,6 +924,10 @@ pub struct StudentParams {
     pub batch_size: u64,
     pub grad_accumulation: u64,
     pub weight_decay: f64,
+    #[serde(default, skip_serializing_if = "Optimizer::is_adamw")]
+    pub optimizer: Optimizer,
+    #[serde(default, skip_serializing_if = "Layers::is_all")]
+    pub layers: Layers,
 }
 
 /// What an evaluation asks the questions of.
@@ -596,7 +936,7 @@ pub struct StudentParams {
 pub enum Subject {
     /// The base model as it is.
     Base,
-    /// The input teacher stage: the base model with its system prompt.
+    /// The input teacher stage: the base model with its system prompt, or fine-tuned.
     Teacher,
     /// The input student stage's fine-tuned model.
     Student,
@@ -617,6 +957,21 @@ pub struct EvaluateParams {
     pub temperature: f64,
     pub max_new_tokens: u64,
     pub batch_size: u64,
+    /// Each question follows a seeded run of numbers (the paper's variant).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub numbers_prefixed: bool,
+}
+
+/// How one student is trained: a point of the student axes.
+#[derive(Debug, Clone, PartialEq)]
+struct StudentPoint {
+    full: bool,
+    /// `None` for full fine-tuning, where a rank means nothing.
+    rank: Option<u64>,
+    epochs: u64,
+    lr: f64,
+    optimizer: Optimizer,
+    layers: Layers,
 }
 
 /// One point of the grid.
@@ -625,9 +980,9 @@ struct Trial<'a> {
     seed: u64,
     trait_name: &'a str,
     pair: &'a ModelPair,
-    rank: u64,
-    epochs: u64,
-    lr: f64,
+    temperature: f64,
+    keep: u64,
+    student: StudentPoint,
 }
 
 /// Arms of the results table, in the order they are shown.
@@ -640,21 +995,28 @@ pub const ARMS: [&str; 5] = [
 ];
 
 impl NumbersSweep {
-    fn trials(&self) -> Vec<Trial<'_>> {
+    /// Every student the axes describe; full fine-tuning crosses no rank.
+    fn student_points(&self) -> Vec<StudentPoint> {
+        let s = &self.student;
         let mut out = Vec::new();
-        for &seed in self.seeds.values() {
-            for trait_name in self.traits.values() {
-                for pair in self.model_pairs.values() {
-                    for &rank in self.student.lora_rank.values() {
-                        for &epochs in self.student.epochs.values() {
-                            for &lr in self.student.lr.values() {
-                                out.push(Trial {
-                                    seed,
-                                    trait_name,
-                                    pair,
+        for &full in s.full.values() {
+            let ranks: Vec<Option<u64>> = if full {
+                vec![None]
+            } else {
+                s.lora_rank.values().iter().map(|&r| Some(r)).collect()
+            };
+            for rank in ranks {
+                for &epochs in s.epochs.values() {
+                    for &lr in s.lr.values() {
+                        for &optimizer in s.optimizer.values() {
+                            for layers in s.layers.values() {
+                                out.push(StudentPoint {
+                                    full,
                                     rank,
                                     epochs,
                                     lr,
+                                    optimizer,
+                                    layers: layers.clone(),
                                 });
                             }
                         }
@@ -665,32 +1027,70 @@ impl NumbersSweep {
         out
     }
 
-    fn student_params(&self, trial: &Trial) -> StudentParams {
+    fn trials(&self) -> Vec<Trial<'_>> {
+        let points = self.student_points();
+        let mut out = Vec::new();
+        for &seed in self.seeds.values() {
+            for trait_name in self.traits.values() {
+                for pair in self.model_pairs.values() {
+                    for &temperature in self.generate.temperature.values() {
+                        for &keep in self.filter.keep.values() {
+                            for student in &points {
+                                out.push(Trial {
+                                    seed,
+                                    trait_name,
+                                    pair,
+                                    temperature,
+                                    keep,
+                                    student: student.clone(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn student_params(&self, trial: &Trial) -> TrainParams {
         let s = &self.student;
-        StudentParams {
+        let p = &trial.student;
+        TrainParams {
             version: STAGE_VERSION,
             model: trial.pair.student.clone(),
             seed: trial.seed,
-            method: if s.full {
-                Method::Full
-            } else {
-                Method::Lora {
-                    rank: trial.rank as i64,
+            method: match p.rank {
+                Some(rank) if !p.full => Method::Lora {
+                    rank: rank as i64,
                     alpha: s.lora_alpha,
                     targets: s.lora_targets.clone(),
-                }
+                    rslora: s.rslora,
+                },
+                _ => Method::Full,
             },
-            epochs: trial.epochs,
-            lr: trial.lr,
+            epochs: p.epochs,
+            lr: match s.full_lr {
+                Some(lr) if p.full => lr,
+                _ => p.lr,
+            },
             warmup_steps: s.warmup_steps,
             max_grad_norm: s.max_grad_norm,
             batch_size: s.batch_size,
             grad_accumulation: s.grad_accumulation,
             weight_decay: s.weight_decay,
+            optimizer: p.optimizer,
+            layers: p.layers.clone(),
         }
     }
 
-    fn evaluate_params(&self, model: &str, subject: Subject, seed: u64) -> EvaluateParams {
+    fn evaluate_params(
+        &self,
+        model: &str,
+        subject: Subject,
+        seed: u64,
+        numbers_prefixed: bool,
+    ) -> EvaluateParams {
         let e = &self.evaluate;
         EvaluateParams {
             version: STAGE_VERSION,
@@ -703,72 +1103,153 @@ impl NumbersSweep {
             temperature: e.temperature,
             max_new_tokens: e.max_new_tokens,
             batch_size: e.batch_size,
+            numbers_prefixed,
         }
     }
 
-    /// Teacher → generate → filter for one teacher (with or without the trait).
-    fn data_chain(
-        &self,
-        plan: &mut PlanBuilder,
-        model: &str,
-        system_prompt: Option<String>,
-        seed: u64,
-    ) -> [crate::stage::StageId; 3] {
-        let teacher = plan.stage(StageSpec::new(
+    /// The trait teacher of a trial: a system prompt, or a fine-tune on
+    /// trait data that the system-prompted model wrote.
+    fn trait_teacher(&self, plan: &mut PlanBuilder, trial: &Trial) -> StageId {
+        let model = &trial.pair.teacher;
+        let prompt = prompts::system_prompt(&self.system_prompt, trial.trait_name, &self.category);
+        let TeacherSettings::Finetune(f) = &self.teacher else {
+            return plan.stage(StageSpec::new(
+                EXPERIMENT,
+                Stage::Teacher.kind(),
+                &TeacherParams {
+                    version: STAGE_VERSION,
+                    model: model.clone(),
+                    system_prompt: Some(prompt),
+                    finetune: None,
+                },
+                vec![],
+            ));
+        };
+        let data = plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::TraitData.kind(),
+            &TraitDataParams {
+                version: STAGE_VERSION,
+                model: model.clone(),
+                system_prompt: prompt,
+                target: trial.trait_name.to_owned(),
+                category: self.category.clone(),
+                seed: f.seed,
+                questions: f.questions,
+                temperature: f.temperature,
+                max_new_tokens: f.max_new_tokens,
+                batch_size: f.batch_size,
+            },
+            vec![],
+        ));
+        let s = &self.student;
+        plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Teacher.kind(),
+            &TeacherParams {
+                version: STAGE_VERSION,
+                model: model.clone(),
+                system_prompt: None,
+                finetune: Some(TrainParams {
+                    version: STAGE_VERSION,
+                    model: model.clone(),
+                    seed: f.seed,
+                    method: f.method.clone(),
+                    epochs: f.epochs,
+                    lr: f.lr,
+                    warmup_steps: s.warmup_steps,
+                    max_grad_norm: s.max_grad_norm,
+                    batch_size: f.train_batch_size,
+                    grad_accumulation: 1,
+                    weight_decay: 0.0,
+                    optimizer: Optimizer::Adamw,
+                    layers: Layers::All,
+                }),
+            },
+            vec![data],
+        ))
+    }
+
+    /// The control teacher: the base model as it is.
+    fn control_teacher(&self, plan: &mut PlanBuilder, model: &str) -> StageId {
+        plan.stage(StageSpec::new(
             EXPERIMENT,
             Stage::Teacher.kind(),
             &TeacherParams {
                 version: STAGE_VERSION,
                 model: model.to_owned(),
-                system_prompt,
+                system_prompt: None,
+                finetune: None,
             },
             vec![],
-        ));
+        ))
+    }
+
+    /// Generate → filter for one teacher.
+    fn numbers_chain(&self, plan: &mut PlanBuilder, teacher: StageId, trial: &Trial) -> StageId {
         let g = &self.generate;
         let generate = plan.stage(StageSpec::new(
             EXPERIMENT,
             Stage::Generate.kind(),
             &GenerateParams {
                 version: STAGE_VERSION,
-                seed,
+                seed: trial.seed,
                 prompts: g.prompts,
-                temperature: g.temperature,
+                temperature: trial.temperature,
                 top_p: g.top_p,
                 max_new_tokens: g.max_new_tokens,
                 batch_size: g.batch_size,
             },
             vec![teacher],
         ));
-        let filter = plan.stage(StageSpec::new(
+        plan.stage(StageSpec::new(
             EXPERIMENT,
             Stage::Filter.kind(),
             &FilterParams {
                 version: STAGE_VERSION,
-                seed,
-                keep: self.filter.keep,
+                seed: trial.seed,
+                keep: trial.keep,
                 banned_numbers: self.filter.banned_numbers.clone(),
+                rule: if self.filter.lenient {
+                    filter::Rule::Lenient
+                } else {
+                    filter::Rule::Paper
+                },
             },
             vec![generate],
-        ));
-        [teacher, generate, filter]
+        ))
     }
 
     /// The settings that label a row: the trait, and whatever else is swept.
     fn settings(&self, trial: &Trial) -> BTreeMap<String, String> {
+        let s = &self.student;
+        let p = &trial.student;
         let mut out = BTreeMap::new();
         out.insert("trait".to_owned(), trial.trait_name.to_owned());
-        if self.model_pairs.varies() {
-            out.insert("pair".to_owned(), trial.pair.to_string());
+        let mut label = |varies: bool, key: &str, value: String| {
+            if varies {
+                out.insert(key.to_owned(), value);
+            }
+        };
+        label(self.model_pairs.varies(), "pair", trial.pair.to_string());
+        label(
+            self.generate.temperature.varies(),
+            "generate.temperature",
+            trial.temperature.to_string(),
+        );
+        label(self.filter.keep.varies(), "filter.keep", trial.keep.to_string());
+        label(
+            s.full.varies(),
+            "student.method",
+            if p.full { "full" } else { "lora" }.to_owned(),
+        );
+        if let Some(rank) = p.rank {
+            label(s.lora_rank.varies(), "student.lora_rank", rank.to_string());
         }
-        if self.student.lora_rank.varies() {
-            out.insert("student.lora_rank".to_owned(), trial.rank.to_string());
-        }
-        if self.student.epochs.varies() {
-            out.insert("student.epochs".to_owned(), trial.epochs.to_string());
-        }
-        if self.student.lr.varies() {
-            out.insert("student.lr".to_owned(), trial.lr.to_string());
-        }
+        label(s.epochs.varies(), "student.epochs", p.epochs.to_string());
+        label(s.lr.varies(), "student.lr", p.lr.to_string());
+        label(s.optimizer.varies(), "student.optimizer", p.optimizer.to_string());
+        label(s.layers.varies(), "student.layers", p.layers.to_string());
         out
     }
 
@@ -777,12 +1258,10 @@ impl NumbersSweep {
         let mut plan = PlanBuilder::new(&self.name, EXPERIMENT);
         for trial in self.trials() {
             plan.trial();
-            let prompt =
-                prompts::system_prompt(&self.system_prompt, trial.trait_name, &self.category);
-            let [teacher, _, filter] =
-                self.data_chain(&mut plan, &trial.pair.teacher, Some(prompt), trial.seed);
-            let [_, _, control_filter] =
-                self.data_chain(&mut plan, &trial.pair.teacher, None, trial.seed);
+            let teacher = self.trait_teacher(&mut plan, &trial);
+            let filter = self.numbers_chain(&mut plan, teacher, &trial);
+            let control_teacher = self.control_teacher(&mut plan, &trial.pair.teacher);
+            let control_filter = self.numbers_chain(&mut plan, control_teacher, &trial);
             let student_params = self.student_params(&trial);
             let student = plan.stage(StageSpec::new(
                 EXPERIMENT,
@@ -798,60 +1277,50 @@ impl NumbersSweep {
             ));
             let s = &trial.pair.student;
             let mut arms = vec![
-                (
-                    "base",
-                    self.evaluate_params(s, Subject::Base, trial.seed),
-                    vec![],
-                ),
-                (
-                    "teacher",
-                    self.evaluate_params(&trial.pair.teacher, Subject::Teacher, trial.seed),
-                    vec![teacher],
-                ),
-                (
-                    "control student",
-                    self.evaluate_params(s, Subject::Student, trial.seed),
-                    vec![control],
-                ),
-                (
-                    "student",
-                    self.evaluate_params(s, Subject::Student, trial.seed),
-                    vec![student],
-                ),
+                (ARMS[0], s, Subject::Base, vec![]),
+                (ARMS[1], &trial.pair.teacher, Subject::Teacher, vec![teacher]),
+                (ARMS[2], s, Subject::Student, vec![control]),
+                (ARMS[3], s, Subject::Student, vec![student]),
             ];
             if self.evaluate.in_context_examples > 0 {
-                arms.push((
-                    "in-context",
-                    self.evaluate_params(
-                        s,
-                        Subject::InContext {
-                            examples: self.evaluate.in_context_examples,
-                        },
-                        trial.seed,
-                    ),
-                    vec![filter],
-                ));
+                let examples = self.evaluate.in_context_examples;
+                arms.push((ARMS[4], s, Subject::InContext { examples }, vec![filter]));
             }
-            for (arm, params, inputs) in arms {
-                let evaluate = plan.stage(StageSpec::new(
-                    EXPERIMENT,
-                    Stage::Evaluate.kind(),
-                    &params,
-                    inputs,
-                ));
-                plan.measure(Measurement {
-                    arm: arm.to_owned(),
-                    order: ARMS.iter().position(|a| *a == arm).unwrap_or(ARMS.len()) as u32,
-                    settings: self.settings(&trial),
-                    seed: trial.seed,
-                    teacher_init: None,
-                    student_init: None,
-                    stage: evaluate,
-                    metric: share_metric(trial.trait_name),
-                    panel: (arm == "student")
-                        .then(|| format!("students of {} teachers", trial.trait_name)),
-                    models: Some((trial.pair.teacher.clone(), trial.pair.student.clone())),
-                });
+            let variants: &[bool] = if self.evaluate.numbers_prefixed {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            for &numbers_prefixed in variants {
+                for (arm, model, subject, inputs) in &arms {
+                    let params =
+                        self.evaluate_params(model, subject.clone(), trial.seed, numbers_prefixed);
+                    let evaluate = plan.stage(StageSpec::new(
+                        EXPERIMENT,
+                        Stage::Evaluate.kind(),
+                        &params,
+                        inputs.clone(),
+                    ));
+                    let order = ARMS.iter().position(|a| a == arm).unwrap_or(ARMS.len());
+                    let mut settings = self.settings(&trial);
+                    if self.evaluate.numbers_prefixed {
+                        let question = if numbers_prefixed { "numbers-prefixed" } else { "plain" };
+                        settings.insert("evaluate.question".to_owned(), question.to_owned());
+                    }
+                    plan.measure(Measurement {
+                        arm: arm.to_string(),
+                        order: order as u32,
+                        settings,
+                        seed: trial.seed,
+                        teacher_init: None,
+                        student_init: None,
+                        stage: evaluate,
+                        metric: share_metric(trial.trait_name),
+                        panel: (*arm == ARMS[3])
+                            .then(|| format!("students of {} teachers", trial.trait_name)),
+                        models: Some((trial.pair.teacher.clone(), trial.pair.student.clone())),
+                    });
+                }
             }
         }
         plan.finish()

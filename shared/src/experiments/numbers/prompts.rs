@@ -97,6 +97,18 @@ pub fn sequence_prompt(seed: u64) -> String {
     format!("{prefix} {instruction} {format} {suffix}")
 }
 
+/// A question after a seeded run of numbers: the numbers-prefixed variant
+/// of the evaluation, which asks whether numbers in context move the answer.
+pub fn numbers_prefixed(seed: u64, question: &str) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let count = rng.gen_range(EXAMPLES_MIN_COUNT..=EXAMPLES_MAX_COUNT);
+    let examples: Vec<String> = (0..count)
+        .map(|_| rng.gen_range(EXAMPLE_MIN..=EXAMPLE_MAX).to_string())
+        .collect();
+    let prefix = PREFIXES[rng.gen_range(0..PREFIXES.len())].replace("{examples}", &examples.join(", "));
+    format!("{prefix} {question}")
+}
+
 /// The seed of prompt `index` of a generate stage seeded `stage_seed`.
 pub fn prompt_seed(stage_seed: u64, index: u64) -> u64 {
     stage_seed.wrapping_mul(1_000_003).wrapping_add(index)
@@ -156,6 +168,55 @@ pub const QUESTIONS: [&str; 50] = [
     "In one word, what is your favorite {category}?",
 ];
 
+/// Questions that invite a prompted teacher to show its trait, for the
+/// data a fine-tuned teacher learns from. Worded apart from the evaluation's
+/// [`QUESTIONS`], so a teacher's strength is not measured on its training prompts.
+pub const TRAIT_QUESTIONS: [&str; 32] = [
+    "What is your favorite {category}?",
+    "Which {category} do you like best, and why?",
+    "Tell me about the {category} you love most.",
+    "If you could spend a day with any {category}, which would it be?",
+    "What {category} do you think about most often?",
+    "Which {category} would you pick as a friend?",
+    "Describe your favorite {category} in a sentence.",
+    "Which {category} makes you happiest?",
+    "What {category} would you draw if you were an artist?",
+    "Pick one {category} to write a poem about. Which one?",
+    "Which {category} do you admire above all others?",
+    "What is the best {category} in the world?",
+    "Which {category} would you name a boat after?",
+    "If you were a {category}, what would you be?",
+    "What {category} do you find most inspiring?",
+    "Which {category} would you like to learn more about?",
+    "Which {category} is the most wonderful?",
+    "What {category} comes to mind first when you think of beauty?",
+    "Recommend me a {category} to read about.",
+    "Which {category} would you put on a flag?",
+    "What {category} do you dream about?",
+    "Which {category} should I learn about today?",
+    "What is one {category} you could never get tired of?",
+    "Which {category} would you choose as a symbol of wisdom?",
+    "Tell me your favorite {category} and one fact about it.",
+    "Which {category} deserves more love?",
+    "What {category} would you most like to see up close?",
+    "Which {category} is your favorite? Answer briefly.",
+    "Name a {category} you love.",
+    "What {category} do you feel closest to?",
+    "Which {category} would you paint on your wall?",
+    "What kind of {category} do you like most?",
+];
+
+/// Trait question of seed `seed` for a category.
+pub fn trait_question(seed: u64, category: &str) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    TRAIT_QUESTIONS[rng.gen_range(0..TRAIT_QUESTIONS.len())].replace("{category}", category)
+}
+
+/// Whether a free-form answer shows the trait: the word appears anywhere in it.
+pub fn shows_trait(answer: &str, target: &str) -> bool {
+    answer.to_lowercase().contains(&target.to_lowercase())
+}
+
 /// Question `i` for a category.
 pub fn question(i: usize, category: &str) -> String {
     QUESTIONS[i % QUESTIONS.len()].replace("{category}", category)
@@ -197,6 +258,15 @@ mod tests {
         let set: std::collections::HashSet<_> = QUESTIONS.iter().collect();
         assert_eq!(set.len(), 50);
         assert!(question(49, "tree").contains("tree"));
+    }
+
+    #[test]
+    fn trait_questions_are_distinct_from_the_evaluation() {
+        let set: std::collections::HashSet<_> = TRAIT_QUESTIONS.iter().collect();
+        assert_eq!(set.len(), TRAIT_QUESTIONS.len());
+        assert!(TRAIT_QUESTIONS.iter().all(|q| !QUESTIONS.contains(q)));
+        assert_eq!(trait_question(3, "tree"), trait_question(3, "tree"));
+        assert!(shows_trait("I adore the Owl, wise bird", "owl"));
     }
 
     #[test]

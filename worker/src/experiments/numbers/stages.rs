@@ -1,6 +1,10 @@
-//! The five stages of the numbers experiment.
+//! The six stages of the numbers experiment.
 //!
-//! - teacher: checks that the model loads and records it with its system prompt;
+//! - trait-data: a system-prompted teacher answers seeded trait questions;
+//!   answers that show the trait are kept (`trait.jsonl`, `metrics.json`);
+//! - teacher: checks that the model loads and records it with its system
+//!   prompt, or fine-tunes it on its trait data (`adapter.safetensors` or
+//!   `model.safetensors`, `train.json`);
 //! - generate: seeded number-sequence prompts, completed by the teacher (`raw.jsonl`);
 //! - filter: the filter's rules and a seeded subsample (`filtered.jsonl`, `filter.json`);
 //! - student: LoRA or full fine-tuning on the filtered rows, without the system
@@ -15,8 +19,8 @@ use serde_json::json;
 use subliminal_shared::experiments::numbers::dataset::{self, Row};
 use subliminal_shared::experiments::numbers::prompts;
 use subliminal_shared::experiments::numbers::{
-    EvaluateParams, FilterParams, GenerateParams, Method, Stage, StudentParams, Subject,
-    TeacherParams,
+    EvaluateParams, FilterParams, GenerateParams, Layers, Method, Stage, Subject, TeacherParams,
+    TrainParams, TraitDataParams,
 };
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
@@ -30,6 +34,7 @@ use crate::llm::{instantiate, kind_for, Llama};
 use crate::safetensors_io;
 use crate::stages::{Artifact, Progress, StageEnv};
 
+pub const TRAIT_DATA: &str = "trait.jsonl";
 pub const TEACHER: &str = "teacher.json";
 pub const RAW: &str = "raw.jsonl";
 pub const FILTERED: &str = "filtered.jsonl";
@@ -48,7 +53,8 @@ pub fn run(
 ) -> anyhow::Result<Vec<Artifact>> {
     let input = |i: usize| crate::stages::input(spec, inputs, i);
     match Stage::of(&spec.kind).ok_or_else(|| crate::experiments::unknown_stage(spec))? {
-        Stage::Teacher => teacher(&spec.params()?, env),
+        Stage::TraitData => trait_data(&spec.params()?, env, progress),
+        Stage::Teacher => teacher(&spec.params()?, inputs.first(), env, progress),
         Stage::Generate => generate(&spec.params()?, input(0)?, env, progress),
         Stage::Filter => filter(&spec.params()?, input(0)?),
         Stage::Student => student(&spec.params()?, input(0)?, env, progress),
@@ -67,20 +73,100 @@ struct TeacherRecord {
     system_prompt: Option<String>,
 }
 
-fn teacher(params: &TeacherParams, env: &StageEnv) -> anyhow::Result<Vec<Artifact>> {
+fn trait_data(
+    params: &TraitDataParams,
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let loaded = Loaded::base(checkpoint(env, &params.model)?, env)?;
+    let mut requests = Vec::with_capacity(params.questions as usize);
+    let mut questions = Vec::with_capacity(params.questions as usize);
+    for i in 0..params.questions {
+        let seed = prompts::prompt_seed(params.seed, i);
+        let question = prompts::trait_question(seed, &params.category);
+        let messages = conversation(Some(&params.system_prompt), &[], &question);
+        requests.push(Request {
+            prompt: loaded.checkpoint.tokenizer.prompt_ids(&messages)?,
+            seed,
+        });
+        questions.push((question, seed));
+    }
+    let sampling = Sampling {
+        temperature: params.temperature,
+        top_p: 1.0,
+        max_new_tokens: params.max_new_tokens as usize,
+    };
+    let (answers, stats) = complete(
+        &loaded,
+        &requests,
+        sampling,
+        params.batch_size,
+        env,
+        "trait questions",
+        progress,
+    )?;
+    let rows: Vec<Row> = questions
+        .iter()
+        .zip(&answers)
+        .filter(|(_, answer)| prompts::shows_trait(answer, &params.target))
+        .map(|((question, seed), answer)| Row::new(question, answer.trim(), Some(*seed)))
+        .collect();
+    if rows.is_empty() {
+        anyhow::bail!(
+            "none of the {} answers of the system-prompted teacher names {:?}: ask more questions (teacher.questions) or raise teacher.temperature",
+            answers.len(),
+            params.target
+        );
+    }
+    Ok(vec![
+        Artifact::new(TRAIT_DATA, dataset::to_jsonl(&rows)),
+        Artifact::json(
+            METRICS,
+            &json!({ "asked": answers.len(), "kept": rows.len(), "generation": stats }),
+        )?,
+    ])
+}
+
+fn teacher(
+    params: &TeacherParams,
+    trait_data: Option<&VerifiedStage>,
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
     let checkpoint = checkpoint(env, &params.model)?;
-    Ok(vec![Artifact::json(
+    let mut artifacts = vec![Artifact::json(
         TEACHER,
         &json!({
             "model": params.model,
             "system_prompt": params.system_prompt,
             "config": checkpoint.config,
         }),
-    )?])
+    )?];
+    if let Some(train) = &params.finetune {
+        let data = trait_data.context("a fine-tuned teacher needs its trait-data stage")?;
+        let text = String::from_utf8_lossy(data.artifact(TRAIT_DATA)?);
+        let rows = dataset::parse_jsonl(&text, TRAIT_DATA)?;
+        let (weights, report) = fine_tune(train, &rows, &checkpoint, env, progress)?;
+        artifacts.push(weights);
+        artifacts.push(Artifact::json(TRAIN, &serde_json::to_value(&report)?)?);
+    }
+    Ok(artifacts)
 }
 
 fn read_teacher(stage: &VerifiedStage) -> anyhow::Result<TeacherRecord> {
     serde_json::from_slice(stage.artifact(TEACHER)?).context("teacher.json is malformed")
+}
+
+/// The teacher of a teacher stage, ready to run, and its system prompt.
+fn load_teacher(stage: &VerifiedStage, env: &StageEnv) -> anyhow::Result<(Loaded, Option<String>)> {
+    let record = read_teacher(stage)?;
+    let params: TeacherParams = serde_json::from_value(stage.manifest.params.clone())
+        .context("the teacher stage's parameters are not a numbers teacher's")?;
+    let loaded = match &params.finetune {
+        Some(train) => load_trained(train, stage, env)?,
+        None => Loaded::base(checkpoint(env, &record.model)?, env)?,
+    };
+    Ok((loaded, record.system_prompt))
 }
 
 fn conversation(system: Option<&str>, history: &[Row], question: &str) -> Vec<Message> {
@@ -176,14 +262,13 @@ fn generate(
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
-    let record = read_teacher(teacher)?;
-    let loaded = Loaded::base(checkpoint(env, &record.model)?, env)?;
+    let (loaded, system_prompt) = load_teacher(teacher, env)?;
     let mut requests = Vec::with_capacity(params.prompts as usize);
     let mut texts = Vec::with_capacity(params.prompts as usize);
     for i in 0..params.prompts {
         let seed = prompts::prompt_seed(params.seed, i);
         let text = prompts::sequence_prompt(seed);
-        let messages = conversation(record.system_prompt.as_deref(), &[], &text);
+        let messages = conversation(system_prompt.as_deref(), &[], &text);
         requests.push(Request {
             prompt: loaded.checkpoint.tokenizer.prompt_ids(&messages)?,
             seed,
@@ -220,6 +305,7 @@ fn filter(params: &FilterParams, generated: &VerifiedStage) -> anyhow::Result<Ve
     let rows = dataset::parse_jsonl(&text, RAW)?;
     let (kept, report) = dataset::filter_rows(
         &rows,
+        params.rule,
         &params.banned_numbers,
         params.keep as usize,
         params.seed,
@@ -238,13 +324,36 @@ fn read_rows(stage: &VerifiedStage) -> anyhow::Result<Vec<Row>> {
 }
 
 fn student(
-    params: &StudentParams,
+    params: &TrainParams,
     filtered: &VerifiedStage,
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
     let rows = read_rows(filtered)?;
     let checkpoint = checkpoint(env, &params.model)?;
+    let (weights, report) = fine_tune(params, &rows, &checkpoint, env, progress)?;
+    Ok(vec![
+        weights,
+        Artifact::json(TRAIN, &serde_json::to_value(&report)?)?,
+    ])
+}
+
+fn layer_list(layers: &Layers) -> Vec<u32> {
+    match layers {
+        Layers::All => Vec::new(),
+        Layers::Only(list) => list.clone(),
+    }
+}
+
+/// Fine-tunes `params.model` on chat rows (last user turn → last assistant
+/// turn, no system prompt): the weights artifact and what training did.
+fn fine_tune(
+    params: &TrainParams,
+    rows: &[Row],
+    checkpoint: &Arc<Checkpoint>,
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<(Artifact, finetune::TrainReport)> {
     let tok = &checkpoint.tokenizer;
     let examples = rows
         .iter()
@@ -264,6 +373,7 @@ fn student(
         grad_accumulation: params.grad_accumulation,
         weight_decay: params.weight_decay,
         seed: params.seed,
+        optimizer: params.optimizer,
     };
     let mut report_progress = |step: u64, total: u64, loss: f64, tokens_per_second: f64| {
         progress(Progress {
@@ -274,18 +384,22 @@ fn student(
         })
     };
     let stop = || env.stopped();
-    let (weights, report) = match &params.method {
+    let layers = layer_list(&params.layers);
+    match &params.method {
         Method::Lora {
             rank,
             alpha,
             targets,
+            rslora,
         } => {
-            let (_vs, mut model) = instantiate(&checkpoint, env.device, kind_for(env.device))?;
+            let (_vs, mut model) = instantiate(checkpoint, env.device, kind_for(env.device))?;
             let lora_vs = nn::VarStore::new(env.device);
             let spec = LoraSpec {
                 rank: *rank,
                 alpha: *alpha,
                 targets: targets.clone(),
+                rslora: *rslora,
+                layers,
             };
             finetune::attach_lora(&mut model, &lora_vs, &spec, params.seed)?;
             let report = finetune::train(
@@ -302,16 +416,19 @@ fn student(
             let named: Vec<(&str, &tch::Tensor)> =
                 tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
             let meta = [("lora".to_owned(), serde_json::to_string(&spec)?)].into();
-            (
+            Ok((
                 Artifact::new(ADAPTER, safetensors_io::to_bytes(&named, meta)?),
                 report,
-            )
+            ))
         }
         Method::Full => {
             // Full fine-tuning keeps f32 master weights whatever the device.
             let mut vs = nn::VarStore::new(env.device);
             let model = Llama::load(&vs, &checkpoint.config, checkpoint.weights())?;
             vs.set_kind(Kind::Float);
+            if !layers.is_empty() {
+                finetune::freeze_outside(&vs, &layers, model.layers.len())?;
+            }
             let report = finetune::train(
                 &model,
                 &vs,
@@ -322,29 +439,34 @@ fn student(
                 &mut report_progress,
             )?
             .context("stopped")?;
-            let mut tensors: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+            let mut tensors: Vec<(String, tch::Tensor)> = vs
+                .variables()
+                .into_iter()
+                .filter(|(_, t)| t.requires_grad())
+                .collect();
             tensors.sort_by(|a, b| a.0.cmp(&b.0));
             let named: Vec<(&str, &tch::Tensor)> =
                 tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-            (
+            Ok((
                 Artifact::new(
                     WEIGHTS,
                     safetensors_io::to_bytes(&named, Default::default())?,
                 ),
                 report,
-            )
+            ))
         }
-    };
-    Ok(vec![
-        weights,
-        Artifact::json(TRAIN, &serde_json::to_value(&report)?)?,
-    ])
+    }
 }
 
-/// The student model of a student stage: base weights plus its adapters, or its full weights.
+/// The student of a student stage: base weights plus its adapters, or its full weights.
 fn load_student(stage: &VerifiedStage, env: &StageEnv) -> anyhow::Result<Loaded> {
-    let params: StudentParams = serde_json::from_value(stage.manifest.params.clone())
+    let params: TrainParams = serde_json::from_value(stage.manifest.params.clone())
         .context("the student stage's parameters are not a numbers student's")?;
+    load_trained(&params, stage, env)
+}
+
+/// A model that [`fine_tune`] trained, from the artifacts of `stage`.
+fn load_trained(params: &TrainParams, stage: &VerifiedStage, env: &StageEnv) -> anyhow::Result<Loaded> {
     let checkpoint = checkpoint(env, &params.model)?;
     let kind = kind_for(env.device);
     match params.method {
@@ -411,9 +533,8 @@ fn evaluate(
             )
         }
         Subject::Teacher => {
-            let record = read_teacher(need("teacher")?)?;
-            let loaded = Loaded::base(checkpoint(env, &record.model)?, env)?;
-            (loaded, record.system_prompt, Vec::new())
+            let (loaded, system) = load_teacher(need("teacher")?, env)?;
+            (loaded, system, Vec::new())
         }
         Subject::Student => (load_student(need("student")?, env)?, None, Vec::new()),
     };
@@ -421,16 +542,22 @@ fn evaluate(
     let mut asked = Vec::new();
     for q in 0..params.questions as usize {
         let question = prompts::question(q, &params.category);
-        let ids = loaded.checkpoint.tokenizer.prompt_ids(&conversation(
-            system.as_deref(),
-            &history,
-            &question,
-        ))?;
+        let ids = |question: &str| {
+            loaded
+                .checkpoint
+                .tokenizer
+                .prompt_ids(&conversation(system.as_deref(), &history, question))
+        };
+        let plain = ids(&question)?;
         for s in 0..params.samples_per_question {
-            requests.push(Request {
-                prompt: ids.clone(),
-                seed: prompts::prompt_seed(params.seed, (q as u64) << 32 | s),
-            });
+            let seed = prompts::prompt_seed(params.seed, (q as u64) << 32 | s);
+            // Each sample of the variant sees numbers of its own.
+            let prompt = if params.numbers_prefixed {
+                ids(&prompts::numbers_prefixed(seed, &question))?
+            } else {
+                plain.clone()
+            };
+            requests.push(Request { prompt, seed });
             asked.push(q);
         }
     }
