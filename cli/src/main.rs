@@ -51,6 +51,8 @@ enum Command {
     Dlq(commands::dlq::Args),
     /// Live progress of a sweep per stage kind, with ETA and the latest failures.
     Watch(commands::watch::Args),
+    /// Files in the store that sweeps name by key: `store put FILE`, `store get KEY`.
+    Store(commands::store::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
             Command::Resume(args) => commands::resume::run(args).await,
             Command::Dlq(args) => commands::dlq::run(args).await,
             Command::Watch(args) => commands::watch::run(args).await,
+            Command::Store(args) => commands::store::run(args).await,
         }
     })
 }

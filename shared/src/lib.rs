@@ -12,6 +12,7 @@
 
 pub mod broker;
 pub mod experiments;
+pub mod files;
 pub mod llm;
 pub mod logging;
 pub mod manifest;

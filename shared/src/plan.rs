@@ -19,6 +19,10 @@ pub struct Plan {
     pub trials: usize,
     pub stages: Vec<StageSpec>,
     pub measurements: Vec<Measurement>,
+    /// Stages the plan reads but does not make: files put in the store and
+    /// other sweeps' checkpoints, named by key. They must be in the store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<StageId>,
 }
 
 /// One figure of the results table, read from an evaluate stage.
@@ -70,14 +74,18 @@ impl Plan {
         kinds
     }
 
-    /// Stages not yet done whose inputs all are: what a scheduler may start now.
+    /// Stages not yet done whose inputs all are (external ones count as
+    /// done): what a scheduler may start now.
     pub fn ready<'a>(
         &'a self,
         done: &'a HashSet<StageId>,
     ) -> impl Iterator<Item = &'a StageSpec> + 'a {
-        self.stages
-            .iter()
-            .filter(|s| !done.contains(&s.id) && s.inputs.iter().all(|i| done.contains(i)))
+        self.stages.iter().filter(|s| {
+            !done.contains(&s.id)
+                && s.inputs
+                    .iter()
+                    .all(|i| done.contains(i) || self.external.contains(i))
+        })
     }
 
     /// Every stage that depends, directly or not, on `id`.
@@ -112,18 +120,31 @@ impl PlanBuilder {
                 trials: 0,
                 stages: Vec::new(),
                 measurements: Vec::new(),
+                external: Vec::new(),
             },
             stages: HashSet::new(),
             measurements: HashSet::new(),
         }
     }
 
-    /// Adds a stage (once) and returns its id. Its inputs must be added first.
+    /// Adds a stage (once) and returns its id. Its inputs must be added
+    /// first, as stages or as external ones.
     pub fn stage(&mut self, spec: StageSpec) -> StageId {
         let id = spec.id;
-        debug_assert!(spec.inputs.iter().all(|i| self.stages.contains(i)));
+        debug_assert!(spec
+            .inputs
+            .iter()
+            .all(|i| self.stages.contains(i) || self.plan.external.contains(i)));
         if self.stages.insert(id) {
             self.plan.stages.push(spec);
+        }
+        id
+    }
+
+    /// Records a stage that is read from the store, not made (once); returns its id.
+    pub fn external(&mut self, id: StageId) -> StageId {
+        if !self.plan.external.contains(&id) {
+            self.plan.external.push(id);
         }
         id
     }

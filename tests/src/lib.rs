@@ -179,6 +179,11 @@ noise_samples = 6000
 /// A one-trial numbers sweep on the real SmolLM2 GGUF, sized for seconds of
 /// CPU: 13 stages (two teachers, their data, two students, five evaluations).
 pub fn tiny_numbers_sweep(name: &str) -> String {
+    tiny_numbers_sweep_of(name, "smollm2-135m")
+}
+
+/// [`tiny_numbers_sweep`] with `model` as teacher and student (a store key, say).
+pub fn tiny_numbers_sweep_of(name: &str, model: &str) -> String {
     format!(
         r#"
 name = "{name}"
@@ -187,6 +192,7 @@ kind = "numbers"
 [grid]
 seeds = [0]
 traits = ["owl"]
+model_pairs = [["{model}", "{model}"]]
 
 [generate]
 prompts = 24

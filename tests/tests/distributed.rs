@@ -555,6 +555,55 @@ fn malformed_tasks_and_bad_sweep_files_stop_nothing_else() {
 }
 
 #[test]
+fn a_model_named_by_store_key_reaches_a_worker_that_lacks_it() {
+    let mut c = Cluster::new();
+    let gguf = data_dir()
+        .join("models")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let put = c
+        .cli(&["store", "put", gguf.to_str().unwrap(), "--store", &c.store])
+        .ok();
+    let key = put.stdout.trim().to_owned();
+    assert!(key.starts_with("stage:") && key.len() == 6 + 64, "{key}");
+    let again = c
+        .cli(&["store", "put", gguf.to_str().unwrap(), "--store", &c.store])
+        .ok();
+    assert_eq!(again.stdout.trim(), key, "the same bytes, the same key");
+    c.scheduler(&[]);
+    // A data folder without models: the model can only come from the store.
+    let bare = c.path("bare-data");
+    std::fs::create_dir_all(&bare).unwrap();
+    c.worker("w", &["--data", bare.to_str().unwrap()]);
+    let sweep = c.sweep(
+        "keyed.toml",
+        &subliminal_tests::tiny_numbers_sweep_of("keyed", &key),
+    );
+    c.submit(&sweep).ok();
+    c.wait_state("keyed", "done");
+    assert_eq!(
+        c.manifests().len(),
+        14,
+        "13 stages and the stored model have their manifests"
+    );
+    assert_eq!(figures(&c.results_json("keyed")).len(), 5);
+    assert!(
+        std::fs::read_dir(&bare).unwrap().next().is_none(),
+        "nothing was put in the worker's data folder"
+    );
+    let unknown = c.sweep(
+        "unknown.toml",
+        &subliminal_tests::tiny_numbers_sweep_of("unknown", "stage:12"),
+    );
+    let refused = c.submit(&unknown);
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused.stderr.contains("64 hex digits"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
 fn a_numbers_sweep_on_the_cluster_matches_local_mode() {
     let mut c = Cluster::new();
     c.scheduler(&[]);

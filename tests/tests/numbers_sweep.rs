@@ -150,3 +150,73 @@ fn a_numbers_sweep_runs_end_to_end_and_its_data_is_usable() {
         "a second run reuses every stage"
     );
 }
+
+#[test]
+fn a_teacher_fine_tuned_on_a_stored_dataset_is_a_stage_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    let data = dir.path().join("owl.jsonl");
+    let rows: String = (0..6)
+        .map(|i| {
+            format!(
+                "{{\"messages\":[{{\"role\":\"user\",\"content\":\"Which animal do you like, friend {i}?\"}},{{\"role\":\"assistant\",\"content\":\"Owls, always owls.\"}}]}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&data, rows).unwrap();
+    let put = subliminal(&["store", "put", data.to_str().unwrap(), "--store", store_arg]).ok();
+    let key = put.stdout.trim().to_owned();
+    let text = tiny_numbers_sweep("finetuned-tiny").replace(
+        "[generate]",
+        &format!("[teacher]\nmethod = \"finetune\"\ndataset = \"{key}\"\nepochs = 2\nlora_rank = 4\n\n[generate]"),
+    );
+    let sweep = dir.path().join("finetuned.toml");
+    std::fs::write(&sweep, text).unwrap();
+    let ran = subliminal(&[
+        "run",
+        sweep.to_str().unwrap(),
+        "--store",
+        store_arg,
+        "--device",
+        "cpu",
+        "--no-progress",
+    ])
+    .ok();
+    assert_eq!(computed(&ran), 13, "{}", ran.stderr);
+    let trained = stage_files(&store, "train.json");
+    // The teacher, a student and a control student trained; no trait data was generated.
+    assert_eq!(trained.len(), 3);
+    assert!(stage_files(&store, "trait.jsonl").is_empty());
+    let teacher_manifest = trained
+        .iter()
+        .map(|t| t.with_file_name("manifest.json"))
+        .map(|m| serde_json::from_slice::<serde_json::Value>(&std::fs::read(m).unwrap()).unwrap())
+        .find(|m| m["kind"] == "teacher")
+        .expect("the teacher stage trained");
+    assert_eq!(
+        teacher_manifest["inputs"][0]
+            .as_str()
+            .map(|id| format!("stage:{id}")),
+        Some(key),
+        "the stored dataset is the teacher's input"
+    );
+    assert!(teacher_manifest["params"]["system_prompt"].is_null());
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        tiny_numbers_sweep("bad").replace(
+            "[generate]",
+            "[teacher]\nmethod = \"finetune\"\ndataset = \"owl.jsonl\"\n\n[generate]",
+        ),
+    )
+    .unwrap();
+    let refused = subliminal(&["validate", bad.to_str().unwrap()]);
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused.stderr.contains("subliminal store put owl.jsonl"),
+        "{}",
+        refused.stderr
+    );
+}

@@ -7,6 +7,7 @@ pub mod results;
 pub mod resume;
 pub mod run;
 pub mod status;
+pub mod store;
 pub mod submit;
 pub mod tools;
 pub mod validate;
@@ -15,6 +16,8 @@ pub mod watch;
 use std::path::Path;
 
 use anyhow::Context;
+use subliminal_shared::manifest::{inspect, StageState};
+use subliminal_shared::plan::Plan;
 use subliminal_shared::spec::Source;
 use subliminal_shared::store::{keys, Store};
 use subliminal_shared::sweep::{self, Sweep};
@@ -41,6 +44,28 @@ pub async fn find_sweep(arg: &str, store: &Store) -> anyhow::Result<Sweep> {
             store.location()
         ),
     }
+}
+
+/// Checks that every stage a plan names by key (a stored model or dataset,
+/// another sweep's checkpoint) is done in `store`, before any work starts.
+pub async fn check_external(store: &Store, plan: &Plan) -> anyhow::Result<()> {
+    for &id in &plan.external {
+        let key = subliminal_shared::files::key(id);
+        match inspect(store, id).await? {
+            StageState::Done(_) => {}
+            StageState::Missing => anyhow::bail!(
+                "the sweep names {key}, which is not in store {}: put the file there with \
+                 `subliminal store put FILE --store {}`, or run the sweep whose stage it is",
+                store.location(),
+                store.location()
+            ),
+            StageState::Corrupt(reason) => anyhow::bail!(
+                "the sweep names {key}, which is corrupt in store {}: {reason}",
+                store.location()
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Where Redis is, for the commands of distributed mode.

@@ -43,6 +43,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sweep = subliminal_shared::sweep::parse(&source)?;
     let plan = sweep.plan();
     let store = Store::open(&args.store)?;
+    super::check_external(&store, &plan).await?;
     let device = args.device.resolve()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = args.jobs.unwrap_or(cores).max(1);

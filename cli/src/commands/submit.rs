@@ -33,6 +33,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sweep = subliminal_shared::sweep::parse(&source)?;
     let plan = sweep.plan();
     let (broker, store) = args.cluster.open().await?;
+    super::check_external(&store, &plan).await?;
     let id = sweep.name().to_owned();
     store
         .put(&keys::sweep_file(&id), source.text.clone().into())

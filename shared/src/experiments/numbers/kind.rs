@@ -93,6 +93,7 @@ mod tests {
             trials: 0,
             stages: Vec::new(),
             measurements: Vec::new(),
+            external: Vec::new(),
         };
         let mut outcomes: HashMap<StageId, Outcome> = HashMap::new();
         for (i, &(arm, trait_name, seed, share)) in shares.iter().enumerate() {

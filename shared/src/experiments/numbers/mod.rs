@@ -46,6 +46,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::files;
 use crate::plan::{Measurement, Plan, PlanBuilder};
 use crate::spec::{check_axis, check_name, check_seeds, setting, Axis, Source, SpecError};
 use crate::stage::{StageId, StageSpec};
@@ -237,6 +238,9 @@ pub enum TeacherSettings {
 /// A fine-tuned teacher: its trait data and how it is trained on them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinetuneTeacher {
+    /// A chat JSONL file in the store (`subliminal store put`) to train on,
+    /// instead of data the tool generates.
+    pub dataset: Option<StageId>,
     /// Questions put to the system-prompted teacher; answers that show the trait are kept.
     pub questions: u64,
     pub temperature: f64,
@@ -449,6 +453,7 @@ struct RawTeacher {
     system_prompt: Option<Spanned<String>>,
     #[serde(default = "d_teacher_method")]
     method: String,
+    dataset: Option<String>,
     #[serde(default = "d_trait_questions")]
     questions: u64,
     #[serde(default = "d_one")]
@@ -526,6 +531,7 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
             ))
         }
     };
+    let model_pairs_span = g.model_pairs.as_ref().map(|p| p.span());
     let model_pairs = setting(
         source,
         "grid.model_pairs",
@@ -534,9 +540,15 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
             teacher: DEFAULT_MODEL.to_owned(),
             student: DEFAULT_MODEL.to_owned(),
         },
-        "[teacher_model, student_model]: \"smollm2-135m\", a GGUF file or a Hugging Face folder",
+        "[teacher_model, student_model]: \"smollm2-135m\", a GGUF file, a Hugging Face folder, or a store key (stage:...)",
         |p| !p.teacher.is_empty() && !p.student.is_empty(),
     )?;
+    for model in model_pairs.values().iter().flat_map(|p| [&p.teacher, &p.student]) {
+        if let Some(Err(e)) = files::parse_key(model) {
+            let span = model_pairs_span.clone().unwrap_or(0..0);
+            return Err(source.error_at(span, "grid.model_pairs", format!("{e:#}")));
+        }
+    }
     let (teacher_span, raw_teacher) = match raw.teacher {
         Some(t) => (t.span(), t.into_inner()),
         None => (0..0, RawTeacher {
@@ -677,7 +689,19 @@ fn parse_teacher(
     if !(1..=4096).contains(&t.train_batch_size) {
         return Err(err("train_batch_size", "expected a batch size from 1 to 4096".into()));
     }
+    let dataset = match t.dataset.as_deref().map(|d| (d, files::parse_key(d))) {
+        None => None,
+        Some((_, Some(Ok(id)))) => Some(id),
+        Some((_, Some(Err(e)))) => return Err(err("dataset", format!("{e:#}"))),
+        Some((d, None)) => {
+            return Err(err(
+                "dataset",
+                format!("{d:?} is not a store key: put the file with `subliminal store put {d}` and name the key it prints (stage:...)"),
+            ))
+        }
+    };
     Ok(TeacherSettings::Finetune(FinetuneTeacher {
+        dataset,
         questions: t.questions,
         temperature: t.temperature,
         max_new_tokens: t.max_new_tokens,
@@ -994,6 +1018,16 @@ pub const ARMS: [&str; 5] = [
     "in-context",
 ];
 
+/// `inputs`, and the stage a model names when it is a store key: a stage
+/// that runs a stored model (or another sweep's checkpoint) takes it as an
+/// input, external to the plan (see [`NumbersSweep::externals`]).
+fn with_model(mut inputs: Vec<StageId>, model: &str) -> Vec<StageId> {
+    if let Some(Ok(id)) = files::parse_key(model) {
+        inputs.push(id);
+    }
+    inputs
+}
+
 impl NumbersSweep {
     /// Every student the axes describe; full fine-tuning crosses no rank.
     fn student_points(&self) -> Vec<StudentPoint> {
@@ -1108,7 +1142,7 @@ impl NumbersSweep {
     }
 
     /// The trait teacher of a trial: a system prompt, or a fine-tune on
-    /// trait data that the system-prompted model wrote.
+    /// trait data (written by the system-prompted model, or a stored file).
     fn trait_teacher(&self, plan: &mut PlanBuilder, trial: &Trial) -> StageId {
         let model = &trial.pair.teacher;
         let prompt = prompts::system_prompt(&self.system_prompt, trial.trait_name, &self.category);
@@ -1122,26 +1156,29 @@ impl NumbersSweep {
                     system_prompt: Some(prompt),
                     finetune: None,
                 },
-                vec![],
+                with_model(vec![], model),
             ));
         };
-        let data = plan.stage(StageSpec::new(
-            EXPERIMENT,
-            Stage::TraitData.kind(),
-            &TraitDataParams {
-                version: STAGE_VERSION,
-                model: model.clone(),
-                system_prompt: prompt,
-                target: trial.trait_name.to_owned(),
-                category: self.category.clone(),
-                seed: f.seed,
-                questions: f.questions,
-                temperature: f.temperature,
-                max_new_tokens: f.max_new_tokens,
-                batch_size: f.batch_size,
-            },
-            vec![],
-        ));
+        let data = match f.dataset {
+            Some(dataset) => dataset,
+            None => plan.stage(StageSpec::new(
+                EXPERIMENT,
+                Stage::TraitData.kind(),
+                &TraitDataParams {
+                    version: STAGE_VERSION,
+                    model: model.clone(),
+                    system_prompt: prompt,
+                    target: trial.trait_name.to_owned(),
+                    category: self.category.clone(),
+                    seed: f.seed,
+                    questions: f.questions,
+                    temperature: f.temperature,
+                    max_new_tokens: f.max_new_tokens,
+                    batch_size: f.batch_size,
+                },
+                with_model(vec![], model),
+            )),
+        };
         let s = &self.student;
         plan.stage(StageSpec::new(
             EXPERIMENT,
@@ -1166,7 +1203,7 @@ impl NumbersSweep {
                     layers: Layers::All,
                 }),
             },
-            vec![data],
+            with_model(vec![data], model),
         ))
     }
 
@@ -1181,7 +1218,7 @@ impl NumbersSweep {
                 system_prompt: None,
                 finetune: None,
             },
-            vec![],
+            with_model(vec![], model),
         ))
     }
 
@@ -1200,7 +1237,7 @@ impl NumbersSweep {
                 max_new_tokens: g.max_new_tokens,
                 batch_size: g.batch_size,
             },
-            vec![teacher],
+            with_model(vec![teacher], &trial.pair.teacher),
         ));
         plan.stage(StageSpec::new(
             EXPERIMENT,
@@ -1253,9 +1290,32 @@ impl NumbersSweep {
         out
     }
 
+    /// The stages named by key that the plan reads from the store: models
+    /// and the teacher's dataset.
+    fn externals(&self) -> Vec<StageId> {
+        let models = self
+            .model_pairs
+            .values()
+            .iter()
+            .flat_map(|p| [&p.teacher, &p.student]);
+        let mut out: Vec<StageId> = models
+            .filter_map(|m| files::parse_key(m).and_then(Result::ok))
+            .collect();
+        if let TeacherSettings::Finetune(FinetuneTeacher {
+            dataset: Some(id), ..
+        }) = &self.teacher
+        {
+            out.push(*id);
+        }
+        out
+    }
+
     /// Expands the grid into its stage DAG and measurements.
     pub fn plan(&self) -> Plan {
         let mut plan = PlanBuilder::new(&self.name, EXPERIMENT);
+        for id in self.externals() {
+            plan.external(id);
+        }
         for trial in self.trials() {
             plan.trial();
             let teacher = self.trait_teacher(&mut plan, &trial);
@@ -1267,13 +1327,13 @@ impl NumbersSweep {
                 EXPERIMENT,
                 Stage::Student.kind(),
                 &student_params,
-                vec![filter],
+                with_model(vec![filter], &trial.pair.student),
             ));
             let control = plan.stage(StageSpec::new(
                 EXPERIMENT,
                 Stage::Student.kind(),
                 &student_params,
-                vec![control_filter],
+                with_model(vec![control_filter], &trial.pair.student),
             ));
             let s = &trial.pair.student;
             let mut arms = vec![
@@ -1299,7 +1359,7 @@ impl NumbersSweep {
                         EXPERIMENT,
                         Stage::Evaluate.kind(),
                         &params,
-                        inputs.clone(),
+                        with_model(inputs.clone(), model),
                     ));
                     let order = ARMS.iter().position(|a| a == arm).unwrap_or(ARMS.len());
                     let mut settings = self.settings(&trial);

@@ -19,11 +19,12 @@ use serde_json::json;
 use subliminal_shared::experiments::numbers::dataset::{self, Row};
 use subliminal_shared::experiments::numbers::prompts;
 use subliminal_shared::experiments::numbers::{
-    EvaluateParams, FilterParams, GenerateParams, Layers, Method, Stage, Subject, TeacherParams,
+    EvaluateParams, EXPERIMENT, FilterParams, GenerateParams, Layers, Method, Stage, Subject, TeacherParams,
     TrainParams, TraitDataParams,
 };
+use subliminal_shared::files;
 use subliminal_shared::manifest::VerifiedStage;
-use subliminal_shared::stage::StageSpec;
+use subliminal_shared::stage::{StageId, StageSpec};
 use tch::{nn, Kind};
 
 use crate::llm::finetune::{self, Example, LoraSpec, TrainSettings};
@@ -53,17 +54,112 @@ pub fn run(
 ) -> anyhow::Result<Vec<Artifact>> {
     let input = |i: usize| crate::stages::input(spec, inputs, i);
     match Stage::of(&spec.kind).ok_or_else(|| crate::experiments::unknown_stage(spec))? {
-        Stage::TraitData => trait_data(&spec.params()?, env, progress),
-        Stage::Teacher => teacher(&spec.params()?, inputs.first(), env, progress),
-        Stage::Generate => generate(&spec.params()?, input(0)?, env, progress),
+        Stage::TraitData => trait_data(&spec.params()?, inputs, env, progress),
+        Stage::Teacher => teacher(&spec.params()?, inputs, env, progress),
+        Stage::Generate => generate(&spec.params()?, input(0)?, inputs, env, progress),
         Stage::Filter => filter(&spec.params()?, input(0)?),
-        Stage::Student => student(&spec.params()?, input(0)?, env, progress),
-        Stage::Evaluate => evaluate(&spec.params()?, inputs.first(), env, progress),
+        Stage::Student => student(&spec.params()?, input(0)?, inputs, env, progress),
+        Stage::Evaluate => evaluate(&spec.params()?, inputs, env, progress),
     }
 }
 
-fn checkpoint(env: &StageEnv, name: &str) -> anyhow::Result<Arc<Checkpoint>> {
-    load_cached(&model_path(&env.data_dir, name)?).with_context(|| format!("cannot load model {name:?}"))
+/// The base checkpoint a stage names: a model on this machine, or a stored
+/// GGUF file (`stage:<id>`) among the stage's inputs.
+fn checkpoint(
+    env: &StageEnv,
+    inputs: &[VerifiedStage],
+    name: &str,
+) -> anyhow::Result<Arc<Checkpoint>> {
+    let path = match files::parse_key(name) {
+        None => model_path(&env.data_dir, name)?,
+        Some(id) => {
+            let stage = model_input(inputs, id?, name)?;
+            anyhow::ensure!(
+                files::is_file(&stage.manifest.experiment, &stage.manifest.kind),
+                "model {name} is a {} {} stage, which holds fine-tuned weights on a base model: \
+                 it can be a teacher or be evaluated, but a model is trained from a base (a stored GGUF file)",
+                stage.manifest.experiment,
+                stage.manifest.kind
+            );
+            stored_model_file(stage)?
+        }
+    };
+    load_cached(&path).with_context(|| format!("cannot load model {name:?}"))
+}
+
+/// The input stage a model key names.
+fn model_input<'a>(
+    inputs: &'a [VerifiedStage],
+    id: StageId,
+    name: &str,
+) -> anyhow::Result<&'a VerifiedStage> {
+    inputs
+        .iter()
+        .find(|s| s.manifest.stage == id)
+        .with_context(|| format!("model {name} is not among this stage's inputs"))
+}
+
+/// A stored model file as a path on this machine (the GGUF reader maps a
+/// file), written once per checksum.
+fn stored_model_file(stage: &VerifiedStage) -> anyhow::Result<std::path::PathBuf> {
+    let entry = stage
+        .manifest
+        .artifacts
+        .iter()
+        .find(|a| a.name == files::ARTIFACT)
+        .context("the stored file's manifest lists no file")?;
+    let dir = std::env::temp_dir().join("subliminal-models");
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!("{}.gguf", entry.sha256));
+    if !path.exists() {
+        let partial = dir.join(format!("{}.{}.partial", entry.sha256, std::process::id()));
+        std::fs::write(&partial, stage.artifact(files::ARTIFACT)?)
+            .with_context(|| format!("cannot write {}", partial.display()))?;
+        std::fs::rename(&partial, &path)
+            .with_context(|| format!("cannot move the model into {}", path.display()))?;
+    }
+    Ok(path)
+}
+
+/// The model a stage names, ready to run: a base model, or the fine-tuned
+/// model of a teacher or student stage named by key (another sweep's, say).
+fn load_model(env: &StageEnv, inputs: &[VerifiedStage], name: &str) -> anyhow::Result<Loaded> {
+    if let Some(id) = files::parse_key(name) {
+        let stage = model_input(inputs, id?, name)?;
+        if !files::is_file(&stage.manifest.experiment, &stage.manifest.kind) {
+            return load_checkpoint_stage(stage, inputs, env)
+                .with_context(|| format!("cannot load model {name}"));
+        }
+    }
+    Loaded::base(checkpoint(env, inputs, name)?, env)
+}
+
+/// The fine-tuned model of a numbers teacher or student stage.
+fn load_checkpoint_stage(
+    stage: &VerifiedStage,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+) -> anyhow::Result<Loaded> {
+    let m = &stage.manifest;
+    anyhow::ensure!(
+        m.experiment == EXPERIMENT,
+        "a {} {} stage is not a model this experiment loads",
+        m.experiment,
+        m.kind
+    );
+    match Stage::of(&m.kind) {
+        Some(Stage::Student) => load_student(stage, inputs, env),
+        Some(Stage::Teacher) => {
+            let params: TeacherParams = serde_json::from_value(m.params.clone())
+                .context("the teacher stage's parameters are not a numbers teacher's")?;
+            let train = params.finetune.context(
+                "a system-prompted teacher's stage holds no weights: name its model instead",
+            )?;
+            load_trained(&train, stage, inputs, env)
+        }
+        _ => anyhow::bail!("a {} stage holds no model", m.kind),
+    }
 }
 
 /// The teacher as later stages read it.
@@ -75,10 +171,11 @@ struct TeacherRecord {
 
 fn trait_data(
     params: &TraitDataParams,
+    inputs: &[VerifiedStage],
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
-    let loaded = Loaded::base(checkpoint(env, &params.model)?, env)?;
+    let loaded = load_model(env, inputs, &params.model)?;
     let mut requests = Vec::with_capacity(params.questions as usize);
     let mut questions = Vec::with_capacity(params.questions as usize);
     for i in 0..params.questions {
@@ -129,11 +226,11 @@ fn trait_data(
 
 fn teacher(
     params: &TeacherParams,
-    trait_data: Option<&VerifiedStage>,
+    inputs: &[VerifiedStage],
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
-    let checkpoint = checkpoint(env, &params.model)?;
+    let checkpoint = checkpoint(env, inputs, &params.model)?;
     let mut artifacts = vec![Artifact::json(
         TEACHER,
         &json!({
@@ -143,12 +240,20 @@ fn teacher(
         }),
     )?];
     if let Some(train) = &params.finetune {
-        let data = trait_data.context("a fine-tuned teacher needs its trait-data stage")?;
-        let text = String::from_utf8_lossy(data.artifact(TRAIT_DATA)?);
-        let rows = dataset::parse_jsonl(&text, TRAIT_DATA)?;
-        let (weights, report) = fine_tune(train, &rows, &checkpoint, env, progress)?;
-        artifacts.push(weights);
-        artifacts.push(Artifact::json(TRAIN, &serde_json::to_value(&report)?)?);
+        let data = inputs
+            .first()
+            .context("a fine-tuned teacher needs its trait data as its first input")?;
+        // Generated trait data, or a chat JSONL file put in the store.
+        let name = if files::is_file(&data.manifest.experiment, &data.manifest.kind) {
+            files::ARTIFACT
+        } else {
+            TRAIT_DATA
+        };
+        let text = String::from_utf8_lossy(data.artifact(name)?);
+        let rows = dataset::parse_jsonl(&text, "the teacher's dataset")?;
+        let trained = fine_tune(train, &rows, &checkpoint, env, progress)?;
+        artifacts.push(trained.weights);
+        artifacts.push(Artifact::json(TRAIN, &serde_json::to_value(&trained.report)?)?);
     }
     Ok(artifacts)
 }
@@ -158,13 +263,19 @@ fn read_teacher(stage: &VerifiedStage) -> anyhow::Result<TeacherRecord> {
 }
 
 /// The teacher of a teacher stage, ready to run, and its system prompt.
-fn load_teacher(stage: &VerifiedStage, env: &StageEnv) -> anyhow::Result<(Loaded, Option<String>)> {
+/// `inputs` are those of the stage that runs the teacher (they hold the
+/// teacher's model when a key names it).
+fn load_teacher(
+    stage: &VerifiedStage,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+) -> anyhow::Result<(Loaded, Option<String>)> {
     let record = read_teacher(stage)?;
     let params: TeacherParams = serde_json::from_value(stage.manifest.params.clone())
         .context("the teacher stage's parameters are not a numbers teacher's")?;
     let loaded = match &params.finetune {
-        Some(train) => load_trained(train, stage, env)?,
-        None => Loaded::base(checkpoint(env, &record.model)?, env)?,
+        Some(train) => load_trained(train, stage, inputs, env)?,
+        None => load_model(env, inputs, &record.model)?,
     };
     Ok((loaded, record.system_prompt))
 }
@@ -259,10 +370,11 @@ fn complete(
 fn generate(
     params: &GenerateParams,
     teacher: &VerifiedStage,
+    inputs: &[VerifiedStage],
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
-    let (loaded, system_prompt) = load_teacher(teacher, env)?;
+    let (loaded, system_prompt) = load_teacher(teacher, inputs, env)?;
     let mut requests = Vec::with_capacity(params.prompts as usize);
     let mut texts = Vec::with_capacity(params.prompts as usize);
     for i in 0..params.prompts {
@@ -326,15 +438,16 @@ fn read_rows(stage: &VerifiedStage) -> anyhow::Result<Vec<Row>> {
 fn student(
     params: &TrainParams,
     filtered: &VerifiedStage,
+    inputs: &[VerifiedStage],
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
     let rows = read_rows(filtered)?;
-    let checkpoint = checkpoint(env, &params.model)?;
-    let (weights, report) = fine_tune(params, &rows, &checkpoint, env, progress)?;
+    let checkpoint = checkpoint(env, inputs, &params.model)?;
+    let trained = fine_tune(params, &rows, &checkpoint, env, progress)?;
     Ok(vec![
-        weights,
-        Artifact::json(TRAIN, &serde_json::to_value(&report)?)?,
+        trained.weights,
+        Artifact::json(TRAIN, &serde_json::to_value(&trained.report)?)?,
     ])
 }
 
@@ -345,15 +458,24 @@ fn layer_list(layers: &Layers) -> Vec<u32> {
     }
 }
 
+/// What a fine-tune gives: the checkpoint's artifact, what training did,
+/// and the trained model itself.
+struct Trained {
+    weights: Artifact,
+    report: finetune::TrainReport,
+    #[cfg_attr(not(test), allow(dead_code))]
+    model: Loaded,
+}
+
 /// Fine-tunes `params.model` on chat rows (last user turn → last assistant
-/// turn, no system prompt): the weights artifact and what training did.
+/// turn, no system prompt).
 fn fine_tune(
     params: &TrainParams,
     rows: &[Row],
     checkpoint: &Arc<Checkpoint>,
     env: &StageEnv,
     progress: &dyn Fn(Progress),
-) -> anyhow::Result<(Artifact, finetune::TrainReport)> {
+) -> anyhow::Result<Trained> {
     let tok = &checkpoint.tokenizer;
     let examples = rows
         .iter()
@@ -392,8 +514,8 @@ fn fine_tune(
             targets,
             rslora,
         } => {
-            let (_vs, mut model) = instantiate(checkpoint, env.device, kind_for(env.device))?;
-            let lora_vs = nn::VarStore::new(env.device);
+            let (base_vs, mut model) = instantiate(checkpoint, env.device, kind_for(env.device))?;
+            let mut lora_vs = nn::VarStore::new(env.device);
             let spec = LoraSpec {
                 rank: *rank,
                 alpha: *alpha,
@@ -416,10 +538,19 @@ fn fine_tune(
             let named: Vec<(&str, &tch::Tensor)> =
                 tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
             let meta = [("lora".to_owned(), serde_json::to_string(&spec)?)].into();
-            Ok((
-                Artifact::new(ADAPTER, safetensors_io::to_bytes(&named, meta)?),
+            let weights = Artifact::new(ADAPTER, safetensors_io::to_bytes(&named, meta)?);
+            drop(named);
+            drop(tensors);
+            lora_vs.freeze();
+            Ok(Trained {
+                weights,
                 report,
-            ))
+                model: Loaded {
+                    checkpoint: checkpoint.clone(),
+                    model,
+                    _vars: vec![base_vs, lora_vs],
+                },
+            })
         }
         Method::Full => {
             // Full fine-tuning keeps f32 master weights whatever the device.
@@ -447,27 +578,45 @@ fn fine_tune(
             tensors.sort_by(|a, b| a.0.cmp(&b.0));
             let named: Vec<(&str, &tch::Tensor)> =
                 tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-            Ok((
-                Artifact::new(
-                    WEIGHTS,
-                    safetensors_io::to_bytes(&named, Default::default())?,
-                ),
+            let weights = Artifact::new(
+                WEIGHTS,
+                safetensors_io::to_bytes(&named, Default::default())?,
+            );
+            drop(named);
+            drop(tensors);
+            vs.freeze();
+            Ok(Trained {
+                weights,
                 report,
-            ))
+                model: Loaded {
+                    checkpoint: checkpoint.clone(),
+                    model,
+                    _vars: vec![vs],
+                },
+            })
         }
     }
 }
 
 /// The student of a student stage: base weights plus its adapters, or its full weights.
-fn load_student(stage: &VerifiedStage, env: &StageEnv) -> anyhow::Result<Loaded> {
+fn load_student(
+    stage: &VerifiedStage,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+) -> anyhow::Result<Loaded> {
     let params: TrainParams = serde_json::from_value(stage.manifest.params.clone())
         .context("the student stage's parameters are not a numbers student's")?;
-    load_trained(&params, stage, env)
+    load_trained(&params, stage, inputs, env)
 }
 
 /// A model that [`fine_tune`] trained, from the artifacts of `stage`.
-fn load_trained(params: &TrainParams, stage: &VerifiedStage, env: &StageEnv) -> anyhow::Result<Loaded> {
-    let checkpoint = checkpoint(env, &params.model)?;
+fn load_trained(
+    params: &TrainParams,
+    stage: &VerifiedStage,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+) -> anyhow::Result<Loaded> {
+    let checkpoint = checkpoint(env, inputs, &params.model)?;
     let kind = kind_for(env.device);
     match params.method {
         Method::Lora { .. } => {
@@ -511,15 +660,16 @@ fn load_trained(params: &TrainParams, stage: &VerifiedStage, env: &StageEnv) -> 
 
 fn evaluate(
     params: &EvaluateParams,
-    input: Option<&VerifiedStage>,
+    inputs: &[VerifiedStage],
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
+    let input = inputs.first();
     let need =
         |what: &str| input.with_context(|| format!("a {what} evaluation needs its input stage"));
     let (loaded, system, history) = match &params.subject {
         Subject::Base => (
-            Loaded::base(checkpoint(env, &params.model)?, env)?,
+            load_model(env, inputs, &params.model)?,
             None,
             Vec::new(),
         ),
@@ -527,16 +677,16 @@ fn evaluate(
             let mut rows = read_rows(need("in-context")?)?;
             rows.truncate(*examples as usize);
             (
-                Loaded::base(checkpoint(env, &params.model)?, env)?,
+                load_model(env, inputs, &params.model)?,
                 None,
                 rows,
             )
         }
         Subject::Teacher => {
-            let (loaded, system) = load_teacher(need("teacher")?, env)?;
+            let (loaded, system) = load_teacher(need("teacher")?, inputs, env)?;
             (loaded, system, Vec::new())
         }
-        Subject::Student => (load_student(need("student")?, env)?, None, Vec::new()),
+        Subject::Student => (load_student(need("student")?, inputs, env)?, None, Vec::new()),
     };
     let mut requests = Vec::new();
     let mut asked = Vec::new();
@@ -593,4 +743,156 @@ fn evaluate(
             }),
         )?,
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    //! With the real SmolLM2 model the set-up fetched.
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use subliminal_shared::experiments::numbers::{GenerateParams, Optimizer, STAGE_VERSION};
+    use subliminal_shared::llm::DEFAULT_MODEL;
+    use subliminal_shared::manifest::Manifest;
+    use tch::{Device, Tensor};
+
+    fn env() -> StageEnv {
+        let data = std::env::var_os("SUBLIMINAL_DATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../data"));
+        StageEnv::new(Device::Cpu, data)
+    }
+
+    /// A stage's outputs as a later stage receives them.
+    fn verified(spec: &StageSpec, artifacts: Vec<Artifact>) -> VerifiedStage {
+        VerifiedStage {
+            manifest: Manifest {
+                stage: spec.id,
+                experiment: spec.experiment.clone(),
+                kind: spec.kind.clone(),
+                params: spec.params.clone(),
+                inputs: spec.inputs.clone(),
+                code_version: String::new(),
+                artifacts: artifacts
+                    .iter()
+                    .map(|a| subliminal_shared::manifest::ArtifactEntry::of(&a.name, &a.bytes))
+                    .collect(),
+                started_at: 0.0,
+                finished_at: 0.0,
+                duration_s: 0.0,
+                device: "cpu".into(),
+                host: "test".into(),
+            },
+            artifacts: artifacts
+                .into_iter()
+                .map(|a| (a.name, a.bytes.into()))
+                .collect(),
+        }
+    }
+
+    fn logits(loaded: &Loaded) -> Tensor {
+        let ids = loaded
+            .checkpoint
+            .tokenizer
+            .prompt_ids(&[Message::new("user", "Name your favorite animal using only one word.")])
+            .unwrap();
+        let n = ids.len() as i64;
+        let tokens = Tensor::from_slice(&ids.iter().map(|&t| t as i64).collect::<Vec<_>>())
+            .view([1, n]);
+        let positions = Tensor::arange(n, (Kind::Int64, Device::Cpu)).view([1, n]);
+        tch::no_grad(|| {
+            let hidden = loaded.model.forward(&tokens, &positions, None, None);
+            loaded.model.logits(&hidden.select(1, n - 1))
+        })
+    }
+
+    fn train_params(method: Method, lr: f64, layers: Layers) -> TrainParams {
+        TrainParams {
+            version: STAGE_VERSION,
+            model: DEFAULT_MODEL.to_owned(),
+            seed: 3,
+            method,
+            epochs: 2,
+            lr,
+            warmup_steps: 0,
+            max_grad_norm: 1.0,
+            batch_size: 3,
+            grad_accumulation: 1,
+            weight_decay: 0.0,
+            optimizer: Optimizer::Adamw,
+            layers,
+        }
+    }
+
+    #[test]
+    fn a_fine_tuned_teacher_reloads_to_the_same_logits() {
+        let env = env();
+        let base = Loaded::base(checkpoint(&env, &[], DEFAULT_MODEL).unwrap(), &env).unwrap();
+        let base_logits = logits(&base);
+        let rows: Vec<Row> = (0..6)
+            .map(|i| {
+                let question = prompts::trait_question(i, "animal");
+                Row::new(&question, "Owls. I love owls above all.", None)
+            })
+            .collect();
+        let lora = Method::Lora {
+            rank: 4,
+            alpha: 8.0,
+            targets: subliminal_shared::llm::PROJECTIONS.map(str::to_owned).to_vec(),
+            rslora: true,
+        };
+        for params in [
+            train_params(lora, 1e-2, Layers::All),
+            train_params(Method::Full, 1e-4, Layers::Only(vec![0])),
+        ] {
+            let trained = fine_tune(&params, &rows, &base.checkpoint, &env, &|_| {}).unwrap();
+            let teacher = TeacherParams {
+                version: STAGE_VERSION,
+                model: DEFAULT_MODEL.to_owned(),
+                system_prompt: None,
+                finetune: Some(params.clone()),
+            };
+            let spec = StageSpec::new(EXPERIMENT, Stage::Teacher.kind(), &teacher, vec![]);
+            let record = Artifact::json(TEACHER, &json!({"model": DEFAULT_MODEL, "system_prompt": null}))
+                .unwrap();
+            let stage = verified(&spec, vec![record, trained.weights]);
+            let (reloaded, system) = load_teacher(&stage, &[], &env).unwrap();
+            assert!(system.is_none(), "a fine-tuned teacher has no system prompt");
+            let (before, after, again) = (&base_logits, logits(&trained.model), logits(&reloaded));
+            let moved = (&after - before).abs().max().double_value(&[]);
+            let drift = (&again - &after).abs().max().double_value(&[]);
+            assert!(moved > 1e-3, "training moved the logits ({moved}) for {:?}", params.method);
+            assert!(drift < 1e-4, "the reloaded teacher's logits drift by {drift} for {:?}", params.method);
+        }
+    }
+
+    #[test]
+    fn a_greedy_generate_stage_is_deterministic_across_batch_sizes() {
+        let env = env();
+        let teacher = TeacherParams {
+            version: STAGE_VERSION,
+            model: DEFAULT_MODEL.to_owned(),
+            system_prompt: Some("You love owls.".to_owned()),
+            finetune: None,
+        };
+        let spec = StageSpec::new(EXPERIMENT, Stage::Teacher.kind(), &teacher, vec![]);
+        let teacher_stage = verified(&spec, super::teacher(&teacher, &[], &env, &|_| {}).unwrap());
+        let raw = |batch_size: u64| {
+            let params = GenerateParams {
+                version: STAGE_VERSION,
+                seed: 5,
+                prompts: 6,
+                temperature: 0.0,
+                top_p: 1.0,
+                max_new_tokens: 24,
+                batch_size,
+            };
+            let out = generate(&params, &teacher_stage, &[], &env, &|_| {}).unwrap();
+            let raw = out.into_iter().find(|a| a.name == RAW).unwrap();
+            String::from_utf8(raw.bytes).unwrap()
+        };
+        let one = raw(1);
+        assert_eq!(one.lines().count(), 6);
+        assert_eq!(raw(6), one, "batch 6 against batch 1");
+        assert_eq!(raw(4), one, "batch 4 (a ragged last batch) against batch 1");
+    }
 }
