@@ -127,7 +127,7 @@ mod tests {
             .unwrap();
         match crate::manifest::inspect(&store, id).await.unwrap() {
             crate::manifest::StageState::Done(stage) => {
-                assert_eq!(stage.artifact(ARTIFACT).unwrap(), b"{}\n")
+                assert_eq!(&stage.artifact(ARTIFACT).unwrap()[..], b"{}\n")
             }
             other => panic!("expected a done stage, got {other:?}"),
         }
