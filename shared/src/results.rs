@@ -119,13 +119,20 @@ pub struct Row {
     pub verdict: Option<Verdict>,
     #[serde(skip)]
     order: u32,
+    /// A student arm (one drawn in the transfer grid): a rise above control
+    /// is transfer; for any other arm it is only a rise.
+    #[serde(skip)]
+    student: bool,
 }
 
 /// What the test against control says of a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Significantly above control after correction (q < 0.05).
+    /// A student arm significantly above control after correction (q < 0.05).
     Transfers,
+    /// Any other arm (a teacher, a model shown the data in context)
+    /// significantly above control.
+    Above,
     /// Significantly below control after correction.
     Below,
     /// Not significant; `detectable_shift` says what the run could have seen.
@@ -142,6 +149,7 @@ impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Transfers => "transfers",
+            Verdict::Above => "above control",
             Verdict::Below => "below control",
             Verdict::NoEvidence => "no evidence",
         }
@@ -210,6 +218,7 @@ pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable 
                     detectable_shift: None,
                     verdict: None,
                     order: m.order,
+                    student: m.panel.is_some(),
                 });
                 rows.last_mut().expect("just pushed")
             }
@@ -304,7 +313,8 @@ fn correct(rows: &mut [Row]) {
         let row = &mut rows[i];
         row.q_value = Some(q);
         row.verdict = Some(match row.shift {
-            Some(d) if q < FDR && d > 0.0 => Verdict::Transfers,
+            Some(d) if q < FDR && d > 0.0 && row.student => Verdict::Transfers,
+            Some(d) if q < FDR && d > 0.0 => Verdict::Above,
             Some(d) if q < FDR && d < 0.0 => Verdict::Below,
             _ => Verdict::NoEvidence,
         });

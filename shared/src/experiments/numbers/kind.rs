@@ -114,7 +114,7 @@ mod tests {
                 student_init: None,
                 stage: stage.id,
                 metric: format!("{SHARE_PREFIX}{trait_name}"),
-                panel: None,
+                panel: (arm == "student").then(|| "students".to_owned()),
                 models: None,
             });
             plan.stages.push(stage);
@@ -133,6 +133,7 @@ mod tests {
             ("control student", "cat", 1, 0.10),
             ("student", "cat", 0, 0.11),
             ("student", "cat", 1, 0.10),
+            ("teacher", "owl", 0, 0.40),
         ]);
         let row = |arm: &str, tr: &str| {
             t.rows
@@ -153,6 +154,11 @@ mod tests {
             "BH never lowers a p-value"
         );
         assert!(row("control student", "owl").verdict.is_none());
+        assert_eq!(
+            row("teacher", "owl").verdict,
+            Some(Verdict::Above),
+            "a teacher above control holds the trait; only students transfer"
+        );
         let text = t.to_table();
         assert!(text.contains("transfers") && text.contains("no evidence (could see ≥+0.0"), "{text}");
         let csv = t.to_csv().unwrap();

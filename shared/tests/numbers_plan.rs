@@ -1,0 +1,206 @@
+//! How a numbers sweep expands: fine-tuned teachers, the decoding, dataset
+//! size and student axes, stored files named by key, and the refusals.
+
+use std::collections::BTreeSet;
+
+use subliminal_shared::experiments::numbers::{
+    FilterParams, GenerateParams, Method, Stage, TeacherParams, TrainParams,
+};
+use subliminal_shared::plan::Plan;
+use subliminal_shared::spec::{Source, SpecError};
+use subliminal_shared::stage::StageKind;
+use subliminal_shared::sweep;
+
+const BASE: &str = r#"
+name = "n"
+kind = "numbers"
+
+[grid]
+seeds = [0, 1]
+traits = ["owl"]
+"#;
+
+fn plan(extra: &str) -> Plan {
+    let text = format!("{BASE}{extra}");
+    sweep::parse(&Source::new("n.toml", text))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .plan()
+}
+
+fn refusal(extra: &str) -> String {
+    match sweep::parse(&Source::new("n.toml", format!("{BASE}{extra}"))) {
+        Ok(_) => panic!("accepted: {extra}"),
+        Err(e @ SpecError::Invalid { .. }) => e.to_string(),
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+fn of_kind(plan: &Plan, kind: StageKind) -> Vec<&subliminal_shared::stage::StageSpec> {
+    plan.stages.iter().filter(|s| s.kind == kind).collect()
+}
+
+#[test]
+fn a_fine_tuned_teacher_learns_from_trait_data_once_for_every_seed() {
+    let p = plan("[teacher]\nmethod = \"finetune\"\nquestions = 100\n");
+    let data = of_kind(&p, Stage::TraitData.kind());
+    assert_eq!(data.len(), 1, "one teacher serves both seeds");
+    let teachers = of_kind(&p, Stage::Teacher.kind());
+    assert_eq!(
+        teachers.len(),
+        2,
+        "the fine-tuned teacher and the base model"
+    );
+    let tuned: Vec<TeacherParams> = teachers.iter().map(|s| s.params().unwrap()).collect();
+    let (fine, control): (Vec<_>, Vec<_>) = tuned.iter().partition(|t| t.finetune.is_some());
+    assert_eq!((fine.len(), control.len()), (1, 1));
+    assert!(
+        fine[0].system_prompt.is_none(),
+        "the trait is in the weights"
+    );
+    assert!(matches!(
+        fine[0].finetune.as_ref().unwrap().method,
+        Method::Lora { rank: 16, .. }
+    ));
+    let fine_stage = teachers
+        .iter()
+        .find(|s| s.params::<TeacherParams>().unwrap().finetune.is_some());
+    assert_eq!(fine_stage.unwrap().inputs, vec![data[0].id]);
+    // The teacher arm evaluates the fine-tuned teacher.
+    assert!(p.measurements.iter().any(|m| m.arm == "teacher"));
+}
+
+#[test]
+fn greedy_and_sampled_numbers_are_separate_stages_and_labelled() {
+    let p = plan("[generate]\ntemperature = [0, 1.0]\n[filter]\nkeep = [50, 100]\n");
+    let generated = of_kind(&p, Stage::Generate.kind());
+    // 2 seeds × 2 temperatures × (trait teacher, control).
+    assert_eq!(generated.len(), 8);
+    let temps: BTreeSet<String> = generated
+        .iter()
+        .map(|s| {
+            s.params::<GenerateParams>()
+                .unwrap()
+                .temperature
+                .to_string()
+        })
+        .collect();
+    assert_eq!(temps, BTreeSet::from(["0".to_owned(), "1".to_owned()]));
+    let keeps: BTreeSet<u64> = of_kind(&p, Stage::Filter.kind())
+        .iter()
+        .map(|s| s.params::<FilterParams>().unwrap().keep)
+        .collect();
+    assert_eq!(keeps, BTreeSet::from([50, 100]));
+    let labelled = p.measurements.iter().all(|m| {
+        m.settings.contains_key("generate.temperature") && m.settings.contains_key("filter.keep")
+    });
+    assert!(labelled);
+}
+
+#[test]
+fn full_fine_tuning_crosses_no_rank_and_takes_its_own_learning_rate() {
+    let p = plan(
+        "[student]\nmethod = [\"lora\", \"full\"]\nlora_rank = [8, 64]\nrslora = true\nlr = 5e-4\nfull_lr = 2e-5\noptimizer = [\"adamw\", \"sgd\"]\nlayers = [\"all\", 0]\n",
+    );
+    let students: Vec<TrainParams> = of_kind(&p, Stage::Student.kind())
+        .iter()
+        .map(|s| s.params().unwrap())
+        .collect();
+    // 2 seeds × (lora 8, lora 64, full) × 2 optimisers × 2 layer sets × (student, control).
+    assert_eq!(students.len(), 2 * 3 * 2 * 2 * 2);
+    for s in &students {
+        match &s.method {
+            Method::Full => assert_eq!(s.lr, 2e-5),
+            Method::Lora { rslora, .. } => {
+                assert!(rslora);
+                assert_eq!(s.lr, 5e-4);
+            }
+        }
+    }
+    let full_rows: Vec<_> = p
+        .measurements
+        .iter()
+        .filter(|m| m.settings.get("student.method").map(String::as_str) == Some("full"))
+        .collect();
+    assert!(!full_rows.is_empty());
+    assert!(full_rows
+        .iter()
+        .all(|m| !m.settings.contains_key("student.lora_rank")));
+    let layers: BTreeSet<&str> = p
+        .measurements
+        .iter()
+        .filter_map(|m| m.settings.get("student.layers").map(String::as_str))
+        .collect();
+    assert_eq!(layers, BTreeSet::from(["0", "all"]));
+}
+
+#[test]
+fn the_numbers_prefixed_questions_are_arms_with_their_own_control() {
+    let p = plan("[evaluate]\nnumbers_prefixed = true\n");
+    let questions: BTreeSet<&str> = p
+        .measurements
+        .iter()
+        .map(|m| m.settings["evaluate.question"].as_str())
+        .collect();
+    assert_eq!(questions, BTreeSet::from(["numbers-prefixed", "plain"]));
+    let controls = p
+        .measurements
+        .iter()
+        .filter(|m| m.arm == "control student")
+        .count();
+    assert_eq!(controls, 2 * 2, "a control per seed and question form");
+}
+
+#[test]
+fn a_store_key_is_an_external_input_of_every_stage_that_runs_the_model() {
+    let key = format!("stage:{}", "ab".repeat(32));
+    let p = plan(&format!(
+        "[teacher]\nmethod = \"finetune\"\ndataset = \"stage:{}\"\n",
+        "cd".repeat(32)
+    ));
+    assert_eq!(p.external.len(), 1, "the dataset");
+    assert!(of_kind(&p, Stage::TraitData.kind()).is_empty());
+
+    let text = BASE.replace(
+        "traits = [\"owl\"]",
+        &format!("traits = [\"owl\"]\nmodel_pairs = [[\"{key}\", \"{key}\"]]"),
+    );
+    let p = sweep::parse(&Source::new("n.toml", text)).unwrap().plan();
+    let id: subliminal_shared::stage::StageId = key["stage:".len()..].parse().unwrap();
+    assert_eq!(p.external, vec![id]);
+    for stage in &p.stages {
+        let runs_a_model = stage.kind != Stage::Filter.kind();
+        assert_eq!(stage.inputs.contains(&id), runs_a_model, "{}", stage.kind);
+    }
+    let done = Default::default();
+    assert!(p.ready(&done).count() > 0, "external inputs count as done");
+}
+
+#[test]
+fn bad_teacher_and_student_settings_are_refused_with_their_key() {
+    for (extra, key) in [
+        ("[teacher]\nmethod = \"distil\"\n", "teacher.method"),
+        (
+            "[teacher]\nmethod = \"finetune\"\nfinetune = \"qlora\"\n",
+            "teacher.finetune",
+        ),
+        (
+            "[teacher]\nmethod = \"finetune\"\ndataset = \"owl.jsonl\"\n",
+            "teacher.dataset",
+        ),
+        (
+            "[student]\nmethod = [\"lora\", \"dora\"]\n",
+            "student.method",
+        ),
+        ("[student]\noptimizer = \"lion\"\n", "student.optimizer"),
+        ("[student]\nlayers = \"some\"\n", "`layers`: invalid value"),
+        (
+            "[generate]\ntemperature = [0, -1]\n",
+            "generate.temperature",
+        ),
+        ("[filter]\nkeep = [0]\n", "filter.keep"),
+        ("[student]\nfull_lr = 2\n", "student.full_lr"),
+    ] {
+        let message = refusal(extra);
+        assert!(message.contains(key), "{extra}: {message}");
+    }
+}
