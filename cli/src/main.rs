@@ -11,6 +11,7 @@
 
 mod commands;
 mod plot;
+mod shift_plot;
 
 use std::process::ExitCode;
 

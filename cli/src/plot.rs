@@ -21,7 +21,7 @@ const FONT_FILES: &[&str] = &[
 ];
 
 /// plotters draws text with a font we must hand it.
-fn register_font() -> anyhow::Result<()> {
+pub fn register_font() -> anyhow::Result<()> {
     let path = FONT_FILES
         .iter()
         .find(|p| Path::new(p).exists())

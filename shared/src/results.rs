@@ -104,6 +104,9 @@ pub struct Row {
     pub samples: Option<u64>,
     /// The mean minus the mean of the control arm with the same settings.
     pub shift: Option<f64>,
+    /// 95% interval of the shift for shares, over every answer pooled
+    /// across seeds (Newcombe's hybrid score interval).
+    pub shift_ci95: Option<(f64, f64)>,
     /// Against the control arm with the same settings, for shares: Fisher's
     /// exact test (two-sided) over every answer, pooled over seeds.
     pub p_value: Option<f64>,
@@ -212,6 +215,7 @@ pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable 
                     values: Vec::new(),
                     samples: None,
                     shift: None,
+                    shift_ci95: None,
                     p_value: None,
                     q_value: None,
                     p_seeds: None,
@@ -244,17 +248,27 @@ pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable 
             s.ci95 = Some(crate::stats::wilson(s.mean, n));
         }
     }
-    let control_arm = experiments::find(&plan.experiment).and_then(|e| e.control_arm());
-    let controls: Vec<(BTreeMap<String, String>, f64, Vec<Value>)> = rows
+    let kind = experiments::find(&plan.experiment);
+    let control_of = |arm: &str| kind.and_then(|k| k.control_of(arm));
+    let controls: Vec<(String, BTreeMap<String, String>, f64, Vec<Value>)> = rows
         .iter()
-        .filter(|r| Some(r.arm.as_str()) == control_arm)
-        .filter_map(|r| Some((r.settings.clone(), r.summary?.mean, r.values.clone())))
+        .filter_map(|r| {
+            Some((
+                r.arm.clone(),
+                r.settings.clone(),
+                r.summary?.mean,
+                r.values.clone(),
+            ))
+        })
         .collect();
     for row in &mut rows {
-        if Some(row.arm.as_str()) == control_arm {
+        let Some(control) = control_of(&row.arm) else {
             continue;
-        }
-        let Some((_, mean, values)) = controls.iter().find(|(s, ..)| *s == row.settings) else {
+        };
+        let Some((.., mean, values)) = controls
+            .iter()
+            .find(|(arm, settings, ..)| arm == control && *settings == row.settings)
+        else {
             continue;
         };
         row.shift = row.summary.map(|s| s.mean - mean);
@@ -288,6 +302,7 @@ fn compare(row: &mut Row, control: &[Value]) {
         return;
     };
     row.p_value = stats::fisher_exact(x1, n1, x0, n0);
+    row.shift_ci95 = stats::newcombe_diff(x1, n1, x0, n0);
     row.detectable_shift = stats::detectable_shift(x0 as f64 / n0 as f64, n0, n1, ALPHA, POWER);
 }
 
@@ -380,6 +395,16 @@ fn verdict_text(row: &Row) -> String {
 }
 
 impl ResultsTable {
+    /// `arm settings`, the way a row is named in a plot.
+    pub fn row_label(row: &Row) -> String {
+        let settings = Self::settings_label(&row.settings);
+        if settings.is_empty() {
+            row.arm.clone()
+        } else {
+            format!("{} {settings}", row.arm)
+        }
+    }
+
     fn settings_label(settings: &BTreeMap<String, String>) -> String {
         settings
             .iter()
@@ -503,6 +528,8 @@ impl ResultsTable {
             "ci95_high",
             "std",
             "vs_control",
+            "vs_control_ci95_low",
+            "vs_control_ci95_high",
             "p_value",
             "q_value",
             "p_seeds",
@@ -525,6 +552,8 @@ impl ResultsTable {
                 opt(s.and_then(|s| s.ci95).map(|c| c.1)),
                 opt(s.and_then(|s| s.std)),
                 opt(row.shift),
+                opt(row.shift_ci95.map(|c| c.0)),
+                opt(row.shift_ci95.map(|c| c.1)),
                 opt(row.p_value),
                 opt(row.q_value),
                 opt(row.p_seeds),

@@ -582,10 +582,10 @@ fn a_model_named_by_store_key_reaches_a_worker_that_lacks_it() {
     c.wait_state("keyed", "done");
     assert_eq!(
         c.manifests().len(),
-        14,
-        "13 stages and the stored model have their manifests"
+        15,
+        "14 stages and the stored model have their manifests"
     );
-    assert_eq!(figures(&c.results_json("keyed")).len(), 5);
+    assert_eq!(figures(&c.results_json("keyed")).len(), 6);
     assert!(
         std::fs::read_dir(&bare).unwrap().next().is_none(),
         "nothing was put in the worker's data folder"
@@ -616,7 +616,7 @@ fn a_numbers_sweep_on_the_cluster_matches_local_mode() {
     c.wait_state("numbers-dist", "done");
     assert_eq!(
         c.manifests().len(),
-        13,
+        14,
         "every stage has its manifest in S3"
     );
     let distributed = c.results_json("numbers-dist");
@@ -639,6 +639,6 @@ fn a_numbers_sweep_on_the_cluster_matches_local_mode() {
         .ok();
     let local: serde_json::Value = serde_json::from_str(&local.stdout).unwrap();
     let (d, l) = (figures(&distributed), figures(&local));
-    assert_eq!(d.len(), 5);
+    assert_eq!(d.len(), 6);
     assert_eq!(d, l, "the cluster's figures equal local mode's");
 }

@@ -211,7 +211,7 @@ fn results_export_csv_and_json_and_plot_the_transfer_grid() {
     let mut lines = csv.stdout.lines();
     assert_eq!(
         lines.next(),
-        Some("sweep,arm,settings,metric,n,mean,ci95_low,ci95_high,std,vs_control,p_value,q_value,p_seeds,detectable_shift,verdict,failed,pending")
+        Some("sweep,arm,settings,metric,n,mean,ci95_low,ci95_high,std,vs_control,vs_control_ci95_low,vs_control_ci95_high,p_value,q_value,p_seeds,detectable_shift,verdict,failed,pending")
     );
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 4, "{}", csv.stdout);

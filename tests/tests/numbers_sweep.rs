@@ -36,7 +36,7 @@ fn a_numbers_sweep_runs_end_to_end_and_its_data_is_usable() {
         "--no-progress",
     ])
     .ok();
-    assert_eq!(computed(&ran), 13);
+    assert_eq!(computed(&ran), 14);
 
     let raws = stage_files(&store, "raw.jsonl");
     assert_eq!(raws.len(), 2, "a trait teacher and a control teacher");
@@ -106,7 +106,8 @@ fn a_numbers_sweep_runs_end_to_end_and_its_data_is_usable() {
             "teacher",
             "control student",
             "student",
-            "in-context"
+            "in-context",
+            "in-context control"
         ]
     );
     for row in rows {
@@ -116,7 +117,7 @@ fn a_numbers_sweep_runs_end_to_end_and_its_data_is_usable() {
         let ci = &row["summary"]["ci95"];
         let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
         assert!(lo <= mean && mean <= hi && hi > lo, "{row}");
-        if row["arm"] != "control student" {
+        if row["arm"] != "control student" && row["arm"] != "in-context control" {
             assert!(row["shift"].is_f64(), "{row}");
             // Each arm is tested against the control over its answers.
             let p = row["p_value"].as_f64().unwrap();
@@ -125,6 +126,15 @@ fn a_numbers_sweep_runs_end_to_end_and_its_data_is_usable() {
             assert!(row["verdict"].is_string(), "{row}");
         }
     }
+    // The in-context arm is measured against the base model shown the control rows.
+    let in_context = rows.iter().find(|r| r["arm"] == "in-context").unwrap();
+    let in_context_control = rows
+        .iter()
+        .find(|r| r["arm"] == "in-context control")
+        .unwrap();
+    let shift = in_context["summary"]["mean"].as_f64().unwrap()
+        - in_context_control["summary"]["mean"].as_f64().unwrap();
+    assert!((in_context["shift"].as_f64().unwrap() - shift).abs() < 1e-12);
     let human = subliminal(&["results", sweep_arg, "--store", store_arg]).ok();
     assert!(
         human.stdout.contains("share:owl")
@@ -146,7 +156,7 @@ fn a_numbers_sweep_runs_end_to_end_and_its_data_is_usable() {
     .ok();
     assert_eq!(
         (computed(&again), reused(&again)),
-        (0, 13),
+        (0, 14),
         "a second run reuses every stage"
     );
 }
@@ -183,7 +193,7 @@ fn a_teacher_fine_tuned_on_a_stored_dataset_is_a_stage_of_its_own() {
         "--no-progress",
     ])
     .ok();
-    assert_eq!(computed(&ran), 13, "{}", ran.stderr);
+    assert_eq!(computed(&ran), 14, "{}", ran.stderr);
     let trained = stage_files(&store, "train.json");
     // The teacher, a student and a control student trained; no trait data was generated.
     assert_eq!(trained.len(), 3);

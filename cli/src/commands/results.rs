@@ -1,5 +1,6 @@
 //! `subliminal results SWEEP`: the results table again, as CSV or JSON for
-//! other tools, or the teacher × student transfer grid as a picture.
+//! other tools; the teacher × student transfer grid as a picture; each
+//! tested row's shift against control with its interval as another.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,9 @@ pub struct Args {
     /// Draw the transfer grid (teacher × student: inits, or models) to a .png or .svg file.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Draw every tested row's shift against control, with its 95% interval, to a .png or .svg file.
+    #[arg(long)]
+    shifts: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -44,6 +48,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let cells = results::transfer_cells(&plan, &outcomes);
         let labels = sweep.experiment().grid_labels();
         crate::plot::transfer_grid(&cells, sweep.name(), &labels, &path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = args.shifts {
+        crate::shift_plot::shifts(&table, &path)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)

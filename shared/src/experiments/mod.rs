@@ -64,6 +64,13 @@ pub trait Experiment: Send + Sync + 'static {
         None
     }
 
+    /// The arm that `arm` is compared with; by default the control arm, for
+    /// every arm but itself. A kind with several controls (one for students,
+    /// one for a model shown the data in context) says which is whose.
+    fn control_of(&self, arm: &str) -> Option<&'static str> {
+        self.control_arm().filter(|control| *control != arm)
+    }
+
     /// What the transfer-grid plot shows.
     fn grid_labels(&self) -> GridLabels;
 

@@ -53,6 +53,17 @@ impl Experiment for Numbers {
         Some(ARMS[2])
     }
 
+    /// The in-context arm is compared with the base model shown the control
+    /// teacher's rows: what numbers in context do, whoever wrote them, is
+    /// not the trait's doing.
+    fn control_of(&self, arm: &str) -> Option<&'static str> {
+        match arm {
+            a if a == ARMS[2] || a == ARMS[5] => None,
+            a if a == ARMS[4] => Some(ARMS[5]),
+            _ => Some(ARMS[2]),
+        }
+    }
+
     fn grid_labels(&self) -> GridLabels {
         GridLabels {
             figure: "share of student answers naming the trait",
@@ -134,6 +145,8 @@ mod tests {
             ("student", "cat", 0, 0.11),
             ("student", "cat", 1, 0.10),
             ("teacher", "owl", 0, 0.40),
+            ("in-context", "owl", 0, 0.05),
+            ("in-context control", "owl", 0, 0.05),
         ]);
         let row = |arm: &str, tr: &str| {
             t.rows
@@ -154,6 +167,13 @@ mod tests {
             "BH never lowers a p-value"
         );
         assert!(row("control student", "owl").verdict.is_none());
+        let in_context = row("in-context", "owl");
+        assert_eq!(
+            in_context.shift,
+            Some(0.0),
+            "in context, against the base model shown the control rows"
+        );
+        assert!(row("in-context control", "owl").verdict.is_none());
         assert_eq!(
             row("teacher", "owl").verdict,
             Some(Verdict::Above),

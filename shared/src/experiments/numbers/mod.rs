@@ -1010,12 +1010,13 @@ struct Trial<'a> {
 }
 
 /// Arms of the results table, in the order they are shown.
-pub const ARMS: [&str; 5] = [
+pub const ARMS: [&str; 6] = [
     "base",
     "teacher",
     "control student",
     "student",
     "in-context",
+    "in-context control",
 ];
 
 /// `inputs`, and the stage a model names when it is a store key: a stage
@@ -1345,6 +1346,12 @@ impl NumbersSweep {
             if self.evaluate.in_context_examples > 0 {
                 let examples = self.evaluate.in_context_examples;
                 arms.push((ARMS[4], s, Subject::InContext { examples }, vec![filter]));
+                arms.push((
+                    ARMS[5],
+                    s,
+                    Subject::InContext { examples },
+                    vec![control_filter],
+                ));
             }
             let variants: &[bool] = if self.evaluate.numbers_prefixed {
                 &[false, true]
