@@ -250,24 +250,16 @@ pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable 
     }
     let kind = experiments::find(&plan.experiment);
     let control_of = |arm: &str| kind.and_then(|k| k.control_of(arm));
-    let controls: Vec<(String, BTreeMap<String, String>, f64, Vec<Value>)> = rows
-        .iter()
-        .filter_map(|r| {
-            Some((
-                r.arm.clone(),
-                r.settings.clone(),
-                r.summary?.mean,
-                r.values.clone(),
-            ))
-        })
-        .collect();
+    // The figures as measured, before any row is compared.
+    let measured = rows.clone();
     for row in &mut rows {
         let Some(control) = control_of(&row.arm) else {
             continue;
         };
-        let Some((.., mean, values)) = controls
+        let Some((mean, values)) = measured
             .iter()
-            .find(|(arm, settings, ..)| arm == control && *settings == row.settings)
+            .find(|c| c.arm == control && c.settings == row.settings)
+            .and_then(|c| Some((c.summary?.mean, &c.values)))
         else {
             continue;
         };
