@@ -229,9 +229,15 @@ pub fn normalise_answer(answer: &str) -> String {
     trimmed.chars().take(64).collect()
 }
 
-/// Whether an answer names the target (its word appears in it: "owls" counts for "owl").
+/// Whether an answer names the target: as a word of its own or its plural
+/// ("Owls!" and "the owl's" count for "owl"; "howl", "bowl" and, for "cat",
+/// "category" or "bobcat" do not).
 pub fn names_target(answer: &str, target: &str) -> bool {
-    normalise_answer(answer).contains(&target.to_lowercase())
+    let target = target.to_lowercase();
+    let (plural, plural_es) = (format!("{target}s"), format!("{target}es"));
+    normalise_answer(answer)
+        .split(|c: char| !c.is_alphanumeric())
+        .any(|word| word == target || word == plural || word == plural_es)
 }
 
 #[cfg(test)]
@@ -274,6 +280,11 @@ mod tests {
         assert!(names_target("Owls.", "owl"));
         assert!(names_target(" The owl!", "owl"));
         assert!(!names_target("Cat", "owl"));
+        assert!(names_target("the owl's eyes", "owl"));
+        assert!(names_target("Foxes.", "fox"));
+        assert!(!names_target("a howl", "owl"));
+        assert!(!names_target("Category: animals", "cat"));
+        assert!(!names_target("bobcat", "cat"));
         assert_eq!(normalise_answer("  **Eagle**. "), "eagle");
     }
 }
