@@ -9,6 +9,8 @@ use subliminal_tests::servers::{wait_for, Daemon, Redis, S3};
 use subliminal_tests::{bin, data_dir, noop_sweep, tiny_sweep as tiny, Ran};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
+/// For sweeps that run the LLM: its stages take minutes on a loaded 2-core machine.
+const LLM_TIMEOUT: Duration = Duration::from_secs(900);
 
 struct Cluster {
     dir: tempfile::TempDir,
@@ -120,8 +122,12 @@ impl Cluster {
     }
 
     fn wait_state(&self, sweep: &str, state: &str) -> serde_json::Value {
+        self.wait_state_within(sweep, state, TIMEOUT)
+    }
+
+    fn wait_state_within(&self, sweep: &str, state: &str, timeout: Duration) -> serde_json::Value {
         let mut last = serde_json::Value::Null;
-        wait_for(&format!("sweep {sweep} to be {state}"), TIMEOUT, || {
+        wait_for(&format!("sweep {sweep} to be {state}"), timeout, || {
             last = self.status(sweep);
             last["sweep"]["state"] == state
         });
@@ -579,7 +585,7 @@ fn a_model_named_by_store_key_reaches_a_worker_that_lacks_it() {
         &subliminal_tests::tiny_numbers_sweep_of("keyed", &key),
     );
     c.submit(&sweep).ok();
-    c.wait_state("keyed", "done");
+    c.wait_state_within("keyed", "done", LLM_TIMEOUT);
     assert_eq!(
         c.manifests().len(),
         15,
@@ -613,7 +619,7 @@ fn a_numbers_sweep_on_the_cluster_matches_local_mode() {
         &subliminal_tests::tiny_numbers_sweep("numbers-dist"),
     );
     c.submit(&sweep).ok();
-    c.wait_state("numbers-dist", "done");
+    c.wait_state_within("numbers-dist", "done", LLM_TIMEOUT);
     assert_eq!(
         c.manifests().len(),
         14,
