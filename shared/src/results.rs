@@ -247,6 +247,10 @@ pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable 
         if let (Some(s), Some(n), 1) = (row.summary.as_mut(), row.samples, values.len()) {
             s.ci95 = Some(crate::stats::wilson(s.mean, n));
         }
+        // A share's interval over seeds stays within what a share can be.
+        if let (Some(s), Some(_)) = (row.summary.as_mut(), row.samples) {
+            s.ci95 = s.ci95.map(|(lo, hi)| (lo.max(0.0), hi.min(1.0)));
+        }
     }
     let kind = experiments::find(&plan.experiment);
     let control_of = |arm: &str| kind.and_then(|k| k.control_of(arm));

@@ -131,6 +131,12 @@ fn full_fine_tuning_crosses_no_rank_and_takes_its_own_learning_rate() {
         .filter_map(|m| m.settings.get("student.layers").map(String::as_str))
         .collect();
     assert_eq!(layers, BTreeSet::from(["0", "all"]));
+    // One base evaluation serves every student setting, labelled by none.
+    let base: Vec<_> = p.measurements.iter().filter(|m| m.arm == "base").collect();
+    assert_eq!(base.len(), 2, "one per seed");
+    assert!(base
+        .iter()
+        .all(|m| m.settings.keys().all(|k| !k.starts_with("student."))));
 }
 
 #[test]

@@ -1370,6 +1370,10 @@ impl NumbersSweep {
                     ));
                     let order = ARMS.iter().position(|a| a == arm).unwrap_or(ARMS.len());
                     let mut settings = self.settings(&trial);
+                    if !matches!(subject, Subject::Student) {
+                        // One evaluation serves every student setting: it is labelled by none.
+                        settings.retain(|key, _| !key.starts_with("student."));
+                    }
                     if self.evaluate.numbers_prefixed {
                         let question = if numbers_prefixed { "numbers-prefixed" } else { "plain" };
                         settings.insert("evaluate.question".to_owned(), question.to_owned());
