@@ -39,8 +39,30 @@ pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) 
     }
 }
 
+/// Whether a server listens on `port`. A connection whose own port is
+/// `port` is TCP connecting to itself (simultaneous open, possible because
+/// test ports come from the ephemeral range): no server is there.
 fn accepts(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port)).is_ok()
+    TcpStream::connect(("127.0.0.1", port))
+        .is_ok_and(|s| s.local_addr().is_ok_and(|a| a.port() != port))
+}
+
+/// Whether a Redis server answers on `port`: PING gets +PONG, or an error
+/// reply such as NOAUTH from a server that wants a password.
+fn answers_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    if stream.local_addr().is_ok_and(|a| a.port() == port) {
+        return false;
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut reply = [0u8; 64];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream
+            .read(&mut reply)
+            .is_ok_and(|n| reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-"))
 }
 
 pub struct Redis {
@@ -177,11 +199,19 @@ impl Redis {
             .expect("redis-server runs (Debian package redis-server; scripts/test.sh installs it)");
         self.child = Some(child);
         let port = self.port;
-        wait_for(
-            "redis-server to accept connections",
-            Duration::from_secs(10),
-            || accepts(port),
-        );
+        if self.extra.iter().any(|a| a == "--tls-port") {
+            wait_for(
+                "redis-server to accept TLS connections",
+                Duration::from_secs(10),
+                || accepts(port),
+            );
+        } else {
+            wait_for(
+                "redis-server to answer PING",
+                Duration::from_secs(10),
+                || answers_ping(port),
+            );
+        }
     }
 
     pub fn url(&self) -> String {
