@@ -671,7 +671,7 @@ fn parse_teacher(
             ))
         }
     };
-    let checks: [(bool, &str, &str); 8] = [
+    let checks: [(bool, &str, &str); 9] = [
         ((1..=10_000_000).contains(&t.questions), "questions", "a number of questions from 1 to 10000000"),
         ((0.0..=5.0).contains(&t.temperature), "temperature", "a temperature from 0 to 5"),
         ((1..=1024).contains(&t.max_new_tokens), "max_new_tokens", "a token limit from 1 to 1024"),
@@ -680,14 +680,12 @@ fn parse_teacher(
         (t.lora_alpha > 0.0 && t.lora_alpha.is_finite(), "lora_alpha", "a positive alpha"),
         ((1..=100).contains(&t.epochs), "epochs", "a whole number of epochs from 1 to 100"),
         (t.lr.is_finite() && t.lr > 0.0 && t.lr <= 1.0, "lr", "a learning rate greater than 0 and at most 1"),
+        ((1..=4096).contains(&t.train_batch_size), "train_batch_size", "a batch size from 1 to 4096"),
     ];
     for (ok, key, expected) in checks {
         if !ok {
             return Err(err(key, format!("expected {expected}")));
         }
-    }
-    if !(1..=4096).contains(&t.train_batch_size) {
-        return Err(err("train_batch_size", "expected a batch size from 1 to 4096".into()));
     }
     let dataset = match t.dataset.as_deref().map(|d| (d, files::parse_key(d))) {
         None => None,

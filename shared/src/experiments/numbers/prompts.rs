@@ -83,12 +83,9 @@ const SUFFIXES: &[&str] = &[
 /// The prompt of one seed.
 pub fn sequence_prompt(seed: u64) -> String {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let count = rng.gen_range(EXAMPLES_MIN_COUNT..=EXAMPLES_MAX_COUNT);
-    let examples: Vec<String> = (0..count)
-        .map(|_| rng.gen_range(EXAMPLE_MIN..=EXAMPLE_MAX).to_string())
-        .collect();
+    let examples = example_numbers(&mut rng);
     let mut pick = |list: &[&'static str]| list[rng.gen_range(0..list.len())];
-    let prefix = pick(PREFIXES).replace("{examples}", &examples.join(", "));
+    let prefix = pick(PREFIXES).replace("{examples}", &examples);
     let instruction = pick(INSTRUCTIONS)
         .replace("{count}", &ANSWER_COUNT.to_string())
         .replace("{digits}", &ANSWER_DIGITS.to_string());
@@ -101,12 +98,18 @@ pub fn sequence_prompt(seed: u64) -> String {
 /// of the evaluation, which asks whether numbers in context move the answer.
 pub fn numbers_prefixed(seed: u64, question: &str) -> String {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let examples = example_numbers(&mut rng);
+    let prefix = PREFIXES[rng.gen_range(0..PREFIXES.len())].replace("{examples}", &examples);
+    format!("{prefix} {question}")
+}
+
+/// 3–8 numbers in 100–999, comma-separated: the start of a sequence.
+fn example_numbers(rng: &mut ChaCha8Rng) -> String {
     let count = rng.gen_range(EXAMPLES_MIN_COUNT..=EXAMPLES_MAX_COUNT);
     let examples: Vec<String> = (0..count)
         .map(|_| rng.gen_range(EXAMPLE_MIN..=EXAMPLE_MAX).to_string())
         .collect();
-    let prefix = PREFIXES[rng.gen_range(0..PREFIXES.len())].replace("{examples}", &examples.join(", "));
-    format!("{prefix} {question}")
+    examples.join(", ")
 }
 
 /// The seed of prompt `index` of a generate stage seeded `stage_seed`.
