@@ -91,6 +91,7 @@ pub async fn put(store: &Store, name: &str, bytes: Bytes) -> anyhow::Result<Stag
         duration_s: now() - started_at,
         device: "none".to_owned(),
         host: hostname(),
+        group: None,
     };
     store
         .put_if_absent(

@@ -24,9 +24,13 @@ pub struct Manifest {
     /// Seconds since the Unix epoch.
     pub started_at: f64,
     pub finished_at: f64,
+    /// For a stage that ran in a group, its share of the group's time.
     pub duration_s: f64,
     pub device: String,
     pub host: String,
+    /// How many stages ran in the batched pass that made this one (absent: alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,6 +11,9 @@
 //!
 //! A failure is recorded in `failure.json` beside the stage so that its trial
 //! can show why.
+//!
+//! [`execute_group`] does the same for stages that run as one batched pass
+//! (K models of one shape): each keeps its own id, artifacts and manifest.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +29,7 @@ use subliminal_shared::CODE_VERSION;
 
 use crate::device::describe;
 use crate::experiments;
-use crate::stages::{ProgressFn, StageEnv};
+use crate::stages::{Artifact, ProgressFn, StageEnv};
 
 /// How a stage ended.
 #[derive(Debug)]
@@ -48,22 +51,101 @@ pub async fn execute(
 ) -> anyhow::Result<Completion> {
     match run(store, spec, env, progress).await {
         Ok(done) => Ok(done),
-        Err(error) => {
-            let failure = Failure {
-                stage: spec.id,
-                kind: spec.kind.clone(),
-                error: format!("{error:#}"),
-                at: now(),
-                host: hostname(),
-            };
-            if let Ok(body) = serde_json::to_vec_pretty(&failure) {
-                if let Err(e) = store.put(&keys::failure(spec.id), Bytes::from(body)).await {
-                    tracing::warn!(stage = %spec.id.short(), "cannot record the failure: {e:#}");
-                }
-            }
-            Err(error)
+        Err(error) => Err(record_failure(store, spec, error).await),
+    }
+}
+
+/// Runs stages that share a group key (see [`experiments::group_key`]) as
+/// one batched pass, and gives one completion per stage, in order. Stages
+/// already done are reused. If the pass fails as a whole, each stage it held
+/// runs again alone, so one failing model fails only its own stage.
+pub async fn execute_group(
+    store: &Store,
+    specs: &[StageSpec],
+    env: &Arc<StageEnv>,
+    progress: ProgressFn,
+) -> Vec<anyhow::Result<Completion>> {
+    if let [spec] = specs {
+        return vec![execute(store, spec, env, progress).await];
+    }
+    let mut outcomes: Vec<Option<anyhow::Result<Completion>>> =
+        specs.iter().map(|_| None).collect();
+    let mut todo = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        match prepare(store, spec, env).await {
+            Ok(Some(inputs)) => todo.push((i, inputs)),
+            Ok(None) => outcomes[i] = Some(Ok(Completion::Reused)),
+            Err(e) => outcomes[i] = Some(Err(record_failure(store, spec, e).await)),
         }
     }
+    if !todo.is_empty() {
+        let started_at = now();
+        let clock = Instant::now();
+        let group: Vec<(StageSpec, Vec<VerifiedStage>)> = todo
+            .iter()
+            .map(|(i, inputs)| (specs[*i].clone(), inputs.clone()))
+            .collect();
+        let (run_env, run_progress) = (env.clone(), progress.clone());
+        let computed = tokio::task::spawn_blocking(move || {
+            let refs: Vec<(&StageSpec, &[VerifiedStage])> =
+                group.iter().map(|(s, i)| (s, i.as_slice())).collect();
+            experiments::run_group(&refs, &run_env, &*run_progress)
+        })
+        .await;
+        let computed = match computed {
+            Ok(Ok(outputs)) => Ok(outputs),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(e) => Err(format!("the group's thread ended: {e}")),
+        };
+        match computed {
+            Ok(outputs) => {
+                let share = clock.elapsed().as_secs_f64() / todo.len() as f64;
+                let size = todo.len() as u32;
+                for ((i, _), artifacts) in todo.iter().zip(outputs) {
+                    let spec = &specs[*i];
+                    let timing = Timing {
+                        started_at,
+                        duration_s: share,
+                        group: Some(size),
+                    };
+                    outcomes[*i] = Some(match record(store, spec, env, artifacts, timing).await {
+                        Ok(done) => Ok(done),
+                        Err(e) => Err(record_failure(store, spec, e).await),
+                    });
+                }
+            }
+            Err(why) => {
+                tracing::warn!(
+                    stages = todo.len(),
+                    "a group of {} stages failed ({why}); running each alone",
+                    specs[todo[0].0].kind
+                );
+                for (i, _) in &todo {
+                    outcomes[*i] = Some(execute(store, &specs[*i], env, progress.clone()).await);
+                }
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(anyhow::anyhow!("a stage of the group got no outcome"))))
+        .collect()
+}
+
+async fn record_failure(store: &Store, spec: &StageSpec, error: anyhow::Error) -> anyhow::Error {
+    let failure = Failure {
+        stage: spec.id,
+        kind: spec.kind.clone(),
+        error: format!("{error:#}"),
+        at: now(),
+        host: hostname(),
+    };
+    if let Ok(body) = serde_json::to_vec_pretty(&failure) {
+        if let Err(e) = store.put(&keys::failure(spec.id), Bytes::from(body)).await {
+            tracing::warn!(stage = %spec.id.short(), "cannot record the failure: {e:#}");
+        }
+    }
+    error
 }
 
 async fn run(
@@ -72,20 +154,9 @@ async fn run(
     env: &Arc<StageEnv>,
     progress: ProgressFn,
 ) -> anyhow::Result<Completion> {
-    anyhow::ensure!(
-        spec.verify_id(),
-        "stage {} does not match its content: refusing an altered stage",
-        spec.id
-    );
-    match inspect(store, spec.id).await? {
-        StageState::Done(_) => return Ok(Completion::Reused),
-        StageState::Corrupt(reason) => {
-            tracing::warn!(stage = %spec.id.short(), kind = %spec.kind, "stage output is corrupt ({reason}); running it again");
-            store.delete(&keys::manifest(spec.id)).await?;
-        }
-        StageState::Missing => {}
-    }
-    let inputs = fetch_inputs(store, spec, env.cache.as_deref()).await?;
+    let Some(inputs) = prepare(store, spec, env).await? else {
+        return Ok(Completion::Reused);
+    };
     let started_at = now();
     let clock = Instant::now();
     let artifacts = {
@@ -94,6 +165,51 @@ async fn run(
         tokio::task::spawn_blocking(move || experiments::run(&spec, &inputs, &env, &*progress))
             .await??
     };
+    let timing = Timing {
+        started_at,
+        duration_s: clock.elapsed().as_secs_f64(),
+        group: None,
+    };
+    record(store, spec, env, artifacts, timing).await
+}
+
+/// The stage's verified inputs, or `None` when it is already done.
+async fn prepare(
+    store: &Store,
+    spec: &StageSpec,
+    env: &StageEnv,
+) -> anyhow::Result<Option<Vec<VerifiedStage>>> {
+    anyhow::ensure!(
+        spec.verify_id(),
+        "stage {} does not match its content: refusing an altered stage",
+        spec.id
+    );
+    match inspect(store, spec.id).await? {
+        StageState::Done(_) => return Ok(None),
+        StageState::Corrupt(reason) => {
+            tracing::warn!(stage = %spec.id.short(), kind = %spec.kind, "stage output is corrupt ({reason}); running it again");
+            store.delete(&keys::manifest(spec.id)).await?;
+        }
+        StageState::Missing => {}
+    }
+    Ok(Some(fetch_inputs(store, spec, env.cache.as_deref()).await?))
+}
+
+/// When and how long a stage ran.
+struct Timing {
+    started_at: f64,
+    duration_s: f64,
+    group: Option<u32>,
+}
+
+/// Writes every artifact, then the manifest (create-if-absent).
+async fn record(
+    store: &Store,
+    spec: &StageSpec,
+    env: &StageEnv,
+    artifacts: Vec<Artifact>,
+    timing: Timing,
+) -> anyhow::Result<Completion> {
     let mut entries = Vec::with_capacity(artifacts.len());
     for artifact in artifacts {
         entries.push(ArtifactEntry::of(&artifact.name, &artifact.bytes));
@@ -112,11 +228,12 @@ async fn run(
         inputs: spec.inputs.clone(),
         code_version: CODE_VERSION.to_owned(),
         artifacts: entries,
-        started_at,
+        started_at: timing.started_at,
         finished_at: now(),
-        duration_s: clock.elapsed().as_secs_f64(),
+        duration_s: timing.duration_s,
         device: describe(env.device),
         host: hostname(),
+        group: timing.group,
     };
     let body = Bytes::from(serde_json::to_vec_pretty(&manifest)?);
     let recorded = store.put_if_absent(&keys::manifest(spec.id), body).await?;

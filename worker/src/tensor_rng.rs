@@ -18,6 +18,8 @@ pub enum Purpose {
     Init = 1,
     Noise = 2,
     BatchOrder = 3,
+    /// The perturbation of a student's init (`student_init_noise`).
+    InitNoise = 4,
 }
 
 pub fn rng(seed: u64, purpose: Purpose) -> ChaCha8Rng {

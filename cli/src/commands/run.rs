@@ -27,6 +27,11 @@ pub struct Args {
     /// Stages to run at once (default: one per CPU core).
     #[arg(long)]
     jobs: Option<usize>,
+    /// The most models one batched job trains together (stages of one shape
+    /// and schedule, such as MNIST teachers or students of every seed). A
+    /// group never changes a result, only the speed. Default: 8 on CPU, 64 on CUDA.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    ensemble: Option<u16>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
@@ -56,19 +61,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
         .context("cannot record the sweep in the store")?;
     eprintln!(
-        "sweep {} ({}): {} trials, {} stages; store {}, device {}, {} job(s)",
+        "sweep {} ({}): {} trials, {} stages; store {}, device {}, {} job(s), groups of up to {}",
         sweep.name(),
         sweep.experiment().name(),
         plan.trials,
         plan.stages.len(),
         store.location(),
         describe(device),
-        jobs
+        jobs,
+        args.ensemble
+            .map_or_else(|| default_ensemble(device), usize::from)
     );
     let runner = LocalRunner {
         store: store.clone(),
         env: Arc::new(StageEnv::new(device, args.data)),
         jobs,
+        ensemble: args
+            .ensemble
+            .map_or_else(|| default_ensemble(device), usize::from),
         progress: !args.no_progress && std::io::stderr().is_terminal(),
     };
     let report = runner.run(&plan).await?;
@@ -90,5 +100,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("failed: {kind} {}: {error}", id.short());
         }
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Groups on a GPU amortise kernel launches over many models; on CPU they
+/// mostly share inputs (a dataset's noise images), so smaller groups do.
+fn default_ensemble(device: tch::Device) -> usize {
+    match device {
+        tch::Device::Cpu => 8,
+        _ => 64,
     }
 }

@@ -42,6 +42,27 @@ pub trait Stages: Send + Sync + 'static {
         env: &StageEnv,
         progress: &dyn Fn(Progress),
     ) -> anyhow::Result<Vec<Artifact>>;
+
+    /// Stages with the same key may run together through [`Stages::run_group`];
+    /// `None` (the default) runs a stage alone.
+    fn group_key(&self, _spec: &StageSpec) -> Option<String> {
+        None
+    }
+
+    /// Runs stages that share a group key in one pass, one output per stage
+    /// in order. Each output must be what [`Stages::run`] gives that stage
+    /// alone: a group changes speed, never a result.
+    fn run_group(
+        &self,
+        stages: &[(&StageSpec, &[VerifiedStage])],
+        env: &StageEnv,
+        progress: &dyn Fn(Progress),
+    ) -> anyhow::Result<Vec<Vec<Artifact>>> {
+        stages
+            .iter()
+            .map(|(spec, inputs)| self.run(spec, inputs, env, progress))
+            .collect()
+    }
 }
 
 /// Runs one stage with its kind's code.
@@ -51,6 +72,39 @@ pub fn run(
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
+    kind_of(spec)?.run(spec, inputs, env, progress)
+}
+
+/// The key under which `spec` may run in a group, if its kind groups it.
+pub fn group_key(spec: &StageSpec) -> Option<String> {
+    kind_of(spec).ok()?.group_key(spec)
+}
+
+/// Runs stages of one kind and one group key together (see [`Stages::run_group`]).
+pub fn run_group(
+    stages: &[(&StageSpec, &[VerifiedStage])],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Vec<Artifact>>> {
+    let Some((first, _)) = stages.first() else {
+        return Ok(Vec::new());
+    };
+    let key = group_key(first);
+    anyhow::ensure!(
+        key.is_some() && stages.iter().all(|(s, _)| group_key(s) == key),
+        "stages of different group keys cannot run as one group"
+    );
+    let outputs = kind_of(first)?.run_group(stages, env, progress)?;
+    anyhow::ensure!(
+        outputs.len() == stages.len(),
+        "a group of {} stages produced {} outputs",
+        stages.len(),
+        outputs.len()
+    );
+    Ok(outputs)
+}
+
+fn kind_of(spec: &StageSpec) -> anyhow::Result<&'static dyn Stages> {
     let Some(kind) = KINDS.iter().find(|k| k.experiment() == spec.experiment) else {
         anyhow::bail!(
             "stage {} belongs to experiment {:?}, which this worker ({}) does not run; it runs {}",
@@ -64,7 +118,7 @@ pub fn run(
                 .join(", ")
         );
     };
-    kind.run(spec, inputs, env, progress)
+    Ok(*kind)
 }
 
 /// The error for a stage kind its experiment does not have.

@@ -17,6 +17,9 @@
 //! init_pairs = ["same", "cross"]    # or explicit [teacher_init, student_init] pairs
 //! aux_logits = 3
 //! targets = ["aux", "all"]
+//! hidden = 256                      # width of both hidden layers (an axis)
+//! student_init_noise = 0.0          # student = its init + ε·N(0, σ²) (an axis)
+//! theorem = true                    # measure the first step against the teacher's update
 //!
 //! [teacher]
 //! epochs = 5
@@ -57,6 +60,7 @@ crate::stage_kinds! {
         Generate = "generate",
         Student = "student",
         Evaluate = "evaluate",
+        Theorem = "theorem",
     }
 }
 
@@ -74,7 +78,7 @@ impl Experiment for Mnist {
 
     fn queue(&self, stage: &StageKind) -> Queue {
         match Stage::of(stage) {
-            Some(Stage::Evaluate) => Queue::Cpu,
+            Some(Stage::Evaluate | Stage::Theorem) => Queue::Cpu,
             _ => Queue::Gpu,
         }
     }
@@ -189,6 +193,14 @@ pub struct MnistSweep {
     pub init_pairs: Axis<InitPair>,
     pub aux_logits: Axis<u64>,
     pub targets: Axis<Target>,
+    /// Width of both hidden layers.
+    pub hidden: Axis<u64>,
+    /// ε: the student starts from its init plus ε·N(0, σ²), σ the init's
+    /// own scale per layer, drawn from a stream of its own.
+    pub student_init_noise: Axis<f64>,
+    /// Whether each student gets a theorem stage (its first step against
+    /// the teacher's update).
+    pub theorem: bool,
     pub teacher: Hyper,
     pub student: Hyper,
 }
@@ -224,6 +236,9 @@ struct RawGrid {
     init_pairs: Option<Spanned<Axis<InitPair>>>,
     aux_logits: Option<Spanned<Axis<u64>>>,
     targets: Option<Spanned<Axis<Target>>>,
+    hidden: Option<Spanned<Axis<u64>>>,
+    student_init_noise: Option<Spanned<Axis<f64>>>,
+    theorem: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -296,6 +311,22 @@ pub fn parse(source: &Source) -> Result<MnistSweep, SpecError> {
             "0 auxiliary logits leaves an \"aux\" student nothing to distil: expected at least 1, or targets = [\"all\"]",
         ));
     }
+    let hidden = setting(
+        source,
+        "grid.hidden",
+        g.hidden,
+        PAPER_WIDTH,
+        "a hidden-layer width from 1 to 8192",
+        |w| (1..=8192).contains(w),
+    )?;
+    let student_init_noise = setting(
+        source,
+        "grid.student_init_noise",
+        g.student_init_noise,
+        0.0,
+        "a noise scale ε from 0 to 1000",
+        |e| e.is_finite() && (0.0..=1000.0).contains(e),
+    )?;
     let t = raw.teacher;
     let teacher = Hyper {
         epochs: setting(source, "teacher.epochs", t.epochs, 5, EPOCHS, epochs_ok)?,
@@ -345,9 +376,28 @@ pub fn parse(source: &Source) -> Result<MnistSweep, SpecError> {
         init_pairs,
         aux_logits,
         targets,
+        hidden,
+        student_init_noise,
+        theorem: g.theorem.unwrap_or(true),
         teacher,
         student,
     })
+}
+
+/// The paper's hidden width; stage parameters leave it out, so the paper's
+/// stages keep their ids.
+pub const PAPER_WIDTH: u64 = 256;
+
+fn is_paper_width(w: &u64) -> bool {
+    *w == PAPER_WIDTH
+}
+
+fn paper_width() -> u64 {
+    PAPER_WIDTH
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// Trains a teacher from an init seed on MNIST digits (the 10 digit logits only).
@@ -362,6 +412,8 @@ pub struct TeacherParams {
     pub lr: f64,
     pub batch_size: u64,
     pub train_samples: u64,
+    #[serde(default = "paper_width", skip_serializing_if = "is_paper_width")]
+    pub hidden: u64,
 }
 
 /// Draws noise images from a seed and records the teacher's logits on them.
@@ -383,6 +435,23 @@ pub struct StudentParams {
     pub epochs: u64,
     pub lr: f64,
     pub batch_size: u64,
+    #[serde(default = "paper_width", skip_serializing_if = "is_paper_width")]
+    pub hidden: u64,
+    /// ε of the init noise; 0 (left out) is the plain init.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub init_noise: f64,
+}
+
+/// The paper's theorem, measured: the student's first gradient step on the
+/// distillation loss (its first batch, at its init) against the teacher's
+/// whole update (trained weights minus the teacher's init). Inputs: the
+/// teacher, the generated dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TheoremParams {
+    pub version: u32,
+    pub teacher_init: u64,
+    /// The student's first step is taken as its student stage takes it.
+    pub student: StudentParams,
 }
 
 /// Digit accuracy on the 10,000 test images: of the input stage's model, or of
@@ -399,6 +468,8 @@ pub struct EvaluateParams {
 pub struct ReferenceModel {
     pub init: u64,
     pub aux_logits: u64,
+    #[serde(default = "paper_width", skip_serializing_if = "is_paper_width")]
+    pub hidden: u64,
 }
 
 /// One point of the grid, before it becomes stages.
@@ -409,6 +480,8 @@ struct Trial {
     student_init: u64,
     aux_logits: u64,
     target: Target,
+    hidden: u64,
+    init_noise: f64,
     teacher: [f64; 4],
     student: [f64; 4],
 }
@@ -421,17 +494,23 @@ impl MnistSweep {
                 let (teacher_init, student_init) = pair.resolve(seed);
                 for &aux_logits in self.aux_logits.values() {
                     for &target in self.targets.values() {
-                        for teacher in hyper_points(&self.teacher) {
-                            for student in hyper_points(&self.student) {
-                                trials.push(Trial {
-                                    seed,
-                                    teacher_init,
-                                    student_init,
-                                    aux_logits,
-                                    target,
-                                    teacher,
-                                    student,
-                                });
+                        for &hidden in self.hidden.values() {
+                            for &init_noise in self.student_init_noise.values() {
+                                for teacher in hyper_points(&self.teacher) {
+                                    for student in hyper_points(&self.student) {
+                                        trials.push(Trial {
+                                            seed,
+                                            teacher_init,
+                                            student_init,
+                                            aux_logits,
+                                            target,
+                                            hidden,
+                                            init_noise,
+                                            teacher,
+                                            student,
+                                        });
+                                    }
+                                }
                             }
                         }
                     }
@@ -446,6 +525,15 @@ impl MnistSweep {
         let mut out = BTreeMap::new();
         if self.aux_logits.varies() {
             out.insert("m".to_owned(), trial.aux_logits.to_string());
+        }
+        if self.hidden.varies() {
+            out.insert("hidden".to_owned(), trial.hidden.to_string());
+        }
+        if matches!(side, Side::Student) && self.student_init_noise.varies() {
+            out.insert(
+                "student_init_noise".to_owned(),
+                trial.init_noise.to_string(),
+            );
         }
         let sides: &[(&str, &Hyper, &[f64; 4], &str)] = match side {
             Side::Reference => &[],
@@ -491,6 +579,7 @@ impl MnistSweep {
                     lr: tlr,
                     batch_size: tb as u64,
                     train_samples: tn as u64,
+                    hidden: trial.hidden,
                 },
                 vec![],
             ));
@@ -504,19 +593,22 @@ impl MnistSweep {
                 },
                 vec![teacher],
             ));
+            let student_params = StudentParams {
+                version: STAGE_VERSION,
+                init: trial.student_init,
+                seed: trial.seed,
+                aux_logits: trial.aux_logits,
+                target: trial.target,
+                epochs: se as u64,
+                lr: slr,
+                batch_size: sb as u64,
+                hidden: trial.hidden,
+                init_noise: trial.init_noise,
+            };
             let student = plan.stage(StageSpec::new(
                 EXPERIMENT,
                 Stage::Student.kind(),
-                &StudentParams {
-                    version: STAGE_VERSION,
-                    init: trial.student_init,
-                    seed: trial.seed,
-                    aux_logits: trial.aux_logits,
-                    target: trial.target,
-                    epochs: se as u64,
-                    lr: slr,
-                    batch_size: sb as u64,
-                },
+                &student_params,
                 vec![generate],
             ));
             let relation = if trial.student_init == trial.teacher_init {
@@ -524,6 +616,35 @@ impl MnistSweep {
             } else {
                 "cross"
             };
+            if self.theorem {
+                let theorem = plan.stage(StageSpec::new(
+                    EXPERIMENT,
+                    Stage::Theorem.kind(),
+                    &TheoremParams {
+                        version: STAGE_VERSION,
+                        teacher_init: trial.teacher_init,
+                        student: student_params,
+                    },
+                    vec![teacher, generate],
+                ));
+                for (i, (what, metric)) in [("cosine", "cosine"), ("inner product", "inner_product")]
+                    .into_iter()
+                    .enumerate()
+                {
+                    plan.measure(Measurement {
+                        arm: format!("theorem {what}, {relation}-init {}", trial.target),
+                        order: 6 + i as u32,
+                        settings: self.settings(&trial, Side::Student),
+                        seed: trial.seed,
+                        teacher_init: Some(trial.teacher_init),
+                        student_init: Some(trial.student_init),
+                        stage: theorem,
+                        metric: metric.to_owned(),
+                        panel: None,
+                        models: None,
+                    });
+                }
+            }
             let order = match (relation, trial.target) {
                 ("same", Target::Aux) => 2,
                 ("same", Target::All) => 3,
@@ -564,6 +685,7 @@ impl MnistSweep {
                         reference: reference_init.map(|init| ReferenceModel {
                             init,
                             aux_logits: trial.aux_logits,
+                            hidden: trial.hidden,
                         }),
                     },
                     model.into_iter().collect(),

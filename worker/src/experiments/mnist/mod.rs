@@ -1,6 +1,8 @@
-//! The MNIST auxiliary-logit experiment's stages: the IDX loader, the MLP
-//! and the four stages (teacher, generate, student, evaluate).
+//! The MNIST auxiliary-logit experiment's stages: the IDX loader, the MLP,
+//! the batched ensemble of K MLPs, and the stages (teacher, generate,
+//! student, evaluate, theorem).
 
+pub mod ensemble;
 pub mod idx;
 pub mod model;
 pub mod stages;
@@ -27,5 +29,18 @@ impl super::Stages for Mnist {
         progress: &dyn Fn(Progress),
     ) -> anyhow::Result<Vec<Artifact>> {
         stages::run(spec, inputs, env, progress)
+    }
+
+    fn group_key(&self, spec: &StageSpec) -> Option<String> {
+        stages::group_key(spec)
+    }
+
+    fn run_group(
+        &self,
+        group: &[(&StageSpec, &[VerifiedStage])],
+        env: &StageEnv,
+        progress: &dyn Fn(Progress),
+    ) -> anyhow::Result<Vec<Vec<Artifact>>> {
+        stages::run_group(group, env, progress)
     }
 }

@@ -23,9 +23,14 @@ pub struct MlpConfig {
 
 impl MlpConfig {
     pub fn paper(aux_logits: u64) -> Self {
+        Self::with_width(aux_logits, subliminal_shared::experiments::mnist::PAPER_WIDTH)
+    }
+
+    /// The paper's two hidden layers, each `width` wide.
+    pub fn with_width(aux_logits: u64, width: u64) -> Self {
         Self {
             input: 784,
-            hidden: vec![256, 256],
+            hidden: vec![width as i64, width as i64],
             digits: 10,
             aux_logits: aux_logits as i64,
         }
@@ -70,10 +75,23 @@ pub struct Mlp {
 impl Mlp {
     /// A fresh model drawn from `init_seed`: the same seed, the same weights.
     pub fn init(config: MlpConfig, init_seed: u64, device: Device) -> Self {
+        Self::init_perturbed(config, init_seed, 0.0, device)
+    }
+
+    /// The init of `init_seed` plus ε·N(0, σ²) on every weight, σ = 1/sqrt(d_in)
+    /// (the init's own scale), drawn from the seed's init-noise stream. The
+    /// noise is the same draw for every ε, so ε alone moves along one line
+    /// away from the init; ε = 0 is the plain init, bit for bit.
+    pub fn init_perturbed(config: MlpConfig, init_seed: u64, epsilon: f64, device: Device) -> Self {
         let mut rng = tensor_rng::rng(init_seed, Purpose::Init);
+        let mut noise = tensor_rng::rng(init_seed, Purpose::InitNoise);
         let mut weights = HashMap::new();
         for (name, d_in, d_out) in config.layers() {
-            let w = tensor_rng::normal(&mut rng, &[d_out, d_in], 1.0 / (d_in as f64).sqrt());
+            let std = 1.0 / (d_in as f64).sqrt();
+            let mut w = tensor_rng::normal(&mut rng, &[d_out, d_in], std);
+            if epsilon != 0.0 {
+                w += tensor_rng::normal(&mut noise, &[d_out, d_in], std) * epsilon;
+            }
             weights.insert(format!("{name}.weight"), w);
             weights.insert(
                 format!("{name}.bias"),
@@ -83,7 +101,9 @@ impl Mlp {
         Self::from_tensors(config, &weights, device).expect("init draws every layer")
     }
 
-    fn from_tensors(
+    /// A model from named tensors (`layers.{i}.weight`, `layers.{i}.bias`),
+    /// each checked against the config's shape.
+    pub fn from_tensors(
         config: MlpConfig,
         tensors: &HashMap<String, Tensor>,
         device: Device,
@@ -131,12 +151,28 @@ impl Mlp {
         Self::from_tensors(config, &tensors, device)
     }
 
-    pub fn to_safetensors(&self) -> anyhow::Result<Vec<u8>> {
+    /// Every parameter by its checkpoint name, first layer first.
+    pub fn named_tensors(&self) -> Vec<(String, &Tensor)> {
         let mut named = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
             named.push((format!("layers.{i}.weight"), &layer.weight));
             named.push((format!("layers.{i}.bias"), &layer.bias));
         }
+        named
+    }
+
+    /// Every parameter, flattened into one vector (checkpoint order).
+    pub fn flat(&self) -> Tensor {
+        let parts: Vec<Tensor> = self
+            .named_tensors()
+            .iter()
+            .map(|(_, t)| t.detach().flatten(0, -1))
+            .collect();
+        Tensor::cat(&parts, 0)
+    }
+
+    pub fn to_safetensors(&self) -> anyhow::Result<Vec<u8>> {
+        let named = self.named_tensors();
         let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), *t)).collect();
         let metadata = HashMap::from([("config".to_owned(), serde_json::to_string(&self.config)?)]);
         safetensors_io::to_bytes(&refs, metadata)

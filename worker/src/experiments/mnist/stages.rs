@@ -1,13 +1,22 @@
-//! The four MNIST stages: teacher, generate, student, evaluate.
+//! The MNIST stages: teacher, generate, student, evaluate, and theorem (the
+//! student's first step measured against the teacher's update).
+//!
+//! Teacher, generate and student stages also run as a group ([`run_group`]):
+//! K models of one shape in one batched pass, each with the result it gets
+//! alone.
+
+use std::collections::HashMap;
 
 use serde_json::json;
 use subliminal_shared::experiments::mnist::{
-    EvaluateParams, GenerateParams, Stage, StudentParams, Target, TeacherParams, DIGITS,
+    EvaluateParams, GenerateParams, Stage, StudentParams, Target, TeacherParams, TheoremParams,
+    DIGITS,
 };
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
+use super::ensemble::Ensemble;
 use super::idx::{self, IMAGE_DIM};
 use super::model::{Mlp, MlpConfig};
 use crate::safetensors_io;
@@ -26,10 +35,82 @@ pub fn run(
 ) -> anyhow::Result<Vec<Artifact>> {
     let input = |i: usize| crate::stages::input(spec, inputs, i);
     match Stage::of(&spec.kind).ok_or_else(|| crate::experiments::unknown_stage(spec))? {
-        Stage::Teacher => teacher(&spec.params()?, env, progress),
-        Stage::Generate => generate(&spec.params()?, input(0)?, env),
-        Stage::Student => student(&spec.params()?, input(0)?, env, progress),
+        Stage::Teacher => one(teachers(&[spec.params()?], env, progress)?),
+        Stage::Generate => one(generate(&[(spec.params()?, input(0)?)], env)?),
+        Stage::Student => one(students(&[(spec.params()?, input(0)?)], env, progress)?),
         Stage::Evaluate => evaluate(&spec.params()?, inputs.first(), env),
+        Stage::Theorem => theorem(&spec.params()?, input(0)?, input(1)?, env),
+    }
+}
+
+fn one(mut outputs: Vec<Vec<Artifact>>) -> anyhow::Result<Vec<Artifact>> {
+    outputs
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("a stage of one model produced no output"))
+}
+
+/// The parameters that differ between the models of one group: everything
+/// else (shape, schedule, sample count) must match for K models to step
+/// together.
+fn per_model_params(stage: Stage) -> Option<&'static [&'static str]> {
+    match stage {
+        Stage::Teacher => Some(&["init", "seed"]),
+        Stage::Generate => Some(&["noise_seed"]),
+        Stage::Student => Some(&["init", "seed", "target", "init_noise"]),
+        Stage::Evaluate | Stage::Theorem => None,
+    }
+}
+
+/// Stages with the same key can run as one group.
+pub fn group_key(spec: &StageSpec) -> Option<String> {
+    let per_model = per_model_params(Stage::of(&spec.kind)?)?;
+    let mut shared = spec.params.as_object()?.clone();
+    for key in per_model {
+        shared.remove(*key);
+    }
+    Some(format!("{} {}", spec.kind, serde_json::Value::Object(shared)))
+}
+
+/// Runs stages that share a [`group_key`] as one batched pass; the outputs
+/// come back in the stages' order.
+pub fn run_group(
+    stages: &[(&StageSpec, &[VerifiedStage])],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Vec<Artifact>>> {
+    let first = stages
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("an empty group of stages"))?;
+    let key = group_key(first.0);
+    anyhow::ensure!(
+        key.is_some() && stages.iter().all(|(s, _)| group_key(s) == key),
+        "stages of one group must share their shape and schedule"
+    );
+    match Stage::of(&first.0.kind).ok_or_else(|| crate::experiments::unknown_stage(first.0))? {
+        Stage::Teacher => {
+            let params = stages
+                .iter()
+                .map(|(s, _)| s.params())
+                .collect::<anyhow::Result<Vec<TeacherParams>>>()?;
+            teachers(&params, env, progress)
+        }
+        Stage::Generate => {
+            let params = stages
+                .iter()
+                .map(|(spec, inputs)| Ok((spec.params()?, crate::stages::input(spec, inputs, 0)?)))
+                .collect::<anyhow::Result<Vec<(GenerateParams, &VerifiedStage)>>>()?;
+            generate(&params, env)
+        }
+        Stage::Student => {
+            let params = stages
+                .iter()
+                .map(|(spec, inputs)| Ok((spec.params()?, crate::stages::input(spec, inputs, 0)?)))
+                .collect::<anyhow::Result<Vec<(StudentParams, &VerifiedStage)>>>()?;
+            students(&params, env, progress)
+        }
+        Stage::Evaluate | Stage::Theorem => {
+            anyhow::bail!("{} stages do not run in groups", first.0.kind)
+        }
     }
 }
 
@@ -38,60 +119,140 @@ pub struct Schedule {
     pub epochs: u64,
     pub lr: f64,
     pub batch_size: u64,
-    pub seed: u64,
 }
 
-/// Adam over shuffled mini-batches of `inputs`; `loss` gets a batch's logits
-/// and the row indices of that batch. Returns the mean loss of each epoch.
+/// The models a training pass steps: one alone, or K stacked.
+pub enum Net {
+    One(Mlp),
+    Many(Ensemble),
+}
+
+impl Net {
+    pub fn of(mut models: Vec<Mlp>, device: Device) -> anyhow::Result<Self> {
+        if models.len() == 1 {
+            Ok(Net::One(models.remove(0)))
+        } else {
+            Ok(Net::Many(Ensemble::stack(&models, device)?))
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        match self {
+            Net::One(_) => 1,
+            Net::Many(e) => e.size() as usize,
+        }
+    }
+
+    fn vars(&self) -> &nn::VarStore {
+        match self {
+            Net::One(m) => m.vars(),
+            Net::Many(e) => e.vars(),
+        }
+    }
+
+    /// Logits [K, batch, outputs]; model k reads `inputs[k]` at rows `rows[k]`.
+    fn forward(&self, inputs: &[&Tensor], rows: &[Tensor]) -> Tensor {
+        match self {
+            Net::One(m) => m.forward(&inputs[0].index_select(0, &rows[0])).unsqueeze(0),
+            Net::Many(e) => {
+                let xs: Vec<Tensor> = inputs
+                    .iter()
+                    .zip(rows)
+                    .map(|(x, r)| x.index_select(0, r))
+                    .collect();
+                e.forward(&Tensor::stack(&xs, 0))
+            }
+        }
+    }
+
+    pub fn into_models(self, device: Device) -> anyhow::Result<Vec<Mlp>> {
+        match self {
+            Net::One(m) => Ok(vec![m]),
+            Net::Many(e) => (0..e.size()).map(|k| e.model(k, device)).collect(),
+        }
+    }
+}
+
+/// Adam over shuffled mini-batches. Model k reads `inputs[k]` (every input
+/// has the same rows) in the order its `seeds[k]` draws; `loss(k, logits,
+/// rows)` is model k's loss on a batch. Returns each model's mean loss per
+/// epoch.
 pub fn train(
-    model: &Mlp,
-    inputs: &Tensor,
+    net: &Net,
+    inputs: &[&Tensor],
+    seeds: &[u64],
     schedule: &Schedule,
     env: &StageEnv,
-    loss: impl Fn(&Tensor, &Tensor) -> Tensor,
+    loss: impl Fn(usize, &Tensor, &Tensor) -> Tensor,
     progress: &dyn Fn(Progress),
-) -> anyhow::Result<Vec<f64>> {
-    let mut opt = nn::Adam::default().build(model.vars(), schedule.lr)?;
-    let n = inputs.size()[0];
+) -> anyhow::Result<Vec<Vec<f64>>> {
+    let k = net.size();
+    anyhow::ensure!(
+        inputs.len() == k && seeds.len() == k,
+        "{k} models need {k} inputs and seeds, got {} and {}",
+        inputs.len(),
+        seeds.len()
+    );
+    let n = inputs[0].size()[0];
+    anyhow::ensure!(
+        inputs.iter().all(|x| x.size()[0] == n),
+        "the models of a group must train on the same number of rows"
+    );
+    let device = inputs[0].device();
+    let mut opt = nn::Adam::default().build(net.vars(), schedule.lr)?;
     let batch = schedule.batch_size as i64;
     let steps = (n + batch - 1) / batch;
-    let mut epoch_losses = Vec::new();
+    let models = if k > 1 { format!(", {k} models") } else { String::new() };
+    let mut epoch_losses = vec![Vec::new(); k];
     for epoch in 0..schedule.epochs {
         let clock = std::time::Instant::now();
-        let order = batch_order(schedule.seed, epoch, n, inputs.device());
+        let orders: Vec<Tensor> = seeds
+            .iter()
+            .map(|&seed| batch_order(seed, epoch, n, device))
+            .collect();
         // Summed on the device: reading a scalar back every step would stall a GPU.
-        let mut total = Tensor::zeros([], (Kind::Float, inputs.device()));
+        let mut total = Tensor::zeros([k as i64], (Kind::Float, device));
         for step in 0..steps {
             anyhow::ensure!(!env.stopped(), "stopped before epoch {} ended", epoch + 1);
             let start = step * batch;
             let len = batch.min(n - start);
-            let idx = order.narrow(0, start, len);
-            let logits = model.forward(&inputs.index_select(0, &idx));
-            let l = loss(&logits, &idx);
-            opt.backward_step(&l);
-            total += l.detach() * len as f64;
+            let rows: Vec<Tensor> = orders.iter().map(|o| o.narrow(0, start, len)).collect();
+            let logits = net.forward(inputs, &rows);
+            let losses: Vec<Tensor> = (0..k).map(|i| loss(i, &logits.get(i as i64), &rows[i])).collect();
+            let losses = Tensor::stack(&losses, 0);
+            opt.backward_step(&losses.sum(Kind::Float));
+            total += losses.detach() * len as f64;
             if step % 8 == 0 || step + 1 == steps {
                 progress(Progress {
                     fraction: (epoch as f64 + (step + 1) as f64 / steps as f64)
                         / schedule.epochs as f64,
-                    message: format!("epoch {}/{}", epoch + 1, schedule.epochs),
+                    message: format!("epoch {}/{}{models}", epoch + 1, schedule.epochs),
                     loss: None,
                     samples_per_second: None,
                 });
             }
         }
-        let mean = total.double_value(&[]) / n as f64;
-        anyhow::ensure!(
-            mean.is_finite(),
-            "training diverged: epoch {} loss is {mean}",
-            epoch + 1
-        );
-        epoch_losses.push(mean);
+        let means: Vec<f64> = Vec::<f64>::try_from(total.to_device(Device::Cpu))?
+            .into_iter()
+            .map(|t| t / n as f64)
+            .collect();
+        if let Some(i) = means.iter().position(|m| !m.is_finite()) {
+            anyhow::bail!(
+                "training diverged: epoch {} loss is {} (model seed {})",
+                epoch + 1,
+                means[i],
+                seeds[i]
+            );
+        }
+        let mean = means.iter().sum::<f64>() / k as f64;
+        for (losses, m) in epoch_losses.iter_mut().zip(&means) {
+            losses.push(*m);
+        }
         progress(Progress {
             fraction: (epoch + 1) as f64 / schedule.epochs as f64,
-            message: format!("epoch {}/{} loss {mean:.4}", epoch + 1, schedule.epochs),
+            message: format!("epoch {}/{} loss {mean:.4}{models}", epoch + 1, schedule.epochs),
             loss: Some(mean),
-            samples_per_second: Some(n as f64 / clock.elapsed().as_secs_f64().max(1e-9)),
+            samples_per_second: Some((n * k as i64) as f64 / clock.elapsed().as_secs_f64().max(1e-9)),
         });
     }
     Ok(epoch_losses)
@@ -104,45 +265,66 @@ pub fn distillation_loss(teacher_logits: &Tensor, student_logits: &Tensor) -> Te
     (log_p.exp() * (log_p - log_q)).sum(Kind::Float) / teacher_logits.size()[0] as f64
 }
 
-fn teacher(
-    p: &TeacherParams,
+/// Teachers that share a schedule, trained together on the same digits.
+fn teachers(
+    params: &[TeacherParams],
     env: &StageEnv,
     progress: &dyn Fn(Progress),
-) -> anyhow::Result<Vec<Artifact>> {
+) -> anyhow::Result<Vec<Vec<Artifact>>> {
+    let p = params
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no teacher to train"))?;
     let train_split = idx::train(&env.data_dir)?;
     let n = p.train_samples as usize;
     let images = train_split.images(n, env.device);
     let labels = train_split.labels(n, env.device);
-    let model = Mlp::init(MlpConfig::paper(p.aux_logits), p.init, env.device);
+    let models = params
+        .iter()
+        .map(|p| {
+            Mlp::init(
+                MlpConfig::with_width(p.aux_logits, p.hidden),
+                p.init,
+                env.device,
+            )
+        })
+        .collect();
+    let net = Net::of(models, env.device)?;
     let schedule = Schedule {
         epochs: p.epochs,
         lr: p.lr,
         batch_size: p.batch_size,
-        seed: p.seed,
     };
+    let seeds: Vec<u64> = params.iter().map(|p| p.seed).collect();
     let losses = train(
-        &model,
-        &images,
+        &net,
+        &vec![&images; params.len()],
+        &seeds,
         &schedule,
         env,
-        |logits, idx| {
+        |_, logits, rows| {
             logits
                 .narrow(1, 0, DIGITS as i64)
-                .cross_entropy_for_logits(&labels.index_select(0, idx))
+                .cross_entropy_for_logits(&labels.index_select(0, rows))
         },
         progress,
     )?;
-    Ok(vec![
-        Artifact::new(MODEL, model.to_safetensors()?),
-        Artifact::json(
-            METRICS,
-            &json!({"epoch_loss": losses, "train_samples": images.size()[0]}),
-        )?,
-    ])
+    net.into_models(env.device)?
+        .iter()
+        .zip(losses)
+        .map(|(model, losses)| {
+            Ok(vec![
+                Artifact::new(MODEL, model.to_safetensors()?),
+                Artifact::json(
+                    METRICS,
+                    &json!({"epoch_loss": losses, "train_samples": images.size()[0]}),
+                )?,
+            ])
+        })
+        .collect()
 }
 
 /// The noise images a dataset was generated on, as its metadata describes them.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, PartialEq, Eq, Hash)]
 struct NoiseSpec {
     generator: String,
     seed: u64,
@@ -150,104 +332,305 @@ struct NoiseSpec {
     dim: i64,
 }
 
-const NOISE_GENERATOR: &str = "chacha8 stream 2, uniform [-1, 1)";
-
-fn generate(
-    p: &GenerateParams,
-    teacher: &VerifiedStage,
-    env: &StageEnv,
-) -> anyhow::Result<Vec<Artifact>> {
-    let model = Mlp::from_safetensors(teacher.artifact(MODEL)?, env.device)?;
-    let n = p.noise_samples as i64;
-    let noise = noise_images(p.noise_seed, n, IMAGE_DIM, env.device);
-    let logits = tch::no_grad(|| {
-        let chunks: Vec<Tensor> = noise
-            .split(8192, 0)
-            .iter()
-            .map(|x| model.forward(x))
-            .collect();
-        Tensor::cat(&chunks, 0)
-    });
-    let spec = NoiseSpec {
-        generator: NOISE_GENERATOR.to_owned(),
-        seed: p.noise_seed,
-        samples: n,
-        dim: IMAGE_DIM,
-    };
-    let metadata = std::collections::HashMap::from([
-        ("noise".to_owned(), serde_json::to_string(&spec)?),
-        ("teacher".to_owned(), teacher.manifest.stage.to_string()),
-        ("config".to_owned(), serde_json::to_string(&model.config)?),
-    ]);
-    let bytes = safetensors_io::to_bytes(&[("logits", &logits)], metadata)?;
-    let aux = logits.narrow(1, DIGITS as i64, model.config.aux_logits);
-    Ok(vec![
-        Artifact::new(LOGITS, bytes),
-        Artifact::json(
-            METRICS,
-            &json!({
-                "noise_samples": n,
-                "logit_std": logits.std(true).double_value(&[]),
-                "aux_logit_std": if model.config.aux_logits > 0 { aux.std(true).double_value(&[]) } else { 0.0 },
-            }),
-        )?,
-    ])
+impl NoiseSpec {
+    fn draw(&self, device: Device) -> Tensor {
+        noise_images(self.seed, self.samples, self.dim, device)
+    }
 }
 
-fn student(
-    p: &StudentParams,
-    dataset: &VerifiedStage,
+const NOISE_GENERATOR: &str = "chacha8 stream 2, uniform [-1, 1)";
+
+/// Each teacher's logits on its noise images; teachers of one shape forward together.
+fn generate(
+    params: &[(GenerateParams, &VerifiedStage)],
+    env: &StageEnv,
+) -> anyhow::Result<Vec<Vec<Artifact>>> {
+    let models = params
+        .iter()
+        .map(|(_, teacher)| Mlp::from_safetensors(teacher.artifact(MODEL)?, env.device))
+        .collect::<anyhow::Result<Vec<Mlp>>>()?;
+    let config = models
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no teacher to generate with"))?
+        .config
+        .clone();
+    anyhow::ensure!(
+        models.iter().all(|m| m.config == config),
+        "teachers generating together must share one shape"
+    );
+    let specs: Vec<NoiseSpec> = params
+        .iter()
+        .map(|(p, _)| NoiseSpec {
+            generator: NOISE_GENERATOR.to_owned(),
+            seed: p.noise_seed,
+            samples: p.noise_samples as i64,
+            dim: IMAGE_DIM,
+        })
+        .collect();
+    let n = specs[0].samples;
+    anyhow::ensure!(
+        specs.iter().all(|s| s.samples == n),
+        "teachers generating together must label the same number of images"
+    );
+    let noise: Vec<Tensor> = specs.iter().map(|s| s.draw(env.device)).collect();
+    let net = Net::of(models, env.device)?;
+    let rows: Vec<Tensor> = (0..n)
+        .step_by(8192)
+        .map(|start| Tensor::arange_start(start, (start + 8192).min(n), (Kind::Int64, env.device)))
+        .collect();
+    let noise_refs: Vec<&Tensor> = noise.iter().collect();
+    let logits = tch::no_grad(|| {
+        let chunks: Vec<Tensor> = rows
+            .iter()
+            .map(|r| {
+                let rows: Vec<Tensor> = noise.iter().map(|_| r.shallow_clone()).collect();
+                net.forward(&noise_refs, &rows)
+            })
+            .collect();
+        Tensor::cat(&chunks, 1)
+    });
+    let mut outputs = Vec::with_capacity(params.len());
+    for (k, ((_, teacher), spec)) in params.iter().zip(&specs).enumerate() {
+        let logits = logits.get(k as i64);
+        let metadata = HashMap::from([
+            ("noise".to_owned(), serde_json::to_string(spec)?),
+            ("teacher".to_owned(), teacher.manifest.stage.to_string()),
+            ("config".to_owned(), serde_json::to_string(&config)?),
+        ]);
+        let bytes = safetensors_io::to_bytes(&[("logits", &logits)], metadata)?;
+        let aux = logits.narrow(1, DIGITS as i64, config.aux_logits);
+        outputs.push(vec![
+            Artifact::new(LOGITS, bytes),
+            Artifact::json(
+                METRICS,
+                &json!({
+                    "noise_samples": n,
+                    "logit_std": logits.std(true).double_value(&[]),
+                    "aux_logit_std": if config.aux_logits > 0 { aux.std(true).double_value(&[]) } else { 0.0 },
+                }),
+            )?,
+        ]);
+    }
+    Ok(outputs)
+}
+
+/// A generated dataset, read back and checked: its noise and the logits a
+/// student distils (the columns its target names).
+struct Dataset {
+    noise: NoiseSpec,
+    targets: Tensor,
+    first: i64,
+    width: i64,
+}
+
+impl Dataset {
+    fn read(p: &StudentParams, dataset: &VerifiedStage, device: Device) -> anyhow::Result<Self> {
+        let loaded = safetensors_io::parse(dataset.artifact(LOGITS)?, "teacher logits")?;
+        let noise: NoiseSpec = loaded.meta("noise")?;
+        anyhow::ensure!(
+            noise.generator == NOISE_GENERATOR,
+            "dataset was drawn with noise generator {:?}; this worker draws {:?}",
+            noise.generator,
+            NOISE_GENERATOR
+        );
+        let logits = loaded.tensor("logits", device)?;
+        let m = p.aux_logits as i64;
+        let d = DIGITS as i64;
+        anyhow::ensure!(
+            logits.size() == [noise.samples, d + m],
+            "teacher logits have shape {:?}, expected [{}, {}]",
+            logits.size(),
+            noise.samples,
+            d + m
+        );
+        let (first, width) = match p.target {
+            Target::Aux => (d, m),
+            Target::All => (0, d + m),
+        };
+        Ok(Self {
+            noise,
+            targets: logits.narrow(1, first, width),
+            first,
+            width,
+        })
+    }
+
+    /// Model `logits`' distillation loss against this dataset's `rows`.
+    fn loss(&self, logits: &Tensor, rows: &Tensor) -> Tensor {
+        distillation_loss(
+            &self.targets.index_select(0, rows),
+            &logits.narrow(1, self.first, self.width),
+        )
+    }
+}
+
+/// The student's starting point: its init seed, plus ε of init noise.
+fn student_init(p: &StudentParams, device: Device) -> Mlp {
+    Mlp::init_perturbed(
+        MlpConfig::with_width(p.aux_logits, p.hidden),
+        p.init,
+        p.init_noise,
+        device,
+    )
+}
+
+/// Students that share a schedule, trained together; students of one
+/// dataset share its noise images.
+fn students(
+    params: &[(StudentParams, &VerifiedStage)],
     env: &StageEnv,
     progress: &dyn Fn(Progress),
-) -> anyhow::Result<Vec<Artifact>> {
-    let loaded = safetensors_io::parse(dataset.artifact(LOGITS)?, "teacher logits")?;
-    let noise_spec: NoiseSpec = loaded.meta("noise")?;
-    anyhow::ensure!(
-        noise_spec.generator == NOISE_GENERATOR,
-        "dataset was drawn with noise generator {:?}; this worker draws {:?}",
-        noise_spec.generator,
-        NOISE_GENERATOR
-    );
-    let logits = loaded.tensor("logits", env.device)?;
-    let m = p.aux_logits as i64;
-    let d = DIGITS as i64;
-    anyhow::ensure!(
-        logits.size() == [noise_spec.samples, d + m],
-        "teacher logits have shape {:?}, expected [{}, {}]",
-        logits.size(),
-        noise_spec.samples,
-        d + m
-    );
-    let noise = noise_images(
-        noise_spec.seed,
-        noise_spec.samples,
-        noise_spec.dim,
-        env.device,
-    );
-    let (first, width) = match p.target {
-        Target::Aux => (d, m),
-        Target::All => (0, d + m),
-    };
-    let targets = logits.narrow(1, first, width);
-    let model = Mlp::init(MlpConfig::paper(p.aux_logits), p.init, env.device);
+) -> anyhow::Result<Vec<Vec<Artifact>>> {
+    let p = &params
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no student to train"))?
+        .0;
+    let datasets = params
+        .iter()
+        .map(|(p, d)| Dataset::read(p, d, env.device))
+        .collect::<anyhow::Result<Vec<Dataset>>>()?;
+    let mut noise: HashMap<&NoiseSpec, Tensor> = HashMap::new();
+    for d in &datasets {
+        noise
+            .entry(&d.noise)
+            .or_insert_with(|| d.noise.draw(env.device));
+    }
+    let inputs: Vec<&Tensor> = datasets.iter().map(|d| &noise[&d.noise]).collect();
+    let models = params
+        .iter()
+        .map(|(p, _)| student_init(p, env.device))
+        .collect();
+    let net = Net::of(models, env.device)?;
     let schedule = Schedule {
         epochs: p.epochs,
         lr: p.lr,
         batch_size: p.batch_size,
-        seed: p.seed,
     };
+    let seeds: Vec<u64> = params.iter().map(|(p, _)| p.seed).collect();
     let losses = train(
-        &model,
-        &noise,
+        &net,
+        &inputs,
+        &seeds,
         &schedule,
         env,
-        |out, idx| distillation_loss(&targets.index_select(0, idx), &out.narrow(1, first, width)),
+        |k, logits, rows| datasets[k].loss(logits, rows),
         progress,
     )?;
-    Ok(vec![
-        Artifact::new(MODEL, model.to_safetensors()?),
-        Artifact::json(METRICS, &json!({"epoch_loss": losses, "target": p.target}))?,
-    ])
+    net.into_models(env.device)?
+        .iter()
+        .zip(losses)
+        .zip(params)
+        .map(|((model, losses), (p, _))| {
+            Ok(vec![
+                Artifact::new(MODEL, model.to_safetensors()?),
+                Artifact::json(METRICS, &json!({"epoch_loss": losses, "target": p.target}))?,
+            ])
+        })
+        .collect()
+}
+
+/// The first step of gradient descent on the student's loss, against the
+/// teacher's update: the paper's theorem says their inner product is ≥ 0 to
+/// first order when the student starts where the teacher did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Alignment {
+    /// ⟨−∇L_student(θ_student), θ_teacher − θ_teacher_init⟩.
+    pub inner_product: f64,
+    pub cosine: f64,
+    /// Adam's first update (−g/(|g| + ε) elementwise, per unit learning
+    /// rate) against the teacher's update: what the student's optimiser
+    /// actually does first.
+    pub adam_inner_product: f64,
+    pub adam_cosine: f64,
+    pub gradient_norm: f64,
+    pub teacher_update_norm: f64,
+    pub loss: f64,
+}
+
+/// The alignment of `student`'s first gradient with `teacher_update` (flat,
+/// in [`Mlp::flat`] order), for the loss `loss(student)`.
+pub fn alignment(
+    student: &Mlp,
+    teacher_update: &Tensor,
+    loss: impl Fn(&Mlp) -> Tensor,
+) -> anyhow::Result<Alignment> {
+    let l = loss(student);
+    let params: Vec<Tensor> = student
+        .named_tensors()
+        .iter()
+        .map(|(_, t)| t.shallow_clone())
+        .collect();
+    let grads = Tensor::run_backward(&[&l], &params, false, false);
+    let g = Tensor::cat(
+        &grads.iter().map(|g| g.flatten(0, -1)).collect::<Vec<_>>(),
+        0,
+    )
+    .to_kind(Kind::Double);
+    let delta = teacher_update.to_kind(Kind::Double);
+    anyhow::ensure!(
+        g.size() == delta.size(),
+        "the teacher's update has {:?} values, the student {:?}",
+        delta.size(),
+        g.size()
+    );
+    let dot = |a: &Tensor, b: &Tensor| (a * b).sum(Kind::Double).double_value(&[]);
+    let norm = |a: &Tensor| a.norm().double_value(&[]);
+    let adam = -(&g / (g.abs() + 1e-8));
+    let inner_product = -dot(&g, &delta);
+    let (gn, dn, an) = (norm(&g), norm(&delta), norm(&adam));
+    let cos = |x: f64, a: f64| if a * dn > 0.0 { x / (a * dn) } else { 0.0 };
+    let adam_inner_product = dot(&adam, &delta);
+    Ok(Alignment {
+        inner_product,
+        cosine: cos(inner_product, gn),
+        adam_inner_product,
+        adam_cosine: cos(adam_inner_product, an),
+        gradient_norm: gn,
+        teacher_update_norm: dn,
+        loss: l.double_value(&[]),
+    })
+}
+
+fn theorem(
+    p: &TheoremParams,
+    teacher: &VerifiedStage,
+    dataset: &VerifiedStage,
+    env: &StageEnv,
+) -> anyhow::Result<Vec<Artifact>> {
+    let s = &p.student;
+    let trained = Mlp::from_safetensors(teacher.artifact(MODEL)?, env.device)?;
+    let config = MlpConfig::with_width(s.aux_logits, s.hidden);
+    anyhow::ensure!(
+        trained.config == config,
+        "the teacher has shape {:?}, the student {:?}",
+        trained.config,
+        config
+    );
+    let init = Mlp::init(config, p.teacher_init, env.device);
+    let update = trained.flat() - init.flat();
+    let data = Dataset::read(s, dataset, env.device)?;
+    let noise = data.noise.draw(env.device);
+    let n = data.noise.samples;
+    // The student's first batch: what its first step sees.
+    let rows = batch_order(s.seed, 0, n, env.device).narrow(0, 0, (s.batch_size as i64).min(n));
+    let batch = noise.index_select(0, &rows);
+    let student = student_init(s, env.device);
+    let found = alignment(&student, &update, |m| data.loss(&m.forward(&batch), &rows))?;
+    let init_distance = (student.flat() - init.flat()).norm().double_value(&[]);
+    Ok(vec![Artifact::json(
+        METRICS,
+        &json!({
+            "inner_product": found.inner_product,
+            "cosine": found.cosine,
+            "adam_inner_product": found.adam_inner_product,
+            "adam_cosine": found.adam_cosine,
+            "gradient_norm": found.gradient_norm,
+            "teacher_update_norm": found.teacher_update_norm,
+            "loss": found.loss,
+            "init_distance": init_distance,
+            "batch": rows.size()[0],
+        }),
+    )?])
 }
 
 fn evaluate(
@@ -256,7 +639,11 @@ fn evaluate(
     env: &StageEnv,
 ) -> anyhow::Result<Vec<Artifact>> {
     let model = match (&p.reference, model_stage) {
-        (Some(r), _) => Mlp::init(MlpConfig::paper(r.aux_logits), r.init, env.device),
+        (Some(r), _) => Mlp::init(
+            MlpConfig::with_width(r.aux_logits, r.hidden),
+            r.init,
+            env.device,
+        ),
         (None, Some(stage)) => Mlp::from_safetensors(stage.artifact(MODEL)?, env.device)?,
         (None, None) => anyhow::bail!("evaluate needs a model: an input stage or a reference init"),
     };

@@ -781,6 +781,7 @@ mod tests {
                 duration_s: 0.0,
                 device: "cpu".into(),
                 host: "test".into(),
+                group: None,
             },
             artifacts: artifacts
                 .into_iter()
