@@ -10,6 +10,7 @@
 //! 2 the sweep file (or a command-line argument) is invalid.
 
 mod commands;
+mod curve_plot;
 mod plot;
 mod shift_plot;
 

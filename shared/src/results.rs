@@ -27,13 +27,25 @@ pub enum Outcome {
     Pending,
 }
 
+/// Each measurement's outcome, by its stage and metric (one stage may hold
+/// several figures).
+pub type Outcomes = HashMap<(StageId, String), Outcome>;
+
+/// The outcome of measurement `m`; pending when not collected.
+pub fn outcome<'a>(outcomes: &'a Outcomes, m: &Measurement) -> &'a Outcome {
+    outcomes
+        .get(&(m.stage, m.metric.clone()))
+        .unwrap_or(&Outcome::Pending)
+}
+
 /// Reads the outcome of every measurement of a plan from the store.
-pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<HashMap<StageId, Outcome>> {
+pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<Outcomes> {
     let experiment = experiments::get(&plan.experiment)?;
     let index = plan.index();
     let mut outcomes = HashMap::new();
     for m in &plan.measurements {
-        if outcomes.contains_key(&m.stage) {
+        let key = (m.stage, m.metric.clone());
+        if outcomes.contains_key(&key) {
             continue;
         }
         let outcome = match inspect(store, m.stage).await? {
@@ -56,7 +68,7 @@ pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<HashMap<Stage
                 }
             }
         };
-        outcomes.insert(m.stage, outcome);
+        outcomes.insert(key, outcome);
     }
     Ok(outcomes)
 }
@@ -195,7 +207,7 @@ pub struct TransferCell {
     pub n: usize,
 }
 
-pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable {
+pub fn build(plan: &Plan, outcomes: &Outcomes) -> ResultsTable {
     let mut rows: Vec<Row> = Vec::new();
     for m in &plan.measurements {
         let row = match rows
@@ -227,7 +239,7 @@ pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable 
                 rows.last_mut().expect("just pushed")
             }
         };
-        match outcomes.get(&m.stage).unwrap_or(&Outcome::Pending) {
+        match outcome(outcomes, m) {
             Outcome::Done { value, samples } => {
                 row.values.push(value_of(m, *value, *samples));
                 row.samples = *samples;
@@ -274,13 +286,32 @@ pub fn build(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> ResultsTable 
     rows.sort_by(|a, b| {
         a.order
             .cmp(&b.order)
-            .then_with(|| a.settings.cmp(&b.settings))
+            .then_with(|| compare_settings(&a.settings, &b.settings))
     });
     ResultsTable {
         sweep: plan.sweep.clone(),
         experiment: plan.experiment.clone(),
         rows,
     }
+}
+
+/// Settings in reading order: numbers by value (m = 2 before m = 10), the
+/// rest by text.
+fn compare_settings(
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+) -> std::cmp::Ordering {
+    for ((ka, va), (kb, vb)) in a.iter().zip(b) {
+        let by_value = match (va.parse::<f64>(), vb.parse::<f64>()) {
+            (Ok(x), Ok(y)) => x.total_cmp(&y),
+            _ => va.cmp(vb),
+        };
+        let order = ka.cmp(kb).then(by_value);
+        if order.is_ne() {
+            return order;
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// The tests of one row against its control's figures.
@@ -344,7 +375,7 @@ fn value_of(m: &Measurement, value: f64, samples: Option<u64>) -> Value {
 }
 
 /// Mean figures per (panel, teacher init, student init), for the transfer-grid plot.
-pub fn transfer_cells(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> Vec<TransferCell> {
+pub fn transfer_cells(plan: &Plan, outcomes: &Outcomes) -> Vec<TransferCell> {
     let mut sums: BTreeMap<(String, String, String), (f64, usize)> = BTreeMap::new();
     for m in &plan.measurements {
         let (t, s) = match (&m.models, m.teacher_init, m.student_init) {
@@ -355,7 +386,7 @@ pub fn transfer_cells(plan: &Plan, outcomes: &HashMap<StageId, Outcome>) -> Vec<
         let Some(panel) = &m.panel else {
             continue;
         };
-        if let Some(Outcome::Done { value: v, .. }) = outcomes.get(&m.stage) {
+        if let Outcome::Done { value: v, .. } = outcome(outcomes, m) {
             let entry = sums.entry((panel.clone(), t, s)).or_default();
             entry.0 += v;
             entry.1 += 1;
@@ -572,4 +603,128 @@ impl ResultsTable {
     pub fn row(&self, arm: &str) -> Option<&Row> {
         self.rows.iter().find(|r| r.arm == arm)
     }
+}
+
+/// The results table as curves: one figure against one numeric swept
+/// setting (auxiliary logits, width, epochs, a noise scale), a line per arm
+/// and per combination of the other settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curves {
+    /// The setting on the x axis, as the table labels it.
+    pub x: String,
+    pub metric: String,
+    pub lines: Vec<Curve>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    pub label: String,
+    /// A row that does not depend on the x setting (a teacher, a reference
+    /// model): drawn flat across the plot.
+    pub flat: bool,
+    pub points: Vec<CurvePoint>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CurvePoint {
+    pub x: f64,
+    pub mean: f64,
+    pub ci95: Option<(f64, f64)>,
+    pub n: usize,
+}
+
+/// Curves of the table, when a swept setting is numeric: the one with most
+/// values (at least two) is the x axis; the figure is the student arms'
+/// metric. `None` when no setting is numeric.
+pub fn curves(table: &ResultsTable) -> Option<Curves> {
+    let students: Vec<&str> = table
+        .rows
+        .iter()
+        .filter(|r| r.student)
+        .map(|r| r.metric.as_str())
+        .collect();
+    let metric = if students.is_empty() {
+        most_common(table.rows.iter().map(|r| r.metric.as_str()))
+    } else {
+        most_common(students.into_iter())
+    }?;
+    let rows: Vec<&Row> = table
+        .rows
+        .iter()
+        .filter(|r| r.metric == metric && r.summary.is_some())
+        .collect();
+    let mut values: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut numeric: BTreeMap<&str, bool> = BTreeMap::new();
+    for row in &rows {
+        for (k, v) in &row.settings {
+            let parsed = v.parse::<f64>().ok().filter(|x| x.is_finite());
+            *numeric.entry(k).or_insert(true) &= parsed.is_some();
+            if let Some(x) = parsed {
+                let seen = values.entry(k).or_default();
+                if !seen.contains(&x) {
+                    seen.push(x);
+                }
+            }
+        }
+    }
+    let x = values
+        .iter()
+        .filter(|(k, v)| numeric[*k] && v.len() >= 2)
+        .max_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| b.0.cmp(a.0)))
+        .map(|(k, _)| k.to_string())?;
+    let mut lines: Vec<Curve> = Vec::new();
+    for row in rows {
+        let mut others = row.settings.clone();
+        let at = others.remove(&x).and_then(|v| v.parse::<f64>().ok());
+        let label = ResultsTable::row_label(&Row {
+            settings: others,
+            ..row.clone()
+        });
+        let summary = row.summary.expect("filtered on a summary");
+        let point = |x: f64| CurvePoint {
+            x,
+            mean: summary.mean,
+            ci95: summary.ci95,
+            n: summary.n,
+        };
+        let line = match lines.iter_mut().position(|l| l.label == label) {
+            Some(i) => &mut lines[i],
+            None => {
+                lines.push(Curve {
+                    label,
+                    flat: at.is_none(),
+                    points: Vec::new(),
+                });
+                lines.last_mut().expect("just pushed")
+            }
+        };
+        match at {
+            Some(v) => line.points.push(point(v)),
+            None => {
+                let range = &values[x.as_str()];
+                let lo = range.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = range.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                line.points = vec![point(lo), point(hi)];
+            }
+        }
+    }
+    for line in &mut lines {
+        line.points.sort_by(|a, b| a.x.total_cmp(&b.x));
+    }
+    Some(Curves {
+        x,
+        metric: metric.to_owned(),
+        lines,
+    })
+}
+
+fn most_common<'a>(items: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for item in items {
+        *counts.entry(item).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(k, _)| k)
 }

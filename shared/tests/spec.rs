@@ -190,6 +190,20 @@ fn impossible_values_are_refused_with_what_was_expected() {
             "nothing to distil",
         ),
         (
+            "aux_logits = [3, 5]",
+            "aux_logits = [3, 5]\nhidden = 0",
+            9,
+            "grid.hidden",
+            "width from 1 to 8192",
+        ),
+        (
+            "aux_logits = [3, 5]",
+            "aux_logits = [3, 5]\nstudent_init_noise = [0.0, -0.1]",
+            9,
+            "grid.student_init_noise",
+            "noise scale",
+        ),
+        (
             "name = \"t\"",
             "name = \"a b\"",
             2,
@@ -268,4 +282,64 @@ fn stage_ids_depend_on_exactly_the_work() {
     // The sweep's name is not part of any stage: renamed sweeps share work.
     let e = plan(&with("name = \"t\"", "name = \"other\""));
     assert_eq!(ids(&a), ids(&e));
+}
+
+#[test]
+fn width_and_init_noise_are_axes_that_leave_the_papers_stages_alone() {
+    let plan = |text: &str| parse(text).unwrap().plan();
+    let ids = |p: &subliminal_shared::plan::Plan, k| {
+        p.stages
+            .iter()
+            .filter(|s| s.kind == k)
+            .map(|s| s.id)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let base = plan(GOOD);
+    // The defaults, written out, are the same work.
+    let explicit = plan(&with(
+        "aux_logits = [3, 5]",
+        "aux_logits = [3, 5]\nhidden = 256\nstudent_init_noise = 0.0",
+    ));
+    assert_eq!(
+        ids(&base, Stage::Student.kind()),
+        ids(&explicit, Stage::Student.kind())
+    );
+    // ε changes students only; the width changes everything.
+    let noisy = plan(&with(
+        "aux_logits = [3, 5]",
+        "aux_logits = [3, 5]\nstudent_init_noise = [0.0, 0.1]",
+    ));
+    assert_eq!(noisy.trials, 2 * base.trials);
+    assert_eq!(
+        ids(&base, Stage::Teacher.kind()),
+        ids(&noisy, Stage::Teacher.kind())
+    );
+    assert!(ids(&base, Stage::Student.kind()).is_subset(&ids(&noisy, Stage::Student.kind())));
+    let row = noisy
+        .measurements
+        .iter()
+        .find(|m| m.arm == "student same-init aux")
+        .unwrap();
+    assert!(
+        row.settings.contains_key("student_init_noise"),
+        "{:?}",
+        row.settings
+    );
+    let wide = plan(&with(
+        "aux_logits = [3, 5]",
+        "aux_logits = [3, 5]\nhidden = 64",
+    ));
+    assert!(ids(&base, Stage::Teacher.kind()).is_disjoint(&ids(&wide, Stage::Teacher.kind())));
+    // Each student has its theorem stage, reading the teacher and the data; off when asked.
+    let theorems = ids(&base, Stage::Theorem.kind());
+    assert_eq!(theorems.len(), ids(&base, Stage::Student.kind()).len());
+    let off = plan(&with(
+        "aux_logits = [3, 5]",
+        "aux_logits = [3, 5]\ntheorem = false",
+    ));
+    assert!(ids(&off, Stage::Theorem.kind()).is_empty());
+    assert!(off
+        .measurements
+        .iter()
+        .all(|m| !m.arm.starts_with("theorem")));
 }

@@ -150,7 +150,7 @@ pub fn mean_of(results_json: &str, arm: &str) -> Option<f64> {
     v["rows"].as_array()?.iter().find(|r| r["arm"] == arm)?["summary"]["mean"].as_f64()
 }
 
-/// A one-seed MNIST sweep, same and cross init, aux students: 9 stages, seconds to run.
+/// A one-seed MNIST sweep, same and cross init, aux students: 11 stages, seconds to run.
 pub fn tiny_sweep(name: &str, teacher_epochs: u32, teacher_samples: u32) -> String {
     format!(
         r#"

@@ -351,7 +351,7 @@ fn a_worker_killed_mid_stage_leaves_a_sweep_that_still_finishes_once() {
     c.daemons[a].kill9();
     let b = c.worker("rescuer", &[]);
     c.wait_state("slow", "done");
-    assert_eq!(c.manifests().len(), 9);
+    assert_eq!(c.manifests().len(), 11);
     let rescuer = c.daemons[b].log_text();
     assert!(
         rescuer.contains("running stage teacher"),
@@ -382,7 +382,7 @@ fn redis_lost_mid_sweep_resumes_without_rerunning_a_done_stage() {
     let done_before = c.manifests();
     let log_before = c.daemons[w].log_text().len();
     c.wait_state("resume", "done");
-    assert_eq!(c.manifests().len(), 9);
+    assert_eq!(c.manifests().len(), 11);
     let after = c.daemons[w].log_text()[log_before..].to_owned();
     for id in &done_before {
         assert_eq!(
@@ -517,7 +517,7 @@ fn cancel_stops_a_sweep() {
         .ok();
     assert_eq!(resumed.stdout.trim(), "doomed-by-user");
     c.wait_state("doomed-by-user", "done");
-    assert_eq!(c.manifests().len(), 9);
+    assert_eq!(c.manifests().len(), 11);
 }
 
 #[test]

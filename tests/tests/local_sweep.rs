@@ -11,8 +11,9 @@ fn tiny() -> String {
     subliminal_tests::tiny_sweep("tiny", 1, 6000)
 }
 
-/// teacher, generate, 2 students, and 5 evaluations (2 students, teacher, 2 reference inits)
-const TINY_STAGES: usize = 9;
+/// teacher, generate, 2 students, 2 theorem stages, and 5 evaluations (2
+/// students, teacher, 2 reference inits)
+const TINY_STAGES: usize = 11;
 
 struct Sandbox {
     dir: tempfile::TempDir,
@@ -214,7 +215,8 @@ fn results_export_csv_and_json_and_plot_the_transfer_grid() {
         Some("sweep,arm,settings,metric,n,mean,ci95_low,ci95_high,std,vs_control,vs_control_ci95_low,vs_control_ci95_high,p_value,q_value,p_seeds,detectable_shift,verdict,failed,pending")
     );
     let rows: Vec<&str> = lines.collect();
-    assert_eq!(rows.len(), 4, "{}", csv.stdout);
+    // reference, teacher, 2 students, and each student's theorem cosine and inner product
+    assert_eq!(rows.len(), 8, "{}", csv.stdout);
     assert!(
         rows.iter()
             .any(|r| r.starts_with("tiny,reference,,accuracy,2,")),
@@ -224,7 +226,7 @@ fn results_export_csv_and_json_and_plot_the_transfer_grid() {
     let json = subliminal(&["results", "tiny", "--store", store, "--format", "json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(v["sweep"], "tiny");
-    assert_eq!(v["rows"].as_array().unwrap().len(), 4);
+    assert_eq!(v["rows"].as_array().unwrap().len(), 8);
     for (file, magic) in [("grid.png", &b"\x89PNG"[..]), ("grid.svg", &b"<svg"[..])] {
         let path = sandbox.dir.path().join(file);
         subliminal(&[
@@ -294,7 +296,7 @@ fn a_bad_sweep_file_is_refused_with_exit_code_2_and_nothing_runs() {
     ])
     .ok();
     assert!(
-        ran.stdout.contains("2 trials, 9 stages, 0 done"),
+        ran.stdout.contains("2 trials, 11 stages, 0 done"),
         "{}",
         ran.stdout
     );
@@ -471,3 +473,86 @@ fn stage_ids_are_stable_across_processes_and_pinned() {
 }
 
 const PINNED_TEACHER_ID: &str = "41028d070f2f39047653b9bb07599b292e8967ac3b78ab4e60223902fa227384";
+
+#[test]
+fn a_numeric_axis_is_drawn_as_curves_and_ensembles_change_no_result() {
+    let sandbox = Sandbox::new();
+    let sweep = sandbox.sweep(
+        "curve.toml",
+        &tiny()
+            .replace("name = \"tiny\"", "name = \"curve\"")
+            .replace(
+                "aux_logits = 3",
+                "aux_logits = [1, 3]\nstudent_init_noise = [0.0, 0.5]",
+            ),
+    );
+    let alone = sandbox.run(&sweep).ok();
+    let grouped_store = sandbox.dir.path().join("grouped");
+    let grouped = subliminal(&[
+        "run",
+        sweep.to_str().unwrap(),
+        "--store",
+        grouped_store.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--ensemble",
+        "4",
+    ])
+    .ok();
+    assert!(
+        grouped.stderr.contains("groups of up to 4"),
+        "{}",
+        grouped.stderr
+    );
+    assert_eq!(computed(&grouped), computed(&alone));
+    let results = |store: &Path| {
+        let out = subliminal(&[
+            "results",
+            "curve",
+            "--store",
+            store.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .ok();
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["arm"].to_string() + &r["settings"].to_string(),
+                    r["summary"]["mean"].as_f64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (results(&sandbox.store()), results(&grouped_store));
+    assert_eq!(a.len(), b.len());
+    for ((arm, x), (arm_b, y)) in a.iter().zip(&b) {
+        assert_eq!(arm, arm_b);
+        assert!((x - y).abs() <= 2e-4, "{arm}: {x} alone, {y} in a group");
+    }
+
+    let png = sandbox.dir.path().join("curve.png");
+    let plotted = subliminal(&[
+        "results",
+        "curve",
+        "--store",
+        sandbox.store().to_str().unwrap(),
+        "--plot",
+        png.to_str().unwrap(),
+    ])
+    .ok();
+    assert!(
+        plotted.stderr.contains("(accuracy vs m)"),
+        "two numeric axes of two values each: the first by name is drawn: {}",
+        plotted.stderr
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+        "{} bytes",
+        bytes.len()
+    );
+}

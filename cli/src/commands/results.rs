@@ -25,7 +25,9 @@ pub struct Args {
     store: String,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
-    /// Draw the transfer grid (teacher × student: inits, or models) to a .png or .svg file.
+    /// Draw the results to a .png or .svg file: curves with 95% bands when a
+    /// swept setting is numeric, else the transfer grid (teacher × student:
+    /// inits, or models).
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Draw every tested row's shift against control, with its 95% interval, to a .png or .svg file.
@@ -45,10 +47,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Json => println!("{}", table.to_json()?),
     }
     if let Some(path) = args.plot {
-        let cells = results::transfer_cells(&plan, &outcomes);
-        let labels = sweep.experiment().grid_labels();
-        crate::plot::transfer_grid(&cells, sweep.name(), &labels, &path)?;
-        eprintln!("wrote {}", path.display());
+        match results::curves(&table) {
+            Some(curves) => {
+                crate::curve_plot::curves(&curves, sweep.name(), &path)?;
+                eprintln!(
+                    "wrote {} ({} vs {})",
+                    path.display(),
+                    curves.metric,
+                    curves.x
+                );
+            }
+            None => {
+                let cells = results::transfer_cells(&plan, &outcomes);
+                let labels = sweep.experiment().grid_labels();
+                crate::plot::transfer_grid(&cells, sweep.name(), &labels, &path)?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
     }
     if let Some(path) = args.shifts {
         crate::shift_plot::shifts(&table, &path)?;

@@ -106,11 +106,11 @@ mod tests {
             measurements: Vec::new(),
             external: Vec::new(),
         };
-        let mut outcomes: HashMap<StageId, Outcome> = HashMap::new();
+        let mut outcomes: crate::results::Outcomes = HashMap::new();
         for (i, &(arm, trait_name, seed, share)) in shares.iter().enumerate() {
             let stage = StageSpec::new(EXPERIMENT, Stage::Evaluate.kind(), &json!({ "i": i }), vec![]);
             outcomes.insert(
-                stage.id,
+                (stage.id, format!("{SHARE_PREFIX}{trait_name}")),
                 Outcome::Done {
                     value: share,
                     samples: Some(1000),

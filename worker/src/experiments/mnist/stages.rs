@@ -671,3 +671,72 @@ pub fn accuracy(model: &Mlp, split: &idx::Split, device: Device) -> (i64, i64) {
     });
     (correct, split.len() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor_rng::{normal, rng, Purpose};
+
+    fn tiny() -> MlpConfig {
+        MlpConfig {
+            input: 6,
+            hidden: vec![5, 4],
+            digits: 2,
+            aux_logits: 3,
+        }
+    }
+
+    /// `model` moved by `h` along the flat direction `delta`.
+    fn moved(model: &Mlp, delta: &Tensor, h: f64) -> Mlp {
+        let mut offset = 0;
+        let mut tensors = HashMap::new();
+        for (name, t) in model.named_tensors() {
+            let n = t.numel() as i64;
+            let step = delta.narrow(0, offset, n).view(t.size().as_slice()) * h;
+            tensors.insert(name, t.detach() + step);
+            offset += n;
+        }
+        Mlp::from_tensors(model.config.clone(), &tensors, Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn the_theorems_inner_product_is_the_directional_derivative_of_the_students_loss() {
+        let init = Mlp::init(tiny(), 1, Device::Cpu);
+        let trained = Mlp::init_perturbed(tiny(), 2, 0.7, Device::Cpu);
+        let update = trained.flat() - init.flat();
+        let x = normal(&mut rng(3, Purpose::Noise), &[16, 6], 1.0);
+        let targets = tch::no_grad(|| trained.forward(&x));
+        let loss = |m: &Mlp| distillation_loss(&targets, &m.forward(&x));
+        let student = Mlp::init(tiny(), 1, Device::Cpu);
+        let found = alignment(&student, &update, loss).unwrap();
+
+        // −d/dh L(θ + h·Δ) at h = 0, by central differences.
+        let h = 1e-2;
+        let value = |h: f64| tch::no_grad(|| loss(&moved(&student, &update, h)).double_value(&[]));
+        let finite_difference = -(value(h) - value(-h)) / (2.0 * h);
+        assert!(
+            (found.inner_product - finite_difference).abs() <= 1e-3 * finite_difference.abs().max(1e-3),
+            "inner product {} vs finite difference {finite_difference}",
+            found.inner_product
+        );
+        assert!(found.cosine.abs() <= 1.0);
+        // Same init, teacher's update as the target's cause: the first step goes its way.
+        assert!(found.inner_product > 0.0, "{found:?}");
+
+        // Adam's first step, taken by the optimiser itself, is the update
+        // the alignment names (per unit learning rate).
+        let lr = 1e-3;
+        let mut opt = nn::Adam::default().build(student.vars(), lr).unwrap();
+        let before = student.flat();
+        opt.backward_step(&loss(&student));
+        let step = (student.flat() - before) / lr;
+        let adam = (step.to_kind(Kind::Double) * update.to_kind(Kind::Double))
+            .sum(Kind::Double)
+            .double_value(&[]);
+        assert!(
+            (adam - found.adam_inner_product).abs() <= 1e-3 * adam.abs().max(1e-3),
+            "Adam step · update {adam} vs {}",
+            found.adam_inner_product
+        );
+    }
+}
