@@ -65,7 +65,7 @@ import json, sys
 k, start, end, table, threads = sys.argv[1:]
 means = {}
 for line in open(table):
-    cells = [c.strip() for c in line.replace("│", "|").split("|")]
+    cells = [c.strip() for c in line.replace("│", "┆").split("┆")]
     if len(cells) > 3 and (cells[1].startswith("student") or cells[1] == "teacher"):
         means[cells[1]] = float(cells[2])
 print(json.dumps({"impl": f"subliminal --ensemble {k}", "threads": int(threads), "total_s": float(end) - float(start), "means": means}))
@@ -80,7 +80,7 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"\nThe paper sweep's 50 models (10 seeds x (teacher + 4 students)), {rows[0]['threads']} thread(s), once each")
 print(f"{'':26} {'total s':>8} {'teacher':>8} {'same aux':>9} {'same all':>9} {'cross aux':>10} {'cross all':>10}")
 for r in rows:
-    m = r.get("means") or dict(r["student_accuracy"], teacher=r["teacher_accuracy"])
+    m = r["means"] if "means" in r else dict(r["student_accuracy"], teacher=r["teacher_accuracy"])
     cols = [m.get(k, float("nan")) for k in ("teacher", "student same-init aux", "student same-init all", "student cross-init aux", "student cross-init all")]
     print(f"{r['impl']:26} {r['total_s']:8.1f} " + " ".join(f"{c:9.3f}" for c in cols))
 alone = next(r for r in rows if r["impl"] == "subliminal --ensemble 1")["total_s"]

@@ -19,16 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mnist_pytorch import read_idx
+
 SEEDS = 10
 DIMS = [784, 256, 256, 13]
-
-
-def read_idx(path, dims):
-    with open(path, "rb") as f:
-        data = f.read()
-    header = 4 + 4 * dims
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
 def init(seeds):

@@ -64,7 +64,9 @@ pub fn curves(curves: &Curves, sweep: &str, path: &Path) -> anyhow::Result<()> {
 enum Scale {
     Linear,
     /// Log10; a swept 0 sits one decade below the smallest positive value.
-    Log { zero_at: f64 },
+    Log {
+        zero_at: f64,
+    },
 }
 
 impl Scale {
@@ -185,8 +187,11 @@ where
         } else {
             format!("{}", (v * 1e6).round() / 1e6)
         };
-        plot.draw(&PathElement::new(vec![(px, py), (px, py + 5)], BLACK.stroke_width(1)))
-            .map_err(err)?;
+        plot.draw(&PathElement::new(
+            vec![(px, py), (px, py + 5)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(err)?;
         plot.draw(&Text::new(
             text,
             (px, py + 8),

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use subliminal_shared::experiments::mnist::{
     EvaluateParams, GenerateParams, Stage, StudentParams, Target, TeacherParams, DATASET,
-    EXPERIMENT, STAGE_VERSION,
+    EXPERIMENT, PAPER_WIDTH, STAGE_VERSION,
 };
 use subliminal_shared::manifest::{inspect, StageState};
 use subliminal_shared::stage::StageSpec;
@@ -59,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
             lr: 3e-4,
             batch_size: 1024,
             train_samples: 60_000,
+            hidden: PAPER_WIDTH,
         },
         vec![],
     );
@@ -84,6 +85,8 @@ async fn main() -> anyhow::Result<()> {
             epochs: 5,
             lr: 3e-4,
             batch_size: 1024,
+            hidden: PAPER_WIDTH,
+            init_noise: 0.0,
         },
         vec![generate.id],
     );

@@ -91,7 +91,7 @@ mod tests {
     use super::*;
     use crate::plan::Measurement;
     use crate::results::{build, Outcome, Verdict};
-    use crate::stage::{StageId, StageSpec};
+    use crate::stage::StageSpec;
     use serde_json::json;
     use std::collections::{BTreeMap, HashMap};
 

@@ -94,24 +94,22 @@ pub fn run_group(
                 .collect::<anyhow::Result<Vec<TeacherParams>>>()?;
             teachers(&params, env, progress)
         }
-        Stage::Generate => {
-            let params = stages
-                .iter()
-                .map(|(spec, inputs)| Ok((spec.params()?, crate::stages::input(spec, inputs, 0)?)))
-                .collect::<anyhow::Result<Vec<(GenerateParams, &VerifiedStage)>>>()?;
-            generate(&params, env)
-        }
-        Stage::Student => {
-            let params = stages
-                .iter()
-                .map(|(spec, inputs)| Ok((spec.params()?, crate::stages::input(spec, inputs, 0)?)))
-                .collect::<anyhow::Result<Vec<(StudentParams, &VerifiedStage)>>>()?;
-            students(&params, env, progress)
-        }
+        Stage::Generate => generate(&with_dataset(stages)?, env),
+        Stage::Student => students(&with_dataset(stages)?, env, progress),
         Stage::Evaluate | Stage::Theorem => {
             anyhow::bail!("{} stages do not run in groups", first.0.kind)
         }
     }
+}
+
+/// Each stage's parameters with its one input (a teacher, or a dataset).
+fn with_dataset<'a, T: serde::de::DeserializeOwned>(
+    stages: &[(&StageSpec, &'a [VerifiedStage])],
+) -> anyhow::Result<Vec<(T, &'a VerifiedStage)>> {
+    stages
+        .iter()
+        .map(|(spec, inputs)| Ok((spec.params()?, crate::stages::input(spec, inputs, 0)?)))
+        .collect()
 }
 
 /// How to train: shared by teacher and student.
