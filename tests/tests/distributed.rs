@@ -220,7 +220,11 @@ fn a_sweep_on_two_workers_and_a_scheduler_matches_local_mode() {
         "submit prints the sweep id"
     );
     c.wait_state("dist", "done");
-    assert_eq!(c.manifests().len(), 11, "every stage has its manifest in S3");
+    assert_eq!(
+        c.manifests().len(),
+        11,
+        "every stage has its manifest in S3"
+    );
     let human = c.cli(&["status", "dist", "--store", &c.store]).ok();
     assert!(
         human.stdout.contains("sweep dist (done)") && human.stdout.contains("total"),
