@@ -65,6 +65,28 @@ fn answers_ping(port: u16) -> bool {
             .is_ok_and(|n| reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-"))
 }
 
+/// Whether an HTTP server answers on `port`: any status line will do (an S3
+/// server refuses an unsigned request with 403, which is an answer).
+fn answers_http(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    if stream.local_addr().is_ok_and(|a| a.port() == port) {
+        return false;
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut reply = [0u8; 16];
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .is_ok()
+        && stream
+            .read(&mut reply)
+            .is_ok_and(|n| reply[..n].starts_with(b"HTTP/1."))
+}
+
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
@@ -75,6 +97,18 @@ pub struct Redis {
 impl Redis {
     pub fn start(dir: &Path) -> Self {
         Self::start_with(dir, &[])
+    }
+
+    /// On a port chosen before (a client may already be trying it).
+    pub fn start_on(dir: &Path, port: u16) -> Self {
+        let mut redis = Redis {
+            port,
+            child: None,
+            dir: dir.to_path_buf(),
+            extra: Vec::new(),
+        };
+        redis.launch();
+        redis
     }
 
     /// With extra redis-server options (a password, ...).
@@ -280,11 +314,9 @@ impl S3 {
             .stderr(Stdio::null())
             .spawn()
             .expect("s3s-fs runs (scripts/test.sh installs it with cargo install s3s-fs@0.14.1)");
-        wait_for(
-            "s3s-fs to accept connections",
-            Duration::from_secs(10),
-            || accepts(port),
-        );
+        wait_for("s3s-fs to answer HTTP", Duration::from_secs(10), || {
+            answers_http(port)
+        });
         S3 { port, child }
     }
 

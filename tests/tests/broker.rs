@@ -198,11 +198,35 @@ async fn a_malformed_body_is_refused_with_a_clear_error() {
 #[tokio::test]
 async fn an_unreachable_redis_is_a_clear_error() {
     let port = subliminal_tests::servers::free_port();
+    let started = std::time::Instant::now();
     let err = Broker::connect(&format!("redis://127.0.0.1:{port}/"), "sl")
         .await
         .err()
         .expect("no server there");
-    assert!(format!("{err:#}").contains("Redis"), "{err:#}");
+    let text = format!("{err:#}");
+    assert!(text.contains("Redis"), "{text}");
+    // A refused connection is retried (a server may be starting), for a bounded time.
+    assert!(
+        text.contains("tried") && !text.contains("tried 1 time(s)"),
+        "{text}"
+    );
+    assert!(started.elapsed() < subliminal_shared::broker::CONNECT_PATIENCE * 2);
+}
+
+#[tokio::test]
+async fn a_redis_that_starts_late_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = subliminal_tests::servers::free_port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let connecting = tokio::spawn(async move { Broker::connect(&url, "sl").await });
+    // Started only after the first connection attempts were refused.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let _redis = Redis::start_on(dir.path(), port);
+    let broker = connecting
+        .await
+        .unwrap()
+        .expect("connects once Redis is up");
+    broker.ping().await.unwrap();
 }
 
 #[tokio::test]

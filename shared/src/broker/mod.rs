@@ -116,9 +116,31 @@ pub enum TaskState {
     Dead,
 }
 
+/// How long [`Broker::connect`] retries a refused or reset connection.
+pub const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether an error is a connection that could not be made or was dropped
+/// (worth retrying), rather than a refusal by a server that answered.
+fn unreachable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let redis = cause.downcast_ref::<redis::RedisError>().or_else(|| {
+            match cause.downcast_ref::<deadpool_redis::PoolError>() {
+                Some(deadpool_redis::PoolError::Backend(e)) => Some(e),
+                _ => None,
+            }
+        });
+        redis.is_some_and(|e| {
+            e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped()
+        }) || cause.downcast_ref::<std::io::Error>().is_some()
+    })
+}
+
 impl Broker {
     /// Connects to `url` (`redis://` or `rediss://` for TLS; a password goes in
-    /// the URL or in REDIS_PASSWORD). Fails early if Redis cannot be reached.
+    /// the URL or in REDIS_PASSWORD) and checks that Redis answers PING. A
+    /// refused or reset connection (a server still starting) is retried with
+    /// backoff for up to [`CONNECT_PATIENCE`]; then, or on any other error (a
+    /// wrong password, a bad URL), it fails saying what it tried.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let mut url = url.to_owned();
         if let Ok(password) = std::env::var("REDIS_PASSWORD") {
@@ -147,8 +169,26 @@ impl Broker {
             pool,
             prefix: prefix.to_owned(),
         };
-        broker.ping().await?;
-        Ok(broker)
+        let started = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(50);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match broker.ping().await {
+                Ok(()) => return Ok(broker),
+                Err(e) if unreachable(&e) && started.elapsed() + wait < CONNECT_PATIENCE => {
+                    tracing::debug!("Redis not reachable yet ({e:#}); retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "tried {tries} time(s) over {:.1}s; check that Redis runs there and the URL and password are right",
+                        started.elapsed().as_secs_f64()
+                    )))
+                }
+            }
+        }
     }
 
     /// Connects, waiting with backoff (logged) while Redis is unreachable:
