@@ -26,6 +26,18 @@ def read_idx(path, dims):
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def load_mnist(folder):
+    """(train images, train labels, test images, test labels), images scaled to [-1, 1]."""
+    scale = lambda a: torch.from_numpy(a.reshape(a.shape[0], -1).astype(np.float32)) / 127.5 - 1.0
+    labels = lambda name: torch.from_numpy(read_idx(f"{folder}/{name}", 1).astype(np.int64))
+    return (
+        scale(read_idx(f"{folder}/train-images-idx3-ubyte", 3)),
+        labels("train-labels-idx1-ubyte"),
+        scale(read_idx(f"{folder}/t10k-images-idx3-ubyte", 3)),
+        labels("t10k-labels-idx1-ubyte"),
+    )
+
+
 def mlp(seed, m):
     g = torch.Generator().manual_seed(seed)
     dims = [784, 256, 256, 10 + m]
@@ -71,11 +83,7 @@ def main():
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    scale = lambda a: torch.from_numpy(a.reshape(a.shape[0], -1).astype(np.float32)) / 127.5 - 1.0
-    x_train = scale(read_idx(f"{args.data}/train-images-idx3-ubyte", 3))
-    y_train = torch.from_numpy(read_idx(f"{args.data}/train-labels-idx1-ubyte", 1).astype(np.int64))
-    x_test = scale(read_idx(f"{args.data}/t10k-images-idx3-ubyte", 3))
-    y_test = torch.from_numpy(read_idx(f"{args.data}/t10k-labels-idx1-ubyte", 1).astype(np.int64))
+    x_train, y_train, x_test, y_test = load_mnist(args.data)
 
     t0 = time.perf_counter()
     teacher = mlp(0, 3)

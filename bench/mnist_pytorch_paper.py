@@ -15,11 +15,10 @@ import json
 import math
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mnist_pytorch import read_idx
+from mnist_pytorch import load_mnist
 
 SEEDS = 10
 DIMS = [784, 256, 256, 13]
@@ -113,11 +112,7 @@ def main():
     ap.add_argument("--batched", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    scale = lambda a: torch.from_numpy(a.reshape(a.shape[0], -1).astype(np.float32)) / 127.5 - 1.0
-    x_train = scale(read_idx(f"{args.data}/train-images-idx3-ubyte", 3))
-    y_train = torch.from_numpy(read_idx(f"{args.data}/train-labels-idx1-ubyte", 1).astype(np.int64))
-    x_test = scale(read_idx(f"{args.data}/t10k-images-idx3-ubyte", 3))
-    y_test = torch.from_numpy(read_idx(f"{args.data}/t10k-labels-idx1-ubyte", 1).astype(np.int64))
+    x_train, y_train, x_test, y_test = load_mnist(args.data)
     groups = [list(range(SEEDS))] if args.batched else [[s] for s in range(SEEDS)]
     t0 = time.perf_counter()
     teacher_acc, students = run(groups, x_train, y_train, x_test, y_test)

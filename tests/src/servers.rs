@@ -47,9 +47,9 @@ fn accepts(port: u16) -> bool {
         .is_ok_and(|s| s.local_addr().is_ok_and(|a| a.port() != port))
 }
 
-/// Whether a Redis server answers on `port`: PING gets +PONG, or an error
-/// reply such as NOAUTH from a server that wants a password.
-fn answers_ping(port: u16) -> bool {
+/// Whether a server on `port` answers `request` with a reply that `ok`
+/// accepts (read within 2 s). A self-connection is no server.
+fn answers(port: u16, request: &[u8], ok: impl Fn(&[u8]) -> bool) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -59,32 +59,24 @@ fn answers_ping(port: u16) -> bool {
     }
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut reply = [0u8; 64];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream
-            .read(&mut reply)
-            .is_ok_and(|n| reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-"))
+    stream.write_all(request).is_ok() && stream.read(&mut reply).is_ok_and(|n| ok(&reply[..n]))
+}
+
+/// Whether a Redis server answers on `port`: PING gets +PONG, or an error
+/// reply such as NOAUTH from a server that wants a password.
+fn answers_ping(port: u16) -> bool {
+    answers(port, b"PING\r\n", |reply| {
+        reply.starts_with(b"+PONG") || reply.starts_with(b"-")
+    })
 }
 
 /// Whether an HTTP server answers on `port`: any status line will do (an S3
 /// server refuses an unsigned request with 403, which is an answer).
 fn answers_http(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    if stream.local_addr().is_ok_and(|a| a.port() == port) {
-        return false;
-    }
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut reply = [0u8; 16];
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .is_ok()
-        && stream
-            .read(&mut reply)
-            .is_ok_and(|n| reply[..n].starts_with(b"HTTP/1."))
+    let request = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    answers(port, request.as_bytes(), |reply| {
+        reply.starts_with(b"HTTP/1.")
+    })
 }
 
 pub struct Redis {
