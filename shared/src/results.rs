@@ -326,6 +326,15 @@ fn compare(row: &mut Row, control: &[Value]) {
         .collect();
     row.p_seeds = stats::paired_t(&paired);
     let (Some((x1, n1)), Some((x0, n0))) = (counts(&row.values), counts(control)) else {
+        // Figures that are not shares (an accuracy, say) are tested over
+        // seeds: the paired t-test is the row's test.
+        if let Some(s) = summarise(&paired) {
+            row.p_value = row.p_seeds;
+            row.shift_ci95 = s.ci95;
+            row.detectable_shift = s
+                .std
+                .and_then(|std| stats::detectable_paired_shift(std, s.n, ALPHA, POWER));
+        }
         return;
     };
     row.p_value = stats::fisher_exact(x1, n1, x0, n0);
@@ -528,8 +537,21 @@ impl ResultsTable {
         );
         if tests {
             let n = self.rows.iter().filter(|r| r.q_value.is_some()).count();
+            let shares = self
+                .rows
+                .iter()
+                .any(|r| r.q_value.is_some() && r.samples.is_some());
+            let others = self
+                .rows
+                .iter()
+                .any(|r| r.q_value.is_some() && r.samples.is_none());
+            let test = match (shares, others) {
+                (true, false) => "Fisher's exact test against control over every answer, pooled over seeds",
+                (false, _) => "a paired t-test against control over seeds",
+                (true, true) => "Fisher's exact test over every answer for shares, a paired t-test over seeds otherwise",
+            };
             out.push_str(&format!(
-                "p (BH): Fisher's exact test against control over every answer, pooled over seeds,\n\
+                "p (BH): {test},\n\
                  Benjamini–Hochberg adjusted over the table's {n} tests; verdict at q < {FDR};\n\
                  'could see': the smallest rise detectable at α = {ALPHA} with power {POWER}\n"
             ));

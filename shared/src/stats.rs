@@ -131,6 +131,19 @@ pub fn paired_t(differences: &[f64]) -> Option<f64> {
     Some((2.0 * (1.0 - dist.cdf(t.abs()))).min(1.0))
 }
 
+/// The smallest mean difference that a two-sided paired t-test at `alpha`
+/// would detect with `power`, for `n` pairs whose differences spread with
+/// standard deviation `std` (the usual approximation: the sum of the two
+/// t quantiles, in standard errors). None with fewer than two pairs.
+pub fn detectable_paired_shift(std: f64, n: usize, alpha: f64, power: f64) -> Option<f64> {
+    if n < 2 || !std.is_finite() {
+        return None;
+    }
+    let dist = StudentsT::new(0.0, 1.0, (n - 1) as f64).ok()?;
+    let quantiles = dist.inverse_cdf(1.0 - alpha / 2.0) + dist.inverse_cdf(power);
+    Some(quantiles * std / (n as f64).sqrt())
+}
+
 /// The smallest rise above a control share `p0` (of `n0` answers) that a
 /// two-sided two-proportion z-test at `alpha` would detect with `power`,
 /// with `n1` answers in the tested arm: what a null result rules out.

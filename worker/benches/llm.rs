@@ -102,7 +102,7 @@ fn main() -> anyhow::Result<()> {
                 &[Message::new("user", sequence_prompt(prompt_seed(9, i)))],
                 &answer,
             )?;
-            Ok(Example { prompt, answer })
+            Ok(Example::new(prompt, answer))
         })
         .collect::<anyhow::Result<_>>()?;
     let (_vs, mut student) = instantiate(&checkpoint, device, kind_for(device))?;

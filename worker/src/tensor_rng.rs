@@ -20,6 +20,8 @@ pub enum Purpose {
     BatchOrder = 3,
     /// The perturbation of a student's init (`student_init_noise`).
     InitNoise = 4,
+    /// The noise a `noise:S` defense adds to a teacher's logits.
+    DefenseNoise = 5,
 }
 
 pub fn rng(seed: u64, purpose: Purpose) -> ChaCha8Rng {

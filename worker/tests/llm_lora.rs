@@ -69,10 +69,7 @@ fn logits(model: &Llama) -> Tensor {
 
 fn examples() -> Vec<Example> {
     (0..12)
-        .map(|i| Example {
-            prompt: vec![1, 3 + i % 5, 7],
-            answer: vec![40 + i % 5, 41, 2],
-        })
+        .map(|i| Example::new(vec![1, 3 + i % 5, 7], vec![40 + i % 5, 41, 2]))
         .collect()
 }
 

@@ -175,6 +175,29 @@ pub struct TrainSettings {
 pub struct Example {
     pub prompt: Vec<u32>,
     pub answer: Vec<u32>,
+    /// Answer tokens left out of the loss (`true`), one per answer token;
+    /// empty when every answer token is learned.
+    pub masked: Vec<bool>,
+}
+
+impl Example {
+    pub fn new(prompt: Vec<u32>, answer: Vec<u32>) -> Self {
+        Self {
+            prompt,
+            answer,
+            masked: Vec::new(),
+        }
+    }
+
+    /// Whether answer token `j` is learned.
+    fn learns(&self, j: usize) -> bool {
+        !self.masked.get(j).copied().unwrap_or(false)
+    }
+
+    /// How many answer tokens are learned.
+    pub fn learned_tokens(&self) -> usize {
+        (0..self.answer.len()).filter(|&j| self.learns(j)).count()
+    }
 }
 
 /// What a training run did.
@@ -248,12 +271,15 @@ pub fn train(
             opt.zero_grad();
             let answer_tokens: usize = step_examples
                 .iter()
-                .map(|&i| examples[i].answer.len())
+                .map(|&i| examples[i].learned_tokens())
                 .sum();
             let mut step_loss = 0.0;
             for micro in step_examples.chunks(settings.batch_size.max(1) as usize) {
                 let batch: Vec<&Example> = micro.iter().map(|&i| &examples[i]).collect();
-                let (loss, tokens) = batch_loss(model, &batch, pad_id);
+                let Some((loss, tokens)) = batch_loss(model, &batch, pad_id) else {
+                    // Every answer token of this micro-batch is masked: nothing to learn.
+                    continue;
+                };
                 // Weighted by tokens so the step's loss is the mean over all its answer tokens.
                 let weight = tokens as f64 / answer_tokens.max(1) as f64;
                 (&loss * weight).backward();
@@ -284,8 +310,9 @@ pub fn train(
     Ok(Some(report))
 }
 
-/// Mean cross-entropy over the answer tokens of a right-padded batch, and their count.
-pub fn batch_loss(model: &Llama, batch: &[&Example], pad_id: u32) -> (Tensor, usize) {
+/// Mean cross-entropy over the learned answer tokens of a right-padded
+/// batch, and their count; `None` when the batch has none.
+pub fn batch_loss(model: &Llama, batch: &[&Example], pad_id: u32) -> Option<(Tensor, usize)> {
     let device = model.device();
     let width = batch
         .iter()
@@ -304,11 +331,16 @@ pub fn batch_loss(model: &Llama, batch: &[&Example], pad_id: u32) -> (Tensor, us
             .map(|&t| t as i64)
             .collect();
         for (j, &t) in e.answer.iter().enumerate() {
-            from.push((row * width + e.prompt.len() + j - 1) as i64);
-            target.push(t as i64);
+            if e.learns(j) {
+                from.push((row * width + e.prompt.len() + j - 1) as i64);
+                target.push(t as i64);
+            }
         }
         ids.extend(&seq);
         ids.extend(std::iter::repeat_n(pad_id as i64, width - seq.len()));
+    }
+    if target.is_empty() {
+        return None;
     }
     let shape = [batch.len() as i64, width as i64];
     let tokens = Tensor::from_slice(&ids).view(shape).to_device(device);
@@ -323,7 +355,8 @@ pub fn batch_loss(model: &Llama, batch: &[&Example], pad_id: u32) -> (Tensor, us
     let logits = model.logits(&picked);
     let target = Tensor::from_slice(&target).to_device(device);
     let loss = logits.cross_entropy_for_logits(&target);
-    (loss, target.size()[0] as usize)
+    let count = target.size()[0] as usize;
+    Some((loss, count))
 }
 
 /// The adapters' tensors by name, for a checkpoint.

@@ -4,6 +4,7 @@
 //! full fine-tuning.
 
 pub mod config;
+pub mod divergence;
 pub mod finetune;
 pub mod generate;
 pub mod gguf;

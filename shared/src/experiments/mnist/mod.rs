@@ -20,6 +20,7 @@
 //! hidden = 256                      # width of both hidden layers (an axis)
 //! student_init_noise = 0.0          # student = its init + ε·N(0, σ²) (an axis)
 //! theorem = true                    # measure the first step against the teacher's update
+//! defense = ["none", "round:1"]     # what is done to the logits a student sees (an axis)
 //!
 //! [teacher]
 //! epochs = 5
@@ -30,6 +31,8 @@
 //! epochs = 5
 //! noise_samples = 60000
 //! ```
+
+pub mod defense;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -43,6 +46,8 @@ use crate::experiments::{CheckedSweep, Experiment, GridLabels};
 use crate::plan::{Measurement, Plan, PlanBuilder};
 use crate::spec::{check_name, check_seeds, setting, Axis, Source, SpecError};
 use crate::stage::{StageKind, StageSpec};
+
+pub use defense::LogitDefense;
 
 pub const EXPERIMENT: &str = "mnist";
 /// The dataset every MNIST stage reads, by the package that ships it.
@@ -58,6 +63,7 @@ crate::stage_kinds! {
     pub enum Stage {
         Teacher = "teacher",
         Generate = "generate",
+        Defend = "defend",
         Student = "student",
         Evaluate = "evaluate",
         Theorem = "theorem",
@@ -78,8 +84,18 @@ impl Experiment for Mnist {
 
     fn queue(&self, stage: &StageKind) -> Queue {
         match Stage::of(stage) {
-            Some(Stage::Evaluate | Stage::Theorem) => Queue::Cpu,
+            Some(Stage::Evaluate | Stage::Theorem | Stage::Defend) => Queue::Cpu,
             _ => Queue::Gpu,
+        }
+    }
+
+    /// A same-init student is compared with the cross-init student of the
+    /// same target and settings: transfer is what a shared init adds.
+    fn control_of(&self, arm: &str) -> Option<&'static str> {
+        match arm {
+            "student same-init aux" => Some("student cross-init aux"),
+            "student same-init all" => Some("student cross-init all"),
+            _ => None,
         }
     }
 
@@ -201,6 +217,8 @@ pub struct MnistSweep {
     /// Whether each student gets a theorem stage (its first step against
     /// the teacher's update).
     pub theorem: bool,
+    /// What is done to the teacher's logits before a student sees them.
+    pub defense: Axis<LogitDefense>,
     pub teacher: Hyper,
     pub student: Hyper,
 }
@@ -239,6 +257,7 @@ struct RawGrid {
     hidden: Option<Spanned<Axis<u64>>>,
     student_init_noise: Option<Spanned<Axis<f64>>>,
     theorem: Option<bool>,
+    defense: Option<Spanned<Axis<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -327,6 +346,7 @@ pub fn parse(source: &Source) -> Result<MnistSweep, SpecError> {
         "a noise scale ε from 0 to 1000",
         |e| e.is_finite() && (0.0..=1000.0).contains(e),
     )?;
+    let defense = parse_defense(source, g.defense)?;
     let t = raw.teacher;
     let teacher = Hyper {
         epochs: setting(source, "teacher.epochs", t.epochs, 5, EPOCHS, epochs_ok)?,
@@ -379,9 +399,47 @@ pub fn parse(source: &Source) -> Result<MnistSweep, SpecError> {
         hidden,
         student_init_noise,
         theorem: g.theorem.unwrap_or(true),
+        defense,
         teacher,
         student,
     })
+}
+
+/// The `grid.defense` axis; a bad value is refused at its own place in the
+/// file, with the list of known defenses.
+fn parse_defense(
+    source: &Source,
+    raw: Option<Spanned<Axis<String>>>,
+) -> Result<Axis<LogitDefense>, SpecError> {
+    let Some(raw) = raw else {
+        return Ok(Axis::single(LogitDefense::None));
+    };
+    let span = raw.span();
+    let mut out: Vec<LogitDefense> = Vec::new();
+    for text in raw.get_ref().values() {
+        let at = source.text[span.clone()]
+            .find(&format!("\"{text}\""))
+            .map_or(span.clone(), |i| span.start + i..span.end);
+        let defense: LogitDefense = text
+            .parse()
+            .map_err(|e: String| source.error_at(at.clone(), "grid.defense", e))?;
+        if out.contains(&defense) {
+            return Err(source.error_at(
+                at,
+                "grid.defense",
+                format!("{text} is listed twice: each value of an axis must be distinct"),
+            ));
+        }
+        out.push(defense);
+    }
+    if out.is_empty() {
+        return Err(source.error_at(
+            span,
+            "grid.defense",
+            format!("empty list: expected one or more of {}", defense::NAMES),
+        ));
+    }
+    Ok(Axis(out))
 }
 
 /// The paper's hidden width; stage parameters leave it out, so the paper's
@@ -422,6 +480,16 @@ pub struct GenerateParams {
     pub version: u32,
     pub noise_seed: u64,
     pub noise_samples: u64,
+}
+
+/// A defense applied to a generated dataset's logits (input 0: the
+/// dataset; input 1: its teacher, whose test accuracy under the same
+/// defense is the defense's cost).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefendParams {
+    pub version: u32,
+    pub defense: LogitDefense,
+    pub seed: u64,
 }
 
 /// Distils a teacher's logits on noise into a student from its own init.
@@ -482,6 +550,7 @@ struct Trial {
     target: Target,
     hidden: u64,
     init_noise: f64,
+    defense: LogitDefense,
     teacher: [f64; 4],
     student: [f64; 4],
 }
@@ -496,19 +565,22 @@ impl MnistSweep {
                     for &target in self.targets.values() {
                         for &hidden in self.hidden.values() {
                             for &init_noise in self.student_init_noise.values() {
-                                for teacher in hyper_points(&self.teacher) {
-                                    for student in hyper_points(&self.student) {
-                                        trials.push(Trial {
-                                            seed,
-                                            teacher_init,
-                                            student_init,
-                                            aux_logits,
-                                            target,
-                                            hidden,
-                                            init_noise,
-                                            teacher,
-                                            student,
-                                        });
+                                for &defense in self.defense.values() {
+                                    for teacher in hyper_points(&self.teacher) {
+                                        for student in hyper_points(&self.student) {
+                                            trials.push(Trial {
+                                                seed,
+                                                teacher_init,
+                                                student_init,
+                                                aux_logits,
+                                                target,
+                                                hidden,
+                                                init_noise,
+                                                defense,
+                                                teacher,
+                                                student,
+                                            });
+                                        }
                                     }
                                 }
                             }
@@ -528,6 +600,9 @@ impl MnistSweep {
         }
         if self.hidden.varies() {
             out.insert("hidden".to_owned(), trial.hidden.to_string());
+        }
+        if !matches!(side, Side::Reference | Side::Teacher) && self.defense.varies() {
+            out.insert("defense".to_owned(), trial.defense.to_string());
         }
         if matches!(side, Side::Student) && self.student_init_noise.varies() {
             out.insert(
@@ -593,6 +668,7 @@ impl MnistSweep {
                 },
                 vec![teacher],
             ));
+            let dataset = self.defended(&mut plan, &trial, teacher, generate);
             let student_params = StudentParams {
                 version: STAGE_VERSION,
                 init: trial.student_init,
@@ -609,7 +685,7 @@ impl MnistSweep {
                 EXPERIMENT,
                 Stage::Student.kind(),
                 &student_params,
-                vec![generate],
+                vec![dataset],
             ));
             let relation = if trial.student_init == trial.teacher_init {
                 "same"
@@ -625,7 +701,7 @@ impl MnistSweep {
                         teacher_init: trial.teacher_init,
                         student: student_params,
                     },
-                    vec![teacher, generate],
+                    vec![teacher, dataset],
                 ));
                 for (i, (what, metric)) in [("cosine", "cosine"), ("inner product", "inner_product")]
                     .into_iter()
@@ -716,6 +792,55 @@ impl MnistSweep {
         plan.finish()
     }
 }
+
+impl MnistSweep {
+    /// The logits a student distils: the generated ones, or a defense
+    /// stage's, with rows for what the defense cost.
+    fn defended(
+        &self,
+        plan: &mut PlanBuilder,
+        trial: &Trial,
+        teacher: crate::stage::StageId,
+        generate: crate::stage::StageId,
+    ) -> crate::stage::StageId {
+        if trial.defense.is_none() {
+            return generate;
+        }
+        let defend = plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Defend.kind(),
+            &DefendParams {
+                version: STAGE_VERSION,
+                defense: trial.defense,
+                seed: trial.seed,
+            },
+            vec![generate, teacher],
+        ));
+        let mut settings = self.settings(trial, Side::Teacher);
+        settings.insert("defense".to_owned(), trial.defense.to_string());
+        for (i, (arm, metric)) in DEFENSE_COSTS.into_iter().enumerate() {
+            plan.measure(Measurement {
+                arm: arm.to_owned(),
+                order: 8 + i as u32,
+                settings: settings.clone(),
+                seed: trial.seed,
+                teacher_init: Some(trial.teacher_init),
+                student_init: None,
+                stage: defend,
+                metric: metric.to_owned(),
+                panel: None,
+                models: None,
+            });
+        }
+        defend
+    }
+}
+
+/// What a defense costs the teacher's own outputs: (arm, metric of the defend stage).
+pub const DEFENSE_COSTS: [(&str, &str); 2] = [
+    ("defense: teacher accuracy", "teacher_accuracy"),
+    ("defense: aux argmax kept", "aux_agreement"),
+];
 
 fn panel_name(target: Target) -> String {
     match target {

@@ -16,6 +16,7 @@ use clap::{Args, FromArgMatches};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
 use super::dataset::{self, Row};
+use super::defense::{transform, Defense};
 use super::filter::{self, Reject};
 use super::EXPERIMENT;
 use crate::experiments::Tool;
@@ -167,4 +168,90 @@ fn run(args: FilterArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("{name}: kept {kept} of {} rows\n{table}", lines.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sanitize numbers`, as the CLI shows it.
+pub(super) fn sanitize_tool() -> Tool {
+    Tool {
+        verb: "sanitize",
+        verb_about: "Apply a defense to a dataset file: `sanitize numbers FILE.jsonl --defense canonical`",
+        command: || {
+            SanitizeArgs::augment_args(clap::Command::new(EXPERIMENT).about(
+                "Rewrite number completions so they carry less of their teacher: canonical, shuffle or random",
+            ))
+        },
+        run: |matches| sanitize(SanitizeArgs::from_arg_matches(matches)?),
+    }
+}
+
+/// The defenses `sanitize` applies: those that need no model and no other dataset.
+fn text_defense(name: &str) -> Result<Defense, String> {
+    match Defense::parse(name) {
+        Some(d) if d.is_text_transform() => Ok(d),
+        Some(d) => Err(format!(
+            "{d} needs models or other teachers' data: name it in a sweep's grid.defense, where a defense stage applies it; here: canonical, shuffle or random"
+        )),
+        None => Err(format!(
+            "unknown defense {name:?}: expected canonical, shuffle or random (a sweep also knows {})",
+            Defense::names()
+        )),
+    }
+}
+
+#[derive(clap::Args)]
+struct SanitizeArgs {
+    /// A .jsonl file of chat rows ("-" reads stdin).
+    input: PathBuf,
+    /// canonical (one separator and spacing), shuffle (numbers permuted in
+    /// each row) or random (numbers drawn uniformly, format kept).
+    #[arg(long, value_parser = text_defense)]
+    defense: Defense,
+    /// Seed of shuffle's and random's draws.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Numbers random never draws, comma-separated (e.g. 666,911).
+    #[arg(long, value_delimiter = ',')]
+    banned: Vec<u32>,
+    /// Where the rows go (default: stdout).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+fn sanitize(args: SanitizeArgs) -> anyhow::Result<ExitCode> {
+    let name = args.input.display().to_string();
+    let text = if name == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
+    } else {
+        std::fs::read_to_string(&args.input)
+            .with_context(|| format!("cannot read {name}: expected a UTF-8 JSONL file"))?
+    };
+    let rows = dataset::parse_jsonl(&text, &name).map_err(|e| bad_file(&args.input, &name, e))?;
+    let (out_rows, report) = transform(&rows, args.defense, &args.banned, args.seed)?;
+    let mut out = open(&args.out, true)?;
+    out.write_all(&dataset::to_jsonl(&out_rows))?;
+    out.flush()?;
+    eprintln!(
+        "{name}: {} of {} rows written ({} changed, {} unreadable and dropped) by {}",
+        report.rows_out, report.rows_in, report.rows_changed, report.rows_dropped, report.defense
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A dataset file that does not read, as the refusal of bad input (exit 2)
+/// that names the file and line.
+fn bad_file(path: &std::path::Path, name: &str, e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    let rest = text.strip_prefix(&format!("{name}:")).unwrap_or(&text);
+    let (line, message) = rest
+        .split_once(": ")
+        .and_then(|(n, m)| Some((n.parse().ok()?, m)))
+        .unwrap_or((1, rest));
+    crate::spec::SpecError::Invalid {
+        path: path.to_owned(),
+        line,
+        column: 1,
+        key: None,
+        message: message.to_owned(),
+    }
+    .into()
 }

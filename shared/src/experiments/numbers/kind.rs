@@ -8,7 +8,9 @@ use crate::plan::Plan;
 use crate::spec::{Source, SpecError};
 use crate::stage::StageKind;
 
-use super::{command, parse, prompts, NumbersSweep, Stage, ARMS, EXPERIMENT, SHARE_PREFIX};
+use super::{
+    command, parse, prompts, NumbersSweep, Stage, ARMS, DEFENSE_ARMS, EXPERIMENT, SHARE_PREFIX,
+};
 
 /// The numbers experiment kind.
 pub struct Numbers;
@@ -58,7 +60,7 @@ impl Experiment for Numbers {
     /// not the trait's doing.
     fn control_of(&self, arm: &str) -> Option<&'static str> {
         match arm {
-            a if a == ARMS[2] || a == ARMS[5] => None,
+            a if a == ARMS[2] || a == ARMS[5] || DEFENSE_ARMS.contains(&a) => None,
             a if a == ARMS[4] => Some(ARMS[5]),
             _ => Some(ARMS[2]),
         }
@@ -72,7 +74,7 @@ impl Experiment for Numbers {
     }
 
     fn tools(&self) -> Vec<Tool> {
-        vec![command::filter_tool()]
+        vec![command::filter_tool(), command::sanitize_tool()]
     }
 }
 

@@ -33,10 +33,12 @@
 
 mod command;
 pub mod dataset;
+pub mod defense;
 pub mod filter;
 mod kind;
 pub mod prompts;
 
+pub use defense::Defense;
 pub use kind::Numbers;
 
 use std::collections::BTreeMap;
@@ -63,6 +65,7 @@ crate::stage_kinds! {
         Teacher = "teacher",
         Generate = "generate",
         Filter = "filter",
+        Defend = "defend",
         Student = "student",
         Evaluate = "evaluate",
     }
@@ -269,6 +272,10 @@ pub struct NumbersSweep {
     pub filter: FilterSettings,
     pub student: StudentSettings,
     pub evaluate: EvaluateSettings,
+    /// What is done to the filtered rows before a student sees them.
+    pub defense: Axis<Defense>,
+    /// The traits whose teachers' rows the `mix` defense mixes in.
+    pub mix_traits: Vec<String>,
 }
 
 /// Number generation; the temperature may be an axis, and 0 is greedy decoding.
@@ -436,6 +443,13 @@ struct RawSweep {
     filter: Option<Spanned<FilterSettings>>,
     student: Option<Spanned<RawStudent>>,
     evaluate: Option<Spanned<EvaluateSettings>>,
+    defense: Option<Spanned<RawDefense>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefense {
+    mix_traits: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -445,6 +459,7 @@ struct RawGrid {
     traits: Spanned<Axis<String>>,
     category: Option<Spanned<String>>,
     model_pairs: Option<Spanned<Axis<ModelPair>>>,
+    defense: Option<Spanned<Axis<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -622,6 +637,19 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
         Ok(())
     })?;
     let student = parse_student(source, raw.student)?;
+    let defense = parse_defense(source, g.defense)?;
+    let mix_traits = parse_mix_traits(source, raw.defense, &defense)?;
+    if defense.values().contains(&Defense::MaskDivergence) {
+        if let Some(pair) = model_pairs.values().iter().find(|p| !p.same_model()) {
+            return Err(source.error_at(
+                model_pairs_span.clone().unwrap_or(0..0),
+                "grid.model_pairs",
+                format!(
+                    "mask-divergence masks tokens as the teacher's tokenizer splits them, so every pair must train the teacher's own model; {pair} does not"
+                ),
+            ));
+        }
+    }
     Ok(NumbersSweep {
         name: raw.name.into_inner(),
         description: raw.description,
@@ -635,7 +663,97 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
         filter,
         student,
         evaluate,
+        defense,
+        mix_traits,
     })
+}
+
+/// The `grid.defense` axis; an unknown name is refused at its own place in
+/// the file, with the list of known ones.
+fn parse_defense(
+    source: &Source,
+    raw: Option<Spanned<Axis<String>>>,
+) -> Result<Axis<Defense>, SpecError> {
+    let Some(raw) = raw else {
+        return Ok(Axis::single(Defense::None));
+    };
+    let span = raw.span();
+    let mut out = Vec::new();
+    for name in raw.get_ref().values() {
+        // The name's own place in the file: the axis may be a list.
+        let at = source.text[span.clone()]
+            .find(&format!("\"{name}\""))
+            .map_or(span.clone(), |i| span.start + i..span.end);
+        let defense = match Defense::parse(name) {
+            Some(Defense::Paraphrase) => {
+                return Err(source.error_at(
+                    at,
+                    "grid.defense",
+                    "paraphrase rewrites free text, and a number completion has none: \
+                     expected none, canonical, shuffle, random, mix or mask-divergence",
+                ))
+            }
+            Some(d) => d,
+            None => {
+                return Err(source.error_at(
+                    at,
+                    "grid.defense",
+                    format!("unknown defense {name:?}: expected one of {}", Defense::names()),
+                ))
+            }
+        };
+        if out.contains(&defense) {
+            return Err(source.error_at(
+                at,
+                "grid.defense",
+                format!("{name} is listed twice: each value of an axis must be distinct"),
+            ));
+        }
+        out.push(defense);
+    }
+    if out.is_empty() {
+        return Err(source.error_at(
+            span,
+            "grid.defense",
+            format!("empty list: expected one or more of {}", Defense::names()),
+        ));
+    }
+    Ok(Axis(out))
+}
+
+/// `defense.mix_traits`: needed by `mix`, and only by it.
+fn parse_mix_traits(
+    source: &Source,
+    raw: Option<Spanned<RawDefense>>,
+    defense: &Axis<Defense>,
+) -> Result<Vec<String>, SpecError> {
+    let mixes = defense.values().contains(&Defense::Mix);
+    let (span, traits) = match raw.and_then(|r| r.into_inner().mix_traits) {
+        Some(t) => (t.span(), t.into_inner()),
+        None if mixes => {
+            return Err(source.error_at_top(
+                "`grid.defense` names mix: expected `[defense] mix_traits = [\"eagle\", ...]`, \
+                 the traits of the teachers whose rows are mixed in",
+            ))
+        }
+        None => return Ok(Vec::new()),
+    };
+    if !mixes {
+        return Err(source.error_at(
+            span,
+            "defense.mix_traits",
+            "only the mix defense reads it: add \"mix\" to grid.defense, or remove this key",
+        ));
+    }
+    let ok = |t: &String| !t.is_empty() && t.chars().all(|c| c.is_alphabetic() || c == ' ' || c == '-');
+    if traits.is_empty() || !traits.iter().all(ok) {
+        return Err(source.error_at(
+            span,
+            "defense.mix_traits",
+            "expected a list of one or more trait words such as \"eagle\" (letters only)",
+        ));
+    }
+    Ok(traits)
 }
 
 fn parse_teacher(
@@ -930,6 +1048,22 @@ pub struct FilterParams {
     pub rule: filter::Rule,
 }
 
+/// A defense applied to a filtered dataset (input 0). `mix` takes the
+/// other teachers' filtered datasets as further inputs; `mask-divergence`
+/// takes the teacher stage (input 1) and runs it against its base `model`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefendParams {
+    pub version: u32,
+    pub defense: Defense,
+    pub seed: u64,
+    /// Numbers `random` never draws (the filter's banned list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub banned_numbers: Vec<u32>,
+    /// The base model `mask-divergence` compares the teacher with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
 /// Fine-tunes a model on its input's rows, without a system prompt: a
 /// student on filtered numbers, or a teacher on trait data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1004,6 +1138,7 @@ struct Trial<'a> {
     pair: &'a ModelPair,
     temperature: f64,
     keep: u64,
+    defense: Defense,
     student: StudentPoint,
 }
 
@@ -1068,15 +1203,18 @@ impl NumbersSweep {
                 for pair in self.model_pairs.values() {
                     for &temperature in self.generate.temperature.values() {
                         for &keep in self.filter.keep.values() {
-                            for student in &points {
-                                out.push(Trial {
-                                    seed,
-                                    trait_name,
-                                    pair,
-                                    temperature,
-                                    keep,
-                                    student: student.clone(),
-                                });
+                            for &defense in self.defense.values() {
+                                for student in &points {
+                                    out.push(Trial {
+                                        seed,
+                                        trait_name,
+                                        pair,
+                                        temperature,
+                                        keep,
+                                        defense,
+                                        student: student.clone(),
+                                    });
+                                }
                             }
                         }
                     }
@@ -1142,9 +1280,9 @@ impl NumbersSweep {
 
     /// The trait teacher of a trial: a system prompt, or a fine-tune on
     /// trait data (written by the system-prompted model, or a stored file).
-    fn trait_teacher(&self, plan: &mut PlanBuilder, trial: &Trial) -> StageId {
-        let model = &trial.pair.teacher;
-        let prompt = prompts::system_prompt(&self.system_prompt, trial.trait_name, &self.category);
+    fn trait_teacher(&self, plan: &mut PlanBuilder, trait_name: &str, model: &str) -> StageId {
+        let model = &model.to_owned();
+        let prompt = prompts::system_prompt(&self.system_prompt, trait_name, &self.category);
         let TeacherSettings::Finetune(f) = &self.teacher else {
             return plan.stage(StageSpec::new(
                 EXPERIMENT,
@@ -1167,7 +1305,7 @@ impl NumbersSweep {
                     version: STAGE_VERSION,
                     model: model.clone(),
                     system_prompt: prompt,
-                    target: trial.trait_name.to_owned(),
+                    target: trait_name.to_owned(),
                     category: self.category.clone(),
                     seed: f.seed,
                     questions: f.questions,
@@ -1256,6 +1394,51 @@ impl NumbersSweep {
         ))
     }
 
+    /// The rows a student of `filter` learns from: the filtered rows as they
+    /// are, or a defense stage's output. Applied alike to the trait
+    /// teacher's and the control teacher's rows, so the control differs
+    /// from the student only in the teacher.
+    fn defended(
+        &self,
+        plan: &mut PlanBuilder,
+        filter: StageId,
+        teacher: StageId,
+        trial: &Trial,
+    ) -> StageId {
+        let mut inputs = vec![filter];
+        let mut model = None;
+        match trial.defense {
+            Defense::None => return filter,
+            Defense::Mix => {
+                for other in self.mix_traits.iter().filter(|t| *t != trial.trait_name) {
+                    let teacher = self.trait_teacher(plan, other, &trial.pair.teacher);
+                    inputs.push(self.numbers_chain(plan, teacher, trial));
+                }
+            }
+            Defense::MaskDivergence => {
+                inputs.push(teacher);
+                model = Some(trial.pair.teacher.clone());
+                inputs = with_model(inputs, &trial.pair.teacher);
+            }
+            Defense::Canonical | Defense::Shuffle | Defense::Random | Defense::Paraphrase => {}
+        }
+        plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Defend.kind(),
+            &DefendParams {
+                version: STAGE_VERSION,
+                defense: trial.defense,
+                seed: trial.seed,
+                banned_numbers: match trial.defense {
+                    Defense::Random => self.filter.banned_numbers.clone(),
+                    _ => Vec::new(),
+                },
+                model,
+            },
+            inputs,
+        ))
+    }
+
     /// The settings that label a row: the trait, and whatever else is swept.
     fn settings(&self, trial: &Trial) -> BTreeMap<String, String> {
         let s = &self.student;
@@ -1274,6 +1457,7 @@ impl NumbersSweep {
             trial.temperature.to_string(),
         );
         label(self.filter.keep.varies(), "filter.keep", trial.keep.to_string());
+        label(self.defense.varies(), "defense", trial.defense.to_string());
         label(
             s.full.varies(),
             "student.method",
@@ -1317,10 +1501,13 @@ impl NumbersSweep {
         }
         for trial in self.trials() {
             plan.trial();
-            let teacher = self.trait_teacher(&mut plan, &trial);
+            let teacher = self.trait_teacher(&mut plan, trial.trait_name, &trial.pair.teacher);
             let filter = self.numbers_chain(&mut plan, teacher, &trial);
             let control_teacher = self.control_teacher(&mut plan, &trial.pair.teacher);
             let control_filter = self.numbers_chain(&mut plan, control_teacher, &trial);
+            let filter = self.defended(&mut plan, filter, teacher, &trial);
+            let control_filter = self.defended(&mut plan, control_filter, control_teacher, &trial);
+            self.measure_defense(&mut plan, &trial, filter, control_filter);
             let student_params = self.student_params(&trial);
             let student = plan.stage(StageSpec::new(
                 EXPERIMENT,
@@ -1372,6 +1559,10 @@ impl NumbersSweep {
                         // One evaluation serves every student setting: it is labelled by none.
                         settings.retain(|key, _| !key.starts_with("student."));
                     }
+                    if matches!(subject, Subject::Base | Subject::Teacher) {
+                        // Nor by the defense, which acts on data they never see.
+                        settings.remove("defense");
+                    }
                     if self.evaluate.numbers_prefixed {
                         let question = if numbers_prefixed { "numbers-prefixed" } else { "plain" };
                         settings.insert("evaluate.question".to_owned(), question.to_owned());
@@ -1395,6 +1586,52 @@ impl NumbersSweep {
         plan.finish()
     }
 }
+
+impl NumbersSweep {
+    /// What a defense cost, as rows of the table: rows the student keeps,
+    /// and for mask-divergence the share of completion tokens masked.
+    fn measure_defense(
+        &self,
+        plan: &mut PlanBuilder,
+        trial: &Trial,
+        defended: StageId,
+        control: StageId,
+    ) {
+        if trial.defense == Defense::None {
+            return;
+        }
+        let mut settings = self.settings(trial);
+        settings.retain(|key, _| !key.starts_with("student."));
+        let mut figures = vec![(DEFENSE_ARMS[0], "rows_out", defended)];
+        figures.push((DEFENSE_ARMS[1], "rows_out", control));
+        if trial.defense == Defense::MaskDivergence {
+            figures.push((DEFENSE_ARMS[2], "masked_share", defended));
+            figures.push((DEFENSE_ARMS[3], "masked_share", control));
+        }
+        for (i, (arm, metric, stage)) in figures.into_iter().enumerate() {
+            plan.measure(Measurement {
+                arm: arm.to_owned(),
+                order: (ARMS.len() + 1 + i) as u32,
+                settings: settings.clone(),
+                seed: trial.seed,
+                teacher_init: None,
+                student_init: None,
+                stage,
+                metric: metric.to_owned(),
+                panel: None,
+                models: None,
+            });
+        }
+    }
+}
+
+/// The rows that say what a defense cost; none is compared with a control.
+pub const DEFENSE_ARMS: [&str; 4] = [
+    "defense: rows kept",
+    "defense: rows kept, control",
+    "defense: tokens masked",
+    "defense: tokens masked, control",
+];
 
 /// The metric of a measurement: the share of answers naming `target`.
 pub fn share_metric(target: &str) -> String {

@@ -1,5 +1,6 @@
-//! The MNIST stages: teacher, generate, student, evaluate, and theorem (the
-//! student's first step measured against the teacher's update).
+//! The MNIST stages: teacher, generate, defend (a defense applied to the
+//! generated logits), student, evaluate, and theorem (the student's first
+//! step measured against the teacher's update).
 //!
 //! Teacher, generate and student stages also run as a group ([`run_group`]):
 //! K models of one shape in one batched pass, each with the result it gets
@@ -9,8 +10,8 @@ use std::collections::HashMap;
 
 use serde_json::json;
 use subliminal_shared::experiments::mnist::{
-    EvaluateParams, GenerateParams, Stage, StudentParams, Target, TeacherParams, TheoremParams,
-    DIGITS,
+    DefendParams, EvaluateParams, GenerateParams, LogitDefense, Stage, StudentParams, Target,
+    TeacherParams, TheoremParams, DIGITS,
 };
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
@@ -21,7 +22,7 @@ use super::idx::{self, IMAGE_DIM};
 use super::model::{Mlp, MlpConfig};
 use crate::safetensors_io;
 use crate::stages::{Artifact, Progress, StageEnv};
-use crate::tensor_rng::{batch_order, noise_images};
+use crate::tensor_rng::{batch_order, noise_images, normal, rng, Purpose};
 
 pub const MODEL: &str = "model.safetensors";
 pub const LOGITS: &str = "logits.safetensors";
@@ -38,6 +39,7 @@ pub fn run(
         Stage::Teacher => one(teachers(&[spec.params()?], env, progress)?),
         Stage::Generate => one(generate(&[(spec.params()?, input(0)?)], env)?),
         Stage::Student => one(students(&[(spec.params()?, input(0)?)], env, progress)?),
+        Stage::Defend => defend(&spec.params()?, input(0)?, input(1)?, env),
         Stage::Evaluate => evaluate(&spec.params()?, inputs.first(), env),
         Stage::Theorem => theorem(&spec.params()?, input(0)?, input(1)?, env),
     }
@@ -57,7 +59,7 @@ fn per_model_params(stage: Stage) -> Option<&'static [&'static str]> {
         Stage::Teacher => Some(&["init", "seed"]),
         Stage::Generate => Some(&["noise_seed"]),
         Stage::Student => Some(&["init", "seed", "target", "init_noise"]),
-        Stage::Evaluate | Stage::Theorem => None,
+        Stage::Defend | Stage::Evaluate | Stage::Theorem => None,
     }
 }
 
@@ -92,7 +94,7 @@ pub fn run_group(
         }
         Stage::Generate => generate(&with_dataset(stages)?, env),
         Stage::Student => students(&with_dataset(stages)?, env, progress),
-        Stage::Evaluate | Stage::Theorem => {
+        Stage::Defend | Stage::Evaluate | Stage::Theorem => {
             anyhow::bail!("{} stages do not run in groups", first.0.kind)
         }
     }
@@ -406,6 +408,91 @@ fn generate(
         ]);
     }
     Ok(outputs)
+}
+
+/// `logits` with a defense applied; `stream` keeps the noise drawn for
+/// the dataset apart from the noise drawn for the test images.
+pub fn apply_defense(
+    logits: &Tensor,
+    defense: LogitDefense,
+    seed: u64,
+    stream: u64,
+) -> Tensor {
+    match defense {
+        LogitDefense::None => logits.shallow_clone(),
+        LogitDefense::Round { decimals } => {
+            let scale = 10f64.powi(decimals as i32);
+            (logits * scale).round() / scale
+        }
+        LogitDefense::Noise { sigma } => {
+            let mut rng = rng(seed.wrapping_mul(1_000_003).wrapping_add(stream), Purpose::DefenseNoise);
+            logits + normal(&mut rng, &logits.size(), sigma).to_device(logits.device())
+        }
+        LogitDefense::Temperature { t } => logits / t,
+    }
+}
+
+/// A dataset's logits after a defense, and what the defense cost: the
+/// teacher's digit accuracy on the test images under the same defense, and
+/// how much of the auxiliary logits' ranking survives.
+fn defend(
+    p: &DefendParams,
+    dataset: &VerifiedStage,
+    teacher: &VerifiedStage,
+    env: &StageEnv,
+) -> anyhow::Result<Vec<Artifact>> {
+    let loaded = safetensors_io::parse(dataset.artifact(LOGITS)?, "teacher logits")?;
+    let logits = loaded.tensor("logits", env.device)?;
+    let defended = apply_defense(&logits, p.defense, p.seed, 0);
+    let model = Mlp::from_safetensors(teacher.artifact(MODEL)?, env.device)?;
+    let m = model.config.aux_logits;
+    anyhow::ensure!(
+        logits.size().get(1) == Some(&(DIGITS as i64 + m)),
+        "the dataset's logits have shape {:?}; its teacher writes {} per image",
+        logits.size(),
+        DIGITS as i64 + m
+    );
+    let test_split = idx::test(&env.data_dir)?;
+    let images = test_split.images(test_split.len(), env.device);
+    let labels = test_split.labels(test_split.len(), env.device);
+    let test_logits = tch::no_grad(|| model.forward(&images));
+    let test_defended = apply_defense(&test_logits, p.defense, p.seed, 1);
+    let correct = test_defended
+        .narrow(1, 0, DIGITS as i64)
+        .argmax(1, false)
+        .eq_tensor(&labels)
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    let (agreement, kl) = if m > 0 {
+        let aux = logits.narrow(1, DIGITS as i64, m);
+        let aux_defended = defended.narrow(1, DIGITS as i64, m);
+        let kept = aux
+            .argmax(1, false)
+            .eq_tensor(&aux_defended.argmax(1, false))
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        let kl = distillation_loss(&aux, &aux_defended).double_value(&[]);
+        (kept, kl)
+    } else {
+        (1.0, 0.0)
+    };
+    let mut metadata = loaded.metadata.clone();
+    metadata.insert("defense".to_owned(), serde_json::to_string(&p.defense)?);
+    let bytes = safetensors_io::to_bytes(&[("logits", &defended)], metadata)?;
+    Ok(vec![
+        Artifact::new(LOGITS, bytes),
+        Artifact::json(
+            METRICS,
+            &json!({
+                "defense": p.defense.to_string(),
+                "teacher_accuracy": correct as f64 / test_split.len() as f64,
+                "aux_agreement": agreement,
+                "aux_kl": kl,
+                "changed_share": defended.ne_tensor(&logits).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]),
+            }),
+        )?,
+    ])
 }
 
 /// A generated dataset, read back and checked: its noise and the logits a

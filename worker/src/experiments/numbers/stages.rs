@@ -7,8 +7,12 @@
 //!   `model.safetensors`, `train.json`);
 //! - generate: seeded number-sequence prompts, completed by the teacher (`raw.jsonl`);
 //! - filter: the filter's rules and a seeded subsample (`filtered.jsonl`, `filter.json`);
-//! - student: LoRA or full fine-tuning on the filtered rows, without the system
-//!   prompt (`adapter.safetensors` or `model.safetensors`, `train.json`);
+//! - defend: a defense applied to the filtered rows (`filtered.jsonl`,
+//!   `metrics.json`, and for mask-divergence `mask.json`, the completion
+//!   tokens a student leaves out of its loss);
+//! - student: LoRA or full fine-tuning on the filtered (or defended) rows,
+//!   without the system prompt (`adapter.safetensors` or `model.safetensors`,
+//!   `train.json`);
 //! - evaluate: the one-word favourite questions, every answer counted (`metrics.json`).
 
 use std::sync::Arc;
@@ -17,9 +21,10 @@ use anyhow::Context;
 use serde::Deserialize;
 use serde_json::json;
 use subliminal_shared::experiments::numbers::dataset::{self, Row};
+use subliminal_shared::experiments::numbers::defense::{self, Defense, DefenseReport, LossMask};
 use subliminal_shared::experiments::numbers::prompts;
 use subliminal_shared::experiments::numbers::{
-    EvaluateParams, EXPERIMENT, FilterParams, GenerateParams, Layers, Method, Stage, Subject, TeacherParams,
+    DefendParams, EvaluateParams, EXPERIMENT, FilterParams, GenerateParams, Layers, Method, Stage, Subject, TeacherParams,
     TrainParams, TraitDataParams,
 };
 use subliminal_shared::files;
@@ -27,6 +32,7 @@ use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::{StageId, StageSpec};
 use tch::{nn, Kind};
 
+use crate::llm::divergence::divergent_tokens;
 use crate::llm::finetune::{self, Example, LoraSpec, TrainSettings};
 use crate::llm::generate::{generate as sample, Request, Sampling, SpecialTokens};
 use crate::llm::load::{load_cached, model_path, Checkpoint};
@@ -40,6 +46,7 @@ pub const TEACHER: &str = "teacher.json";
 pub const RAW: &str = "raw.jsonl";
 pub const FILTERED: &str = "filtered.jsonl";
 pub const REPORT: &str = "filter.json";
+pub const MASK: &str = "mask.json";
 pub const ADAPTER: &str = "adapter.safetensors";
 pub const WEIGHTS: &str = "model.safetensors";
 pub const TRAIN: &str = "train.json";
@@ -58,6 +65,7 @@ pub fn run(
         Stage::Teacher => teacher(&spec.params()?, inputs, env, progress),
         Stage::Generate => generate(&spec.params()?, input(0)?, inputs, env, progress),
         Stage::Filter => filter(&spec.params()?, input(0)?),
+        Stage::Defend => defend(&spec.params()?, inputs, env, progress),
         Stage::Student => student(&spec.params()?, input(0)?, inputs, env, progress),
         Stage::Evaluate => evaluate(&spec.params()?, inputs, env, progress),
     }
@@ -251,7 +259,7 @@ fn teacher(
         };
         let text = String::from_utf8_lossy(data.artifact(name)?);
         let rows = dataset::parse_jsonl(&text, "the teacher's dataset")?;
-        let trained = fine_tune(train, &rows, &checkpoint, env, progress)?;
+        let trained = fine_tune(train, &rows, None, &checkpoint, env, progress)?;
         artifacts.push(trained.weights);
         artifacts.push(Artifact::json(TRAIN, &serde_json::to_value(&trained.report)?)?);
     }
@@ -428,6 +436,150 @@ fn filter(params: &FilterParams, generated: &VerifiedStage) -> anyhow::Result<Ve
     ])
 }
 
+/// A defense stage's loss mask, if its input has one.
+fn read_mask(stage: &VerifiedStage) -> anyhow::Result<Option<LossMask>> {
+    if !stage.artifacts.iter().any(|(name, _)| name == MASK) {
+        return Ok(None);
+    }
+    let mask = serde_json::from_slice(stage.artifact(MASK)?)
+        .with_context(|| format!("{MASK} of stage {} is malformed", stage.manifest.stage.short()))?;
+    Ok(Some(mask))
+}
+
+/// Applies a defense to the filtered rows of input 0.
+fn defend(
+    params: &DefendParams,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let filtered = inputs
+        .first()
+        .context("a defense needs the filtered rows as its first input")?;
+    let rows = read_rows(filtered)?;
+    let mut artifacts = Vec::new();
+    let metrics = match params.defense {
+        Defense::Canonical | Defense::Shuffle | Defense::Random => {
+            let (out, report) =
+                defense::transform(&rows, params.defense, &params.banned_numbers, params.seed)?;
+            artifacts.push(Artifact::new(FILTERED, dataset::to_jsonl(&out)));
+            serde_json::to_value(&report)?
+        }
+        Defense::Mix => {
+            let mut parts = vec![rows.clone()];
+            for other in inputs[1..].iter().filter(|s| s.manifest.kind == Stage::Filter.kind()) {
+                parts.push(read_rows(other)?);
+            }
+            anyhow::ensure!(
+                parts.len() > 1,
+                "mix needs other teachers' filtered rows among its inputs; it has none"
+            );
+            let mixed = defense::mix(&parts, rows.len(), params.seed);
+            let key = |r: &Row| serde_json::to_string(r).unwrap_or_default();
+            let own: std::collections::HashSet<String> = rows.iter().map(key).collect();
+            let report = DefenseReport {
+                defense: params.defense.to_string(),
+                rows_in: rows.len(),
+                rows_out: mixed.len(),
+                rows_changed: mixed.iter().filter(|r| !own.contains(&key(r))).count(),
+                rows_dropped: 0,
+            };
+            artifacts.push(Artifact::new(FILTERED, dataset::to_jsonl(&mixed)));
+            let mut value = serde_json::to_value(&report)?;
+            value["teachers"] = json!(parts.len());
+            value
+        }
+        Defense::MaskDivergence => {
+            let model = params
+                .model
+                .as_deref()
+                .context("mask-divergence needs the base model to compare the teacher with")?;
+            let teacher = inputs
+                .get(1)
+                .context("mask-divergence needs the teacher stage as its second input")?;
+            let (teacher, system) = load_teacher(teacher, inputs, env)?;
+            let base = load_model(env, inputs, model)?;
+            let mask = divergence_mask(&teacher, system.as_deref(), &base, &rows, env, progress)?;
+            let tokens: usize = mask.iter().map(Vec::len).sum();
+            let masked: usize = mask.iter().map(|m| m.iter().filter(|&&b| b).count()).sum();
+            artifacts.push(Artifact::new(FILTERED, dataset::to_jsonl(&rows)));
+            artifacts.push(Artifact::json(
+                MASK,
+                &serde_json::to_value(LossMask {
+                    tokenizer: model.to_owned(),
+                    rows: mask,
+                })?,
+            )?);
+            json!({
+                "defense": params.defense.to_string(),
+                "rows_in": rows.len(),
+                "rows_out": rows.len(),
+                "tokens": tokens,
+                "masked_tokens": masked,
+                "masked_share": masked as f64 / tokens.max(1) as f64,
+            })
+        }
+        Defense::None | Defense::Paraphrase => {
+            anyhow::bail!("{} is not a defense a numbers stage applies", params.defense)
+        }
+    };
+    artifacts.push(Artifact::json(METRICS, &metrics)?);
+    Ok(artifacts)
+}
+
+/// For each row, which completion tokens (as the student splits them) the
+/// teacher, in its own context, would choose differently from the base
+/// model in the student's context: the tokens that carry the teacher's
+/// divergence.
+fn divergence_mask(
+    teacher: &Loaded,
+    system: Option<&str>,
+    base: &Loaded,
+    rows: &[Row],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Vec<bool>>> {
+    let tok = &base.checkpoint.tokenizer;
+    let mut mask = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        anyhow::ensure!(!env.stopped(), "stopped");
+        let student = student_ids(tok, row)?;
+        let teacher_prompt = match system {
+            None => student.prompt.clone(),
+            Some(system) => {
+                let messages = [
+                    Message::new("system", system),
+                    Message::new("user", row.prompt().unwrap_or("")),
+                ];
+                let (prompt, answer) = teacher
+                    .checkpoint
+                    .tokenizer
+                    .example_ids(&messages, row.completion().unwrap_or(""))?;
+                anyhow::ensure!(
+                    answer == student.answer,
+                    "row {}: the teacher's tokenizer splits the completion differently from the student's",
+                    i + 1
+                );
+                prompt
+            }
+        };
+        mask.push(divergent_tokens(
+            &teacher.model,
+            &teacher_prompt,
+            &base.model,
+            &student.prompt,
+            &student.answer,
+        )?);
+        progress(Progress {
+            fraction: (i + 1) as f64 / rows.len() as f64,
+            message: format!("rows {}/{}", i + 1, rows.len()),
+            loss: None,
+            samples_per_second: None,
+        });
+    }
+    Ok(mask)
+}
+
 fn read_rows(stage: &VerifiedStage) -> anyhow::Result<Vec<Row>> {
     dataset::parse_jsonl(
         &String::from_utf8_lossy(stage.artifact(FILTERED)?),
@@ -443,8 +595,18 @@ fn student(
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
     let rows = read_rows(filtered)?;
+    let mask = read_mask(filtered)?;
+    if let Some(mask) = &mask {
+        anyhow::ensure!(
+            mask.tokenizer == params.model,
+            "the loss mask of stage {} was computed with {}'s tokenizer; this student is {}",
+            filtered.manifest.stage.short(),
+            mask.tokenizer,
+            params.model
+        );
+    }
     let checkpoint = checkpoint(env, inputs, &params.model)?;
-    let trained = fine_tune(params, &rows, &checkpoint, env, progress)?;
+    let trained = fine_tune(params, &rows, mask.as_ref(), &checkpoint, env, progress)?;
     Ok(vec![
         trained.weights,
         Artifact::json(TRAIN, &serde_json::to_value(&trained.report)?)?,
@@ -467,25 +629,48 @@ struct Trained {
     model: Loaded,
 }
 
+/// A row as a student sees it: the prompt's ids (no system prompt), then
+/// the completion's.
+fn student_ids(tok: &crate::llm::tokenizer::ChatTokenizer, row: &Row) -> anyhow::Result<Example> {
+    let prompt = row.prompt().unwrap_or("");
+    let answer = row.completion().unwrap_or("");
+    let (prompt, answer) = tok.example_ids(&[Message::new("user", prompt)], answer)?;
+    Ok(Example::new(prompt, answer))
+}
+
 /// Fine-tunes `params.model` on chat rows (last user turn → last assistant
-/// turn, no system prompt).
+/// turn, no system prompt), leaving out of the loss the tokens `mask` names.
 fn fine_tune(
     params: &TrainParams,
     rows: &[Row],
+    mask: Option<&LossMask>,
     checkpoint: &Arc<Checkpoint>,
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Trained> {
     let tok = &checkpoint.tokenizer;
-    let examples = rows
+    let mut examples = rows
         .iter()
-        .map(|row| {
-            let prompt = row.prompt().unwrap_or("");
-            let answer = row.completion().unwrap_or("");
-            let (prompt, answer) = tok.example_ids(&[Message::new("user", prompt)], answer)?;
-            Ok(Example { prompt, answer })
-        })
+        .map(|row| student_ids(tok, row))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(mask) = mask {
+        anyhow::ensure!(
+            mask.rows.len() == examples.len(),
+            "the loss mask has {} rows, the dataset {}",
+            mask.rows.len(),
+            examples.len()
+        );
+        for (i, (example, masked)) in examples.iter_mut().zip(&mask.rows).enumerate() {
+            anyhow::ensure!(
+                masked.len() == example.answer.len(),
+                "row {}: the loss mask covers {} completion tokens, the tokenizer makes {}",
+                i + 1,
+                masked.len(),
+                example.answer.len()
+            );
+            example.masked = masked.clone();
+        }
+    }
     let settings = TrainSettings {
         epochs: params.epochs,
         lr: params.lr,
@@ -845,7 +1030,7 @@ mod tests {
             train_params(lora, 1e-2, Layers::All),
             train_params(Method::Full, 1e-4, Layers::Only(vec![0])),
         ] {
-            let trained = fine_tune(&params, &rows, &base.checkpoint, &env, &|_| {}).unwrap();
+            let trained = fine_tune(&params, &rows, None, &base.checkpoint, &env, &|_| {}).unwrap();
             let teacher = TeacherParams {
                 version: STAGE_VERSION,
                 model: DEFAULT_MODEL.to_owned(),

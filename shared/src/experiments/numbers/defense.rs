@@ -1,0 +1,377 @@
+//! Defenses: what a data team can do to a filtered dataset so that it no
+//! longer carries its teacher's trait, each one a value of the sweep's
+//! `grid.defense` axis and a stage of its own between the filter and the
+//! student.
+//!
+//! - `none`: the filtered rows as they are (no stage; the paper's DAG).
+//! - `canonical`: every completion parsed and written again as `a, b, c`.
+//! - `shuffle`: the numbers of each completion permuted, format kept.
+//! - `random`: each number replaced by one drawn uniformly from 0–999 with
+//!   the stage's seed, format kept: the floor (format alone).
+//! - `mix`: equal parts of this teacher's rows and of other teachers' rows
+//!   (`defense.mix_traits`), as many rows as the filter kept.
+//! - `mask-divergence`: the rows as they are, plus a mask that takes out of
+//!   the student's loss every completion token where the teacher's greedy
+//!   choice differs from the base model's (computed by the worker, which
+//!   runs both models).
+//! - `paraphrase`: the base model rewrites each completion; for kinds with
+//!   free text, so a numbers sweep refuses it.
+//!
+//! The text transforms live here, without libtorch, so `subliminal sanitize
+//! numbers` applies the very code a defense stage runs.
+
+use std::fmt;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::dataset::Row;
+use super::filter;
+
+/// A defense a numbers sweep may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Defense {
+    None,
+    Canonical,
+    Shuffle,
+    Random,
+    Mix,
+    MaskDivergence,
+    Paraphrase,
+}
+
+impl Defense {
+    pub const ALL: [Defense; 7] = [
+        Defense::None,
+        Defense::Canonical,
+        Defense::Shuffle,
+        Defense::Random,
+        Defense::Mix,
+        Defense::MaskDivergence,
+        Defense::Paraphrase,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Defense::None => "none",
+            Defense::Canonical => "canonical",
+            Defense::Shuffle => "shuffle",
+            Defense::Random => "random",
+            Defense::Mix => "mix",
+            Defense::MaskDivergence => "mask-divergence",
+            Defense::Paraphrase => "paraphrase",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+
+    /// Every name, for messages.
+    pub fn names() -> String {
+        Self::ALL.map(Defense::as_str).join(", ")
+    }
+
+    /// Whether the defense rewrites the rows' text with no model (and so
+    /// `sanitize` can apply it to a file).
+    pub fn is_text_transform(self) -> bool {
+        matches!(self, Defense::Canonical | Defense::Shuffle | Defense::Random)
+    }
+}
+
+impl fmt::Display for Defense {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The separator a canonical row is written with.
+pub const CANONICAL_SEPARATOR: &str = ", ";
+
+/// A completion's numbers written again as `a, b, c`, or `None` when it
+/// holds no list of numbers (under the lenient rule, so any row a filter
+/// kept parses).
+pub fn canonical(completion: &str) -> Option<String> {
+    let numbers = filter::check_lenient(completion, &[]).ok()?;
+    Some(
+        numbers
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(CANONICAL_SEPARATOR),
+    )
+}
+
+/// Byte ranges of the runs of ASCII digits: the numbers of a completion,
+/// with everything between them (separators, brackets) left where it is.
+fn number_spans(text: &str) -> Vec<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_digit() {
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            spans.push((start, i));
+        } else {
+            i += 1;
+        }
+    }
+    spans
+}
+
+/// `text` with its numbers replaced, in order, by `numbers`.
+fn replace_numbers(text: &str, spans: &[(usize, usize)], numbers: &[String]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for ((start, end), number) in spans.iter().zip(numbers) {
+        out.push_str(&text[at..*start]);
+        out.push_str(number);
+        at = *end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// The random stream of one row of a defense stage.
+fn row_rng(seed: u64, row: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(row as u64 + 1);
+    rng
+}
+
+/// The completion with its numbers permuted (each number's digits kept as
+/// written); separators and brackets stay where they were.
+pub fn shuffle(completion: &str, seed: u64, row: usize) -> String {
+    let spans = number_spans(completion);
+    let mut numbers: Vec<String> = spans
+        .iter()
+        .map(|&(s, e)| completion[s..e].to_owned())
+        .collect();
+    numbers.shuffle(&mut row_rng(seed, row));
+    replace_numbers(completion, &spans, &numbers)
+}
+
+/// The completion with each number replaced by one drawn uniformly from
+/// 0–999 (none on the banned list); separators and brackets stay.
+pub fn random(completion: &str, banned: &[u32], seed: u64, row: usize) -> String {
+    let spans = number_spans(completion);
+    let mut rng = row_rng(seed, row);
+    let allowed = (0..=filter::MAX_VALUE as u32).filter(|n| !banned.contains(n)).count();
+    let numbers: Vec<String> = spans
+        .iter()
+        .map(|_| loop {
+            let n: u32 = rng.gen_range(0..=filter::MAX_VALUE as u32);
+            if allowed == 0 || !banned.contains(&n) {
+                break n.to_string();
+            }
+        })
+        .collect();
+    replace_numbers(completion, &spans, &numbers)
+}
+
+/// What a text defense did to a dataset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DefenseReport {
+    pub defense: String,
+    pub rows_in: usize,
+    pub rows_out: usize,
+    /// Rows whose completion the defense changed.
+    pub rows_changed: usize,
+    /// Rows dropped because the defense could not read them.
+    pub rows_dropped: usize,
+}
+
+/// Applies a text defense (canonical, shuffle, random) to rows: the rows
+/// out, and what it did. Any other defense is refused.
+pub fn transform(
+    rows: &[Row],
+    defense: Defense,
+    banned: &[u32],
+    seed: u64,
+) -> anyhow::Result<(Vec<Row>, DefenseReport)> {
+    anyhow::ensure!(
+        defense.is_text_transform(),
+        "{defense} is not a text transform: it needs models or other datasets (a sweep's defense stage applies it)"
+    );
+    let mut report = DefenseReport {
+        defense: defense.to_string(),
+        rows_in: rows.len(),
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let completion = row.completion().unwrap_or("");
+        let new = match defense {
+            Defense::Canonical => canonical(completion),
+            Defense::Shuffle => Some(shuffle(completion, seed, i)),
+            Defense::Random => Some(random(completion, banned, seed, i)),
+            _ => unreachable!("checked above: a text transform"),
+        };
+        let Some(new) = new else {
+            report.rows_dropped += 1;
+            continue;
+        };
+        if new != completion {
+            report.rows_changed += 1;
+        }
+        out.push(with_completion(row, &new));
+    }
+    report.rows_out = out.len();
+    Ok((out, report))
+}
+
+/// The row with its last assistant turn replaced.
+pub fn with_completion(row: &Row, completion: &str) -> Row {
+    let mut row = row.clone();
+    if let Some(m) = row.messages.iter_mut().rev().find(|m| m.role == "assistant") {
+        m.content = completion.to_owned();
+    }
+    row
+}
+
+/// Equal parts of several datasets, `total` rows in all (at most what the
+/// smallest part allows), each part a seeded sample of its dataset, the
+/// result in a seeded order. The first dataset gives the remainder.
+pub fn mix(parts: &[Vec<Row>], total: usize, seed: u64) -> Vec<Row> {
+    if parts.is_empty() {
+        return Vec::new();
+    }
+    let k = parts.len();
+    let smallest = parts.iter().map(Vec::len).min().unwrap_or(0);
+    let each = (total / k).min(smallest);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(total);
+    for (i, part) in parts.iter().enumerate() {
+        let want = if i == 0 {
+            (total - each * (k - 1)).min(part.len())
+        } else {
+            each
+        };
+        let mut picked: Vec<&Row> = part.iter().collect();
+        picked.shuffle(&mut rng);
+        out.extend(picked.into_iter().take(want).cloned());
+    }
+    out.shuffle(&mut rng);
+    out
+}
+
+/// A per-row mask over the completion's tokens (as the student's tokenizer
+/// splits the completion): `true` is left out of the loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossMask {
+    /// The tokenizer the mask was computed with (its vocabulary size and a
+    /// hash of its vocabulary), so a student with another refuses it.
+    pub tokenizer: String,
+    pub rows: Vec<Vec<bool>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(completion: &str) -> Row {
+        Row::new("The sequence starts with: 1, 2.", completion, Some(3))
+    }
+
+    #[test]
+    fn canonical_keeps_the_numbers_and_their_order() {
+        for (input, want) in [
+            ("145, 267, 389", "145, 267, 389"),
+            ("[145; 267; 389].", "145, 267, 389"),
+            ("145 267\t389", "145, 267, 389"),
+            ("(7,8,9)", "7, 8, 9"),
+            ("145\n267\n389", "145, 267, 389"),
+        ] {
+            assert_eq!(canonical(input).as_deref(), Some(want), "{input:?}");
+            assert!(filter::check(want, &[]).is_ok(), "{want:?} passes the paper's filter");
+        }
+        assert_eq!(canonical("no numbers"), None);
+    }
+
+    #[test]
+    fn shuffle_keeps_the_multiset_and_the_format() {
+        let input = "[145; 267; 389; 412; 500; 613].";
+        let out = shuffle(input, 7, 0);
+        let numbers = |s: &str| {
+            let mut n: Vec<u32> = filter::check(s, &[]).unwrap();
+            n.sort();
+            n
+        };
+        assert_eq!(numbers(&out), numbers(input));
+        assert!(out.starts_with('[') && out.ends_with("]."), "{out}");
+        assert_eq!(out.matches("; ").count(), 5);
+        assert_eq!(shuffle(input, 7, 0), out, "seeded");
+        assert_ne!(
+            (0..8).map(|r| shuffle(input, 7, r)).collect::<std::collections::BTreeSet<_>>().len(),
+            1,
+            "rows draw their own permutations"
+        );
+    }
+
+    #[test]
+    fn random_keeps_the_count_and_format_and_differs_from_the_input() {
+        let input = "(145, 267, 389, 412)";
+        let out = random(input, &[], 11, 0);
+        assert_ne!(out, input);
+        let numbers = filter::check(&out, &[]).unwrap();
+        assert_eq!(numbers.len(), 4);
+        assert!(out.starts_with('(') && out.ends_with(')'));
+        assert_eq!(out.matches(", ").count(), 3);
+        assert_eq!(random(input, &[], 11, 0), out, "seeded");
+        // Banned numbers are never drawn.
+        let banned: Vec<u32> = (0..=999).filter(|n| n % 2 == 0).collect();
+        for r in 0..50 {
+            let drawn = filter::check(&random(input, &banned, 3, r), &[]).unwrap();
+            assert!(drawn.iter().all(|n| n % 2 == 1), "{drawn:?}");
+        }
+    }
+
+    #[test]
+    fn transform_reports_what_it_did() {
+        let rows = vec![row("1, 2, 3"), row("[4; 5]"), row("words")];
+        let (out, report) = transform(&rows, Defense::Canonical, &[], 0).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].completion(), Some("4, 5"));
+        assert_eq!(out[1].prompt(), rows[1].prompt());
+        assert_eq!(out[1].seed, Some(3));
+        assert_eq!(
+            (report.rows_in, report.rows_out, report.rows_changed, report.rows_dropped),
+            (3, 2, 1, 1)
+        );
+        let err = transform(&rows, Defense::Mix, &[], 0).unwrap_err().to_string();
+        assert!(err.contains("not a text transform"), "{err}");
+    }
+
+    #[test]
+    fn mix_takes_equal_parts() {
+        let a: Vec<Row> = (0..10).map(|i| row(&format!("{i}"))).collect();
+        let b: Vec<Row> = (100..110).map(|i| row(&format!("{i}"))).collect();
+        let c: Vec<Row> = (200..210).map(|i| row(&format!("{i}"))).collect();
+        let mixed = mix(&[a, b, c], 10, 5);
+        assert_eq!(mixed.len(), 10);
+        let from = |lo: u32, hi: u32| {
+            mixed
+                .iter()
+                .filter(|r| {
+                    let n: u32 = r.completion().unwrap().parse().unwrap();
+                    (lo..hi).contains(&n)
+                })
+                .count()
+        };
+        assert_eq!((from(0, 10), from(100, 110), from(200, 210)), (4, 3, 3));
+    }
+
+    #[test]
+    fn every_name_parses_back() {
+        for d in Defense::ALL {
+            assert_eq!(Defense::parse(d.as_str()), Some(d));
+        }
+        assert_eq!(Defense::parse("paraphrase-all"), None);
+    }
+}
