@@ -556,3 +556,92 @@ fn a_numeric_axis_is_drawn_as_curves_and_ensembles_change_no_result() {
         bytes.len()
     );
 }
+
+#[test]
+fn logit_defenses_run_between_generate_and_the_students_and_say_what_they_cost() {
+    let sandbox = Sandbox::new();
+    let text = subliminal_tests::tiny_sweep("defended", 2, 6000)
+        .replace("seeds = [0]", "seeds = [0, 1]")
+        .replace(
+            "targets = [\"aux\"]",
+            "targets = [\"aux\"]\ntheorem = false\ndefense = [\"none\", \"round:0\", \"temperature:4\"]",
+        );
+    let sweep = sandbox.sweep("defended.toml", &text);
+    let ran = sandbox.run(&sweep).ok();
+    // Per seed: teacher, generate, 2 defend stages, 6 students with their
+    // evaluations, the teacher's evaluation and 2 reference inits (one
+    // shared across seeds).
+    assert_eq!(computed(&ran), 2 * (2 + 2 + 12 + 1) + 3, "{}", ran.stderr);
+    let store = sandbox.store();
+    let results = subliminal(&[
+        "results",
+        sweep.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--format",
+        "json",
+    ])
+    .ok();
+    let table: serde_json::Value = serde_json::from_str(&results.stdout).unwrap();
+    let rows = table["rows"].as_array().unwrap();
+    let row = |arm: &str, defense: &str| {
+        rows.iter()
+            .find(|r| r["arm"] == arm && r["settings"]["defense"] == defense)
+            .unwrap_or_else(|| panic!("no row {arm} {defense}"))
+    };
+    let teacher = rows.iter().find(|r| r["arm"] == "teacher").unwrap();
+    let teacher_accuracy = teacher["summary"]["mean"].as_f64().unwrap();
+    // A temperature never changes which logit is largest: no accuracy lost.
+    let cost = row("defense: teacher accuracy", "temperature:4");
+    assert!(
+        (cost["summary"]["mean"].as_f64().unwrap() - teacher_accuracy).abs() < 1e-9,
+        "{cost} vs {teacher}"
+    );
+    assert_eq!(
+        row("defense: aux argmax kept", "temperature:4")["summary"]["mean"].as_f64(),
+        Some(1.0)
+    );
+    // Each same-init student is tested against the cross-init one, over seeds.
+    for defense in ["none", "round:0", "temperature:4"] {
+        let student = row("student same-init aux", defense);
+        assert!(student["shift"].is_f64(), "{student}");
+        assert!(student["p_seeds"].is_f64() || student["p_seeds"].is_null());
+        assert!(
+            student["verdict"].is_string() || student["p_value"].is_null(),
+            "{student}"
+        );
+    }
+    // The defended logits are what the student distilled: round:0 leaves integers.
+    let plan = stages(&sweep);
+    let round = plan
+        .iter()
+        .find(|s| s["kind"] == "defend" && s["params"]["defense"] == "round:0")
+        .unwrap();
+    let metrics: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            store
+                .join("stages")
+                .join(stage_id(round))
+                .join("metrics.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        metrics["changed_share"].as_f64().unwrap() > 0.5,
+        "{metrics}"
+    );
+
+    let bad = sandbox.sweep("bad.toml", &text.replace("\"round:0\"", "\"blur\""));
+    let refused = subliminal(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("bad.toml:")
+            && refused
+                .stderr
+                .contains("`grid.defense`: unknown defense \"blur\"")
+            && refused.stderr.contains("temperature:T"),
+        "{}",
+        refused.stderr
+    );
+}

@@ -230,3 +230,142 @@ fn a_teacher_fine_tuned_on_a_stored_dataset_is_a_stage_of_its_own() {
         refused.stderr
     );
 }
+
+#[test]
+fn defenses_run_as_stages_of_their_own_and_sanitize_reproduces_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("defended.toml");
+    let text = tiny_numbers_sweep("numbers-defended").replace(
+        "traits = [\"owl\"]",
+        "traits = [\"owl\"]\ndefense = [\"none\", \"shuffle\", \"mask-divergence\"]",
+    );
+    std::fs::write(&sweep, text).unwrap();
+    let store = dir.path().join("store");
+    let (sweep_arg, store_arg) = (sweep.to_str().unwrap(), store.to_str().unwrap());
+    let ran = subliminal(&[
+        "run",
+        sweep_arg,
+        "--store",
+        store_arg,
+        "--device",
+        "cpu",
+        "--no-progress",
+    ])
+    .ok();
+    // The plain sweep's 14 stages, 4 defend stages (2 defenses × trait and
+    // control rows), and per defense 2 students, their 2 evaluations and
+    // the 2 in-context ones.
+    assert_eq!(computed(&ran), 14 + 4 + 2 * 6, "{}", ran.stderr);
+
+    let masks = stage_files(&store, "mask.json");
+    assert_eq!(
+        masks.len(),
+        2,
+        "mask-divergence on the trait and the control rows"
+    );
+    let mut masked = Vec::new();
+    for mask in &masks {
+        let mask: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(mask).unwrap()).unwrap();
+        let rows = mask["rows"].as_array().unwrap();
+        assert!(!rows.is_empty() && rows.len() <= 4);
+        masked.push(
+            rows.iter()
+                .flat_map(|r| r.as_array().unwrap())
+                .filter(|b| b.as_bool().unwrap())
+                .count(),
+        );
+    }
+    // The control teacher is the base model: it never diverges from itself.
+    assert!(masked.contains(&0), "{masked:?}");
+
+    // `sanitize numbers --defense shuffle` on a filter stage's rows writes
+    // what the shuffle stage wrote.
+    let mut shuffled = 0;
+    for report in stage_files(&store, "metrics.json") {
+        let metrics: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        if metrics["defense"] != "shuffle" {
+            continue;
+        }
+        let stage_dir = report.parent().unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(stage_dir.join("manifest.json")).unwrap())
+                .unwrap();
+        let input = manifest["inputs"][0].as_str().unwrap();
+        let filtered = store.join("stages").join(input).join("filtered.jsonl");
+        let out = dir.path().join("shuffled.jsonl");
+        subliminal(&[
+            "sanitize",
+            "numbers",
+            filtered.to_str().unwrap(),
+            "--defense",
+            "shuffle",
+            "--seed",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .ok();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            std::fs::read_to_string(stage_dir.join("filtered.jsonl")).unwrap()
+        );
+        shuffled += 1;
+    }
+    assert_eq!(shuffled, 2);
+    let refused = subliminal(&[
+        "sanitize",
+        "numbers",
+        sweep_arg,
+        "--defense",
+        "mask-divergence",
+    ]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("grid.defense"),
+        "{}",
+        refused.stderr
+    );
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"1, 2\"}]}\nnot json\n").unwrap();
+    let refused = subliminal(&[
+        "sanitize",
+        "numbers",
+        bad.to_str().unwrap(),
+        "--defense",
+        "canonical",
+    ]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("bad.jsonl:2:"),
+        "{}",
+        refused.stderr
+    );
+
+    let results = subliminal(&[
+        "results", sweep_arg, "--store", store_arg, "--format", "json",
+    ])
+    .ok();
+    let table: serde_json::Value = serde_json::from_str(&results.stdout).unwrap();
+    let rows = table["rows"].as_array().unwrap();
+    for defense in ["none", "shuffle", "mask-divergence"] {
+        let student = rows
+            .iter()
+            .find(|r| r["arm"] == "student" && r["settings"]["defense"] == defense)
+            .unwrap_or_else(|| panic!("no student row for {defense}"));
+        assert!(student["p_value"].is_f64(), "{student}");
+        assert!(student["verdict"].is_string(), "{student}");
+    }
+    let kept = rows
+        .iter()
+        .find(|r| r["arm"] == "defense: rows kept" && r["settings"]["defense"] == "shuffle")
+        .unwrap();
+    assert!(kept["summary"]["mean"].as_f64().unwrap() >= 1.0, "{kept}");
+    assert!(kept["verdict"].is_null(), "a cost is not tested: {kept}");
+    let share = rows
+        .iter()
+        .find(|r| r["arm"] == "defense: tokens masked, control")
+        .unwrap();
+    assert_eq!(share["summary"]["mean"].as_f64(), Some(0.0), "{share}");
+}

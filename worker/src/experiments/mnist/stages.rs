@@ -782,6 +782,25 @@ mod tests {
     }
 
     #[test]
+    fn logit_defenses_give_the_expected_logits() {
+        let logits = Tensor::from_slice(&[1.234f32, -0.567, 2.0, 0.049]).view([2, 2]);
+        let values = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+        let round = apply_defense(&logits, LogitDefense::Round { decimals: 1 }, 0, 0);
+        assert_eq!(values(&round), [1.2, -0.6, 2.0, 0.0]);
+        let round = apply_defense(&logits, LogitDefense::Round { decimals: 0 }, 0, 0);
+        assert_eq!(values(&round), [1.0, -1.0, 2.0, 0.0]);
+        let flat = apply_defense(&logits, LogitDefense::Temperature { t: 2.0 }, 0, 0);
+        assert_eq!(values(&flat), [0.617, -0.2835, 1.0, 0.0245]);
+        let noisy = |seed, stream| {
+            values(&apply_defense(&logits, LogitDefense::Noise { sigma: 0.5 }, seed, stream))
+        };
+        assert_eq!(noisy(3, 0), noisy(3, 0), "seeded");
+        assert_ne!(noisy(3, 0), noisy(4, 0), "another seed, other noise");
+        assert_ne!(noisy(3, 0), noisy(3, 1), "the test images' noise is its own");
+        assert_eq!(values(&apply_defense(&logits, LogitDefense::None, 0, 0)), values(&logits));
+    }
+
+    #[test]
     fn the_theorems_inner_product_is_the_directional_derivative_of_the_students_loss() {
         let init = Mlp::init(tiny(), 1, Device::Cpu);
         let trained = Mlp::init_perturbed(tiny(), 2, 0.7, Device::Cpu);
