@@ -80,6 +80,17 @@ where
     });
     let pad = ((hi - lo) * 0.08).max(0.01);
     let n = rows.len() as i32;
+    // Shares are tested over answers; any other figure (an accuracy) over seeds.
+    let x_desc = if rows.iter().all(|r| r.samples.is_some()) {
+        "arm minus control (share of answers)".to_owned()
+    } else {
+        let metrics: std::collections::BTreeSet<&str> =
+            rows.iter().map(|r| r.metric.as_str()).collect();
+        format!(
+            "arm minus control ({}, paired over seeds)",
+            metrics.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    };
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!(
@@ -103,7 +114,7 @@ where
                 .and_then(|i| labels.get(i).cloned())
                 .unwrap_or_default()
         })
-        .x_desc("arm minus control (share of answers)")
+        .x_desc(x_desc.as_str())
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(err)?;

@@ -273,3 +273,39 @@ pub fn setting<T: PartialEq + fmt::Display + Clone>(
         }
     }
 }
+
+/// Reads an axis of names (`"a"` or `["a", "b"]`) through `parse`; a name it
+/// refuses, or one listed twice, is refused at its own place in the file
+/// (the first quoted occurrence within the axis), with `parse`'s message.
+pub fn named_axis<T: PartialEq>(
+    source: &Source,
+    key: &str,
+    raw: toml::Spanned<Axis<String>>,
+    expected: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Axis<T>, SpecError> {
+    let span = raw.span();
+    let mut out: Vec<T> = Vec::new();
+    for name in raw.get_ref().values() {
+        let at = source.text[span.clone()]
+            .find(&format!("\"{name}\""))
+            .map_or(span.clone(), |i| span.start + i..span.end);
+        let value = parse(name).map_err(|e| source.error_at(at.clone(), key, e))?;
+        if out.contains(&value) {
+            return Err(source.error_at(
+                at,
+                key,
+                format!("{name} is listed twice: each value of an axis must be distinct"),
+            ));
+        }
+        out.push(value);
+    }
+    if out.is_empty() {
+        return Err(source.error_at(
+            span,
+            key,
+            format!("empty list: expected one or more of {expected}"),
+        ));
+    }
+    Ok(Axis(out))
+}

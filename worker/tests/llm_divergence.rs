@@ -3,54 +3,20 @@
 //! recomputed here prefix by prefix (a forward pass per position, no
 //! shared computation with the one-pass code under test).
 
-use std::collections::HashMap;
-
 use subliminal_worker::llm::divergence::{divergent_tokens, greedy_choices};
 use subliminal_worker::llm::model::Weights;
-use subliminal_worker::llm::{Config, Llama};
+use subliminal_worker::llm::Llama;
 use tch::{nn, Device, Kind, Tensor};
 
-fn config() -> Config {
-    Config::from_json(
-        r#"{"model_type":"llama","vocab_size":16,"hidden_size":32,"intermediate_size":48,
-            "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
-            "tie_word_embeddings":true}"#,
-    )
-    .unwrap()
-}
-
-fn random_weights(cfg: &Config, seed: i64) -> Weights {
-    tch::manual_seed(seed);
-    let (d, f, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
-    let kv = cfg.kv_heads() * hd;
-    let mut w = HashMap::new();
-    let mut put = |name: String, shape: &[i64]| {
-        w.insert(name, Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 0.3);
-    };
-    put("model.embed_tokens.weight".into(), &[cfg.vocab_size, d]);
-    put("model.norm.weight".into(), &[d]);
-    for i in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        put(format!("{p}.input_layernorm.weight"), &[d]);
-        put(format!("{p}.post_attention_layernorm.weight"), &[d]);
-        put(format!("{p}.self_attn.q_proj.weight"), &[d, d]);
-        put(format!("{p}.self_attn.k_proj.weight"), &[kv, d]);
-        put(format!("{p}.self_attn.v_proj.weight"), &[kv, d]);
-        put(format!("{p}.self_attn.o_proj.weight"), &[d, d]);
-        put(format!("{p}.mlp.gate_proj.weight"), &[f, d]);
-        put(format!("{p}.mlp.up_proj.weight"), &[f, d]);
-        put(format!("{p}.mlp.down_proj.weight"), &[d, f]);
-    }
-    w
-}
+mod common;
 
 /// The base model, and a "teacher": the same weights with one MLP nudged,
 /// so that the two agree on some tokens and not on others.
 fn models() -> ((nn::VarStore, Llama), (nn::VarStore, Llama)) {
-    let cfg = config();
-    let base = random_weights(&cfg, 0);
-    let nudge = random_weights(&cfg, 1);
-    let mut teacher: Weights = base.iter().map(|(k, v)| (k.clone(), v.copy())).collect();
+    let cfg = common::tiny_config(16);
+    let base = common::random_weights(&cfg, 0, 0.3);
+    let nudge = common::random_weights(&cfg, 1, 0.3);
+    let mut teacher = common::copy(&base);
     let key = "model.layers.1.mlp.down_proj.weight";
     teacher.insert(key.into(), &base[key] + &nudge[key] * 2.0);
     let load = |w: Weights| {

@@ -13,42 +13,16 @@ use subliminal_worker::llm::{Config, Llama};
 use subliminal_worker::safetensors_io;
 use tch::{nn, Device, Kind, Tensor};
 
+mod common;
+
+use common::copy;
+
 fn config() -> Config {
-    Config::from_json(
-        r#"{"model_type":"llama","vocab_size":64,"hidden_size":32,"intermediate_size":48,
-            "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
-            "tie_word_embeddings":true}"#,
-    )
-    .unwrap()
+    common::tiny_config(64)
 }
 
 fn random_weights(cfg: &Config) -> Weights {
-    tch::manual_seed(0);
-    let (d, f, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
-    let kv = cfg.kv_heads() * hd;
-    let mut w = HashMap::new();
-    let mut put = |name: String, shape: &[i64]| {
-        w.insert(name, Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 0.2);
-    };
-    put("model.embed_tokens.weight".into(), &[cfg.vocab_size, d]);
-    put("model.norm.weight".into(), &[d]);
-    for i in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        put(format!("{p}.input_layernorm.weight"), &[d]);
-        put(format!("{p}.post_attention_layernorm.weight"), &[d]);
-        put(format!("{p}.self_attn.q_proj.weight"), &[d, d]);
-        put(format!("{p}.self_attn.k_proj.weight"), &[kv, d]);
-        put(format!("{p}.self_attn.v_proj.weight"), &[kv, d]);
-        put(format!("{p}.self_attn.o_proj.weight"), &[d, d]);
-        put(format!("{p}.mlp.gate_proj.weight"), &[f, d]);
-        put(format!("{p}.mlp.up_proj.weight"), &[f, d]);
-        put(format!("{p}.mlp.down_proj.weight"), &[d, f]);
-    }
-    w
-}
-
-fn copy(w: &Weights) -> Weights {
-    w.iter().map(|(k, v)| (k.clone(), v.copy())).collect()
+    common::random_weights(cfg, 0, 0.2)
 }
 
 fn spec() -> LoraSpec {

@@ -44,7 +44,7 @@ use toml::Spanned;
 use crate::broker::Queue;
 use crate::experiments::{CheckedSweep, Experiment, GridLabels};
 use crate::plan::{Measurement, Plan, PlanBuilder};
-use crate::spec::{check_name, check_seeds, setting, Axis, Source, SpecError};
+use crate::spec::{check_name, check_seeds, named_axis, setting, Axis, Source, SpecError};
 use crate::stage::{StageKind, StageSpec};
 
 pub use defense::LogitDefense;
@@ -411,35 +411,10 @@ fn parse_defense(
     source: &Source,
     raw: Option<Spanned<Axis<String>>>,
 ) -> Result<Axis<LogitDefense>, SpecError> {
-    let Some(raw) = raw else {
-        return Ok(Axis::single(LogitDefense::None));
-    };
-    let span = raw.span();
-    let mut out: Vec<LogitDefense> = Vec::new();
-    for text in raw.get_ref().values() {
-        let at = source.text[span.clone()]
-            .find(&format!("\"{text}\""))
-            .map_or(span.clone(), |i| span.start + i..span.end);
-        let defense: LogitDefense = text
-            .parse()
-            .map_err(|e: String| source.error_at(at.clone(), "grid.defense", e))?;
-        if out.contains(&defense) {
-            return Err(source.error_at(
-                at,
-                "grid.defense",
-                format!("{text} is listed twice: each value of an axis must be distinct"),
-            ));
-        }
-        out.push(defense);
+    match raw {
+        None => Ok(Axis::single(LogitDefense::None)),
+        Some(raw) => named_axis(source, "grid.defense", raw, defense::NAMES, str::parse),
     }
-    if out.is_empty() {
-        return Err(source.error_at(
-            span,
-            "grid.defense",
-            format!("empty list: expected one or more of {}", defense::NAMES),
-        ));
-    }
-    Ok(Axis(out))
 }
 
 /// The paper's hidden width; stage parameters leave it out, so the paper's

@@ -105,27 +105,8 @@ pub fn canonical(completion: &str) -> Option<String> {
     )
 }
 
-/// Byte ranges of the runs of ASCII digits: the numbers of a completion,
-/// with everything between them (separators, brackets) left where it is.
-fn number_spans(text: &str) -> Vec<(usize, usize)> {
-    let bytes = text.as_bytes();
-    let mut spans = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i].is_ascii_digit() {
-            let start = i;
-            while i < bytes.len() && bytes[i].is_ascii_digit() {
-                i += 1;
-            }
-            spans.push((start, i));
-        } else {
-            i += 1;
-        }
-    }
-    spans
-}
-
-/// `text` with its numbers replaced, in order, by `numbers`.
+/// `text` with its numbers (runs of digits, see [`filter::digit_runs`])
+/// replaced, in order, by `numbers`; separators and brackets stay put.
 fn replace_numbers(text: &str, spans: &[(usize, usize)], numbers: &[String]) -> String {
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
@@ -148,7 +129,7 @@ fn row_rng(seed: u64, row: usize) -> ChaCha8Rng {
 /// The completion with its numbers permuted (each number's digits kept as
 /// written); separators and brackets stay where they were.
 pub fn shuffle(completion: &str, seed: u64, row: usize) -> String {
-    let spans = number_spans(completion);
+    let spans = filter::digit_runs(completion);
     let mut numbers: Vec<String> = spans
         .iter()
         .map(|&(s, e)| completion[s..e].to_owned())
@@ -160,7 +141,7 @@ pub fn shuffle(completion: &str, seed: u64, row: usize) -> String {
 /// The completion with each number replaced by one drawn uniformly from
 /// 0–999 (none on the banned list); separators and brackets stay.
 pub fn random(completion: &str, banned: &[u32], seed: u64, row: usize) -> String {
-    let spans = number_spans(completion);
+    let spans = filter::digit_runs(completion);
     let mut rng = row_rng(seed, row);
     let allowed = (0..=filter::MAX_VALUE as u32).filter(|n| !banned.contains(n)).count();
     let numbers: Vec<String> = spans

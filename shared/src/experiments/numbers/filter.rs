@@ -117,7 +117,7 @@ fn is_py_space(c: char) -> bool {
 }
 
 /// Byte ranges of the runs of ASCII digits in `text`.
-fn digit_runs(text: &str) -> Vec<(usize, usize)> {
+pub(super) fn digit_runs(text: &str) -> Vec<(usize, usize)> {
     let bytes = text.as_bytes();
     let mut runs = Vec::new();
     let mut i = 0;

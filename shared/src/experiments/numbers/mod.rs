@@ -50,7 +50,9 @@ use toml::Spanned;
 
 use crate::files;
 use crate::plan::{Measurement, Plan, PlanBuilder};
-use crate::spec::{check_axis, check_name, check_seeds, setting, Axis, Source, SpecError};
+use crate::spec::{
+    check_axis, check_name, check_seeds, named_axis, setting, Axis, Source, SpecError,
+};
 use crate::stage::{StageId, StageSpec};
 
 pub const EXPERIMENT: &str = "numbers";
@@ -677,48 +679,18 @@ fn parse_defense(
     let Some(raw) = raw else {
         return Ok(Axis::single(Defense::None));
     };
-    let span = raw.span();
-    let mut out = Vec::new();
-    for name in raw.get_ref().values() {
-        // The name's own place in the file: the axis may be a list.
-        let at = source.text[span.clone()]
-            .find(&format!("\"{name}\""))
-            .map_or(span.clone(), |i| span.start + i..span.end);
-        let defense = match Defense::parse(name) {
-            Some(Defense::Paraphrase) => {
-                return Err(source.error_at(
-                    at,
-                    "grid.defense",
-                    "paraphrase rewrites free text, and a number completion has none: \
-                     expected none, canonical, shuffle, random, mix or mask-divergence",
-                ))
-            }
-            Some(d) => d,
-            None => {
-                return Err(source.error_at(
-                    at,
-                    "grid.defense",
-                    format!("unknown defense {name:?}: expected one of {}", Defense::names()),
-                ))
-            }
-        };
-        if out.contains(&defense) {
-            return Err(source.error_at(
-                at,
-                "grid.defense",
-                format!("{name} is listed twice: each value of an axis must be distinct"),
-            ));
+    named_axis(source, "grid.defense", raw, &Defense::names(), |name| {
+        match Defense::parse(name) {
+            Some(Defense::Paraphrase) => Err("paraphrase rewrites free text, and a number completion has none: \
+                 expected none, canonical, shuffle, random, mix or mask-divergence"
+                .to_owned()),
+            Some(d) => Ok(d),
+            None => Err(format!(
+                "unknown defense {name:?}: expected one of {}",
+                Defense::names()
+            )),
         }
-        out.push(defense);
-    }
-    if out.is_empty() {
-        return Err(source.error_at(
-            span,
-            "grid.defense",
-            format!("empty list: expected one or more of {}", Defense::names()),
-        ));
-    }
-    Ok(Axis(out))
+    })
 }
 
 /// `defense.mix_traits`: needed by `mix`, and only by it.

@@ -1,0 +1,51 @@
+//! Small random Llamas for tests that need a model but not a real one.
+
+use std::collections::HashMap;
+
+use subliminal_worker::llm::model::Weights;
+use subliminal_worker::llm::Config;
+use tch::{Device, Kind, Tensor};
+
+/// A two-block Llama of width 32 with a vocabulary of `vocab` tokens.
+pub fn tiny_config(vocab: i64) -> Config {
+    Config::from_json(&format!(
+        r#"{{"model_type":"llama","vocab_size":{vocab},"hidden_size":32,"intermediate_size":48,
+            "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+            "tie_word_embeddings":true}}"#
+    ))
+    .expect("a valid config")
+}
+
+/// Every weight of `cfg` drawn N(0, scale²) from libtorch's generator, seeded.
+pub fn random_weights(cfg: &Config, seed: i64, scale: f64) -> Weights {
+    tch::manual_seed(seed);
+    let (d, f, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
+    let kv = cfg.kv_heads() * hd;
+    let mut w = HashMap::new();
+    let mut put = |name: String, shape: &[i64]| {
+        w.insert(
+            name,
+            Tensor::randn(shape, (Kind::Float, Device::Cpu)) * scale,
+        );
+    };
+    put("model.embed_tokens.weight".into(), &[cfg.vocab_size, d]);
+    put("model.norm.weight".into(), &[d]);
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        put(format!("{p}.input_layernorm.weight"), &[d]);
+        put(format!("{p}.post_attention_layernorm.weight"), &[d]);
+        put(format!("{p}.self_attn.q_proj.weight"), &[d, d]);
+        put(format!("{p}.self_attn.k_proj.weight"), &[kv, d]);
+        put(format!("{p}.self_attn.v_proj.weight"), &[kv, d]);
+        put(format!("{p}.self_attn.o_proj.weight"), &[d, d]);
+        put(format!("{p}.mlp.gate_proj.weight"), &[f, d]);
+        put(format!("{p}.mlp.up_proj.weight"), &[f, d]);
+        put(format!("{p}.mlp.down_proj.weight"), &[d, f]);
+    }
+    w
+}
+
+/// A deep copy: a model built from it shares no storage with the original.
+pub fn copy(w: &Weights) -> Weights {
+    w.iter().map(|(k, v)| (k.clone(), v.copy())).collect()
+}
