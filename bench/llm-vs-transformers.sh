@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh >/dev/null
+bash scripts/setup-model.sh >/dev/null
 bash scripts/setup-reference.sh >/dev/null
 source scripts/env.sh
 threads=$(nproc); repeat=2

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The test set-up's reference implementations, pinned, in the project's
-# virtualenv (so they run on the same torch as the code they check): the LLM
-# parity tests and benchmark compare against transformers, gguf, accelerate
-# and peft; the statistics tests against scipy. The main job needs none of
-# them. Idempotent: a second run checks the versions and skips.
+# The test set-up's Python packages, pinned, in the project's virtualenv (so
+# they run on the same torch as the code they check): the LLM parity tests
+# and benchmark compare against transformers, gguf, accelerate and peft; the
+# statistics tests against scipy; the sharing tests read Parquet with pandas
+# (pyarrow) and log to MLflow's own tracking server. The main job needs none
+# of them. Idempotent: a second run checks the versions and skips.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
-REFERENCE_PACKAGES=(transformers==5.23.0 gguf==0.19.0 accelerate==1.12.0 peft==0.21.2 scipy==1.17.1)
+REFERENCE_PACKAGES=(transformers==5.23.0 gguf==0.19.0 accelerate==1.12.0 peft==0.21.2 scipy==1.17.1
+  pandas==3.1.1 pyarrow==25.0.1 mlflow==3.17.2)
 
 reference_ok() {
   "$VIRTUAL_ENV/bin/python" - "${REFERENCE_PACKAGES[@]}" 2>/dev/null <<'PY'

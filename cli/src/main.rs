@@ -2,15 +2,21 @@
 //!
 //! `run` executes a whole sweep on this machine with no services; `validate`
 //! checks a sweep file and shows what it expands to; `results` prints the
-//! table again, as CSV or JSON, or draws the transfer grid. Experiment kinds
+//! table again, as CSV, JSON or Parquet, draws the transfer grid, or logs the
+//! trials to MLflow; `report` writes one HTML page of it all; `export` the
+//! evaluations' answers as Parquet. Every command that prints a table takes
+//! `--json`. Experiment kinds
 //! add commands of their own (`filter numbers FILE` runs that experiment's
 //! data filter on any dataset file; see `commands::tools`).
 //!
 //! Exit codes: 0 success, 1 a stage failed or the store could not be used,
 //! 2 the sweep file (or a command-line argument) is invalid.
 
+#[macro_use]
+mod output;
 mod commands;
 mod curve_plot;
+mod frames;
 mod plot;
 mod shift_plot;
 
@@ -55,6 +61,12 @@ enum Command {
     Watch(commands::watch::Args),
     /// Files in the store that sweeps name by key: `store put FILE`, `store get KEY`.
     Store(commands::store::Args),
+    /// One self-contained HTML page for a sweep: results, plots, stages, data samples.
+    Report(commands::report::Args),
+    /// Per-answer records of a sweep's evaluations, as Parquet.
+    Export(commands::export::Args),
+    /// The shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(commands::completions::Args),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +92,11 @@ fn main() -> ExitCode {
             Command::Dlq(args) => commands::dlq::run(args).await,
             Command::Watch(args) => commands::watch::run(args).await,
             Command::Store(args) => commands::store::run(args).await,
+            Command::Report(args) => commands::report::run(args).await,
+            Command::Export(args) => commands::export::run(args).await,
+            Command::Completions(args) => {
+                commands::completions::run(args, commands::tools::augment(Cli::command()))
+            }
         }
     })
 }

@@ -25,6 +25,7 @@ pub mod stage;
 pub mod stats;
 pub mod store;
 pub mod sweep;
+pub mod tracking;
 
 /// The version of the code that produced an artifact, recorded in every manifest.
 pub const CODE_VERSION: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));

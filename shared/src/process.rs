@@ -2,7 +2,9 @@
 //! runtime, and an exit code that says what went wrong.
 //!
 //! Exit codes: 0 success; 1 failure; 2 invalid input (a sweep file, refused
-//! before anything ran).
+//! before anything ran). Output into a pipe whose reader has gone
+//! (`subliminal status --json | head`) ends quietly with 0, as a Unix filter
+//! does: the reader has what it wanted.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -23,6 +25,7 @@ where
     };
     match runtime.block_on(work) {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             if e.downcast_ref::<SpecError>().is_some() {
@@ -32,4 +35,13 @@ where
             }
         }
     }
+}
+
+/// Whether `e` is, or was caused by, a write into a pipe that has no reader.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

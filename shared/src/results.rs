@@ -413,7 +413,8 @@ pub fn transfer_cells(plan: &Plan, outcomes: &Outcomes) -> Vec<TransferCell> {
 }
 
 /// A p-value for people: three decimals, or two significant digits below 0.001.
-fn p_text(p: f64) -> String {
+/// A p- or q-value as the table prints it.
+pub fn p_text(p: f64) -> String {
     if p >= 0.001 {
         format!("{p:.3}")
     } else {
@@ -422,7 +423,7 @@ fn p_text(p: f64) -> String {
 }
 
 /// A row's verdict for people: a null says what the run could have seen.
-fn verdict_text(row: &Row) -> String {
+pub fn verdict_text(row: &Row) -> String {
     match (row.verdict, row.detectable_shift) {
         (Some(Verdict::NoEvidence), Some(d)) => format!("no evidence (could see ≥{d:+.3})"),
         (Some(v), _) => v.as_str().to_owned(),
@@ -441,7 +442,8 @@ impl ResultsTable {
         }
     }
 
-    fn settings_label(settings: &BTreeMap<String, String>) -> String {
+    /// `key=value ...`, the way the table shows a row's settings.
+    pub fn settings_label(settings: &BTreeMap<String, String>) -> String {
         settings
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -535,26 +537,8 @@ impl ResultsTable {
                 metrics.join(", ")
             }
         );
-        if tests {
-            let n = self.rows.iter().filter(|r| r.q_value.is_some()).count();
-            let shares = self
-                .rows
-                .iter()
-                .any(|r| r.q_value.is_some() && r.samples.is_some());
-            let others = self
-                .rows
-                .iter()
-                .any(|r| r.q_value.is_some() && r.samples.is_none());
-            let test = match (shares, others) {
-                (true, false) => "Fisher's exact test against control over every answer, pooled over seeds",
-                (false, _) => "a paired t-test against control over seeds",
-                (true, true) => "Fisher's exact test over every answer for shares, a paired t-test over seeds otherwise",
-            };
-            out.push_str(&format!(
-                "p (BH): {test},\n\
-                 Benjamini–Hochberg adjusted over the table's {n} tests; verdict at q < {FDR};\n\
-                 'could see': the smallest rise detectable at α = {ALPHA} with power {POWER}\n"
-            ));
+        if let Some(note) = self.tests_note() {
+            out.push_str(&note);
         }
         if !errors.is_empty() {
             out.push_str("failures:\n");
@@ -562,6 +546,32 @@ impl ResultsTable {
             out.push('\n');
         }
         out
+    }
+
+    /// What the table's tests are, when it has any: the footnote under it.
+    pub fn tests_note(&self) -> Option<String> {
+        let n = self.rows.iter().filter(|r| r.q_value.is_some()).count();
+        if !self.rows.iter().any(|r| r.verdict.is_some()) {
+            return None;
+        }
+        let shares = self
+            .rows
+            .iter()
+            .any(|r| r.q_value.is_some() && r.samples.is_some());
+        let others = self
+            .rows
+            .iter()
+            .any(|r| r.q_value.is_some() && r.samples.is_none());
+        let test = match (shares, others) {
+            (true, false) => "Fisher's exact test against control over every answer, pooled over seeds",
+            (false, _) => "a paired t-test against control over seeds",
+            (true, true) => "Fisher's exact test over every answer for shares, a paired t-test over seeds otherwise",
+        };
+        Some(format!(
+            "p (BH): {test},\n\
+             Benjamini–Hochberg adjusted over the table's {n} tests; verdict at q < {FDR};\n\
+             'could see': the smallest rise detectable at α = {ALPHA} with power {POWER}\n"
+        ))
     }
 
     pub fn to_csv(&self) -> anyhow::Result<String> {

@@ -242,3 +242,22 @@ fail_seeds = {fail_seeds:?}
 "#
     )
 }
+
+/// Runs a Python script (the test virtualenv's python3, which has pandas and
+/// pyarrow) with `args`; its standard output.
+pub fn pandas(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect(
+            "python3 runs (scripts/setup-reference.sh installs pandas into the test virtualenv)",
+        );
+    assert!(
+        out.status.success(),
+        "the Python script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -430,3 +430,172 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// An HTTP request and its reply's status and body, through the same
+/// client the binaries use (it reads chunked replies, which Prometheus and
+/// uvicorn send).
+pub fn http(method: &str, url: &str, json: Option<&serde_json::Value>) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for one request");
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut request = client.request(method, url);
+        if let Some(body) = json {
+            request = request.json(body);
+        }
+        match request.send().await {
+            Ok(reply) => {
+                let status = reply.status().as_u16();
+                (status, reply.text().await.unwrap_or_default())
+            }
+            Err(e) => (0, e.to_string()),
+        }
+    })
+}
+
+/// A server process started from a command line, killed when dropped.
+pub struct Process {
+    pub port: u16,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    fn spawn(command: &mut Command, port: u16, log: PathBuf, what: &str) -> Self {
+        let file = File::create(&log).expect("log file");
+        let err = file.try_clone().expect("log file");
+        let child = command
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} starts: {e}"));
+        Process { port, child, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Prometheus server (Debian package prometheus) with `config`, its data
+/// in `dir`; ready when /-/ready says so.
+pub fn prometheus(dir: &Path, config: &str) -> Process {
+    std::fs::create_dir_all(dir).expect("Prometheus's folder");
+    let config_path = dir.join("prometheus.yml");
+    std::fs::write(&config_path, config).expect("prometheus.yml written");
+    let port = free_port();
+    let mut command = Command::new("prometheus");
+    command
+        .arg(format!("--config.file={}", config_path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    let server = Process::spawn(
+        &mut command,
+        port,
+        dir.join("prometheus.log"),
+        "prometheus (Debian package prometheus; scripts/setup-services.sh installs it)",
+    );
+    let ready = format!("{}/-/ready", server.url());
+    wait_for("Prometheus to be ready", Duration::from_secs(60), || {
+        http("GET", &ready, None).0 == 200
+    });
+    server
+}
+
+/// MLflow's tracking server (PyPI mlflow, in the test virtualenv) on a
+/// SQLite file in `dir`; ready when its REST API lists experiments.
+pub fn mlflow(dir: &Path) -> Process {
+    let port = free_port();
+    let mut command = Command::new("mlflow");
+    command
+        .args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--workers", "1"])
+        .arg("--backend-store-uri")
+        .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
+        .arg("--default-artifact-root")
+        .arg(dir.join("artifacts"));
+    let server = Process::spawn(
+        &mut command,
+        port,
+        dir.join("mlflow.log"),
+        "mlflow (scripts/setup-reference.sh installs it into the test virtualenv)",
+    );
+    let search = format!("{}/api/2.0/mlflow/experiments/search", server.url());
+    let body = serde_json::json!({"max_results": 1});
+    wait_for(
+        "MLflow's REST API to answer",
+        Duration::from_secs(180),
+        || http("POST", &search, Some(&body)).0 == 200,
+    );
+    server
+}
+
+/// A static HTTP server (Python's http.server) over `root`; ready when it
+/// serves a GET.
+pub fn static_files(root: &Path, log: PathBuf) -> Process {
+    let port = free_port();
+    let mut command = Command::new("python3");
+    command
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(root);
+    let server = Process::spawn(&mut command, port, log, "python3 -m http.server");
+    wait_for(
+        "the file server to answer HTTP",
+        Duration::from_secs(20),
+        || answers_http(port),
+    );
+    server
+}
+
+/// Headless Chromium (Debian package chromium) with `args` and `url`; its
+/// standard output. A fresh profile each time, and no background traffic:
+/// nothing leaves loopback.
+pub fn chromium(profile: &Path, args: &[&str], url: &str) -> String {
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium runs (Debian package chromium; scripts/setup-services.sh installs it)");
+    assert!(
+        output.status.success(),
+        "chromium {args:?} {url} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

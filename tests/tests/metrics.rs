@@ -1,12 +1,17 @@
 //! Metrics: a real scheduler and real workers against real Redis and S3 run a
 //! sweep in which a worker is killed mid-stage and another's stages fail;
 //! both /metrics endpoints are scraped, checked by `promtool check metrics`,
-//! and their counters compared with what happened.
+//! and their counters compared with what happened. A real Prometheus scrapes
+//! them all along, and every query of the Grafana dashboard and of the alert
+//! rules is sent to its HTTP API: a renamed metric would leave a blank panel.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use subliminal_tests::servers::{http_get, metrics_addr, sample, wait_for, Daemon, Redis, S3};
+use serde_json::Value;
+use subliminal_tests::servers::{
+    free_port, http, http_get, prometheus, sample, wait_for, Daemon, Process, Redis, S3,
+};
 use subliminal_tests::{bin, data_dir};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -62,7 +67,17 @@ fn counters_match_what_happened_and_the_exposition_is_valid() {
     env.push(("SUBLIMINAL_REDIS", redis.url()));
     let store = "s3://bucket/runs";
     let log = |name: &str| dir.path().join(format!("{name}.log"));
-    let worker_args = |name: &'static str, data: &str| {
+    let (scheduler_addr, victim_addr, worker_addr) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let prom = prometheus(
+        &dir.path().join("prometheus"),
+        &scrape_config(&scheduler_addr, &[&victim_addr, &worker_addr]),
+    );
+    let start = now();
+    let worker_args = |name: &'static str, data: &str, metrics: &str| {
         vec![
             "--store".to_owned(),
             store.to_owned(),
@@ -77,7 +92,7 @@ fn counters_match_what_happened_and_the_exposition_is_valid() {
             "--name".into(),
             name.into(),
             "--metrics-addr".into(),
-            "127.0.0.1:0".into(),
+            metrics.into(),
             "--data".into(),
             data.into(),
             "--cache-gb".into(),
@@ -95,13 +110,13 @@ fn counters_match_what_happened_and_the_exposition_is_valid() {
             "--max-attempts",
             "3",
             "--metrics-addr",
-            "127.0.0.1:0",
+            &scheduler_addr,
         ],
         &env,
         log("scheduler"),
     );
     let full_data = data_dir().display().to_string();
-    let victim_args = worker_args("victim", &full_data);
+    let victim_args = worker_args("victim", &full_data, &victim_addr);
     let mut victim = Daemon::spawn(
         "subliminal-worker",
         &strs(&victim_args),
@@ -124,6 +139,16 @@ fn counters_match_what_happened_and_the_exposition_is_valid() {
     wait_for("the victim to start the teacher", TIMEOUT, || {
         victim.log_text().contains("running stage teacher")
     });
+    // Killed mid-training, once Prometheus has seen the sweep's progress and
+    // the victim's first epoch: the dashboard's panels of both have data.
+    wait_for(
+        "Prometheus to scrape the sweep and the victim's training",
+        TIMEOUT,
+        || {
+            has_series(&prom, "subliminal_sweep_stages")
+                && has_series(&prom, "subliminal_training_loss")
+        },
+    );
     victim.kill9();
 
     // The survivor has only the test images: teachers fail, evaluations succeed.
@@ -136,7 +161,7 @@ fn counters_match_what_happened_and_the_exposition_is_valid() {
         )
         .unwrap();
     }
-    let survivor_args = worker_args("survivor", test_only.to_str().unwrap());
+    let survivor_args = worker_args("survivor", test_only.to_str().unwrap(), &worker_addr);
     let survivor = Daemon::spawn(
         "subliminal-worker",
         &strs(&survivor_args),
@@ -147,10 +172,6 @@ fn counters_match_what_happened_and_the_exposition_is_valid() {
         scheduler.log_text().contains("sweep failed")
     });
 
-    let worker_addr =
-        metrics_addr(&survivor.log_text()).expect("the worker logs its metrics address");
-    let scheduler_addr =
-        metrics_addr(&scheduler.log_text()).expect("the scheduler logs its metrics address");
     // Gauges are exported at the end of each scheduling pass: wait for the pass that closed the sweep.
     let mut sched = String::new();
     wait_for(
@@ -226,4 +247,200 @@ fn counters_match_what_happened_and_the_exposition_is_valid() {
         "no label for a finished sweep:\n{sched}"
     );
     assert_eq!(sample(&sched, "subliminal_scheduler_leader"), Some(1.0));
+
+    dashboard_and_alerts_have_data(&prom, start);
+    drop(survivor);
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The compose stack's scrape jobs (deploy/prometheus/prometheus.yml) with
+/// loopback targets, scraped every second, and the alert rules loaded.
+fn scrape_config(scheduler: &str, workers: &[&str]) -> String {
+    let rules =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");
+    let workers: Vec<String> = workers.iter().map(|w| format!("\"{w}\"")).collect();
+    format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         rule_files:\n  - {}\n\
+         scrape_configs:\n\
+         \x20 - job_name: subliminal-scheduler\n    static_configs:\n      - targets: [\"{scheduler}\"]\n\
+         \x20 - job_name: subliminal-worker\n    static_configs:\n      - targets: [{}]\n",
+        rules.display(),
+        workers.join(", ")
+    )
+}
+
+/// Metrics only a worker on a CUDA device exports: on CPU their panels are
+/// empty by design, so their queries are checked to parse and to name
+/// metrics the code declares.
+const CUDA_ONLY: &[&str] = &[
+    "subliminal_gpu_memory_used_bytes",
+    "subliminal_gpu_memory_total_bytes",
+];
+
+/// Sends each query of the dashboard to Prometheus as Grafana does (a range
+/// query over the test's time) and asserts that each returns a series; each
+/// alert rule's expression must parse and name only metrics Prometheus has
+/// scraped (a healthy cluster may fire none), and the rules must load healthy.
+fn dashboard_and_alerts_have_data(prom: &Process, start: f64) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("grafana/subliminal.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(
+        exprs.len() >= 20,
+        "{} queries in the dashboard",
+        exprs.len()
+    );
+    let declared = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/src/metrics.rs"),
+    )
+    .unwrap();
+    let range = |expr: &str| -> Value {
+        let url = format!(
+            "{}/api/v1/query_range?query={}&start={start:.3}&end={:.3}&step=1",
+            prom.url(),
+            encode(expr),
+            now()
+        );
+        let (status, body) = http("GET", &url, None);
+        assert_eq!(status, 200, "{expr}: {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let mut empty = Vec::new();
+    for expr in &exprs {
+        let expr = expr.replace("$sweep", ".*");
+        let names = metric_names(&expr);
+        if names.iter().any(|n| CUDA_ONLY.contains(&n.as_str())) {
+            range(&expr);
+            for n in &names {
+                assert!(
+                    declared.contains(&format!("\"{n}\"")),
+                    "{n} is not declared in shared/src/metrics.rs"
+                );
+            }
+            continue;
+        }
+        // The last scrapes may still be on their way: ask again until a deadline.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = range(&expr);
+            if reply["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+            {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                empty.push(expr.clone());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "dashboard queries with no series:\n{}",
+        empty.join("\n")
+    );
+
+    let (status, body) = http(
+        "GET",
+        &format!("{}/api/v1/label/__name__/values", prom.url()),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let scraped: Vec<String> = serde_json::from_str::<Value>(&body).unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    wait_for("the alert rules to be evaluated", TIMEOUT, || {
+        let (_, body) = http("GET", &format!("{}/api/v1/rules", prom.url()), None);
+        let rules: Value = serde_json::from_str(&body).unwrap_or_default();
+        let all: Vec<&Value> = rules["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .collect();
+        !all.is_empty() && all.iter().all(|r| r["health"] == "ok")
+    });
+    let (_, body) = http("GET", &format!("{}/api/v1/rules", prom.url()), None);
+    let rules: Value = serde_json::from_str(&body).unwrap();
+    let mut alerts = 0;
+    for group in rules["data"]["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            let expr = rule["query"].as_str().unwrap();
+            range(expr);
+            for name in metric_names(expr) {
+                assert!(
+                    name == "up" || scraped.contains(&name),
+                    "alert {}: {name} was never scraped",
+                    rule["name"]
+                );
+            }
+            alerts += 1;
+        }
+    }
+    assert_eq!(alerts, 6, "{rules}");
+}
+
+/// Whether an instant query returns a series now.
+fn has_series(prom: &Process, expr: &str) -> bool {
+    let url = format!("{}/api/v1/query?query={}", prom.url(), encode(expr));
+    let (_, body) = http("GET", &url, None);
+    serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v["data"]["result"].as_array().map(|r| !r.is_empty()))
+        .unwrap_or(false)
+}
+
+/// Every `expr` under a dashboard's panels and targets.
+fn collect_exprs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", Value::String(e)) => out.push(e.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// The metric names of a PromQL expression: `up` and the `subliminal_` ones.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if (word.starts_with("subliminal_") || word == "up") && !names.iter().any(|n| n == word) {
+            names.push(word.to_owned());
+        }
+    }
+    names
+}
+
+/// Percent-encoding for a query string.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -135,6 +135,48 @@ fn a_numbers_sweep_runs_end_to_end_and_its_data_is_usable() {
     let shift = in_context["summary"]["mean"].as_f64().unwrap()
         - in_context_control["summary"]["mean"].as_f64().unwrap();
     assert!((in_context["shift"].as_f64().unwrap() - shift).abs() < 1e-12);
+    // Every answer behind the shares, for pandas: six per arm, and the
+    // matched ones are the share the table shows.
+    let answers = dir.path().join("answers.parquet");
+    subliminal(&[
+        "export",
+        sweep_arg,
+        "--store",
+        store_arg,
+        "--answers",
+        answers.to_str().unwrap(),
+    ])
+    .ok();
+    let frame = subliminal_tests::pandas(
+        r#"
+import sys, json, pandas as pd
+df = pd.read_parquet(sys.argv[1])
+print(json.dumps({"columns": list(df.columns), "rows": len(df),
+                  "matched": {a: float(g["matched"].mean()) for a, g in df.groupby("arm")}}))
+"#,
+        &[answers.to_str().unwrap()],
+    );
+    let frame: serde_json::Value = serde_json::from_str(&frame).unwrap();
+    assert_eq!(frame["rows"].as_u64(), Some(6 * 6), "{frame}");
+    for column in [
+        "arm", "question", "sample", "answer", "matched", "stage", "seed",
+    ] {
+        assert!(
+            frame["columns"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!(column)),
+            "{frame}"
+        );
+    }
+    for row in rows {
+        let arm = row["arm"].as_str().unwrap();
+        let share = frame["matched"][arm].as_f64().unwrap();
+        assert!(
+            (share - row["summary"]["mean"].as_f64().unwrap()).abs() < 1e-9,
+            "{arm}: answers {share} vs table {row}"
+        );
+    }
     let human = subliminal(&["results", sweep_arg, "--store", store_arg]).ok();
     assert!(
         human.stdout.contains("share:owl")

@@ -30,7 +30,7 @@ fn gguf_path() -> PathBuf {
     let path = data.join("models").join(SMOLLM);
     assert!(
         path.exists(),
-        "{} is missing: run scripts/setup.sh",
+        "{} is missing: run scripts/setup-model.sh",
         path.display()
     );
     path

@@ -21,6 +21,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     record_status(&store, &args.sweep, "cancelled", 0).await?;
     let (dropped, flagged) = broker.cancel_sweep(&args.sweep).await?;
-    println!("cancelled sweep {}: {dropped} queued task(s) dropped, {flagged} running task(s) told to stop", args.sweep);
+    outln!("cancelled sweep {}: {dropped} queued task(s) dropped, {flagged} running task(s) told to stop", args.sweep)?;
     Ok(ExitCode::SUCCESS)
 }

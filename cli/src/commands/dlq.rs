@@ -38,7 +38,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let broker = redis.connect().await?;
             let dead = broker.dead_letters().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&dead)?);
+                outln!("{}", serde_json::to_string_pretty(&dead)?)?;
             } else {
                 let mut table = Table::new();
                 table.load_preset(UTF8_FULL_CONDENSED);
@@ -52,7 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         d.error.clone(),
                     ]);
                 }
-                println!("{table}");
+                outln!("{table}")?;
             }
         }
         Action::Requeue { redis, stages, all } => {
@@ -72,7 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 stages
             };
             let n = broker.requeue_dead(&ids).await?;
-            println!("requeued {n} task(s)");
+            outln!("requeued {n} task(s)")?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -2,7 +2,10 @@
 //! the sweep.
 
 pub mod cancel;
+pub mod completions;
 pub mod dlq;
+pub mod export;
+pub mod report;
 pub mod results;
 pub mod resume;
 pub mod run;
@@ -27,9 +30,15 @@ pub const DEFAULT_STORE: &str = "runs";
 
 /// A sweep named by its file, or by its name for a sweep already run in `store`.
 pub async fn find_sweep(arg: &str, store: &Store) -> anyhow::Result<Sweep> {
+    Ok(find_sweep_source(arg, store).await?.0)
+}
+
+/// [`find_sweep`], with the sweep file's text.
+pub async fn find_sweep_source(arg: &str, store: &Store) -> anyhow::Result<(Sweep, Source)> {
     let path = Path::new(arg);
     if path.exists() {
-        return Ok(sweep::load(path)?);
+        let source = Source::read(path)?;
+        return Ok((sweep::parse(&source)?, source));
     }
     let key = keys::sweep_file(arg);
     match store.get_opt(&key).await? {
@@ -37,7 +46,7 @@ pub async fn find_sweep(arg: &str, store: &Store) -> anyhow::Result<Sweep> {
             let text = String::from_utf8(bytes.to_vec())
                 .with_context(|| format!("{key} in store {} is not UTF-8", store.location()))?;
             let source = Source::new(format!("{}/{key}", store.location()), text);
-            Ok(sweep::parse(&source)?)
+            Ok((sweep::parse(&source)?, source))
         }
         None => anyhow::bail!(
             "{arg:?} is neither a sweep file nor a sweep that was run in store {}; give the .toml path, or the store with --store",

@@ -21,7 +21,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (broker, store) = args.cluster.open().await?;
     find_sweep(&args.sweep, &store).await?;
     activate(&broker, &store, &args.sweep, args.priority).await?;
-    println!("{}", args.sweep);
+    outln!("{}", args.sweep)?;
     if args.wait {
         return super::status::follow(&broker, &store, &args.sweep).await;
     }

@@ -42,6 +42,12 @@ pub struct Args {
     /// Never draw progress bars (log lines instead).
     #[arg(long)]
     no_progress: bool,
+    /// Print the results table as JSON (as `results --json` does).
+    #[arg(long)]
+    json: bool,
+    /// Log one MLflow run per trial to the tracking server at this URL when the sweep ends.
+    #[arg(long, value_name = "URL")]
+    track: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -50,6 +56,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = sweep.plan();
     let store = Store::open(&args.store)?;
     super::check_external(&store, &plan).await?;
+    let tracker = args
+        .track
+        .as_deref()
+        .map(subliminal_shared::tracking::Tracker::new)
+        .transpose()?;
     let device = args.device.resolve()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = args.jobs.unwrap_or(cores).max(1);
@@ -85,7 +96,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = runner.run(&plan).await?;
     let outcomes = results::collect(&store, &plan).await?;
     let table = results::build(&plan, &outcomes);
-    println!("{}", table.to_table());
+    if args.json {
+        outln!("{}", table.to_json()?)?;
+    } else {
+        outln!("{}", table.to_table())?;
+    }
     eprintln!(
         "computed {} stage(s), reused {}, failed {}, blocked {} in {:.1}s",
         report.computed.len(),
@@ -94,6 +109,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         report.blocked,
         report.elapsed.as_secs_f64()
     );
+    if let Some(tracker) = &tracker {
+        let logged = tracker.log_sweep(&plan, &outcomes).await?;
+        eprintln!(
+            "tracked in MLflow: {} new run(s), {} updated",
+            logged.created, logged.updated
+        );
+    }
     if report.failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {

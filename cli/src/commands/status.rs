@@ -126,7 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "sweeps": broker.active_sweeps().await?.into_iter().map(|(s, _)| s).collect::<Vec<_>>(),
             "sweep": sweep,
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(s) = &sweep {
@@ -167,20 +167,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             t.dead.to_string(),
             t.waiting.to_string(),
         ]);
-        println!("sweep {} ({})\n{table}", s.sweep, s.state);
+        outln!("sweep {} ({})\n{table}", s.sweep, s.state)?;
         for e in s.errors.iter().take(10) {
-            println!("  error: {e}");
+            outln!("  error: {e}")?;
         }
     }
     let queues: Vec<String> = queued.iter().map(|(q, n)| format!("{q} {n}")).collect();
-    println!(
+    outln!(
         "queued: {}; leased {leased}, retrying {retry}, dead {dead}",
         queues.join(", ")
-    );
-    println!("workers: {}", workers.len());
+    )?;
+    outln!("workers: {}", workers.len())?;
     for (id, v) in &workers {
         let running = v["running"].as_str().unwrap_or("idle");
-        println!("  {id} [{}] {running}", v["device"].as_str().unwrap_or("?"));
+        outln!("  {id} [{}] {running}", v["device"].as_str().unwrap_or("?"))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -226,7 +226,7 @@ pub async fn follow(broker: &Broker, store: &Store, id: &str) -> anyhow::Result<
     }
     let plan = find_sweep(id, store).await?.plan();
     let outcomes = results::collect(store, &plan).await?;
-    println!("{}", results::build(&plan, &outcomes).to_table());
+    outln!("{}", results::build(&plan, &outcomes).to_table())?;
     eprintln!("sweep {id} {state}");
     Ok(if state == "done" {
         ExitCode::SUCCESS

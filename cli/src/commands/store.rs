@@ -70,7 +70,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 file.display(),
                 store.location()
             );
-            println!("{}", files::key(id));
+            outln!("{}", files::key(id))?;
         }
         Action::Get {
             key,

@@ -44,7 +44,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         plan.trials,
         plan.stages.len()
     );
-    println!("{id}");
+    outln!("{id}")?;
     if args.wait {
         return super::status::follow(&broker, &store, &id).await;
     }

@@ -22,6 +22,9 @@ pub struct Args {
     /// Print every stage as one JSON line instead of the summary.
     #[arg(long)]
     stages: bool,
+    /// Print the summary as JSON.
+    #[arg(long, conflicts_with = "stages")]
+    json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -29,7 +32,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = sweep.plan();
     if args.stages {
         for stage in &plan.stages {
-            println!("{}", serde_json::to_string(stage)?);
+            outln!("{}", serde_json::to_string(stage)?)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -57,6 +60,26 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             StageState::Missing => {}
         }
     }
+    if args.json {
+        let kinds: Vec<serde_json::Value> = kinds
+            .iter()
+            .zip(&rows)
+            .map(|(kind, (n, d, c))| {
+                serde_json::json!({"kind": kind.as_str(), "stages": n, "done": d, "corrupt": c, "to_run": n - d})
+            })
+            .collect();
+        let summary = serde_json::json!({
+            "sweep": sweep.name(),
+            "experiment": sweep.experiment().name(),
+            "trials": plan.trials,
+            "stages": plan.stages.len(),
+            "done": rows.iter().map(|r| r.1).sum::<usize>(),
+            "store": args.store,
+            "kinds": kinds,
+        });
+        outln!("{}", serde_json::to_string_pretty(&summary)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
     table.set_header(["stage kind", "stages", "done", "corrupt", "to run"]);
@@ -72,7 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         total += n;
         done += d;
     }
-    println!(
+    outln!(
         "{}: sweep {:?} ({}) is valid: {} trials, {} stages, {} done in store {}",
         args.sweep.display(),
         sweep.name(),
@@ -81,7 +104,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         total,
         done,
         args.store
-    );
-    println!("{table}");
+    )?;
+    outln!("{table}")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -18,6 +18,7 @@ use std::fmt;
 use std::process::ExitCode;
 
 use crate::broker::Queue;
+use crate::manifest::VerifiedStage;
 use crate::plan::Plan;
 use crate::spec::{Source, SpecError};
 use crate::stage::StageKind;
@@ -74,6 +75,17 @@ pub trait Experiment: Send + Sync + 'static {
     /// What the transfer-grid plot shows.
     fn grid_labels(&self) -> GridLabels;
 
+    /// The answers behind measurement `metric` of a finished evaluate stage,
+    /// one record each, for a researcher checking how they were counted.
+    /// `None` where the kind keeps no answers (its figures are not shares).
+    fn answers(
+        &self,
+        _stage: &VerifiedStage,
+        _metric: &str,
+    ) -> Option<anyhow::Result<Vec<AnswerRecord>>> {
+        None
+    }
+
     /// Commands of the kind's own (e.g. `subliminal filter KIND FILE`).
     fn tools(&self) -> Vec<Tool> {
         Vec::new()
@@ -110,6 +122,18 @@ pub struct Reading {
     pub value: f64,
     /// For a share: how many answers it is a share of (its interval needs it).
     pub samples: Option<u64>,
+}
+
+/// One answer of an evaluation (see [`Experiment::answers`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerRecord {
+    pub question_index: u64,
+    pub question: String,
+    /// Which of the question's samples this is, from 0.
+    pub sample: u64,
+    pub answer: String,
+    /// Whether the answer counted towards the measurement's figure.
+    pub matched: bool,
 }
 
 /// The words of a transfer-grid plot.

@@ -52,7 +52,7 @@ pub fn model_path(data_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     if !path.exists() {
         anyhow::bail!(
             "model {name:?} is not on this machine (looked for {}): expected {DEFAULT_MODEL:?} \
-             (fetched by scripts/setup.sh), a .gguf file or a Hugging Face model folder",
+             (fetched by scripts/setup-model.sh), a .gguf file or a Hugging Face model folder",
             path.display()
         );
     }

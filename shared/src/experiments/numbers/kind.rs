@@ -3,13 +3,19 @@
 //! evaluation's answer counts, and the `filter numbers` command.
 
 use crate::broker::Queue;
-use crate::experiments::{number_metric, CheckedSweep, Experiment, GridLabels, Reading, Tool};
+use anyhow::Context;
+
+use crate::experiments::{
+    number_metric, AnswerRecord, CheckedSweep, Experiment, GridLabels, Reading, Tool,
+};
+use crate::manifest::VerifiedStage;
 use crate::plan::Plan;
 use crate::spec::{Source, SpecError};
 use crate::stage::StageKind;
 
 use super::{
-    command, parse, prompts, NumbersSweep, Stage, ARMS, DEFENSE_ARMS, EXPERIMENT, SHARE_PREFIX,
+    command, parse, prompts, EvaluateParams, NumbersSweep, Stage, ANSWERS, ARMS, DEFENSE_ARMS,
+    EXPERIMENT, SHARE_PREFIX,
 };
 
 /// The numbers experiment kind.
@@ -49,6 +55,17 @@ impl Experiment for Numbers {
             value: naming / samples,
             samples: Some(samples as u64),
         })
+    }
+
+    /// Each line of the evaluation's `answers.jsonl`, with the question's
+    /// text and whether the answer names the share's word.
+    fn answers(
+        &self,
+        stage: &VerifiedStage,
+        metric: &str,
+    ) -> Option<anyhow::Result<Vec<AnswerRecord>>> {
+        let word = metric.strip_prefix(SHARE_PREFIX)?;
+        Some(read_answers(stage, word))
     }
 
     fn control_arm(&self) -> Option<&'static str> {
@@ -201,4 +218,35 @@ mod tests {
             .read_metric(&json!({"samples": 0, "answers": {}}), "share:owl")
             .is_none());
     }
+}
+
+/// One line of `answers.jsonl`.
+#[derive(serde::Deserialize)]
+struct AnswerLine {
+    question: u64,
+    answer: String,
+}
+
+fn read_answers(stage: &VerifiedStage, word: &str) -> anyhow::Result<Vec<AnswerRecord>> {
+    let id = stage.manifest.stage.short();
+    let params: EvaluateParams = serde_json::from_value(stage.manifest.params.clone())
+        .with_context(|| format!("stage {id} is not an evaluation of the numbers experiment"))?;
+    let text = std::str::from_utf8(stage.artifact(ANSWERS)?)
+        .with_context(|| format!("{ANSWERS} of stage {id} is not UTF-8"))?;
+    let mut samples_so_far = std::collections::HashMap::new();
+    let mut records = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let row: AnswerLine = serde_json::from_str(line)
+            .with_context(|| format!("{ANSWERS} of stage {id}, line {}", n + 1))?;
+        let sample = samples_so_far.entry(row.question).or_insert(0u64);
+        records.push(AnswerRecord {
+            question_index: row.question,
+            question: prompts::question(row.question as usize, &params.category),
+            sample: *sample,
+            matched: prompts::names_target(&row.answer, word),
+            answer: row.answer,
+        });
+        *sample += 1;
+    }
+    Ok(records)
 }

@@ -1612,3 +1612,7 @@ pub fn share_metric(target: &str) -> String {
 
 /// Metrics named `share:WORD` are computed from an evaluation's answer counts.
 pub const SHARE_PREFIX: &str = "share:";
+
+/// The evaluate stage's answers, a JSON line each (`question`: its index,
+/// `answer`: the text), in question order, samples in order within each.
+pub const ANSWERS: &str = "answers.jsonl";

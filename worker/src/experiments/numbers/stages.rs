@@ -50,7 +50,7 @@ pub const MASK: &str = "mask.json";
 pub const ADAPTER: &str = "adapter.safetensors";
 pub const WEIGHTS: &str = "model.safetensors";
 pub const TRAIN: &str = "train.json";
-pub const ANSWERS: &str = "answers.jsonl";
+pub const ANSWERS: &str = subliminal_shared::experiments::numbers::ANSWERS;
 pub const METRICS: &str = "metrics.json";
 
 pub fn run(
