@@ -286,6 +286,11 @@ pub mod keys {
     pub fn sweep_status(sweep: &str) -> String {
         format!("sweeps/{sweep}/status.json")
     }
+
+    /// Where a submitted sweep's figures are tracked (`submit --track`).
+    pub fn sweep_tracking(sweep: &str) -> String {
+        format!("sweeps/{sweep}/tracking.json")
+    }
 }
 
 #[cfg(test)]

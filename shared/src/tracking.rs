@@ -13,6 +13,10 @@
 //!
 //! A trial here is one combination of a measurement's settings, seed, inits
 //! and models: the arms that share them are one run.
+//!
+//! On a cluster, `subliminal submit --track URL` records the server with the
+//! sweep ([`record`]); each worker then logs the figures of every evaluation
+//! it finishes ([`log_stage`]) to the same runs the CLI would log them to.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +26,10 @@ use serde_json::{json, Value};
 
 use crate::manifest::sha256_hex;
 use crate::plan::{Measurement, Plan};
-use crate::results::{outcome, Outcome, Outcomes};
+use crate::results::{self, outcome, Outcome, Outcomes};
+use crate::spec::Source;
+use crate::stage::StageId;
+use crate::store::{keys, Store};
 
 /// The tag that names a run's trial.
 pub const TRIAL_TAG: &str = "subliminal_trial";
@@ -56,6 +63,49 @@ pub struct TrialRun {
     pub params: BTreeMap<String, String>,
     pub metrics: BTreeMap<String, f64>,
     pub tags: BTreeMap<String, String>,
+}
+
+/// What `submit --track` records beside a sweep.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+pub struct Tracking {
+    /// The MLflow tracking server.
+    pub mlflow: String,
+}
+
+/// Records that `sweep`'s figures go to the MLflow server at `url`.
+pub async fn record(store: &Store, sweep: &str, url: &str) -> anyhow::Result<()> {
+    Tracker::new(url)?;
+    let body = serde_json::to_vec(&Tracking {
+        mlflow: url.to_owned(),
+    })?;
+    store.put(&keys::sweep_tracking(sweep), body.into()).await
+}
+
+/// Logs the figures that finished stage `stage` of `sweep` holds, if the
+/// sweep was submitted with `--track`; `None` when there was nothing to log.
+pub async fn log_stage(
+    store: &Store,
+    sweep: &str,
+    stage: StageId,
+) -> anyhow::Result<Option<Logged>> {
+    let Some(bytes) = store.get_opt(&keys::sweep_tracking(sweep)).await? else {
+        return Ok(None);
+    };
+    let tracking: Tracking = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is malformed", keys::sweep_tracking(sweep)))?;
+    let key = keys::sweep_file(sweep);
+    let text = String::from_utf8(store.get(&key).await?.to_vec())
+        .with_context(|| format!("{key} is not UTF-8"))?;
+    let mut plan = crate::sweep::parse(&Source::new(key, text))?.plan();
+    plan.measurements.retain(|m| m.stage == stage);
+    if plan.measurements.is_empty() {
+        return Ok(None);
+    }
+    let outcomes = results::collect(store, &plan).await?;
+    let logged = Tracker::new(&tracking.mlflow)?
+        .log_sweep(&plan, &outcomes)
+        .await?;
+    Ok(Some(logged))
 }
 
 /// The runs of a sweep: one per trial, with the figures finished so far.

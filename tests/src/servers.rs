@@ -522,6 +522,7 @@ pub fn prometheus(dir: &Path, config: &str) -> Process {
 /// MLflow's tracking server (PyPI mlflow, in the test virtualenv) on a
 /// SQLite file in `dir`; ready when its REST API lists experiments.
 pub fn mlflow(dir: &Path) -> Process {
+    std::fs::create_dir_all(dir).expect("MLflow's folder");
     let port = free_port();
     let mut command = Command::new("mlflow");
     command
@@ -598,4 +599,30 @@ pub fn chromium(profile: &Path, args: &[&str], url: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The runs of MLflow experiment `name` on the server at `url` (none if the
+/// experiment does not exist).
+pub fn mlflow_runs(url: &str, name: &str) -> Vec<serde_json::Value> {
+    let (status, body) = http(
+        "GET",
+        &format!("{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}"),
+        None,
+    );
+    if status == 404 {
+        return Vec::new();
+    }
+    assert_eq!(status, 200, "{body}");
+    let found: serde_json::Value = serde_json::from_str(&body).expect("MLflow's JSON");
+    let id = found["experiment"]["experiment_id"].clone();
+    let (status, body) = http(
+        "POST",
+        &format!("{url}/api/2.0/mlflow/runs/search"),
+        Some(&serde_json::json!({"experiment_ids": [id], "max_results": 1000})),
+    );
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).expect("MLflow's JSON")["runs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use subliminal_tests::servers::{wait_for, Daemon, Redis, S3};
+use subliminal_tests::servers::{mlflow, mlflow_runs, wait_for, Daemon, Redis, S3};
 use subliminal_tests::{bin, data_dir, noop_sweep, tiny_sweep as tiny, Ran};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -651,4 +651,49 @@ fn a_numbers_sweep_on_the_cluster_matches_local_mode() {
     let (d, l) = (figures(&distributed), figures(&local));
     assert_eq!(d.len(), 6);
     assert_eq!(d, l, "the cluster's figures equal local mode's");
+}
+
+#[test]
+fn workers_log_a_tracked_sweep_to_mlflow_as_the_cli_would() {
+    let mut c = Cluster::new();
+    let server = mlflow(&c.path("mlflow"));
+    c.scheduler(&[]);
+    c.worker("w1", &[]);
+    let sweep = c.sweep("tracked.toml", &tiny("dist-tracked", 1, 3000));
+    c.cli(&[
+        "submit",
+        sweep.to_str().unwrap(),
+        "--store",
+        &c.store,
+        "--track",
+        &server.url(),
+    ])
+    .ok();
+    c.wait_state("dist-tracked", "done");
+    let runs = mlflow_runs(&server.url(), "dist-tracked");
+    let figures: usize = runs
+        .iter()
+        .map(|r| r["data"]["metrics"].as_array().map_or(0, Vec::len))
+        .sum();
+    let plan = subliminal_shared::sweep::load(&sweep).unwrap().plan();
+    assert_eq!(figures, plan.measurements.len(), "every figure, once");
+    // The CLI finds the workers' runs: the same trials, nothing new.
+    let again = c
+        .cli(&[
+            "results",
+            "dist-tracked",
+            "--store",
+            &c.store,
+            "--track",
+            &server.url(),
+        ])
+        .ok();
+    assert!(
+        again
+            .stderr
+            .contains(&format!("0 new run(s), {} updated", runs.len())),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(mlflow_runs(&server.url(), "dist-tracked").len(), runs.len());
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
-use subliminal_tests::servers::{chromium, http, mlflow, static_files};
+use subliminal_tests::servers::{chromium, mlflow, mlflow_runs, static_files};
 use subliminal_tests::{bin, pandas, subliminal, tiny_sweep};
 
 /// Runs the tiny MNIST sweep (two seeds, so that its rows are tested) into `store`.
@@ -222,28 +222,6 @@ fn mlflow_receives_one_run_per_trial_and_a_second_logging_adds_none() {
     let dir = tempfile::tempdir().unwrap();
     let server = mlflow(dir.path());
     let (sweep, store) = run_sweep(dir.path(), "shared-tracked");
-    let runs = |server_url: &str| -> Vec<Value> {
-        let (status, body) = http(
-            "GET",
-            &format!("{server_url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=shared-tracked"),
-            None,
-        );
-        assert_eq!(status, 200, "{body}");
-        let id = serde_json::from_str::<Value>(&body).unwrap()["experiment"]["experiment_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let (status, body) = http(
-            "POST",
-            &format!("{server_url}/api/2.0/mlflow/runs/search"),
-            Some(&json!({"experiment_ids": [id], "max_results": 1000})),
-        );
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str::<Value>(&body).unwrap()["runs"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    };
     let first = subliminal(&[
         "results",
         &sweep,
@@ -253,7 +231,7 @@ fn mlflow_receives_one_run_per_trial_and_a_second_logging_adds_none() {
         &server.url(),
     ])
     .ok();
-    let logged = runs(&server.url());
+    let logged = mlflow_runs(&server.url(), "shared-tracked");
     // Seed 0 and 1, each: the reference, the teacher, and same- and cross-init students.
     assert!(logged.len() >= 4, "{} runs", logged.len());
     assert!(
@@ -280,7 +258,7 @@ fn mlflow_receives_one_run_per_trial_and_a_second_logging_adds_none() {
         second.stderr
     );
     assert_eq!(
-        runs(&server.url()).len(),
+        mlflow_runs(&server.url(), "shared-tracked").len(),
         logged.len(),
         "no run is duplicated"
     );

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use subliminal_shared::broker::{decode_body, Broker, Failed, Lease, Renewal};
 use subliminal_shared::metrics::metrics;
+use subliminal_shared::stage::StageId;
 use subliminal_shared::store::Store;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -241,6 +242,7 @@ impl Daemon {
                     }
                 }
                 self.complete(&lease, &short).await;
+                self.track(sweep, stage.id, &short).await;
             }
             (Err(e), Some(StopReason::LeaseLost)) => {
                 count("lost");
@@ -268,6 +270,21 @@ impl Daemon {
                 let outcome = self.fail(&lease, &format!("{e:#}"), false).await;
                 count(outcome);
             }
+        }
+    }
+
+    /// Logs the stage's figures to MLflow when its sweep was submitted with
+    /// `--track`. The stage is done whatever the tracker says: a failure is
+    /// a warning, and `subliminal results --track` can log the sweep again.
+    async fn track(&self, sweep: &str, stage: StageId, short: &str) {
+        match subliminal_shared::tracking::log_stage(&self.store, sweep, stage).await {
+            Ok(Some(logged)) => tracing::info!(
+                "tracked stage {short} in MLflow ({} new run(s), {} updated)",
+                logged.created,
+                logged.updated
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("cannot track stage {short} in MLflow: {e:#}"),
         }
     }
 

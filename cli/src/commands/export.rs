@@ -37,12 +37,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut of = Vec::new();
     let (mut pending, mut without) = (0usize, 0usize);
     for m in &plan.measurements {
-        if !stages.contains_key(&m.stage) {
-            let state = match inspect(&store, m.stage).await? {
+        if let std::collections::hash_map::Entry::Vacant(slot) = stages.entry(m.stage) {
+            slot.insert(match inspect(&store, m.stage).await? {
                 StageState::Done(done) => Some(*done),
                 StageState::Missing | StageState::Corrupt(_) => None,
-            };
-            stages.insert(m.stage, state);
+            });
         }
         let Some(stage) = &stages[&m.stage] else {
             pending += 1;

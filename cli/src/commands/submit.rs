@@ -22,6 +22,10 @@ pub struct Args {
     /// Follow the sweep until it ends, then print its results.
     #[arg(long)]
     wait: bool,
+    /// Have the workers log every finished evaluation to the MLflow server at
+    /// this URL, one run per trial (as `results --track` does).
+    #[arg(long, value_name = "URL")]
+    track: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -38,6 +42,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     store
         .put(&keys::sweep_file(&id), source.text.clone().into())
         .await?;
+    if let Some(url) = &args.track {
+        subliminal_shared::tracking::record(&store, &id, url).await?;
+    }
     activate(&broker, &store, &id, args.priority).await?;
     eprintln!(
         "submitted sweep {id}: {} trials, {} stages",
