@@ -177,6 +177,27 @@ print(json.dumps({"columns": list(df.columns), "rows": len(df),
             "{arm}: answers {share} vs table {row}"
         );
     }
+    // The report shows the teacher's rows and the filter's reasons.
+    let page = dir.path().join("report.html");
+    subliminal(&[
+        "report",
+        sweep_arg,
+        "--store",
+        store_arg,
+        "--out",
+        page.to_str().unwrap(),
+    ])
+    .ok();
+    let html = std::fs::read_to_string(&page).unwrap();
+    for shown in [
+        "raw.jsonl",
+        "filtered.jsonl",
+        "filter.json",
+        "rejected",
+        "share:owl",
+    ] {
+        assert!(html.contains(shown), "the report lacks {shown:?}");
+    }
     let human = subliminal(&["results", sweep_arg, "--store", store_arg]).ok();
     assert!(
         human.stdout.contains("share:owl")

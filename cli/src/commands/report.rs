@@ -4,7 +4,7 @@
 //! It holds the results table with its tests, every plot of the kind (the
 //! transfer grid or curves, and the shifts against control) inlined as PNG,
 //! per stage kind the count, wall time and failures, the first rows of each
-//! kind's datasets with its metrics (a filter's reasons among them), every
+//! kind's datasets with its JSON files (metrics, a filter's reasons), every
 //! measurement with the stage id that holds it, and the sweep file itself.
 //! Nothing is fetched at view time: no scripts, no fonts, no links out.
 
@@ -181,14 +181,18 @@ impl StageRecords {
     }
 }
 
-/// One stage kind's sample: the first rows of its JSON-lines datasets and its metrics.
+/// One stage kind's sample: the first rows of its JSON-lines datasets, and
+/// its small JSON files (metrics, a filter's reasons) in full.
 struct Sample {
     kind: String,
     stage: String,
     artifacts: Vec<(String, u64)>,
     rows: Vec<(String, Vec<String>)>,
-    metrics: Option<String>,
+    json: Vec<(String, String)>,
 }
+
+/// A JSON artifact up to this size is shown whole (cut at `4 * SAMPLE_CHARS`).
+const SMALL_JSON: u64 = 256 * 1024;
 
 async fn samples(
     store: &Store,
@@ -202,7 +206,7 @@ async fn samples(
         };
         let id = manifest.stage;
         let mut rows = Vec::new();
-        let mut metrics = None;
+        let mut json = Vec::new();
         for artifact in &manifest.artifacts {
             if artifact.name.ends_with(".jsonl") {
                 let bytes = store.get(&keys::artifact(id, &artifact.name)).await?;
@@ -213,12 +217,12 @@ async fn samples(
                     .map(|l| cut(l, SAMPLE_CHARS))
                     .collect();
                 rows.push((artifact.name.clone(), head));
-            } else if artifact.name == "metrics.json" {
+            } else if artifact.name.ends_with(".json") && artifact.size <= SMALL_JSON {
                 let bytes = store.get(&keys::artifact(id, &artifact.name)).await?;
                 let pretty = serde_json::from_slice::<serde_json::Value>(&bytes)
                     .and_then(|v| serde_json::to_string_pretty(&v))
                     .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-                metrics = Some(cut(&pretty, 4 * SAMPLE_CHARS));
+                json.push((artifact.name.clone(), cut(&pretty, 4 * SAMPLE_CHARS)));
             }
         }
         out.push(Sample {
@@ -230,7 +234,7 @@ async fn samples(
                 .map(|a| (a.name.clone(), a.size))
                 .collect(),
             rows,
-            metrics,
+            json,
         });
     }
     Ok(out)
@@ -414,7 +418,7 @@ impl Page<'_> {
     fn data(&self) -> Markup {
         html! {
             h2 #data { "Data" }
-            p.note { "The first finished stage of each kind: its artifacts, the first rows of its JSON-lines files, and its metrics." }
+            p.note { "The first finished stage of each kind: its artifacts, the first rows of its JSON-lines files, and its JSON files (metrics, a filter's reasons)." }
             @for s in self.samples {
                 h3 { (s.kind) " " code { (s.stage) } }
                 p.meta {
@@ -427,8 +431,8 @@ impl Page<'_> {
                     p.meta { "first rows of " code { (name) } }
                     pre { @for r in rows { (r) "\n" } }
                 }
-                @if let Some(m) = &s.metrics {
-                    details { summary { "metrics.json" } pre { (m) } }
+                @for (name, text) in &s.json {
+                    details { summary { (name) } pre { (text) } }
                 }
             }
         }
