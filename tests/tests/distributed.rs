@@ -244,6 +244,28 @@ fn a_sweep_on_two_workers_and_a_scheduler_matches_local_mode() {
     );
 
     let distributed = c.results_json("dist");
+    let watched = c
+        .cli(&["watch", "dist", "--store", &c.store, "--json"])
+        .ok();
+    let watched: serde_json::Value = serde_json::from_str(&watched.stdout).unwrap();
+    assert_eq!(watched, distributed, "watch --json is the results table");
+    // A status piped into a reader that has gone ends quietly.
+    let mut status = std::process::Command::new(bin("subliminal"))
+        .args(["status", "dist", "--store", &c.store, "--json"])
+        .envs(c.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(status.stdout.take());
+    let status = status.wait_with_output().unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(status.stderr.is_empty());
     let local_store = c.path("local");
     let local = c
         .cli(&[

@@ -13,8 +13,12 @@ pub struct Args {
     cluster: ClusterArgs,
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i64,
+    /// Follow the sweep until it ends, then print its results.
     #[arg(long)]
     wait: bool,
+    /// With --wait: print the results table as JSON.
+    #[arg(long, requires = "wait")]
+    json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -23,7 +27,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     activate(&broker, &store, &args.sweep, args.priority).await?;
     outln!("{}", args.sweep)?;
     if args.wait {
-        return super::status::follow(&broker, &store, &args.sweep).await;
+        return super::status::follow(&broker, &store, &args.sweep, args.json).await;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -187,7 +187,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Follows a sweep with a progress bar per stage kind until it is no longer
 /// active, then prints its results table. Exit 0 when it finished, 1 otherwise.
-pub async fn follow(broker: &Broker, store: &Store, id: &str) -> anyhow::Result<ExitCode> {
+pub async fn follow(
+    broker: &Broker,
+    store: &Store,
+    id: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let multi = MultiProgress::with_draw_target(if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {
@@ -226,7 +231,12 @@ pub async fn follow(broker: &Broker, store: &Store, id: &str) -> anyhow::Result<
     }
     let plan = find_sweep(id, store).await?.plan();
     let outcomes = results::collect(store, &plan).await?;
-    outln!("{}", results::build(&plan, &outcomes).to_table())?;
+    let table = results::build(&plan, &outcomes);
+    if json {
+        outln!("{}", table.to_json()?)?;
+    } else {
+        outln!("{}", table.to_table())?;
+    }
     eprintln!("sweep {id} {state}");
     Ok(if state == "done" {
         ExitCode::SUCCESS

@@ -22,6 +22,9 @@ pub struct Args {
     /// Follow the sweep until it ends, then print its results.
     #[arg(long)]
     wait: bool,
+    /// With --wait: print the results table as JSON.
+    #[arg(long, requires = "wait")]
+    json: bool,
     /// Have the workers log every finished evaluation to the MLflow server at
     /// this URL, one run per trial (as `results --track` does).
     #[arg(long, value_name = "URL")]
@@ -53,7 +56,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     outln!("{id}")?;
     if args.wait {
-        return super::status::follow(&broker, &store, &id).await;
+        return super::status::follow(&broker, &store, &id, args.json).await;
     }
     Ok(ExitCode::SUCCESS)
 }
