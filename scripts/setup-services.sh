@@ -9,31 +9,31 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
+# apt_install WHAT PACKAGE...: Debian packages, quietly, as root or through sudo.
+apt_install() {
+  echo "setup: installing $1 (Debian package)"
+  shift
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
   echo "setup: $(redis-server --version | cut -d' ' -f1-3) present"
 else
-  echo "setup: installing redis-server (Debian package)"
-  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >/dev/null
+  apt_install redis-server redis-server redis-tools
 fi
 
 if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
   echo "setup: $(promtool --version 2>&1 | head -1 | cut -d' ' -f1-3) present"
 else
-  echo "setup: installing promtool (Debian package prometheus)"
-  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  apt_install "prometheus and promtool" prometheus
 fi
 
 if command -v chromium >/dev/null 2>&1; then
   echo "setup: $(chromium --version 2>/dev/null | head -1) present"
 else
-  echo "setup: installing chromium (Debian package)"
-  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  apt_install chromium chromium
 fi
 
 if [ -x "$S3S_FS" ] && "$S3S_FS" --version 2>/dev/null | grep -q "0.14.1"; then

@@ -131,7 +131,6 @@ document.getElementById("f").addEventListener("load", () => {
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     // A blank page compresses to a few kB; a page with plots and tables does not.
     assert!(png.len() > 50_000, "screenshot of {} bytes", png.len());
-    let _ = measurements(&sweep);
 }
 
 fn sweep_text(sweep: &str) -> String {
@@ -222,41 +221,27 @@ fn mlflow_receives_one_run_per_trial_and_a_second_logging_adds_none() {
     let dir = tempfile::tempdir().unwrap();
     let server = mlflow(dir.path());
     let (sweep, store) = run_sweep(dir.path(), "shared-tracked");
-    let first = subliminal(&[
-        "results",
-        &sweep,
-        "--store",
-        &store,
-        "--track",
-        &server.url(),
-    ])
-    .ok();
+    let track = || {
+        subliminal(&[
+            "results",
+            &sweep,
+            "--store",
+            &store,
+            "--track",
+            &server.url(),
+        ])
+        .ok()
+        .stderr
+    };
+    let first = track();
     let logged = mlflow_runs(&server.url(), "shared-tracked");
     // Seed 0 and 1, each: the reference, the teacher, and same- and cross-init students.
     assert!(logged.len() >= 4, "{} runs", logged.len());
-    assert!(
-        first
-            .stderr
-            .contains(&format!("{} new run(s), 0 updated", logged.len())),
-        "{}",
-        first.stderr
-    );
-    let second = subliminal(&[
-        "results",
-        &sweep,
-        "--store",
-        &store,
-        "--track",
-        &server.url(),
-    ])
-    .ok();
-    assert!(
-        second
-            .stderr
-            .contains(&format!("0 new run(s), {} updated", logged.len())),
-        "{}",
-        second.stderr
-    );
+    let created = format!("{} new run(s), 0 updated", logged.len());
+    assert!(first.contains(&created), "{first}");
+    let second = track();
+    let updated = format!("0 new run(s), {} updated", logged.len());
+    assert!(second.contains(&updated), "{second}");
     assert_eq!(
         mlflow_runs(&server.url(), "shared-tracked").len(),
         logged.len(),
