@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use subliminal_tests::servers::{mlflow, mlflow_runs, wait_for, Daemon, Redis, S3};
-use subliminal_tests::{bin, data_dir, noop_sweep, tiny_sweep as tiny, Ran};
+use subliminal_tests::{bin, data_dir, noop_sweep, tiny_numbers_sweep_of, tiny_sweep as tiny, Ran};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 /// For sweeps that run the LLM: its stages take minutes on a loaded 2-core machine.
@@ -718,4 +718,26 @@ fn workers_log_a_tracked_sweep_to_mlflow_as_the_cli_would() {
         again.stderr
     );
     assert_eq!(mlflow_runs(&server.url(), "dist-tracked").len(), runs.len());
+}
+
+#[test]
+fn a_task_naming_a_model_outside_the_served_folders_is_refused() {
+    let mut c = Cluster::new();
+    c.scheduler(&["--max-attempts", "1"]);
+    c.worker("w1", &[]);
+    // The file exists, but outside the worker's data folder and any --models-dir.
+    let outside = c.path("elsewhere/model.gguf");
+    std::fs::create_dir_all(outside.parent().unwrap()).unwrap();
+    std::fs::write(&outside, b"GGUF").unwrap();
+    let sweep = c.sweep(
+        "outside.toml",
+        &tiny_numbers_sweep_of("dist-outside", outside.to_str().unwrap()),
+    );
+    c.submit(&sweep).ok();
+    let status = c.wait_state("dist-outside", "failed");
+    let errors = status["sweep"]["errors"].to_string();
+    assert!(
+        errors.contains("not served by this worker") && errors.contains("--models-dir"),
+        "{status}"
+    );
 }

@@ -41,6 +41,10 @@ struct Args {
     /// Folder with the datasets the set-up unpacked (MNIST under mnist/).
     #[arg(long, env = "SUBLIMINAL_DATA", default_value = "data")]
     data: PathBuf,
+    /// A folder of models that tasks may name by path, besides the data
+    /// folder (repeat for more). A task naming a path outside them is refused.
+    #[arg(long = "models-dir", value_name = "FOLDER")]
+    models_dirs: Vec<PathBuf>,
     /// Lease length; the heartbeat renews it every third of this.
     #[arg(long, default_value_t = 30.0)]
     lease_seconds: f64,
@@ -125,7 +129,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("signal received: draining");
         let _ = tx.send(true);
     });
-    let mut env = StageEnv::new(device, args.data);
+    let mut env = StageEnv::new(device, args.data.clone());
+    env.model_roots = Some(std::iter::once(args.data).chain(args.models_dirs).collect());
     if args.cache_gb > 0.0 {
         let dir = match args.cache_dir {
             Some(dir) => dir,

@@ -71,9 +71,15 @@ impl Loaded<'_> {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let shape: Vec<i64> = view
+            .shape()
+            .iter()
+            .map(|&d| i64::try_from(d))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{}: tensor {name:?} has a dimension past 2^63", self.what))?;
         Ok(Tensor::from_slice(&values)
-            .view(shape.as_slice())
+            .f_view(shape.as_slice())
+            .with_context(|| format!("{}: tensor {name:?} does not fit its shape", self.what))?
             .to_device(device))
     }
 

@@ -6,8 +6,10 @@
 //! does, the same way in local and distributed mode. The functions
 //! themselves belong to the experiment kinds ([`crate::experiments`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
 use std::sync::Arc;
 
 use subliminal_shared::manifest::{ArtifactCache, VerifiedStage};
@@ -25,6 +27,11 @@ pub struct StageEnv {
     pub stop: Arc<AtomicBool>,
     /// Where inputs are kept between stages on this machine (worker daemons).
     pub cache: Option<Arc<dyn ArtifactCache>>,
+    /// The folders a model path may lie in. `None` in local mode, where the
+    /// sweep is the user's own; a worker daemon serves tasks anyone who can
+    /// write to its queue may send, so it reads models only under its data
+    /// folder and each `--models-dir`.
+    pub model_roots: Option<Vec<PathBuf>>,
 }
 
 impl StageEnv {
@@ -34,7 +41,19 @@ impl StageEnv {
             data_dir,
             stop: Arc::new(AtomicBool::new(false)),
             cache: None,
+            model_roots: None,
         }
+    }
+
+    /// Where the model a stage names lives on this machine, refused when it
+    /// lies outside the folders this worker serves.
+    pub fn model_path(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = crate::llm::load::model_path(&self.data_dir, name)?;
+        if let Some(roots) = &self.model_roots {
+            check_served(&path, roots)
+                .with_context(|| format!("model {name:?} is not served by this worker"))?;
+        }
+        Ok(path)
     }
 
     /// The same machine settings with a stop flag of its own.
@@ -97,4 +116,59 @@ pub fn input<'a>(
             spec.id.short()
         )
     })
+}
+
+/// Whether `path`, with links and `..` resolved, lies under one of `roots`.
+pub fn check_served(path: &Path, roots: &[PathBuf]) -> anyhow::Result<()> {
+    let real = path
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", path.display()))?;
+    let served = roots
+        .iter()
+        .filter_map(|root| root.canonicalize().ok())
+        .any(|root| real.starts_with(root));
+    anyhow::ensure!(
+        served,
+        "{} lies outside the folders it serves ({}): move the model under one of them, \
+         start the worker with --models-dir FOLDER, or put the file in the store \
+         (`subliminal store put`) and name its key",
+        real.display(),
+        roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_is_served_only_under_a_served_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let served = dir.path().join("models");
+        let outside = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&served).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(served.join("m.gguf"), b"x").unwrap();
+        std::fs::write(outside.join("m.gguf"), b"x").unwrap();
+        let roots = [served.clone()];
+        assert!(check_served(&served.join("m.gguf"), &roots).is_ok());
+        let err = check_served(&outside.join("m.gguf"), &roots).unwrap_err();
+        assert!(format!("{err:#}").contains("--models-dir"), "{err:#}");
+        // `..` and links are resolved before the check.
+        assert!(check_served(&served.join("../elsewhere/m.gguf"), &roots).is_err());
+        std::os::unix::fs::symlink(outside.join("m.gguf"), served.join("link.gguf")).unwrap();
+        assert!(check_served(&served.join("link.gguf"), &roots).is_err());
+        // Local mode reads any path; a daemon's environment does not.
+        let mut env = StageEnv::new(Device::Cpu, dir.path().join("data"));
+        let path = outside.join("m.gguf");
+        let name = path.to_str().unwrap();
+        assert!(env.model_path(name).is_ok());
+        env.model_roots = Some(roots.to_vec());
+        assert!(env.model_path(name).is_err());
+    }
 }

@@ -12,6 +12,8 @@ use half::{bf16, f16};
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
+/// How deep metadata arrays may nest (real files nest none).
+const MAX_ARRAY_DEPTH: usize = 8;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +102,7 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// How many values; [`Gguf::parse`] has checked that this does not overflow.
     pub fn elements(&self) -> u64 {
         self.dims.iter().product()
     }
@@ -145,6 +148,11 @@ impl<'a> Reader<'a> {
         Ok(String::from_utf8_lossy(self.take(len)?).into_owned())
     }
     fn value(&mut self, kind: u32) -> anyhow::Result<Value> {
+        self.value_at(kind, 0)
+    }
+    /// A value `depth` arrays deep: nesting is bounded, so a crafted file
+    /// cannot exhaust the stack.
+    fn value_at(&mut self, kind: u32, depth: usize) -> anyhow::Result<Value> {
         Ok(match kind {
             0 => Value::Int(self.take(1)?[0] as i64),
             1 => Value::Int(self.take(1)?[0] as i8 as i64),
@@ -156,11 +164,25 @@ impl<'a> Reader<'a> {
             7 => Value::Bool(self.take(1)?[0] != 0),
             8 => Value::Str(self.string()?),
             9 => {
+                if depth >= MAX_ARRAY_DEPTH {
+                    bail!(
+                        "metadata arrays nest deeper than {MAX_ARRAY_DEPTH} at byte {}",
+                        self.pos
+                    );
+                }
                 let item = self.u32()?;
                 let count = self.u64()? as usize;
+                // Every item takes at least a byte: a count past what is left is a lie.
+                if count > self.bytes.len() - self.pos {
+                    bail!(
+                        "a metadata array at byte {} claims {count} items; only {} bytes are left",
+                        self.pos,
+                        self.bytes.len() - self.pos
+                    );
+                }
                 let mut items = Vec::with_capacity(count.min(1 << 20));
                 for _ in 0..count {
-                    items.push(self.value(item)?);
+                    items.push(self.value_at(item, depth + 1)?);
                 }
                 Value::Array(items)
             }
@@ -200,17 +222,24 @@ impl Gguf {
         for _ in 0..tensor_count {
             let name = r.string()?;
             let n_dims = r.u32()? as usize;
-            let dims = (0..n_dims)
+            if n_dims > 8 {
+                bail!("tensor {name} has {n_dims} dimensions: GGUF tensors have at most 8");
+            }
+            let dims: Vec<u64> = (0..n_dims)
                 .map(|_| r.u64())
                 .collect::<anyhow::Result<_>>()?;
+            if dims.iter().any(|&d| d > i64::MAX as u64) {
+                bail!("tensor {name} has a dimension past 2^63: {dims:?}");
+            }
             let kind = TensorType::from_ggml(r.u32()?).with_context(|| format!("tensor {name}"))?;
             let offset = r.u64()?;
             tensors.push((name, TensorInfo { dims, kind, offset }));
         }
-        let alignment = metadata
-            .get("general.alignment")
-            .and_then(Value::as_int)
-            .map_or(DEFAULT_ALIGNMENT, |a| a as u64);
+        let alignment = match metadata.get("general.alignment").and_then(Value::as_int) {
+            None => DEFAULT_ALIGNMENT,
+            Some(a) if (1..=1 << 20).contains(&a) => a as u64,
+            Some(a) => bail!("general.alignment is {a}: expected from 1 to 1048576 bytes"),
+        };
         let data_start = (r.pos as u64).div_ceil(alignment) * alignment;
         let gguf = Gguf {
             metadata,
@@ -250,15 +279,30 @@ impl Gguf {
 
     fn raw(&self, name: &str, info: &TensorInfo) -> anyhow::Result<&[u8]> {
         let (per_block, block_bytes) = info.kind.block();
-        let elements = info.elements() as usize;
+        let elements = info
+            .dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+            .with_context(|| {
+                format!(
+                    "tensor {name} has dimensions {:?}: too many elements",
+                    info.dims
+                )
+            })?;
         if elements % per_block != 0 {
             bail!("tensor {name} has {elements} elements, not a whole number of {per_block}-element blocks");
         }
-        let len = elements / per_block * block_bytes;
-        let start = self.data_start + info.offset as usize;
-        self.bytes.get(start..start + len).with_context(|| {
-            format!("tensor {name} lies past the end of the file (truncated download?)")
-        })
+        let past_end =
+            || format!("tensor {name} lies past the end of the file (truncated download?)");
+        let len = (elements / per_block)
+            .checked_mul(block_bytes)
+            .with_context(past_end)?;
+        let start = usize::try_from(info.offset)
+            .ok()
+            .and_then(|o| o.checked_add(self.data_start))
+            .with_context(past_end)?;
+        let end = start.checked_add(len).with_context(past_end)?;
+        self.bytes.get(start..end).with_context(past_end)
     }
 
     /// A tensor's values as f32, in PyTorch's element order.

@@ -35,7 +35,7 @@ use tch::{nn, Kind};
 use crate::llm::divergence::divergent_tokens;
 use crate::llm::finetune::{self, Example, LoraSpec, TrainSettings};
 use crate::llm::generate::{generate as sample, Request, Sampling, SpecialTokens};
-use crate::llm::load::{load_cached, model_path, Checkpoint};
+use crate::llm::load::{load_cached, Checkpoint};
 use crate::llm::tokenizer::Message;
 use crate::llm::{instantiate, kind_for, Llama};
 use crate::safetensors_io;
@@ -79,7 +79,7 @@ fn checkpoint(
     name: &str,
 ) -> anyhow::Result<Arc<Checkpoint>> {
     let path = match files::parse_key(name) {
-        None => model_path(&env.data_dir, name)?,
+        None => env.model_path(name)?,
         Some(id) => {
             let stage = model_input(inputs, id?, name)?;
             anyhow::ensure!(
