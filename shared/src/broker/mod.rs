@@ -135,21 +135,32 @@ fn unreachable(error: &anyhow::Error) -> bool {
     })
 }
 
+/// `url` with `password` as its password, unless it names one already. The
+/// user name, if any, stays; the password is percent-encoded, so any
+/// character may be in it.
+fn with_password(url: &str, password: Option<&str>) -> String {
+    let Some(password) = password else {
+        return url.to_owned();
+    };
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_none() => {
+            match parsed.set_password(Some(password)) {
+                Ok(()) => parsed.to_string(),
+                Err(()) => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 impl Broker {
-    /// Connects to `url` (`redis://` or `rediss://` for TLS; a password goes in
-    /// the URL or in REDIS_PASSWORD) and checks that Redis answers PING. A
+    /// Connects to `url` (`redis://` or `rediss://` for TLS; a user name and
+    /// password go in the URL, or the password in REDIS_PASSWORD) and checks that Redis answers PING. A
     /// refused or reset connection (a server still starting) is retried with
     /// backoff for up to [`CONNECT_PATIENCE`]; then, or on any other error (a
     /// wrong password, a bad URL), it fails saying what it tried.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let mut url = url.to_owned();
-        if let Ok(password) = std::env::var("REDIS_PASSWORD") {
-            if !url.contains('@') {
-                if let Some(rest) = url.split_once("://") {
-                    url = format!("{}://:{}@{}", rest.0, password, rest.1);
-                }
-            }
-        }
+        let url = with_password(url, std::env::var("REDIS_PASSWORD").ok().as_deref());
         let mut config = Config::from_url(url);
         // Enough for a worker's lease loop and heartbeat, or a benchmark's consumers.
         config.pool = Some(deadpool_redis::PoolConfig::new(64));
@@ -727,4 +738,23 @@ impl Queue {
 pub fn queue_for(stage: &crate::stage::StageSpec) -> anyhow::Result<&'static str> {
     let experiment = crate::experiments::get(&stage.experiment)?;
     Ok(experiment.queue(&stage.kind).as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_password;
+
+    #[test]
+    fn the_password_from_the_environment_joins_the_url_once() {
+        assert_eq!(
+            with_password("redis://subliminal@h:1/", Some("p@ss/w:rd")),
+            "redis://subliminal:p%40ss%2Fw%3Ard@h:1/"
+        );
+        assert_eq!(with_password("redis://h:1/", Some("x")), "redis://:x@h:1/");
+        assert_eq!(
+            with_password("rediss://:given@h:1/0", Some("x")),
+            "rediss://:given@h:1/0"
+        );
+        assert_eq!(with_password("redis://h:1/", None), "redis://h:1/");
+    }
 }
