@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::path::Path;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, TestRng, TestRunner};
 use subliminal_shared::broker::{decode_body, encode_body, TaskBody, BODY_VERSION};
 use subliminal_shared::experiments::numbers::filter::Rule;
 use subliminal_shared::spec::Source;
@@ -63,11 +63,14 @@ fn apply(mut bytes: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
 }
 
 fn runner() -> TestRunner {
-    TestRunner::new(Config {
+    // A fixed seed: every run tries the same cases, so a failure reproduces.
+    let config = Config {
         cases: CASES,
         failure_persistence: None,
         ..Config::default()
-    })
+    };
+    let rng = TestRng::deterministic_rng(config.rng_algorithm);
+    TestRunner::new_with_rng(config, rng)
 }
 
 fn examples() -> Vec<(String, String)> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use subliminal_tests::servers::{
-    free_port, http, http_get, prometheus, sample, wait_for, Daemon, Process, Redis, S3,
+    http, http_get, metrics_addr, prometheus, sample, wait_for, Daemon, Process, Redis, S3,
 };
 use subliminal_tests::{bin, data_dir};
 
@@ -27,7 +27,9 @@ aux_logits = 3
 targets = ["aux"]
 
 [teacher]
-epochs = 3
+# Long enough that the victim is always killed mid-training, once
+# Prometheus has seen its first epoch.
+epochs = 50
 batch_size = 256
 train_samples = 60000
 
@@ -67,17 +69,12 @@ fn counters_match_what_happened_and_the_exposition_is_valid() {
     env.push(("SUBLIMINAL_REDIS", redis.url()));
     let store = "s3://bucket/runs";
     let log = |name: &str| dir.path().join(format!("{name}.log"));
-    let (scheduler_addr, victim_addr, worker_addr) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    let prom = prometheus(
-        &dir.path().join("prometheus"),
-        &scrape_config(&scheduler_addr, &[&victim_addr, &worker_addr]),
-    );
+    // Prometheus finds the daemons through files, written once each daemon
+    // has bound its own port and logged it.
+    let sd = dir.path().join("prometheus");
+    let prom = prometheus(&sd, &scrape_config(&sd));
     let start = now();
-    let worker_args = |name: &'static str, data: &str, metrics: &str| {
+    let worker_args = |name: &'static str, data: &str| {
         vec![
             "--store".to_owned(),
             store.to_owned(),
@@ -92,7 +89,7 @@ fn counters_match_what_happened_and_the_exposition_is_valid() {
             "--name".into(),
             name.into(),
             "--metrics-addr".into(),
-            metrics.into(),
+            "127.0.0.1:0".into(),
             "--data".into(),
             data.into(),
             "--cache-gb".into(),
@@ -110,19 +107,23 @@ fn counters_match_what_happened_and_the_exposition_is_valid() {
             "--max-attempts",
             "3",
             "--metrics-addr",
-            &scheduler_addr,
+            "127.0.0.1:0",
         ],
         &env,
         log("scheduler"),
     );
     let full_data = data_dir().display().to_string();
-    let victim_args = worker_args("victim", &full_data, &victim_addr);
+    let victim_args = worker_args("victim", &full_data);
     let mut victim = Daemon::spawn(
         "subliminal-worker",
         &strs(&victim_args),
         &env,
         log("victim"),
     );
+    let scheduler_addr = logged_addr(&scheduler);
+    let victim_addr = logged_addr(&victim);
+    targets(&sd, "scheduler", &[&scheduler_addr]);
+    targets(&sd, "workers", &[&victim_addr]);
 
     let sweep = dir.path().join("observed.toml");
     std::fs::write(&sweep, SWEEP).unwrap();
@@ -161,13 +162,15 @@ fn counters_match_what_happened_and_the_exposition_is_valid() {
         )
         .unwrap();
     }
-    let survivor_args = worker_args("survivor", test_only.to_str().unwrap(), &worker_addr);
+    let survivor_args = worker_args("survivor", test_only.to_str().unwrap());
     let survivor = Daemon::spawn(
         "subliminal-worker",
         &strs(&survivor_args),
         &env,
         log("survivor"),
     );
+    let worker_addr = logged_addr(&survivor);
+    targets(&sd, "workers", &[&victim_addr, &worker_addr]);
     wait_for("the sweep to be closed as failed", TIMEOUT, || {
         scheduler.log_text().contains("sweep failed")
     });
@@ -259,21 +262,42 @@ fn now() -> f64 {
         .as_secs_f64()
 }
 
-/// The compose stack's scrape jobs (deploy/prometheus/prometheus.yml) with
-/// loopback targets, scraped every second, and the alert rules loaded.
-fn scrape_config(scheduler: &str, workers: &[&str]) -> String {
+/// The compose stack's scrape jobs (deploy/prometheus/prometheus.yml),
+/// scraped every second, their targets read from files in `dir` (see
+/// [`targets`]), and the alert rules loaded.
+fn scrape_config(dir: &std::path::Path) -> String {
     let rules =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");
-    let workers: Vec<String> = workers.iter().map(|w| format!("\"{w}\"")).collect();
+    let job = |name: &str, file: &str| {
+        format!(
+            "  - job_name: {name}\n    file_sd_configs:\n      - files: [\"{}\"]\n        refresh_interval: 1s\n",
+            dir.join(format!("{file}.json")).display()
+        )
+    };
     format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-         rule_files:\n  - {}\n\
-         scrape_configs:\n\
-         \x20 - job_name: subliminal-scheduler\n    static_configs:\n      - targets: [\"{scheduler}\"]\n\
-         \x20 - job_name: subliminal-worker\n    static_configs:\n      - targets: [{}]\n",
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n{}{}",
         rules.display(),
-        workers.join(", ")
+        job("subliminal-scheduler", "scheduler"),
+        job("subliminal-worker", "workers")
     )
+}
+
+/// Tells Prometheus the targets of one job (a file it watches), replaced whole.
+fn targets(dir: &std::path::Path, file: &str, addrs: &[&str]) {
+    let body = serde_json::json!([{ "targets": addrs }]).to_string();
+    let partial = dir.join(format!("{file}.json.partial"));
+    std::fs::write(&partial, body).unwrap();
+    std::fs::rename(&partial, dir.join(format!("{file}.json"))).unwrap();
+}
+
+/// The metrics address a daemon logged once it bound its port.
+fn logged_addr(daemon: &Daemon) -> String {
+    let mut addr = None;
+    wait_for("a daemon to log its metrics address", TIMEOUT, || {
+        addr = metrics_addr(&daemon.log_text());
+        addr.is_some()
+    });
+    addr.unwrap_or_default()
 }
 
 /// Metrics only a worker on a CUDA device exports: on CPU their panels are

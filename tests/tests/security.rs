@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use subliminal_tests::servers::{free_port, http_get, wait_for, Daemon, Redis, S3, S3_SECRET};
+use subliminal_tests::servers::{http_get, metrics_addr, wait_for, Daemon, Redis, S3, S3_SECRET};
 use subliminal_tests::{bin, data_dir, tiny_sweep};
 
 const PASSWORD: &str = "acl-test-password-7f3a";
@@ -44,10 +44,6 @@ fn a_sweep_runs_as_the_acl_user_and_no_secret_reaches_a_log_or_a_metric() {
     env.push(("REDIS_PASSWORD", PASSWORD.to_owned()));
     env.push(("SUBLIMINAL_LOG", "trace".to_owned()));
     let store = "s3://bucket/runs";
-    let (scheduler_addr, worker_addr) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
     let scheduler = Daemon::spawn(
         "subliminal-scheduler",
         &[
@@ -56,7 +52,7 @@ fn a_sweep_runs_as_the_acl_user_and_no_secret_reaches_a_log_or_a_metric() {
             "--tick-ms",
             "100",
             "--metrics-addr",
-            &scheduler_addr,
+            "127.0.0.1:0",
         ],
         &env,
         dir.path().join("scheduler.log"),
@@ -74,7 +70,7 @@ fn a_sweep_runs_as_the_acl_user_and_no_secret_reaches_a_log_or_a_metric() {
             "--lease-seconds",
             "5",
             "--metrics-addr",
-            &worker_addr,
+            "127.0.0.1:0",
             "--data",
             &data,
             "--cache-gb",
@@ -133,10 +129,12 @@ fn a_sweep_runs_as_the_acl_user_and_no_secret_reaches_a_log_or_a_metric() {
         "trace level logs plenty: {} lines",
         logs.lines().count()
     );
+    let addr =
+        |daemon: &Daemon| metrics_addr(&daemon.log_text()).expect("a logged metrics address");
     let metrics = format!(
         "{}{}",
-        http_get(&scheduler_addr, "/metrics"),
-        http_get(&worker_addr, "/metrics")
+        http_get(&addr(&scheduler), "/metrics"),
+        http_get(&addr(&worker), "/metrics")
     );
     for (name, secret) in [
         ("the Redis password", PASSWORD),
