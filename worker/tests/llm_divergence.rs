@@ -44,6 +44,7 @@ fn next_token(model: &Llama, prefix: &[u32]) -> i64 {
 
 #[test]
 fn the_mask_marks_exactly_the_tokens_where_two_models_choose_differently() {
+    let _generator = common::generator();
     let ((_b, base), (_t, teacher)) = models();
     let mut disagreements = 0;
     let mut agreements = 0;

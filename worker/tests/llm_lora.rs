@@ -63,6 +63,7 @@ fn settings() -> TrainSettings {
 
 #[test]
 fn training_moves_only_the_adapters_and_a_checkpoint_reloads() {
+    let _generator = common::generator();
     let cfg = config();
     let weights = random_weights(&cfg);
     let mut base_vs = nn::VarStore::new(Device::Cpu);
@@ -158,6 +159,7 @@ fn training_moves_only_the_adapters_and_a_checkpoint_reloads() {
 
 #[test]
 fn adapters_refuse_unknown_targets_and_mismatched_checkpoints() {
+    let _generator = common::generator();
     let cfg = config();
     let vs = nn::VarStore::new(Device::Cpu);
     let mut model = Llama::load(&vs, &cfg, random_weights(&cfg)).unwrap();

@@ -16,6 +16,15 @@ pub fn tiny_config(vocab: i64) -> Config {
     .expect("a valid config")
 }
 
+/// libtorch's random generator is one per process, and the tests of one file
+/// run in parallel: a test that seeds it and draws from it (weights, adapter
+/// initialisation) holds this for its whole body, so that no other test
+/// reseeds it in between and its numbers are the same on every run.
+pub fn generator() -> std::sync::MutexGuard<'static, ()> {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    GENERATOR.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Every weight of `cfg` drawn N(0, scale²) from libtorch's generator, seeded.
 pub fn random_weights(cfg: &Config, seed: i64, scale: f64) -> Weights {
     tch::manual_seed(seed);
