@@ -465,9 +465,13 @@ pub struct Process {
 
 impl Process {
     fn spawn(command: &mut Command, port: u16, log: PathBuf, what: &str) -> Self {
+        use std::os::unix::process::CommandExt;
         let file = File::create(&log).expect("log file");
         let err = file.try_clone().expect("log file");
+        // A group of its own: servers such as MLflow's start workers of their
+        // own, and all of them must stop with the test.
         let child = command
+            .process_group(0)
             .stdout(file)
             .stderr(err)
             .spawn()
@@ -486,6 +490,10 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // The whole group: the server and every process it started.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
