@@ -7,6 +7,7 @@
 //!   subliminal-scheduler --redis redis://host:6379 --store s3://bucket/prefix
 //!   subliminal-scheduler ready SWEEP.toml --store ...   # the stages that may start now
 
+mod progress;
 mod scheduler;
 
 use std::collections::HashSet;
@@ -42,6 +43,10 @@ struct Args {
     /// How often the scheduling loop runs.
     #[arg(long, default_value_t = 200)]
     tick_ms: u64,
+    /// A worker whose last heartbeat is older than this counts as stale in
+    /// the metrics (a dead worker's record stays in Redis until then).
+    #[arg(long, default_value_t = 60.0)]
+    stale_worker_seconds: f64,
     /// Where to serve Prometheus metrics (/metrics); "off" for none.
     #[arg(long, default_value = "0.0.0.0:9463")]
     metrics_addr: String,
@@ -76,12 +81,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 anyhow::anyhow!("--redis URL (or SUBLIMINAL_REDIS) is required to schedule")
             })?;
             subliminal_shared::metrics::serve_flag(&args.metrics_addr).await?;
+            let stale = Duration::try_from_secs_f64(args.stale_worker_seconds).map_err(|_| {
+                anyhow::anyhow!(
+                    "--stale-worker-seconds {} is not a duration: expected seconds, at least 0",
+                    args.stale_worker_seconds
+                )
+            })?;
             serve(
                 url,
                 args.prefix,
                 store,
                 args.max_attempts,
                 Duration::from_millis(args.tick_ms),
+                stale,
             )
             .await
         }
@@ -94,6 +106,7 @@ async fn serve(
     store: Store,
     max_attempts: u32,
     tick: Duration,
+    stale_worker: Duration,
 ) -> anyhow::Result<()> {
     let me = format!(
         "{}-{}",
@@ -103,6 +116,7 @@ async fn serve(
     let broker = Broker::connect_patiently(&url, &prefix).await;
     tracing::info!(scheduler = %me, "scheduler started");
     let mut scheduler = scheduler::Scheduler::new(broker, store, me, max_attempts, tick);
+    scheduler.stale_worker = stale_worker;
     let mut trouble = Duration::from_millis(200);
     loop {
         tokio::select! {

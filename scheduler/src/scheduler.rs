@@ -13,20 +13,17 @@
 //! others wait. All state is rebuilt from the store and Redis, so a scheduler
 //! can be restarted at any time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use subliminal_shared::broker::{now_ms, queue_for, Broker, TaskBody, TaskState};
 use subliminal_shared::metrics::metrics;
-use subliminal_shared::plan::Plan;
 use subliminal_shared::spec::Source;
-use subliminal_shared::stage::StageId;
 use subliminal_shared::store::{keys, Store};
 use subliminal_shared::sweep;
 
-/// A worker whose heartbeat is older than this is counted stale.
-const STALE_WORKER_MS: i64 = 60_000;
+use crate::progress::SweepProgress;
 
 /// Sweep ids are labels only while the sweep is active.
 fn forget_sweep_metrics(sweep: &str) {
@@ -43,17 +40,11 @@ pub struct Scheduler {
     pub tick: Duration,
     /// How often to re-check tasks that vanished without a completion.
     pub resync: Duration,
-    sweeps: HashMap<String, SweepState>,
+    /// A worker whose heartbeat is older than this is counted stale.
+    pub stale_worker: Duration,
+    sweeps: HashMap<String, SweepProgress>,
     last_resync: Instant,
-}
-
-struct SweepState {
-    plan: Plan,
-    /// The plan's stage ids, to match completion events without a scan.
-    stages: HashSet<StageId>,
-    priority: i64,
-    done: HashSet<StageId>,
-    enqueued: HashSet<StageId>,
+    leading: bool,
 }
 
 impl Scheduler {
@@ -71,15 +62,26 @@ impl Scheduler {
             max_attempts,
             tick,
             resync: Duration::from_secs(5),
+            stale_worker: Duration::from_secs(60),
             sweeps: HashMap::new(),
             last_resync: Instant::now(),
+            leading: false,
         }
     }
 
     pub async fn tick(&mut self) -> anyhow::Result<()> {
         let ttl = (self.tick.as_millis() as i64 * 10).max(3000);
         let m = metrics();
-        if !self.broker.lead(&self.me, ttl).await? {
+        let leading = self.broker.lead(&self.me, ttl).await?;
+        if leading != self.leading {
+            if leading {
+                tracing::info!(scheduler = %self.me, "leading: this scheduler schedules now");
+            } else {
+                tracing::info!(scheduler = %self.me, "no longer leading: another scheduler holds the lead");
+            }
+            self.leading = leading;
+        }
+        if !leading {
             m.scheduler_leader.set(0);
             for id in self.sweeps.keys() {
                 forget_sweep_metrics(id);
@@ -88,9 +90,10 @@ impl Scheduler {
             return Ok(());
         }
         m.scheduler_leader.set(1);
-        if !self.broker.ensure_epoch().await? {
+        if !self.broker.has_epoch().await? {
             tracing::warn!("Redis holds no subliminal state (new, flushed or restarted empty): rebuilding queues from the store");
             self.rebuild_from_store().await?;
+            self.broker.mark_epoch().await?;
         }
         let active: HashMap<String, i64> = self.broker.active_sweeps().await?.into_iter().collect();
         self.sweeps.retain(|id, _| {
@@ -102,39 +105,64 @@ impl Scheduler {
         });
         for (id, priority) in &active {
             if !self.sweeps.contains_key(id) {
-                match self.load(id, *priority).await {
-                    Ok(state) => {
-                        tracing::info!(sweep = %id, "scheduling sweep: {} stages, {} done", state.plan.stages.len(), state.done.len());
+                // A store that cannot be read fails this pass (retried);
+                // a sweep file that is gone or does not parse fails the sweep.
+                let source = self.sweep_source(id).await?;
+                match source.map(|source| sweep::parse(&source)) {
+                    Some(Ok(checked)) => {
+                        let done = self.store.stages_with_manifest().await?;
+                        let state = SweepProgress::new(checked.plan(), *priority, &done);
+                        tracing::info!(sweep = %id, "scheduling sweep: {} stages, {} done", state.len(), state.done());
                         self.sweeps.insert(id.clone(), state);
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         tracing::error!(sweep = %id, "cannot load sweep: {e:#}; marking it failed");
+                        self.close(id, "failed").await?;
+                    }
+                    None => {
+                        tracing::error!(sweep = %id, "{} is missing from store {}; marking the sweep failed", keys::sweep_file(id), self.store.location());
                         self.close(id, "failed").await?;
                     }
                 }
             }
         }
-        for id in self.broker.completions(10_000).await? {
-            for sweep in self.sweeps.values_mut() {
-                if sweep.stages.contains(&id) {
-                    sweep.done.insert(id);
-                }
-            }
-        }
+        self.take_completions().await?;
         let (redelivered, dead) = self.broker.reap(1000).await?;
-        m.lease_redeliveries.inc_by(redelivered as u64);
-        m.dead_letters.inc_by(dead as u64);
-        if redelivered + dead > 0 {
-            tracing::warn!("expired leases: {redelivered} redelivered, {dead} dead-lettered");
+        m.lease_redeliveries.inc_by(redelivered.len() as u64);
+        m.dead_letters.inc_by(dead.len() as u64);
+        for id in &redelivered {
+            tracing::warn!("redelivered stage {}: its lease expired", short(id));
+        }
+        for id in &dead {
+            tracing::warn!(
+                "dead-lettered stage {}: its lease expired on the last attempt",
+                short(id)
+            );
         }
         self.broker.promote(1000).await?;
         if self.last_resync.elapsed() >= self.resync {
             self.resync_vanished().await?;
+            self.close_failed().await?;
             self.last_resync = Instant::now();
         }
         self.enqueue_ready().await?;
-        self.close_finished().await?;
+        self.close_done().await?;
         self.export_metrics().await
+    }
+
+    /// Marks the stages of completion events done.
+    async fn take_completions(&mut self) -> anyhow::Result<()> {
+        loop {
+            let ids = self.broker.completions(10_000).await?;
+            for id in &ids {
+                for sweep in self.sweeps.values_mut() {
+                    sweep.mark_done(*id);
+                }
+            }
+            if ids.len() < 10_000 {
+                return Ok(());
+            }
+        }
     }
 
     /// Queue, fleet and sweep gauges, read from Redis and this scheduler's sweeps.
@@ -153,14 +181,19 @@ impl Scheduler {
         ] {
             m.tasks.with_label_values(&[state]).set(n);
         }
-        for (queue, age) in self.broker.oldest_ages().await? {
+        let mut priorities: Vec<i64> = self.sweeps.values().map(|s| s.priority).collect();
+        priorities.push(0);
+        priorities.sort_unstable();
+        priorities.dedup();
+        for (queue, age) in self.broker.oldest_ages(&priorities).await? {
             m.queue_oldest_age.with_label_values(&[&queue]).set(age);
         }
         let now = now_ms();
+        let stale_ms = self.stale_worker.as_millis() as i64;
         let (mut busy, mut idle, mut stale) = (0, 0, 0);
         for (_, status) in self.broker.workers().await? {
             let beat = status["heartbeat_ms"].as_i64().unwrap_or(0);
-            if now - beat > STALE_WORKER_MS {
+            if now - beat > stale_ms {
                 stale += 1;
             } else if status["running"].is_string() {
                 busy += 1;
@@ -175,10 +208,10 @@ impl Scheduler {
         for (id, sweep) in &self.sweeps {
             m.sweep_stages
                 .with_label_values(&[id, "done"])
-                .set(sweep.done.len() as i64);
+                .set(sweep.done() as i64);
             m.sweep_stages
                 .with_label_values(&[id, "total"])
-                .set(sweep.plan.stages.len() as i64);
+                .set(sweep.len() as i64);
         }
         Ok(())
     }
@@ -199,77 +232,46 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn load(&self, id: &str, priority: i64) -> anyhow::Result<SweepState> {
+    /// The sweep file as submitted, or `None` when the store lacks it.
+    async fn sweep_source(&self, id: &str) -> anyhow::Result<Option<Source>> {
         let key = keys::sweep_file(id);
-        let bytes = self.store.get_opt(&key).await?.ok_or_else(|| {
-            anyhow::anyhow!("{key} is missing from store {}", self.store.location())
-        })?;
-        let source = Source::new(
+        let Some(bytes) = self.store.get_opt(&key).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Source::new(
             format!("{}/{key}", self.store.location()),
-            String::from_utf8(bytes.to_vec())?,
-        );
-        let plan = sweep::parse(&source)?.plan();
-        let mut done = HashSet::new();
-        for stage in &plan.stages {
-            if self
-                .store
-                .get_opt(&keys::manifest(stage.id))
-                .await?
-                .is_some()
-            {
-                done.insert(stage.id);
-            }
-        }
-        Ok(SweepState {
-            stages: plan.stages.iter().map(|s| s.id).collect(),
-            plan,
-            priority,
-            done,
-            enqueued: HashSet::new(),
-        })
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )))
     }
 
     async fn enqueue_ready(&mut self) -> anyhow::Result<()> {
+        /// Tasks per pipelined round trip: bounds the bodies held at once.
+        const CHUNK: usize = 10_000;
         for (sweep_id, sweep) in self.sweeps.iter_mut() {
-            let ready: Vec<_> = sweep
-                .plan
-                .ready(&sweep.done)
-                .filter(|s| !sweep.enqueued.contains(&s.id))
-                .cloned()
-                .collect();
-            let bodies = ready
-                .iter()
-                .map(|stage| {
-                    Ok(TaskBody {
-                        version: subliminal_shared::broker::BODY_VERSION,
-                        sweep: sweep_id.clone(),
-                        queue: queue_for(stage)?.to_owned(),
-                        priority: sweep.priority,
-                        stage: stage.clone(),
+            while sweep.has_ready() {
+                let priority = sweep.priority;
+                let ready = sweep.take_ready(CHUNK);
+                let bodies = ready
+                    .iter()
+                    .map(|stage| {
+                        Ok(TaskBody {
+                            version: subliminal_shared::broker::BODY_VERSION,
+                            sweep: sweep_id.clone(),
+                            queue: queue_for(stage)?.to_owned(),
+                            priority,
+                            stage: (*stage).clone(),
+                        })
                     })
-                })
-                .collect::<anyhow::Result<Vec<TaskBody>>>()?;
-            self.broker.enqueue_many(&bodies, self.max_attempts).await?;
-            sweep.enqueued.extend(ready.iter().map(|s| s.id));
-        }
-        Ok(())
-    }
-
-    /// Stages we enqueued whose task is gone without a completion event:
-    /// done in the store after all, or to be enqueued again.
-    async fn resync_vanished(&mut self) -> anyhow::Result<()> {
-        for sweep in self.sweeps.values_mut() {
-            let open: Vec<StageId> = sweep.enqueued.difference(&sweep.done).copied().collect();
-            if open.is_empty() {
-                continue;
-            }
-            let states = self.broker.task_states(&open).await?;
-            for (id, state) in open.into_iter().zip(states) {
-                if state.is_none() {
-                    if self.store.get_opt(&keys::manifest(id)).await?.is_some() {
-                        sweep.done.insert(id);
-                    } else {
-                        sweep.enqueued.remove(&id);
+                    .collect::<anyhow::Result<Vec<TaskBody>>>()?;
+                let added = self.broker.enqueue_many(&bodies, self.max_attempts).await?;
+                for (body, added) in bodies.iter().zip(added) {
+                    if added {
+                        tracing::debug!(
+                            sweep = %sweep_id,
+                            "enqueued stage {} {}",
+                            body.stage.kind,
+                            body.stage.id.short()
+                        );
                     }
                 }
             }
@@ -277,47 +279,89 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn close_finished(&mut self) -> anyhow::Result<()> {
-        let mut finished = Vec::new();
-        for (id, sweep) in &self.sweeps {
-            if sweep.done.len() == sweep.plan.stages.len() {
-                finished.push((id.clone(), "done"));
-                continue;
-            }
-            // Not all done: finished anyway if every open stage is dead or needs a dead one.
-            let open: Vec<StageId> = sweep.enqueued.difference(&sweep.done).copied().collect();
+    /// Stages we enqueued whose task is gone without a completion event:
+    /// done in the store after all, or to be enqueued again. Each pass
+    /// checks a bounded slice of each sweep, so a pass over a sweep of a
+    /// million queued stages stays short.
+    async fn resync_vanished(&mut self) -> anyhow::Result<()> {
+        const SLICE: usize = 10_000;
+        let mut vanished = Vec::new();
+        for sweep in self.sweeps.values_mut() {
+            let open = sweep.enqueued_slice(SLICE);
             if open.is_empty() {
                 continue;
             }
             let states = self.broker.task_states(&open).await?;
-            let dead: Vec<StageId> = open
-                .iter()
-                .zip(&states)
-                .filter(|(_, s)| **s == Some(TaskState::Dead))
-                .map(|(id, _)| *id)
-                .collect();
-            if dead.len() < open.len() {
+            vanished.extend(
+                open.into_iter()
+                    .zip(states)
+                    .filter(|(_, state)| state.is_none())
+                    .map(|(id, _)| id),
+            );
+        }
+        if vanished.is_empty() {
+            return Ok(());
+        }
+        // A task completes and posts its event in one step: events for the
+        // tasks just found gone are in the list now.
+        self.take_completions().await?;
+        let in_store = self.store.stages_with_manifest().await?;
+        for id in vanished {
+            for sweep in self.sweeps.values_mut() {
+                if in_store.contains(&id) {
+                    sweep.mark_done(id);
+                } else {
+                    sweep.requeue(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn close_done(&mut self) -> anyhow::Result<()> {
+        let finished: Vec<String> = self
+            .sweeps
+            .iter()
+            .filter(|(_, s)| s.done() == s.len())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in finished {
+            self.finish(&id, "done").await?;
+        }
+        Ok(())
+    }
+
+    /// Closes sweeps that are not all done but can go no further: every
+    /// open stage is dead, or needs a dead one.
+    async fn close_failed(&mut self) -> anyhow::Result<()> {
+        let (_, _, _, dead_total) = self.broker.counts().await?;
+        let mut failed = Vec::new();
+        for (id, sweep) in &self.sweeps {
+            let open = sweep.enqueued();
+            // Cheap first: not enough dead tasks in all of Redis, or work still to enqueue.
+            if open == 0 || (open as i64) > dead_total || sweep.has_ready() {
                 continue;
             }
-            let mut blocked: HashSet<StageId> = dead.iter().copied().collect();
-            for d in &dead {
-                blocked.extend(sweep.plan.descendants(*d));
+            let open = sweep.all_enqueued();
+            let states = self.broker.task_states(&open).await?;
+            if states.iter().any(|s| *s != Some(TaskState::Dead)) {
+                continue;
             }
-            if sweep
-                .plan
-                .stages
-                .iter()
-                .all(|s| sweep.done.contains(&s.id) || blocked.contains(&s.id))
-            {
-                finished.push((id.clone(), "failed"));
+            if sweep.finished_with(&open) {
+                failed.push(id.clone());
             }
         }
-        for (id, state) in finished {
-            tracing::info!(sweep = %id, "sweep {state}");
-            self.close(&id, state).await?;
-            self.sweeps.remove(&id);
-            forget_sweep_metrics(&id);
+        for id in failed {
+            self.finish(&id, "failed").await?;
         }
+        Ok(())
+    }
+
+    async fn finish(&mut self, id: &str, state: &str) -> anyhow::Result<()> {
+        tracing::info!(sweep = %id, "sweep {state}");
+        self.close(id, state).await?;
+        self.sweeps.remove(id);
+        forget_sweep_metrics(id);
         Ok(())
     }
 
@@ -329,4 +373,10 @@ impl Scheduler {
             .await?;
         self.broker.finish_sweep(sweep, state).await
     }
+}
+
+/// The short form of a stage id as Redis holds it (the first 12 hex digits,
+/// as `StageId::short` writes them).
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }

@@ -210,6 +210,9 @@ pub fn check_axis<T: PartialEq + fmt::Display>(
             format!("empty list: expected {expected}, or a list of them"),
         ));
     }
+    // Long axes (a sweep of half a million seeds) are checked for repeats by
+    // their written form in a hash set; short ones by equality, as before.
+    let mut written = std::collections::HashSet::new();
     for (i, value) in values.iter().enumerate() {
         if !ok(value) {
             return Err(source.error_at(
@@ -218,7 +221,12 @@ pub fn check_axis<T: PartialEq + fmt::Display>(
                 format!("expected {expected}, found {value}"),
             ));
         }
-        if values[..i].contains(value) {
+        let repeated = if values.len() > 64 {
+            !written.insert(value.to_string())
+        } else {
+            values[..i].contains(value)
+        };
+        if repeated {
             return Err(source.error_at(
                 axis.span(),
                 key,

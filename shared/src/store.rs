@@ -140,6 +140,32 @@ impl Store {
         }
     }
 
+    /// Every stage with a manifest, in one listing of `stages/` (a paged
+    /// walk of the store, rather than one request per stage of a plan that
+    /// may have a million).
+    pub async fn stages_with_manifest(&self) -> anyhow::Result<std::collections::HashSet<StageId>> {
+        use futures::TryStreamExt;
+        let _timer = timer("list");
+        let prefix = self.path("stages");
+        let mut listing = self.inner.list(Some(&prefix));
+        let mut done = std::collections::HashSet::new();
+        while let Some(object) = listing
+            .try_next()
+            .await
+            .with_context(|| format!("cannot list stages/ in store {}", self.location))?
+        {
+            let key = object.location.as_ref();
+            let Some(folder) = key.strip_suffix("/manifest.json") else {
+                continue;
+            };
+            let stage = folder.rsplit('/').next().unwrap_or(folder);
+            if let Ok(id) = stage.parse() {
+                done.insert(id);
+            }
+        }
+        Ok(done)
+    }
+
     /// The names of the folders directly under `prefix` (e.g. every sweep under `sweeps`).
     pub async fn list_folders(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
         let _timer = timer("list");

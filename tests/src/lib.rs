@@ -5,6 +5,7 @@
 //! The binaries are built by `cargo build --release --bins` (scripts/test.sh
 //! does it) and found next to the test executable, or in SUBLIMINAL_BIN_DIR.
 
+pub mod chaos;
 pub mod servers;
 
 use std::collections::BTreeMap;

@@ -280,7 +280,8 @@ pub const S3_SECRET: &str = "subliminal-test-secret";
 
 pub struct S3 {
     pub port: u16,
-    child: Child,
+    root: PathBuf,
+    child: Option<Child>,
 }
 
 fn s3s_fs() -> PathBuf {
@@ -297,19 +298,43 @@ impl S3 {
     /// An S3 server over `root`, with one bucket named `bucket`.
     pub fn start(root: &Path, bucket: &str) -> Self {
         std::fs::create_dir_all(root.join(bucket)).expect("bucket folder");
-        let port = free_port();
+        let mut s3 = S3 {
+            port: free_port(),
+            root: root.to_path_buf(),
+            child: None,
+        };
+        s3.launch();
+        s3
+    }
+
+    fn launch(&mut self) {
+        let port = self.port;
         let child = Command::new(s3s_fs())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
-            .arg(root)
+            .arg(&self.root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("s3s-fs runs (scripts/test.sh installs it with cargo install s3s-fs@0.14.1)");
+        self.child = Some(child);
         wait_for("s3s-fs to answer HTTP", Duration::from_secs(10), || {
             answers_http(port)
         });
-        S3 { port, child }
+    }
+
+    /// Kills the server and starts it again on the same port over the same
+    /// files: requests in flight fail, and the objects stay.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Environment for a process that talks to this server.
@@ -326,8 +351,7 @@ impl S3 {
 
 impl Drop for S3 {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

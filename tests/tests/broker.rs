@@ -44,10 +44,15 @@ async fn a_worker_whose_lease_expired_cannot_complete() {
     let first = b.lease(&queues(), "w1", 1).await.unwrap().expect("a task");
     assert_eq!(first.attempt, 1);
     // The lease lasts 1 ms: the reaper redelivers it.
-    let mut redelivered = 0;
-    while redelivered == 0 {
+    let mut redelivered = Vec::new();
+    while redelivered.is_empty() {
         redelivered = b.reap(10).await.unwrap().0;
     }
+    assert_eq!(
+        redelivered,
+        std::slice::from_ref(&first.stage),
+        "the reaper names the stage"
+    );
     let second = b
         .lease(&queues(), "w2", 60_000)
         .await
@@ -235,10 +240,10 @@ async fn batches_lease_and_complete_many_tasks_per_call() {
     let redis = Redis::start(dir.path());
     let b = broker(&redis).await;
     let bodies: Vec<TaskBody> = (10..15).map(|n| body("s", n, 0)).collect();
-    assert_eq!(b.enqueue_many(&bodies, 3).await.unwrap(), 5);
+    assert_eq!(b.enqueue_many(&bodies, 3).await.unwrap(), [true; 5]);
     assert_eq!(
         b.enqueue_many(&bodies, 3).await.unwrap(),
-        0,
+        [false; 5],
         "each stage once"
     );
     let first = b.lease_many(&queues(), "w", 60_000, 3).await.unwrap();
@@ -310,7 +315,7 @@ async fn the_oldest_queued_task_has_an_age_and_leaving_the_queue_clears_it() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start(dir.path());
     let b = broker(&redis).await;
-    let ages = b.oldest_ages().await.unwrap();
+    let ages = b.oldest_ages(&[0]).await.unwrap();
     assert!(
         ages.iter().all(|(_, a)| *a == 0.0),
         "empty queues have no age: {ages:?}"
@@ -319,9 +324,14 @@ async fn the_oldest_queued_task_has_an_age_and_leaving_the_queue_clears_it() {
     let cpu_age = |ages: Vec<(String, f64)>| ages.into_iter().find(|(q, _)| q == "cpu").unwrap().1;
     let mut age = 0.0;
     while age == 0.0 {
-        age = cpu_age(b.oldest_ages().await.unwrap());
+        age = cpu_age(b.oldest_ages(&[0]).await.unwrap());
     }
     assert!(age > 0.0 && age < 60.0, "{age}");
+    assert_eq!(
+        cpu_age(b.oldest_ages(&[7]).await.unwrap()),
+        0.0,
+        "a priority's band holds only its own tasks"
+    );
     b.lease(&queues(), "w", 60_000).await.unwrap().unwrap();
-    assert_eq!(cpu_age(b.oldest_ages().await.unwrap()), 0.0);
+    assert_eq!(cpu_age(b.oldest_ages(&[0]).await.unwrap()), 0.0);
 }

@@ -18,6 +18,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyhow::Context;
 use bytes::Bytes;
 use subliminal_shared::manifest::{
     hostname, inspect, inspect_cached, now, ArtifactCache, ArtifactEntry, Failure, Manifest,
@@ -203,6 +204,12 @@ struct Timing {
 }
 
 /// Writes every artifact, then the manifest (create-if-absent).
+///
+/// A run that was told to stop (its lease lost) writes nothing, and one that
+/// finds the stage's manifest already there leaves it and its artifacts
+/// alone: a second run of a stage never rewrites the output of the first
+/// after it is done. (S3 offers no fenced write: two runs that both hold
+/// their lease, which the broker does not allow, could still race here.)
 async fn record(
     store: &Store,
     spec: &StageSpec,
@@ -210,6 +217,19 @@ async fn record(
     artifacts: Vec<Artifact>,
     timing: Timing,
 ) -> anyhow::Result<Completion> {
+    anyhow::ensure!(
+        !env.stopped(),
+        "stopped before writing its output (the lease was lost or the worker is shutting down)"
+    );
+    if let Some(bytes) = store.get_opt(&keys::manifest(spec.id)).await? {
+        let manifest: Manifest = serde_json::from_slice(&bytes).with_context(|| {
+            format!("stage {}: its manifest is not valid JSON", spec.id.short())
+        })?;
+        return Ok(Completion::Computed {
+            manifest: Box::new(manifest),
+            recorded: false,
+        });
+    }
     let mut entries = Vec::with_capacity(artifacts.len());
     for artifact in artifacts {
         entries.push(ArtifactEntry::of(&artifact.name, &artifact.bytes));

@@ -17,10 +17,11 @@
 //! ```text
 //! sl:epoch                 STRING  set once per Redis life; gone after a flush or a restart without persistence
 //! sl:seq                   STRING  fencing-token counter
-//! sl:task:<stage id>       HASH    body (msgpack), queue, sweep, score, state, attempts, max_attempts,
+//! sl:task:<stage id>       HASH    queue, sweep, score, state, attempts, max_attempts,
 //!                                  token, worker, error, cancelled
-//! sl:queue:<class>         ZSET    stage ids ready to lease, by score (priority, then age)
-//! sl:age:<class>           ZSET    the same ids by the time they were queued (ms), for the oldest age
+//! sl:body:<stage id>       STRING  the task body (msgpack); exists exactly while the task does
+//! sl:queue:<class>         ZSET    stage ids ready to lease, by score: -priority·1e13 + the ms it
+//!                                  was first queued, so the oldest age of each priority is readable
 //! sl:leases                ZSET    leased stage ids by lease expiry (ms)
 //! sl:retry                 ZSET    failed stage ids by the time their backoff ends (ms)
 //! sl:dead                  ZSET    dead-lettered stage ids by the time they died (ms)
@@ -243,18 +244,28 @@ impl Broker {
         key
     }
 
-    /// Marks this Redis life; returns false when the mark was missing (a new
-    /// or flushed Redis), which tells the scheduler to rebuild from the store.
-    pub async fn ensure_epoch(&self) -> anyhow::Result<bool> {
+    /// Whether this Redis life is marked: false for a new or flushed Redis,
+    /// which tells the scheduler to rebuild from the store before it marks it.
+    pub async fn has_epoch(&self) -> anyhow::Result<bool> {
         let mut conn = self.conn().await?;
-        let set: bool = redis::cmd("SET")
+        let n: i64 = redis::cmd("EXISTS")
+            .arg(self.key(&["epoch"]))
+            .query_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Marks this Redis life, once its state is rebuilt: a scheduler that
+    /// dies mid-rebuild leaves it unmarked, and the next leader rebuilds.
+    pub async fn mark_epoch(&self) -> anyhow::Result<()> {
+        let mut conn = self.conn().await?;
+        redis::cmd("SET")
             .arg(self.key(&["epoch"]))
             .arg(now_ms())
             .arg("NX")
             .query_async::<Option<String>>(&mut conn)
-            .await?
-            .is_some();
-        Ok(!set)
+            .await?;
+        Ok(())
     }
 
     /// Adds a task unless one for this stage exists (queued, leased, retrying or dead).
@@ -269,20 +280,20 @@ impl Broker {
             .arg(&body.sweep)
             .arg(score)
             .arg(max_attempts)
-            .arg(now_ms())
             .invoke_async(&mut conn)
             .await?;
         Ok(added == 1)
     }
 
-    /// Adds many tasks in one round trip (a pipeline); returns how many were new.
+    /// Adds many tasks in one round trip (a pipeline); returns, per body,
+    /// whether its task was new (false: one for that stage existed).
     pub async fn enqueue_many(
         &self,
         bodies: &[TaskBody],
         max_attempts: u32,
-    ) -> anyhow::Result<usize> {
+    ) -> anyhow::Result<Vec<bool>> {
         if bodies.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut conn = self.conn().await?;
         // Loading is idempotent and makes EVALSHA safe after a Redis restart.
@@ -303,11 +314,10 @@ impl Broker {
                 .arg(&body.queue)
                 .arg(&body.sweep)
                 .arg((-(body.priority as f64)) * 1e13 + now)
-                .arg(max_attempts)
-                .arg(now);
+                .arg(max_attempts);
         }
         let added: Vec<i64> = pipe.query_async(&mut conn).await?;
-        Ok(added.iter().filter(|a| **a == 1).count())
+        Ok(added.iter().map(|a| *a == 1).collect())
     }
 
     /// Puts raw bytes in a queue as a task body: for tests of malformed bodies.
@@ -321,7 +331,6 @@ impl Broker {
             .arg("-")
             .arg(now_ms())
             .arg(1)
-            .arg(now_ms())
             .invoke_async(&mut conn)
             .await?;
         Ok(())
@@ -457,14 +466,14 @@ impl Broker {
             .arg(&self.prefix)
             .arg(&lease.stage)
             .arg(lease.token)
-            .arg(now_ms())
             .invoke_async(&mut conn)
             .await?;
         Ok(r == 1)
     }
 
-    /// Redelivers up to `limit` expired leases; returns (redelivered, dead-lettered).
-    pub async fn reap(&self, limit: usize) -> anyhow::Result<(i64, i64)> {
+    /// Redelivers up to `limit` expired leases; returns the stage ids
+    /// (redelivered, dead-lettered), so that each can be logged by name.
+    pub async fn reap(&self, limit: usize) -> anyhow::Result<(Vec<String>, Vec<String>)> {
         let mut conn = self.conn().await?;
         Ok(scripts::REAP
             .arg(&self.prefix)
@@ -603,7 +612,7 @@ impl Broker {
                 .arg(&["sweep", "attempts", "error"])
                 .query_async(&mut conn)
                 .await?;
-            let body: Option<Vec<u8>> = conn.hget(&task, "body").await?;
+            let body: Option<Vec<u8>> = conn.get(self.key(&["body", &id])).await?;
             let kind = match body.as_deref().map(decode_body) {
                 Some(Ok(b)) => b.stage.kind.to_string(),
                 Some(Err(_)) => "(malformed)".to_owned(),
@@ -632,7 +641,6 @@ impl Broker {
             let moved: i64 = scripts::REQUEUE
                 .arg(&self.prefix)
                 .arg(id)
-                .arg(now_ms())
                 .invoke_async(&mut conn)
                 .await?;
             n += moved;
@@ -654,18 +662,35 @@ impl Broker {
         Ok((queued, leased, retry, dead))
     }
 
-    /// Seconds the oldest task of each queue has waited (0 for an empty queue).
-    pub async fn oldest_ages(&self) -> anyhow::Result<Vec<(String, f64)>> {
+    /// Seconds the oldest task of each queue has waited since it was first
+    /// queued (0 for an empty queue), among tasks of `priorities` (the
+    /// active sweeps' ones).
+    pub async fn oldest_ages(&self, priorities: &[i64]) -> anyhow::Result<Vec<(String, f64)>> {
         let mut conn = self.conn().await?;
-        let now = now_ms();
+        let now = now_ms() as f64;
         let mut out = Vec::new();
         for q in QUEUES {
-            let oldest: Vec<(String, f64)> =
-                conn.zrange_withscores(self.key(&["age", q]), 0, 0).await?;
-            let age = oldest
-                .first()
-                .map_or(0.0, |(_, ms)| ((now as f64 - ms) / 1000.0).max(0.0));
-            out.push((q.to_string(), age));
+            let mut age: f64 = 0.0;
+            // A score is -priority·1e13 + ms, and ms < 1e13: each priority has
+            // its own band, and the first task of a band is its oldest.
+            for priority in priorities {
+                let start = -(*priority as f64) * 1e13;
+                let first: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                    .arg(self.key(&["queue", q]))
+                    .arg(start)
+                    .arg(format!("({}", start + 1e13))
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(1)
+                    .arg("WITHSCORES")
+                    .query_async(&mut conn)
+                    .await?;
+                if let Some((_, score)) = first.first() {
+                    age = age.max((now - (score - start)) / 1000.0);
+                }
+            }
+            out.push((q.to_string(), age.max(0.0)));
         }
         Ok(out)
     }

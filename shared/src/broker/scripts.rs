@@ -5,17 +5,19 @@ use std::sync::LazyLock;
 
 use deadpool_redis::redis::Script;
 
-/// ARGV: prefix, id, body, queue, sweep, score, max_attempts, now → 1 added, 0 a task exists.
+/// ARGV: prefix, id, body, queue, sweep, score, max_attempts → 1 added, 0 a task exists.
+/// The body has a key of its own: in the hash it would push the hash out of
+/// Redis's compact encoding (values over 64 bytes), which costs 250 bytes a task.
 pub static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_SOURCE));
 
 pub const ENQUEUE_SOURCE: &str = r#"
 local p, id = ARGV[1], ARGV[2]
 local t = p .. ':task:' .. id
 if redis.call('EXISTS', t) == 1 then return 0 end
-redis.call('HSET', t, 'body', ARGV[3], 'queue', ARGV[4], 'sweep', ARGV[5], 'score', ARGV[6],
+redis.call('SET', p .. ':body:' .. id, ARGV[3])
+redis.call('HSET', t, 'queue', ARGV[4], 'sweep', ARGV[5], 'score', ARGV[6],
   'state', 'queued', 'attempts', 0, 'max_attempts', ARGV[7])
 redis.call('ZADD', p .. ':queue:' .. ARGV[4], ARGV[6], id)
-redis.call('ZADD', p .. ':age:' .. ARGV[4], ARGV[8], id)
 if ARGV[5] ~= '-' then redis.call('SADD', p .. ':sweep:' .. ARGV[5] .. ':tasks', id) end
 return 1
 "#;
@@ -33,9 +35,8 @@ for i = 6, #ARGV do
     local popped = redis.call('ZPOPMIN', q)
     if #popped == 0 then break end
     local id = popped[1]
-    redis.call('ZREM', p .. ':age:' .. ARGV[i], id)
     local t = p .. ':task:' .. id
-    local body = redis.call('HGET', t, 'body')
+    local body = redis.call('GET', p .. ':body:' .. id)
     if body then
       local token = redis.call('INCR', p .. ':seq')
       local attempt = redis.call('HINCRBY', t, 'attempts', 1)
@@ -77,7 +78,7 @@ local f = redis.call('HMGET', t, 'token', 'state', 'sweep')
 if f[1] ~= ARGV[3] or f[2] ~= 'leased' then return 0 end
 local sweep = f[3]
 redis.call('ZREM', p .. ':leases', id)
-redis.call('DEL', t)
+redis.call('DEL', t, p .. ':body:' .. id)
 if sweep then redis.call('SREM', p .. ':sweep:' .. sweep .. ':tasks', id) end
 redis.call('RPUSH', p .. ':events', id)
 return 1
@@ -93,7 +94,7 @@ local t = p .. ':task:' .. id
 if redis.call('HGET', t, 'token') ~= ARGV[3] or redis.call('HGET', t, 'state') ~= 'leased' then return 0 end
 redis.call('ZREM', p .. ':leases', id)
 if redis.call('HGET', t, 'cancelled') == '1' then
-  redis.call('DEL', t)
+  redis.call('DEL', t, p .. ':body:' .. id)
   return 3
 end
 redis.call('HSET', t, 'error', ARGV[5])
@@ -112,7 +113,7 @@ return 1
     )
 });
 
-/// ARGV: prefix, id, token, now → 1 released back to its queue, 0 refused.
+/// ARGV: prefix, id, token → 1 released back to its queue, 0 refused.
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -125,24 +126,23 @@ redis.call('HDEL', t, 'token', 'worker')
 redis.call('HSET', t, 'state', 'queued')
 local q = redis.call('HGET', t, 'queue')
 redis.call('ZADD', p .. ':queue:' .. q, redis.call('HGET', t, 'score'), id)
-redis.call('ZADD', p .. ':age:' .. q, ARGV[4], id)
 return 1
 "#,
     )
 });
 
-/// ARGV: prefix, now, limit → {redelivered, dead}.
+/// ARGV: prefix, now, limit → {redelivered ids, dead-lettered ids}.
 pub static REAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local p, now = ARGV[1], ARGV[2]
 local ids = redis.call('ZRANGEBYSCORE', p .. ':leases', '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
-local redelivered, dead = 0, 0
+local redelivered, dead = {}, {}
 for _, id in ipairs(ids) do
   redis.call('ZREM', p .. ':leases', id)
   local t = p .. ':task:' .. id
   if redis.call('HGET', t, 'cancelled') == '1' then
-    redis.call('DEL', t)
+    redis.call('DEL', t, p .. ':body:' .. id)
   elseif redis.call('EXISTS', t) == 1 then
     redis.call('HDEL', t, 'token', 'worker')
     redis.call('HINCRBY', t, 'redeliveries', 1)
@@ -151,13 +151,12 @@ for _, id in ipairs(ids) do
     if attempts >= max then
       redis.call('HSET', t, 'state', 'dead', 'error', 'lease expired on the last attempt (worker lost?)')
       redis.call('ZADD', p .. ':dead', now, id)
-      dead = dead + 1
+      table.insert(dead, id)
     else
       redis.call('HSET', t, 'state', 'queued')
       local q = redis.call('HGET', t, 'queue')
       redis.call('ZADD', p .. ':queue:' .. q, redis.call('HGET', t, 'score'), id)
-      redis.call('ZADD', p .. ':age:' .. q, now, id)
-      redelivered = redelivered + 1
+      table.insert(redelivered, id)
     end
   end
 end
@@ -179,7 +178,6 @@ for _, id in ipairs(ids) do
     redis.call('HSET', t, 'state', 'queued')
     local q = redis.call('HGET', t, 'queue')
     redis.call('ZADD', p .. ':queue:' .. q, redis.call('HGET', t, 'score'), id)
-    redis.call('ZADD', p .. ':age:' .. q, now, id)
   end
 end
 return #ids
@@ -203,10 +201,9 @@ for _, id in ipairs(redis.call('SMEMBERS', set)) do
   elseif state then
     local q = redis.call('HGET', t, 'queue')
     redis.call('ZREM', p .. ':queue:' .. q, id)
-    redis.call('ZREM', p .. ':age:' .. q, id)
     redis.call('ZREM', p .. ':retry', id)
     redis.call('ZREM', p .. ':dead', id)
-    redis.call('DEL', t)
+    redis.call('DEL', t, p .. ':body:' .. id)
     dropped = dropped + 1
   end
 end
@@ -218,7 +215,7 @@ return {dropped, flagged}
     )
 });
 
-/// ARGV: prefix, id, now → 1 when a dead task went back to its queue.
+/// ARGV: prefix, id → 1 when a dead task went back to its queue.
 pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -229,7 +226,6 @@ redis.call('HSET', t, 'state', 'queued', 'attempts', 0)
 redis.call('HDEL', t, 'cancelled')
 local q = redis.call('HGET', t, 'queue')
 redis.call('ZADD', p .. ':queue:' .. q, redis.call('HGET', t, 'score'), id)
-redis.call('ZADD', p .. ':age:' .. q, ARGV[3], id)
 return 1
 "#,
     )
