@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use subliminal_shared::broker::{now_ms, queue_for, Broker, TaskBody, TaskState};
+use subliminal_shared::broker::{now_ms, Broker, EncodedTask, TaskState};
 use subliminal_shared::metrics::metrics;
 use subliminal_shared::spec::Source;
 use subliminal_shared::store::{keys, Store};
@@ -111,8 +111,16 @@ impl Scheduler {
                 match source.map(|source| sweep::parse(&source)) {
                     Some(Ok(checked)) => {
                         let done = self.store.stages_with_manifest().await?;
-                        let state = SweepProgress::new(checked.plan(), *priority, &done);
-                        tracing::info!(sweep = %id, "scheduling sweep: {} stages, {} done", state.len(), state.done());
+                        let state = SweepProgress::new(checked.plan(), id, *priority, &done)?;
+                        release_freed_memory();
+                        tracing::info!(
+                            sweep = %id,
+                            "scheduling sweep: {} stages, {} done; holding {} bytes ({} per stage)",
+                            state.len(),
+                            state.done(),
+                            state.held_bytes(),
+                            state.held_bytes() / state.len().max(1)
+                        );
                         self.sweeps.insert(id.clone(), state);
                     }
                     Some(Err(e)) => {
@@ -245,32 +253,33 @@ impl Scheduler {
     }
 
     async fn enqueue_ready(&mut self) -> anyhow::Result<()> {
-        /// Tasks per pipelined round trip: bounds the bodies held at once.
+        /// Tasks per pipelined round trip.
         const CHUNK: usize = 10_000;
         for (sweep_id, sweep) in self.sweeps.iter_mut() {
             while sweep.has_ready() {
                 let priority = sweep.priority;
                 let ready = sweep.take_ready(CHUNK);
-                let bodies = ready
+                let tasks: Vec<EncodedTask> = ready
                     .iter()
-                    .map(|stage| {
-                        Ok(TaskBody {
-                            version: subliminal_shared::broker::BODY_VERSION,
-                            sweep: sweep_id.clone(),
-                            queue: queue_for(stage)?.to_owned(),
-                            priority,
-                            stage: (*stage).clone(),
-                        })
+                    .map(|stage| EncodedTask {
+                        stage: stage.id,
+                        queue: stage.queue,
+                        sweep: sweep_id,
+                        priority,
+                        body: stage.body,
                     })
-                    .collect::<anyhow::Result<Vec<TaskBody>>>()?;
-                let added = self.broker.enqueue_many(&bodies, self.max_attempts).await?;
-                for (body, added) in bodies.iter().zip(added) {
+                    .collect();
+                let added = self
+                    .broker
+                    .enqueue_encoded(&tasks, self.max_attempts)
+                    .await?;
+                for (stage, added) in ready.iter().zip(added) {
                     if added {
                         tracing::debug!(
                             sweep = %sweep_id,
                             "enqueued stage {} {}",
-                            body.stage.kind,
-                            body.stage.id.short()
+                            stage.kind,
+                            stage.id.short()
                         );
                     }
                 }
@@ -372,6 +381,17 @@ impl Scheduler {
             .put(&keys::sweep_status(sweep), Bytes::from(status.to_string()))
             .await?;
         self.broker.finish_sweep(sweep, state).await
+    }
+}
+
+/// Hands memory freed by the plan's expansion back to the system: the
+/// allocator otherwise keeps it, and the scheduler would show the size of a
+/// parsed million-stage plan long after it holds only the compact form.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's heaps.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -222,10 +222,17 @@ fn main() -> anyhow::Result<()> {
         mib(loaded_hwm)
     );
     println!(
-        "scheduler memory per stage:           {:>9} bytes (resident, holding minus idle, / {} stages)",
+        "scheduler memory per stage:           {:>9} bytes resident (holding minus idle, / {} stages)",
         loaded_rss.saturating_sub(idle_rss) / (chains * 2),
         chains * 2
     );
+    let log = std::fs::read_to_string(dir.path().join("scheduler.log"))?;
+    if let Some(held) = log
+        .lines()
+        .find_map(|l| l.split_once("; holding ").map(|(_, h)| h.to_owned()))
+    {
+        println!("scheduler state, as it counts it:     {held}");
+    }
 
     // 4. The drain.
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -560,7 +560,15 @@ fn check(cluster: &mut Cluster, sweep: &Path, report: &mut Report) {
     let local_store = local_store.to_str().expect("UTF-8 temp path");
     let sweep_arg = sweep.to_str().expect("UTF-8 temp path");
     cluster
-        .cli(&["run", sweep_arg, "--store", local_store, "--no-progress"])
+        .cli(&[
+            "run",
+            sweep_arg,
+            "--store",
+            local_store,
+            "--no-progress",
+            "--jobs",
+            "8",
+        ])
         .ok();
     let (distributed, local) = (results(STORE), results(local_store));
     if distributed.is_none()

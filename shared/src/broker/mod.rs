@@ -64,6 +64,16 @@ pub struct Broker {
     prefix: String,
 }
 
+/// A task to enqueue whose body is already encoded ([`encode_body`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EncodedTask<'a> {
+    pub stage: StageId,
+    pub queue: &'a str,
+    pub sweep: &'a str,
+    pub priority: i64,
+    pub body: &'a [u8],
+}
+
 /// A task handed to a worker: the body, and the token that proves the lease.
 #[derive(Debug, Clone)]
 pub struct Lease {
@@ -292,7 +302,31 @@ impl Broker {
         bodies: &[TaskBody],
         max_attempts: u32,
     ) -> anyhow::Result<Vec<bool>> {
-        if bodies.is_empty() {
+        let encoded = bodies
+            .iter()
+            .map(|b| encode_body(b).map(|bytes| (b, bytes)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let tasks: Vec<EncodedTask> = encoded
+            .iter()
+            .map(|(b, bytes)| EncodedTask {
+                stage: b.stage.id,
+                queue: &b.queue,
+                sweep: &b.sweep,
+                priority: b.priority,
+                body: bytes,
+            })
+            .collect();
+        self.enqueue_encoded(&tasks, max_attempts).await
+    }
+
+    /// [`Broker::enqueue_many`] for bodies already encoded (the scheduler
+    /// holds its stages that way).
+    pub async fn enqueue_encoded(
+        &self,
+        tasks: &[EncodedTask<'_>],
+        max_attempts: u32,
+    ) -> anyhow::Result<Vec<bool>> {
+        if tasks.is_empty() {
             return Ok(Vec::new());
         }
         let mut conn = self.conn().await?;
@@ -304,16 +338,16 @@ impl Broker {
             .await?;
         let now = now_ms() as f64;
         let mut pipe = redis::pipe();
-        for body in bodies {
+        for task in tasks {
             pipe.cmd("EVALSHA")
                 .arg(&sha)
                 .arg(0)
                 .arg(&self.prefix)
-                .arg(body.stage.id.to_string())
-                .arg(encode_body(body)?)
-                .arg(&body.queue)
-                .arg(&body.sweep)
-                .arg((-(body.priority as f64)) * 1e13 + now)
+                .arg(task.stage.to_string())
+                .arg(task.body)
+                .arg(task.queue)
+                .arg(task.sweep)
+                .arg((-(task.priority as f64)) * 1e13 + now)
                 .arg(max_attempts);
         }
         let added: Vec<i64> = pipe.query_async(&mut conn).await?;
