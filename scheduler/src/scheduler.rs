@@ -20,6 +20,7 @@ use bytes::Bytes;
 use subliminal_shared::broker::{now_ms, Broker, EncodedTask, TaskState};
 use subliminal_shared::metrics::metrics;
 use subliminal_shared::spec::Source;
+use subliminal_shared::stage::StageId;
 use subliminal_shared::store::{keys, Store};
 use subliminal_shared::sweep;
 
@@ -110,8 +111,11 @@ impl Scheduler {
                 let source = self.sweep_source(id).await?;
                 match source.map(|source| sweep::parse(&source)) {
                     Some(Ok(checked)) => {
-                        let done = self.store.stages_with_manifest().await?;
-                        let state = SweepProgress::new(checked.plan(), id, *priority, &done)?;
+                        let plan = checked.plan();
+                        let ids: Vec<StageId> = plan.stages.iter().map(|s| s.id).collect();
+                        let done = self.store.stages_with_manifest(&ids).await?;
+                        drop(ids);
+                        let state = SweepProgress::new(plan, id, *priority, &done)?;
                         release_freed_memory();
                         tracing::info!(
                             sweep = %id,
@@ -314,7 +318,7 @@ impl Scheduler {
         // A task completes and posts its event in one step: events for the
         // tasks just found gone are in the list now.
         self.take_completions().await?;
-        let in_store = self.store.stages_with_manifest().await?;
+        let in_store = self.store.stages_with_manifest(&vanished).await?;
         for id in vanished {
             for sweep in self.sweeps.values_mut() {
                 if in_store.contains(&id) {

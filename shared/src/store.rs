@@ -140,10 +140,50 @@ impl Store {
         }
     }
 
-    /// Every stage with a manifest, in one listing of `stages/` (a paged
-    /// walk of the store, rather than one request per stage of a plan that
-    /// may have a million).
-    pub async fn stages_with_manifest(&self) -> anyhow::Result<std::collections::HashSet<StageId>> {
+    /// Which of `stages` have a manifest. A few are asked about one by one
+    /// (32 requests at a time); many, in one listing of `stages/`, a paged
+    /// walk of the store rather than a request per stage of a plan that may
+    /// have a million.
+    pub async fn stages_with_manifest(
+        &self,
+        stages: &[StageId],
+    ) -> anyhow::Result<std::collections::HashSet<StageId>> {
+        use futures::{StreamExt, TryStreamExt};
+        /// Up to this many stages, one request each beats listing a big store.
+        const ASK_EACH: usize = 2_000;
+        if stages.len() > ASK_EACH {
+            let listed = self.all_stages_with_manifest().await?;
+            return Ok(stages
+                .iter()
+                .filter(|id| listed.contains(id))
+                .copied()
+                .collect());
+        }
+        futures::stream::iter(stages.iter().copied())
+            .map(|id| async move {
+                self.has(&keys::manifest(id))
+                    .await
+                    .map(|has| has.then_some(id))
+            })
+            .buffer_unordered(32)
+            .try_filter_map(|found| async move { Ok(found) })
+            .try_collect()
+            .await
+    }
+
+    /// Whether `key` exists.
+    pub async fn has(&self, key: &str) -> anyhow::Result<bool> {
+        let _timer = timer("head");
+        match self.inner.head(&self.path(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot look for {key} in store {}", self.location))
+            }
+        }
+    }
+
+    async fn all_stages_with_manifest(&self) -> anyhow::Result<std::collections::HashSet<StageId>> {
         use futures::TryStreamExt;
         let _timer = timer("list");
         let prefix = self.path("stages");

@@ -20,7 +20,7 @@ use subliminal_shared::plan::Plan;
 use subliminal_shared::results::{
     self, outcome, p_text, verdict_text, Outcome, Outcomes, ResultsTable,
 };
-use subliminal_shared::stage::StageKind;
+use subliminal_shared::stage::{StageId, StageKind};
 use subliminal_shared::store::{keys, Store};
 
 use super::{find_sweep_source, DEFAULT_STORE};
@@ -113,7 +113,7 @@ impl Figure {
 struct StageRecords {
     /// Stage kinds in pipeline order.
     kinds: Vec<KindSummary>,
-    manifests: BTreeMap<String, Manifest>,
+    manifests: BTreeMap<StageId, Manifest>,
 }
 
 #[derive(Default)]
@@ -157,7 +157,7 @@ impl StageRecords {
                     start.min(manifest.started_at),
                     end.max(manifest.finished_at),
                 ));
-                manifests.insert(stage.id.to_string(), manifest);
+                manifests.insert(stage.id, manifest);
             } else if let Some(bytes) = store.get_opt(&keys::failure(stage.id)).await? {
                 summary.failed += 1;
                 if let Ok(f) = serde_json::from_slice::<Failure>(&bytes) {
@@ -177,7 +177,7 @@ impl StageRecords {
         plan.stages
             .iter()
             .filter(|s| &s.kind == kind)
-            .find_map(|s| self.manifests.get(&s.id.to_string()))
+            .find_map(|s| self.manifests.get(&s.id))
     }
 }
 
