@@ -10,6 +10,7 @@ pub mod generate;
 pub mod gguf;
 pub mod load;
 pub mod model;
+pub mod screen;
 pub mod tokenizer;
 
 use tch::{nn, Device, Kind};
