@@ -106,36 +106,7 @@ impl Scheduler {
         });
         for (id, priority) in &active {
             if !self.sweeps.contains_key(id) {
-                // A store that cannot be read fails this pass (retried);
-                // a sweep file that is gone or does not parse fails the sweep.
-                let source = self.sweep_source(id).await?;
-                match source.map(|source| sweep::parse(&source)) {
-                    Some(Ok(checked)) => {
-                        let plan = checked.plan();
-                        let ids: Vec<StageId> = plan.stages.iter().map(|s| s.id).collect();
-                        let done = self.store.stages_with_manifest(&ids).await?;
-                        drop(ids);
-                        let state = SweepProgress::new(plan, id, *priority, &done)?;
-                        release_freed_memory();
-                        tracing::info!(
-                            sweep = %id,
-                            "scheduling sweep: {} stages, {} done; holding {} bytes ({} per stage)",
-                            state.len(),
-                            state.done(),
-                            state.held_bytes(),
-                            state.held_bytes() / state.len().max(1)
-                        );
-                        self.sweeps.insert(id.clone(), state);
-                    }
-                    Some(Err(e)) => {
-                        tracing::error!(sweep = %id, "cannot load sweep: {e:#}; marking it failed");
-                        self.close(id, "failed").await?;
-                    }
-                    None => {
-                        tracing::error!(sweep = %id, "{} is missing from store {}; marking the sweep failed", keys::sweep_file(id), self.store.location());
-                        self.close(id, "failed").await?;
-                    }
-                }
+                self.load(id, *priority).await?;
             }
         }
         self.take_completions().await?;
@@ -160,6 +131,46 @@ impl Scheduler {
         self.enqueue_ready().await?;
         self.close_done().await?;
         self.export_metrics().await
+    }
+
+    /// Starts scheduling a sweep registered in Redis. A store that cannot be
+    /// read fails this pass (it is retried); a sweep file that is gone or
+    /// does not parse fails the sweep.
+    async fn load(&mut self, id: &str, priority: i64) -> anyhow::Result<()> {
+        let source = self.sweep_source(id).await?;
+        match source.map(|source| sweep::parse(&source)) {
+            Some(Ok(checked)) => {
+                let plan = checked.plan();
+                let ids: Vec<StageId> = plan.stages.iter().map(|s| s.id).collect();
+                let done = self.store.stages_with_manifest(&ids).await?;
+                drop(ids);
+                let state = SweepProgress::new(plan, id, priority, &done)?;
+                release_freed_memory();
+                tracing::info!(
+                    sweep = %id,
+                    "scheduling sweep: {} stages, {} done; holding {} bytes ({} per stage)",
+                    state.len(),
+                    state.done(),
+                    state.held_bytes(),
+                    state.held_bytes() / state.len().max(1)
+                );
+                self.sweeps.insert(id.to_owned(), state);
+            }
+            Some(Err(e)) => {
+                tracing::error!(sweep = %id, "cannot load sweep: {e:#}; marking it failed");
+                self.close(id, "failed").await?;
+            }
+            None => {
+                tracing::error!(
+                    sweep = %id,
+                    "{} is missing from store {}; marking the sweep failed",
+                    keys::sweep_file(id),
+                    self.store.location()
+                );
+                self.close(id, "failed").await?;
+            }
+        }
+        Ok(())
     }
 
     /// Marks the stages of completion events done.
