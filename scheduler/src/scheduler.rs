@@ -239,8 +239,33 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Registers again every sweep the store records as active. A sweep this
+    /// scheduler already holds keeps its plan and done set: Redis lost only
+    /// its tasks in flight, and those are checked in the store one by one
+    /// (done, or ready again), where a fresh load would read the whole plan
+    /// and list every manifest.
     async fn rebuild_from_store(&mut self) -> anyhow::Result<()> {
-        self.sweeps.clear();
+        let started = Instant::now();
+        let mut rechecked = 0;
+        for sweep in self.sweeps.values_mut() {
+            let in_flight = sweep.all_enqueued();
+            let done = self.store.stages_with_manifest(&in_flight).await?;
+            rechecked += in_flight.len();
+            for id in in_flight {
+                if done.contains(&id) {
+                    sweep.mark_done(id);
+                } else {
+                    sweep.requeue(id);
+                }
+            }
+        }
+        if !self.sweeps.is_empty() {
+            tracing::info!(
+                "kept the plans of {} sweep(s); {rechecked} stage(s) in flight rechecked in {:.2}s",
+                self.sweeps.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
         for sweep in self.store.list_folders("sweeps").await? {
             let Some(bytes) = self.store.get_opt(&keys::sweep_status(&sweep)).await? else {
                 continue;
