@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::servers::{http_get, metrics_addr, sample, wait_for, Daemon, Redis, S3};
-use crate::{bin, data_dir, noop_sweep, Ran};
+use crate::{noop_sweep, Ran};
 
 /// The shape of a chaos run.
 #[derive(Debug, Clone)]
@@ -263,13 +263,7 @@ impl Cluster {
     }
 
     fn cli(&self, args: &[&str]) -> Ran {
-        std::process::Command::new(bin("subliminal"))
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("SUBLIMINAL_DATA", data_dir())
-            .output()
-            .expect("subliminal runs")
-            .into()
+        crate::subliminal_with(&self.env, args)
     }
 
     /// The sweep's state as the scheduler last wrote it to the store.
@@ -418,6 +412,15 @@ fn count_by(ids: impl IntoIterator<Item = String>) -> HashMap<String, usize> {
     counts
 }
 
+/// How often each stage id is word `at` after `marker`, over the lines of `text`.
+fn stage_counts(text: &str, marker: &str, at: usize) -> HashMap<String, usize> {
+    count_by(
+        words_after(text, marker)
+            .iter()
+            .filter_map(|w| w.get(at).map(|s| trim_id(s))),
+    )
+}
+
 fn trim_id(word: &str) -> String {
     word.trim_end_matches(':').to_owned()
 }
@@ -489,32 +492,16 @@ fn check(cluster: &mut Cluster, sweep: &Path, report: &mut Report) {
     }
 
     // Deliveries against what the cluster gave out.
-    let runs = count_by(
-        words_after(&worker_logs, "running stage ")
-            .iter()
-            .filter_map(|w| w.get(1).map(|s| trim_id(s))),
-    );
+    let runs = stage_counts(&worker_logs, "running stage ", 1);
     let reused = count_by(
         words_after(&worker_logs, "stage ")
             .iter()
             .filter(|w| w.len() >= 4 && w[1..4] == ["was", "already", "done"])
             .map(|w| trim_id(w[0])),
     );
-    let enqueued = count_by(
-        words_after(&scheduler_logs, "enqueued stage ")
-            .iter()
-            .filter_map(|w| w.get(1).map(|s| trim_id(s))),
-    );
-    let redelivered = count_by(
-        words_after(&scheduler_logs, "redelivered stage ")
-            .iter()
-            .filter_map(|w| w.first().map(|s| trim_id(s))),
-    );
-    let released = count_by(
-        words_after(&worker_logs, "released stage ")
-            .iter()
-            .filter_map(|w| w.first().map(|s| trim_id(s))),
-    );
+    let enqueued = stage_counts(&scheduler_logs, "enqueued stage ", 1);
+    let redelivered = stage_counts(&scheduler_logs, "redelivered stage ", 0);
+    let released = stage_counts(&worker_logs, "released stage ", 0);
     let failed = count_by(
         worker_logs
             .lines()

@@ -218,6 +218,18 @@ in_context_examples = 1
     )
 }
 
+/// Runs the `subliminal` CLI with `args` and the environment `env` (a
+/// cluster's Redis and S3 settings), on the set-up's data folder.
+pub fn subliminal_with(env: &[(&'static str, String)], args: &[&str]) -> Ran {
+    std::process::Command::new(bin("subliminal"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("SUBLIMINAL_DATA", data_dir())
+        .output()
+        .expect("subliminal runs")
+        .into()
+}
+
 /// A noop sweep: per seed a chain of `stages` work stages (each `duration_ms`
 /// asleep) and an evaluate; seeds in `fail_seeds` fail at their first stage.
 pub fn noop_sweep(

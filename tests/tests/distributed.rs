@@ -101,13 +101,7 @@ impl Cluster {
     }
 
     fn cli(&self, args: &[&str]) -> Ran {
-        std::process::Command::new(bin("subliminal"))
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("SUBLIMINAL_DATA", data_dir())
-            .output()
-            .expect("subliminal runs")
-            .into()
+        subliminal_tests::subliminal_with(&self.env, args)
     }
 
     fn submit(&self, sweep: &Path) -> Ran {
