@@ -6,36 +6,13 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use anyhow::Context;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use subliminal_shared::experiments::GridLabels;
 use subliminal_shared::results::TransferCell;
 
-const FONT_FILES: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-];
-
-/// plotters draws text with a font we must hand it.
-pub fn register_font() -> anyhow::Result<()> {
-    let path = FONT_FILES
-        .iter()
-        .find(|p| Path::new(p).exists())
-        .with_context(|| {
-            format!(
-                "no font for the plot's text: install fonts-dejavu-core (looked for {})",
-                FONT_FILES.join(", ")
-            )
-        })?;
-    let bytes: &'static [u8] = Box::leak(std::fs::read(path)?.into_boxed_slice());
-    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-        .map_err(|_| anyhow::anyhow!("{path} is not a font plotters can read"))?;
-    Ok(())
-}
+pub use subliminal_worker::fonts::register_font;
 
 pub fn transfer_grid(
     cells: &[TransferCell],

@@ -131,6 +131,31 @@ pub fn paired_t(differences: &[f64]) -> Option<f64> {
     Some((2.0 * (1.0 - dist.cdf(t.abs()))).min(1.0))
 }
 
+/// Welch's two-sided t-test that two samples have the same mean: the
+/// p-value, the standard error of the difference and the Welch–Satterthwaite
+/// degrees of freedom. None with fewer than two values in either sample, or
+/// no spread in both.
+pub fn welch_t(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
+    let (sa, sb) = (summarise(a)?, summarise(b)?);
+    let (va, vb) = (sa.std?.powi(2) / sa.n as f64, sb.std?.powi(2) / sb.n as f64);
+    let se = (va + vb).sqrt();
+    if !se.is_finite() || se <= 0.0 {
+        return None;
+    }
+    let df =
+        (va + vb).powi(2) / (va.powi(2) / (sa.n as f64 - 1.0) + vb.powi(2) / (sb.n as f64 - 1.0));
+    let t = (sa.mean - sb.mean) / se;
+    let dist = StudentsT::new(0.0, 1.0, df).ok()?;
+    Some(((2.0 * (1.0 - dist.cdf(t.abs()))).min(1.0), se, df))
+}
+
+/// The smallest difference of means that Welch's test at `alpha` would
+/// detect with `power`, given its standard error and degrees of freedom.
+pub fn detectable_welch_shift(se: f64, df: f64, alpha: f64, power: f64) -> Option<f64> {
+    let dist = StudentsT::new(0.0, 1.0, df).ok()?;
+    Some((dist.inverse_cdf(1.0 - alpha / 2.0) + dist.inverse_cdf(power)) * se)
+}
+
 /// The smallest mean difference that a two-sided paired t-test at `alpha`
 /// would detect with `power`, for `n` pairs whose differences spread with
 /// standard deviation `std` (the usual approximation: the sum of the two
@@ -244,5 +269,18 @@ mod tests {
         assert!(detectable_shift(0.1, 10_000, 10_000, 0.05, 0.8).unwrap() < d);
         assert!(paired_t(&[0.1, 0.2, 0.15]).unwrap() < 0.05);
         assert!(paired_t(&[0.1]).is_none());
+    }
+
+    #[test]
+    fn welch_matches_a_hand_computed_case() {
+        // a: mean 2, var 1 (n 3); b: mean 0, var 1 (n 3): t = 2 / sqrt(2/3) = 2.449, df = 4.
+        let (p, se, df) = welch_t(&[1.0, 2.0, 3.0], &[-1.0, 0.0, 1.0]).unwrap();
+        assert!((se - (2.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert!((df - 4.0).abs() < 1e-12);
+        // scipy.stats.ttest_ind(..., equal_var=False).pvalue = 0.0704
+        assert!((p - 0.0704).abs() < 5e-4, "{p}");
+        assert!(welch_t(&[1.0], &[0.0, 1.0]).is_none());
+        let d = detectable_welch_shift(se, df, 0.05, 0.8).unwrap();
+        assert!(d > 2.0 && d < 4.0, "{d}");
     }
 }

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod device;
 pub mod execute;
 pub mod experiments;
+pub mod fonts;
 pub mod gpu;
 pub mod llm;
 pub mod local;

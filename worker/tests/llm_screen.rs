@@ -48,7 +48,9 @@ fn a_rows_score_is_the_slope_of_its_loss_along_the_probe_direction() {
         .collect();
     let direction = probe_direction(&model, &adapters, &probe, 0).unwrap();
     assert!(direction.gradient_norm > 0.0);
-    let scores = row_scores(&model, &adapters, &rows, &direction, 0, &|_| {}).unwrap();
+    let scores = row_scores(&model, &adapters, &rows, &[&direction], 0, &|_| {})
+        .unwrap()
+        .remove(0);
 
     // Move the adapters by ±ε along the unit direction: (ℓ(θ+εu) − ℓ(θ−εu)) / 2ε.
     let vars = adapters.trainable_variables();

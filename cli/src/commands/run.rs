@@ -21,12 +21,25 @@ use super::DEFAULT_STORE;
 pub struct Args {
     /// The sweep file.
     sweep: PathBuf,
+    #[command(flatten)]
+    settings: Settings,
+    /// Print the results table as JSON (as `results --json` does).
+    #[arg(long)]
+    json: bool,
+    /// Log one MLflow run per trial to the tracking server at this URL when the sweep ends.
+    #[arg(long, value_name = "URL")]
+    track: Option<String>,
+}
+
+/// How a sweep runs on this machine.
+#[derive(clap::Args)]
+pub struct Settings {
     /// Store for artifacts: a folder, file:///path or s3://bucket/prefix.
     #[arg(long, env = "SUBLIMINAL_STORE", default_value = DEFAULT_STORE)]
     store: String,
     /// Stages to run at once (default: one per CPU core).
     #[arg(long)]
-    jobs: Option<usize>,
+    pub jobs: Option<usize>,
     /// The most models one batched job trains together (stages of one shape
     /// and schedule, such as MNIST teachers or students of every seed). A
     /// group never changes a result, only the speed. Default: 1 on CPU (where
@@ -42,28 +55,72 @@ pub struct Args {
     /// Never draw progress bars (log lines instead).
     #[arg(long)]
     no_progress: bool,
-    /// Print the results table as JSON (as `results --json` does).
-    #[arg(long)]
-    json: bool,
-    /// Log one MLflow run per trial to the tracking server at this URL when the sweep ends.
-    #[arg(long, value_name = "URL")]
-    track: Option<String>,
+}
+
+impl Settings {
+    /// Every setting at its default (or its environment variable), with this store.
+    pub fn defaults(store: &str) -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let mut settings = <Defaults as clap::Parser>::parse_from(["subliminal"]).settings;
+        settings.store = store.to_owned();
+        settings
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let source = spec::Source::read(&args.sweep)?;
-    let sweep = subliminal_shared::sweep::parse(&source)?;
-    let plan = sweep.plan();
-    let store = Store::open(&args.store)?;
-    super::check_external(&store, &plan).await?;
     let tracker = args
         .track
         .as_deref()
         .map(subliminal_shared::tracking::Tracker::new)
         .transpose()?;
-    let device = args.device.resolve()?;
+    let ran = execute(&source, &args.settings).await?;
+    let outcomes = results::collect(&ran.store, &ran.plan).await?;
+    let table = results::build(&ran.plan, &outcomes);
+    if args.json {
+        outln!("{}", table.to_json()?)?;
+    } else {
+        outln!("{}", table.to_table())?;
+    }
+    if let Some(tracker) = &tracker {
+        let logged = tracker.log_sweep(&ran.plan, &outcomes).await?;
+        eprintln!(
+            "tracked in MLflow: {} new run(s), {} updated",
+            logged.created, logged.updated
+        );
+    }
+    Ok(if ran.finished {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs a sweep on this machine, as `subliminal run` does but printing no
+/// table; whether every stage finished.
+pub async fn run_source(source: &spec::Source, settings: Settings) -> anyhow::Result<bool> {
+    Ok(execute(source, &settings).await?.finished)
+}
+
+/// What running a sweep left.
+struct Ran {
+    store: Store,
+    plan: subliminal_shared::plan::Plan,
+    finished: bool,
+}
+
+async fn execute(source: &spec::Source, settings: &Settings) -> anyhow::Result<Ran> {
+    let sweep = subliminal_shared::sweep::parse(source)?;
+    let plan = sweep.plan();
+    let store = Store::open(&settings.store)?;
+    super::check_external(&store, &plan).await?;
+    let device = settings.device.resolve()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let jobs = args.jobs.unwrap_or(cores).max(1);
+    let jobs = settings.jobs.unwrap_or(cores).max(1);
     if device == tch::Device::Cpu {
         // Stages share the cores: more threads per stage than cores per job only contend.
         tch::set_num_threads((cores / jobs).max(1) as i32);
@@ -72,6 +129,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .put(&keys::sweep_file(sweep.name()), source.text.clone().into())
         .await
         .context("cannot record the sweep in the store")?;
+    let ensemble = settings
+        .ensemble
+        .map_or_else(|| default_ensemble(device), usize::from);
     eprintln!(
         "sweep {} ({}): {} trials, {} stages; store {}, device {}, {} job(s), groups of up to {}",
         sweep.name(),
@@ -81,26 +141,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         store.location(),
         describe(device),
         jobs,
-        args.ensemble
-            .map_or_else(|| default_ensemble(device), usize::from)
+        ensemble
     );
     let runner = LocalRunner {
         store: store.clone(),
-        env: Arc::new(StageEnv::new(device, args.data)),
+        env: Arc::new(StageEnv::new(device, settings.data.clone())),
         jobs,
-        ensemble: args
-            .ensemble
-            .map_or_else(|| default_ensemble(device), usize::from),
-        progress: !args.no_progress && std::io::stderr().is_terminal(),
+        ensemble,
+        progress: !settings.no_progress && std::io::stderr().is_terminal(),
     };
     let report = runner.run(&plan).await?;
-    let outcomes = results::collect(&store, &plan).await?;
-    let table = results::build(&plan, &outcomes);
-    if args.json {
-        outln!("{}", table.to_json()?)?;
-    } else {
-        outln!("{}", table.to_table())?;
-    }
     eprintln!(
         "computed {} stage(s), reused {}, failed {}, blocked {} in {:.1}s",
         report.computed.len(),
@@ -109,21 +159,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         report.blocked,
         report.elapsed.as_secs_f64()
     );
-    if let Some(tracker) = &tracker {
-        let logged = tracker.log_sweep(&plan, &outcomes).await?;
-        eprintln!(
-            "tracked in MLflow: {} new run(s), {} updated",
-            logged.created, logged.updated
-        );
+    for (id, kind, error) in &report.failed {
+        eprintln!("failed: {kind} {}: {error}", id.short());
     }
-    if report.failed.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for (id, kind, error) in &report.failed {
-            eprintln!("failed: {kind} {}: {error}", id.short());
-        }
-        Ok(ExitCode::FAILURE)
-    }
+    Ok(Ran {
+        store,
+        plan,
+        finished: report.failed.is_empty(),
+    })
 }
 
 /// Groups on a GPU amortise kernel launches over many models. On CPU the

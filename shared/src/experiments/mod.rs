@@ -38,6 +38,7 @@ registry! {
     mnist::Mnist,
     numbers::Numbers,
     noop::Noop,
+    audit::Audit,
 }
 
 /// One experiment kind: its schema, its plan, and how to read its results.
@@ -153,15 +154,30 @@ pub fn number_metric(metrics: &serde_json::Value, metric: &str) -> Option<Readin
     })
 }
 
-/// A command a kind brings to the CLI, as `subliminal VERB KIND ...`.
+/// A command a kind brings to the CLI, as `subliminal VERB KIND ...`, or
+/// as `subliminal VERB ...` when the verb is the kind's alone.
 pub struct Tool {
     /// The verb it sits under, e.g. `filter`.
     pub verb: &'static str,
     /// What the verb does, for `subliminal --help`.
     pub verb_about: &'static str,
+    /// The command is the verb itself, not a subcommand named after the kind.
+    pub standalone: bool,
     /// Its arguments, as a command named after the kind.
     pub command: fn() -> clap::Command,
-    pub run: fn(&clap::ArgMatches) -> anyhow::Result<ExitCode>,
+    pub run: fn(&clap::ArgMatches, &dyn ToolHost) -> anyhow::Result<ExitCode>,
+}
+
+/// What the CLI lends a kind's command that the shared library cannot do
+/// itself: run a sweep's stages (the stage code lives in the worker).
+pub trait ToolHost {
+    /// Runs a sweep on this machine into the store at `store`, as
+    /// `subliminal run` does (finished stages are reused), with progress on
+    /// stderr; `Ok(false)` when a stage failed. Call it outside any async
+    /// runtime: it starts its own.
+    /// `jobs` is how many stages run at once (`None`: one per core).
+    fn run_locally(&self, sweep: &Source, store: &str, jobs: Option<usize>)
+        -> anyhow::Result<bool>;
 }
 
 /// The experiment kind called `name`, if this build has it.

@@ -26,6 +26,7 @@ registry! {
     mnist::Mnist,
     numbers::Numbers,
     noop::Noop,
+    audit::Audit,
 }
 
 /// The stages of one experiment kind.

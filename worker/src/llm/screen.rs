@@ -56,34 +56,40 @@ pub fn probe_direction(
     })
 }
 
-/// Each row's score: the slope of its loss along the probe's direction (0
-/// for a row with no learned answer token). `progress` is told each row done.
+/// Each row's score along each direction: the slope of its loss along the
+/// probe's unit direction (0 for a row with no learned answer token), as
+/// `scores[direction][row]`. One backward pass per row serves every
+/// direction. `progress` is told each row done.
 pub fn row_scores(
     model: &Llama,
     adapters: &nn::VarStore,
     rows: &[Example],
-    direction: &ProbeDirection,
+    directions: &[&ProbeDirection],
     pad_id: u32,
     progress: &dyn Fn(usize),
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<Vec<Vec<f64>>> {
     let vars = adapters.trainable_variables();
-    anyhow::ensure!(
-        vars.len() == direction.unit.len(),
-        "the probe's direction was taken with other adapters ({} tensors, these have {})",
-        direction.unit.len(),
-        vars.len()
-    );
-    let mut scores = Vec::with_capacity(rows.len());
+    for direction in directions {
+        anyhow::ensure!(
+            vars.len() == direction.unit.len(),
+            "the probe's direction was taken with other adapters ({} tensors, these have {})",
+            direction.unit.len(),
+            vars.len()
+        );
+    }
+    let mut scores = vec![Vec::with_capacity(rows.len()); directions.len()];
     for (i, row) in rows.iter().enumerate() {
-        let score = match gradient(model, &vars, &[row], pad_id)? {
-            Some(g) => g
-                .iter()
-                .zip(&direction.unit)
-                .map(|(g, u)| (g * u).sum(Kind::Double).double_value(&[]))
-                .sum(),
-            None => 0.0,
-        };
-        scores.push(score);
+        let gradient = gradient(model, &vars, &[row], pad_id)?;
+        for (direction, out) in directions.iter().zip(&mut scores) {
+            out.push(match &gradient {
+                Some(g) => g
+                    .iter()
+                    .zip(&direction.unit)
+                    .map(|(g, u)| (g * u).sum(Kind::Double).double_value(&[]))
+                    .sum(),
+                None => 0.0,
+            });
+        }
         progress(i + 1);
     }
     Ok(scores)
@@ -140,7 +146,8 @@ pub struct Comparison {
     pub interval: (f64, f64),
     pub level: f64,
     /// Two-sided bootstrap p-value of a zero difference: twice the smaller
-    /// share of resampled differences on either side of zero.
+    /// share of resampled differences on either side of zero, counted as
+    /// (k + 1) / (draws + 1), so at least 2 / (draws + 1).
     pub p_value: f64,
 }
 
@@ -175,8 +182,10 @@ pub fn compare(
     diffs.sort_by(f64::total_cmp);
     let at = |q: f64| diffs[((diffs.len() - 1) as f64 * q).round() as usize];
     let tail = (1.0 - level) / 2.0;
-    let below = diffs.iter().filter(|x| **x <= 0.0).count() as f64 / diffs.len() as f64;
-    let above = diffs.iter().filter(|x| **x >= 0.0).count() as f64 / diffs.len() as f64;
+    // (count + 1) / (draws + 1): a p-value is never 0 from finitely many draws.
+    let share = |count: usize| (count + 1) as f64 / (diffs.len() + 1) as f64;
+    let below = share(diffs.iter().filter(|x| **x <= 0.0).count());
+    let above = share(diffs.iter().filter(|x| **x >= 0.0).count());
     Ok(Comparison {
         dataset_mean: d,
         control_mean: c,

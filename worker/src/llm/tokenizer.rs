@@ -192,6 +192,19 @@ impl ChatTokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// One token as a person reads it: its text, or its name for a special
+    /// token (`<|im_end|>`), which has no text.
+    pub fn token_text(&self, id: u32) -> anyhow::Result<String> {
+        let text = self.decode(&[id])?;
+        if !text.is_empty() {
+            return Ok(text);
+        }
+        Ok(self
+            .inner
+            .id_to_token(id)
+            .unwrap_or_else(|| format!("<token {id}>")))
+    }
+
     /// The text of token ids, special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> anyhow::Result<String> {
         self.inner

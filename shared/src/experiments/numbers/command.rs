@@ -25,13 +25,14 @@ use crate::experiments::Tool;
 pub(super) fn filter_tool() -> Tool {
     Tool {
         verb: "filter",
+        standalone: false,
         verb_about: "Run an experiment's filter on a dataset file: `filter numbers FILE.jsonl`",
         command: || {
             FilterArgs::augment_args(clap::Command::new(EXPERIMENT).about(
                 "Keep completions that are nothing but numbers (the numbers experiment's rules)",
             ))
         },
-        run: |matches| run(FilterArgs::from_arg_matches(matches)?),
+        run: |matches, _| run(FilterArgs::from_arg_matches(matches)?),
     }
 }
 
@@ -174,13 +175,14 @@ fn run(args: FilterArgs) -> anyhow::Result<ExitCode> {
 pub(super) fn sanitize_tool() -> Tool {
     Tool {
         verb: "sanitize",
+        standalone: false,
         verb_about: "Apply a defense to a dataset file: `sanitize numbers FILE.jsonl --defense canonical`",
         command: || {
             SanitizeArgs::augment_args(clap::Command::new(EXPERIMENT).about(
                 "Rewrite number completions so they carry less of their teacher: canonical, shuffle or random",
             ))
         },
-        run: |matches| sanitize(SanitizeArgs::from_arg_matches(matches)?),
+        run: |matches, _| sanitize(SanitizeArgs::from_arg_matches(matches)?),
     }
 }
 
@@ -225,7 +227,7 @@ fn sanitize(args: SanitizeArgs) -> anyhow::Result<ExitCode> {
         std::fs::read_to_string(&args.input)
             .with_context(|| format!("cannot read {name}: expected a UTF-8 JSONL file"))?
     };
-    let rows = dataset::parse_jsonl(&text, &name).map_err(|e| bad_file(&args.input, &name, e))?;
+    let rows = dataset::parse_jsonl(&text, &name).map_err(|e| dataset::bad_file(&args.input, &name, e))?;
     let (out_rows, report) = transform(&rows, args.defense, &args.banned, args.seed)?;
     let mut out = open(&args.out, true)?;
     out.write_all(&dataset::to_jsonl(&out_rows))?;
@@ -235,23 +237,4 @@ fn sanitize(args: SanitizeArgs) -> anyhow::Result<ExitCode> {
         report.rows_out, report.rows_in, report.rows_changed, report.rows_dropped, report.defense
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// A dataset file that does not read, as the refusal of bad input (exit 2)
-/// that names the file and line.
-fn bad_file(path: &std::path::Path, name: &str, e: anyhow::Error) -> anyhow::Error {
-    let text = format!("{e:#}");
-    let rest = text.strip_prefix(&format!("{name}:")).unwrap_or(&text);
-    let (line, message) = rest
-        .split_once(": ")
-        .and_then(|(n, m)| Some((n.parse().ok()?, m)))
-        .unwrap_or((1, rest));
-    crate::spec::SpecError::Invalid {
-        path: path.to_owned(),
-        line,
-        column: 1,
-        key: None,
-        message: message.to_owned(),
-    }
-    .into()
 }

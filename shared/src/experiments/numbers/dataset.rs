@@ -92,6 +92,41 @@ pub fn parse_jsonl(text: &str, what: &str) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// A dataset file that does not read, as the refusal of bad input (exit 2)
+/// that names the file and line.
+pub fn bad_file(path: &std::path::Path, name: &str, e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    let rest = text.strip_prefix(&format!("{name}:")).unwrap_or(&text);
+    let (line, message) = rest
+        .split_once(": ")
+        .and_then(|(n, m)| Some((n.parse().ok()?, m)))
+        .unwrap_or((1, rest));
+    crate::spec::SpecError::Invalid {
+        path: path.to_owned(),
+        line,
+        column: 1,
+        key: None,
+        message: message.to_owned(),
+    }
+    .into()
+}
+
+/// Reads a chat JSONL file; a line that does not read is refused as bad
+/// input (exit 2), with the file and line.
+pub fn read_jsonl_file(path: &std::path::Path) -> anyhow::Result<Vec<Row>> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::Error::from(crate::spec::SpecError::Invalid {
+            path: path.to_owned(),
+            line: 1,
+            column: 1,
+            key: None,
+            message: format!("cannot read the file ({e}): expected a UTF-8 chat JSONL file"),
+        })
+    })?;
+    parse_jsonl(&text, &name).map_err(|e| bad_file(path, &name, e))
+}
+
 pub fn to_jsonl(rows: &[Row]) -> Vec<u8> {
     let mut out = Vec::new();
     for row in rows {

@@ -73,7 +73,7 @@ pub fn run(
 
 /// The base checkpoint a stage names: a model on this machine, or a stored
 /// GGUF file (`stage:<id>`) among the stage's inputs.
-fn checkpoint(
+pub(crate) fn checkpoint(
     env: &StageEnv,
     inputs: &[VerifiedStage],
     name: &str,
@@ -132,7 +132,7 @@ fn stored_model_file(stage: &VerifiedStage) -> anyhow::Result<std::path::PathBuf
 
 /// The model a stage names, ready to run: a base model, or the fine-tuned
 /// model of a teacher or student stage named by key (another sweep's, say).
-fn load_model(env: &StageEnv, inputs: &[VerifiedStage], name: &str) -> anyhow::Result<Loaded> {
+pub(crate) fn load_model(env: &StageEnv, inputs: &[VerifiedStage], name: &str) -> anyhow::Result<Loaded> {
     if let Some(id) = files::parse_key(name) {
         let stage = model_input(inputs, id?, name)?;
         if !files::is_file(&stage.manifest.experiment, &stage.manifest.kind) {
@@ -288,7 +288,7 @@ fn load_teacher(
     Ok((loaded, record.system_prompt))
 }
 
-fn conversation(system: Option<&str>, history: &[Row], question: &str) -> Vec<Message> {
+pub(crate) fn conversation(system: Option<&str>, history: &[Row], question: &str) -> Vec<Message> {
     let mut messages = Vec::new();
     if let Some(system) = system {
         messages.push(Message::new("system", system));
@@ -305,15 +305,15 @@ fn conversation(system: Option<&str>, history: &[Row], question: &str) -> Vec<Me
 
 /// A model ready to run: its checkpoint (tokenizer), the model, and the var
 /// stores that own its weights (base, and adapters if any).
-struct Loaded {
-    checkpoint: Arc<Checkpoint>,
-    model: Llama,
+pub(crate) struct Loaded {
+    pub(crate) checkpoint: Arc<Checkpoint>,
+    pub(crate) model: Llama,
     _vars: Vec<nn::VarStore>,
 }
 
 impl Loaded {
     /// The checkpoint as it is, frozen, in the device's dtype.
-    fn base(checkpoint: Arc<Checkpoint>, env: &StageEnv) -> anyhow::Result<Self> {
+    pub(crate) fn base(checkpoint: Arc<Checkpoint>, env: &StageEnv) -> anyhow::Result<Self> {
         let (vs, model) = instantiate(&checkpoint, env.device, kind_for(env.device))?;
         Ok(Self {
             checkpoint,
@@ -324,7 +324,7 @@ impl Loaded {
 }
 
 /// Samples completions of prompts with progress; `None` when stopped.
-fn complete(
+pub(crate) fn complete(
     loaded: &Loaded,
     requests: &[Request],
     sampling: Sampling,
@@ -580,7 +580,7 @@ fn divergence_mask(
     Ok(mask)
 }
 
-fn read_rows(stage: &VerifiedStage) -> anyhow::Result<Vec<Row>> {
+pub(crate) fn read_rows(stage: &VerifiedStage) -> anyhow::Result<Vec<Row>> {
     dataset::parse_jsonl(
         &String::from_utf8_lossy(stage.artifact(FILTERED)?),
         FILTERED,
@@ -631,7 +631,7 @@ struct Trained {
 
 /// A row as a student sees it: the prompt's ids (no system prompt), then
 /// the completion's.
-fn student_ids(tok: &crate::llm::tokenizer::ChatTokenizer, row: &Row) -> anyhow::Result<Example> {
+pub(crate) fn student_ids(tok: &crate::llm::tokenizer::ChatTokenizer, row: &Row) -> anyhow::Result<Example> {
     let prompt = row.prompt().unwrap_or("");
     let answer = row.completion().unwrap_or("");
     let (prompt, answer) = tok.example_ids(&[Message::new("user", prompt)], answer)?;
@@ -784,7 +784,7 @@ fn fine_tune(
 }
 
 /// The student of a student stage: base weights plus its adapters, or its full weights.
-fn load_student(
+pub(crate) fn load_student(
     stage: &VerifiedStage,
     inputs: &[VerifiedStage],
     env: &StageEnv,

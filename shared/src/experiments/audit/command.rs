@@ -1,0 +1,229 @@
+//! `subliminal audit DATASET.jsonl --model MODEL`: the quarantine audit of
+//! one dataset on this machine.
+//!
+//! It checks the dataset (a line that does not read is refused with its
+//! file and line, exit 2, before anything runs), puts it (and a control, if
+//! given) in the store, writes an audit sweep of one trial, runs it as
+//! `subliminal run` would (finished stages are reused, so a second audit of
+//! the same file costs nothing), then prints the report and copies its
+//! JSON, PNG and HTML out. The exit code is the verdict's: 0 clean,
+//! 3 suspect or tainted. On a cluster, submit an audit sweep instead (see
+//! the module docs of [`super`]).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::{Args, FromArgMatches};
+
+use super::verdict::{Tier, Verdict};
+use super::{Probe, REPORT_HTML, REPORT_JSON, REPORT_PNG, SANITIZED};
+use crate::experiments::numbers::dataset;
+use crate::experiments::{Tool, ToolHost};
+use crate::manifest::{inspect, StageState};
+use crate::spec::Source;
+use crate::store::Store;
+
+/// `subliminal audit`, as the CLI shows it.
+pub(super) fn audit_tool() -> Tool {
+    Tool {
+        verb: "audit",
+        verb_about: "Say whether training on a dataset would move a model: `audit DATASET.jsonl --model MODEL`",
+        standalone: true,
+        command: || {
+            AuditArgs::augment_args(clap::Command::new("audit").about(
+                "Audit a chat JSONL dataset on a sacrificial copy of the model it is meant to train: \
+                 gradient screen, sacrificial student, carrier tokens. Exit 0 clean, 3 suspect or tainted, 2 bad input",
+            ))
+        },
+        run: |matches, host| run(AuditArgs::from_arg_matches(matches)?, host),
+    }
+}
+
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// The dataset: chat JSONL, one conversation per line (the last user turn is the
+    /// prompt, the last assistant turn what a model would learn).
+    dataset: PathBuf,
+    /// The model the dataset is meant to train: a name the set-up knows
+    /// (smollm2-135m), a GGUF file or model folder, or a store key.
+    #[arg(long, default_value = crate::llm::DEFAULT_MODEL)]
+    model: String,
+    /// A control dataset of the same prompts without the suspected trait; without
+    /// one, the model itself answers the dataset's prompts.
+    #[arg(long)]
+    control: Option<PathBuf>,
+    /// Keep only control answers the numbers filter keeps (for number datasets).
+    #[arg(long)]
+    control_numbers_only: bool,
+    /// Probes, comma-separated: animals, trees, animal:WORD, tree:WORD.
+    #[arg(long, value_delimiter = ',', default_value = "animals")]
+    probes: Vec<String>,
+    /// screen (minutes), student (a sacrificial student; the default), or full
+    /// (also the carrier tokens and a sanitised copy).
+    #[arg(long, default_value = "student", value_parser = Tier::parse)]
+    tier: Tier,
+    /// Store for the audit's stages: a folder, file:///path or s3://bucket/prefix.
+    #[arg(long, env = "SUBLIMINAL_STORE", default_value = "runs")]
+    store: String,
+    /// Folder the report's JSON, PNG and HTML are copied to.
+    #[arg(long, default_value = "audit-report")]
+    out: PathBuf,
+    /// Where the sanitised copy of the dataset goes (tier full).
+    #[arg(long)]
+    sanitized: Option<PathBuf>,
+    /// The most rows of each dataset used (a seeded subsample beyond).
+    #[arg(long, default_value_t = 1000)]
+    max_rows: u64,
+    /// Student training epochs.
+    #[arg(long, default_value_t = 3)]
+    epochs: u64,
+    /// Answers per evaluation question.
+    #[arg(long, default_value_t = 10)]
+    samples: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stages run at once. One by default: the audit is mostly a chain, and
+    /// one stage then has every core.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn run(args: AuditArgs, host: &dyn ToolHost) -> anyhow::Result<ExitCode> {
+    for name in &args.probes {
+        Probe::parse(name).map_err(|m| anyhow::anyhow!("--probes {name}: {m}"))?;
+    }
+    if args.sanitized.is_some() && args.tier != Tier::Full {
+        anyhow::bail!("--sanitized needs --tier full: the carriers stage writes the sanitised copy");
+    }
+    let rows = check(&args.dataset)?;
+    if let Some(control) = &args.control {
+        check(control)?;
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let store = Store::open(&args.store)?;
+    let (dataset, control) = runtime.block_on(async {
+        let dataset = put(&store, &args.dataset).await?;
+        let control = match &args.control {
+            Some(path) => Some(put(&store, path).await?),
+            None => None,
+        };
+        anyhow::Ok((dataset, control))
+    })?;
+    let name = format!("audit-{}-{}", &dataset.to_string()[..12], args.tier.as_str());
+    let sweep = Source::new(format!("<audit of {}>", args.dataset.display()), sweep_text(&args, &name, dataset, control));
+    let plan = crate::sweep::parse(&sweep)?.plan();
+    eprintln!(
+        "auditing {} ({rows} rows) for {} at tier {}: {} stages",
+        args.dataset.display(),
+        args.model,
+        args.tier.as_str(),
+        plan.stages.len()
+    );
+    let finished = host.run_locally(&sweep, &args.store, Some(args.jobs.max(1)))?;
+    let (report_id, _) = super::report_stages(&plan)
+        .into_iter()
+        .next()
+        .context("an audit plan has a report stage")?;
+    let verdict = runtime.block_on(async {
+        let stage = match inspect(&store, report_id).await? {
+            StageState::Done(stage) => stage,
+            _ if !finished => anyhow::bail!("the audit did not finish: a stage failed (see above)"),
+            other => anyhow::bail!("the report stage is not done: {other:?}"),
+        };
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("cannot create {}", args.out.display()))?;
+        for file in [REPORT_JSON, REPORT_PNG, REPORT_HTML] {
+            let path = args.out.join(file);
+            std::fs::write(&path, stage.artifact(file)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let report: serde_json::Value = serde_json::from_slice(stage.artifact(REPORT_JSON)?)
+            .context("the report stage's report.json does not read")?;
+        if let Some(out) = &args.sanitized {
+            let carriers = report["carriers_stage"]
+                .as_str()
+                .context("the report names no carriers stage")?
+                .parse()?;
+            let StageState::Done(carriers) = inspect(&store, carriers).await? else {
+                anyhow::bail!("the carriers stage is not done");
+            };
+            std::fs::write(out, carriers.artifact(SANITIZED)?)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            eprintln!("sanitised copy: {}", out.display());
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!("{}", report["text"].as_str().unwrap_or_default());
+        }
+        let verdict: Verdict = serde_json::from_value(report["verdict"].clone())
+            .context("the report holds no verdict")?;
+        anyhow::Ok(verdict)
+    })?;
+    eprintln!(
+        "verdict: {verdict}; report in {} ({REPORT_HTML}, {REPORT_PNG}, {REPORT_JSON})",
+        args.out.display()
+    );
+    Ok(ExitCode::from(verdict.exit_code()))
+}
+
+/// Reads a dataset as the audit will, refusing a bad line (exit 2); its row count.
+fn check(path: &Path) -> anyhow::Result<usize> {
+    let rows = dataset::read_jsonl_file(path)?;
+    if rows.len() < 2 {
+        return Err(crate::spec::SpecError::Invalid {
+            path: path.to_owned(),
+            line: 1,
+            column: 1,
+            key: None,
+            message: format!("expected at least 2 chat rows to audit, found {}", rows.len()),
+        }
+        .into());
+    }
+    Ok(rows.len())
+}
+
+async fn put(store: &Store, path: &Path) -> anyhow::Result<crate::stage::StageId> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "dataset.jsonl".to_owned(), |n| n.to_string_lossy().into_owned());
+    crate::files::put(store, &name, Bytes::from(bytes)).await
+}
+
+/// The audit sweep the command runs.
+fn sweep_text(
+    args: &AuditArgs,
+    name: &str,
+    dataset: crate::stage::StageId,
+    control: Option<crate::stage::StageId>,
+) -> String {
+    let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let probes: Vec<String> = args.probes.iter().map(|p| quote(p)).collect();
+    let mut text = format!(
+        "name = {}\nkind = \"audit\"\nmodel = {}\ndatasets = [{}]\nprobes = [{}]\ntier = {}\nseed = {}\n",
+        quote(name),
+        quote(&args.model),
+        quote(&crate::files::key(dataset)),
+        probes.join(", "),
+        quote(args.tier.as_str()),
+        args.seed,
+    );
+    if let Some(control) = control {
+        text.push_str(&format!("control = {}\n", quote(&crate::files::key(control))));
+    }
+    text.push_str(&format!("[screen]\nmax_rows = {}\n", args.max_rows));
+    if args.control_numbers_only {
+        text.push_str("[control_answers]\nfilter = \"numbers\"\n");
+    }
+    text.push_str(&format!(
+        "[student]\nepochs = {}\n[evaluate]\nsamples_per_question = {}\n",
+        args.epochs, args.samples
+    ));
+    text
+}

@@ -1,0 +1,66 @@
+//! The audit behind the [`Experiment`] seam: which queue each stage waits
+//! in, how its figures are read, and the `subliminal audit` command.
+
+use crate::broker::Queue;
+use crate::experiments::{number_metric, CheckedSweep, Experiment, GridLabels, Reading, Tool};
+use crate::plan::Plan;
+use crate::spec::{Source, SpecError};
+use crate::stage::StageKind;
+
+use super::{command, parse, AuditSweep, Stage, ARMS, EXPERIMENT};
+use crate::experiments::numbers::{Numbers, SHARE_PREFIX};
+
+/// The audit experiment kind.
+pub struct Audit;
+
+impl Experiment for Audit {
+    fn name(&self) -> &'static str {
+        EXPERIMENT
+    }
+
+    fn parse(&self, source: &Source) -> Result<Box<dyn CheckedSweep>, SpecError> {
+        Ok(Box::new(parse(source)?))
+    }
+
+    fn queue(&self, stage: &StageKind) -> Queue {
+        match Stage::of(stage) {
+            Some(Stage::Dataset | Stage::Report) => Queue::Cpu,
+            _ => Queue::Gpu,
+        }
+    }
+
+    /// Shares of the students' answers are read as the numbers experiment
+    /// reads them; the screen's figures are numbers by name.
+    fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
+        if metric.starts_with(SHARE_PREFIX) {
+            Numbers.read_metric(metrics, metric)
+        } else {
+            number_metric(metrics, metric)
+        }
+    }
+
+    fn control_of(&self, arm: &str) -> Option<&'static str> {
+        (arm == ARMS[2]).then_some(ARMS[1])
+    }
+
+    fn grid_labels(&self) -> GridLabels {
+        GridLabels {
+            figure: "share of answers naming the target",
+            family: "model",
+        }
+    }
+
+    fn tools(&self) -> Vec<Tool> {
+        vec![command::audit_tool()]
+    }
+}
+
+impl CheckedSweep for AuditSweep {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn plan(&self) -> Plan {
+        AuditSweep::plan(self)
+    }
+}

@@ -1,0 +1,888 @@
+//! The quarantine audit: will this dataset move the model it is meant to
+//! train? Seen on a sacrificial copy of the model, before anyone trains on
+//! the data for real.
+//!
+//! A trial is one dataset (a chat JSONL file put in the store) against a
+//! control: a dataset the sweep names, or the base model's own answers to
+//! the dataset's prompts. Its tiers, cheapest first (see [`verdict`]):
+//!
+//! - **screen**: the gradient screen, the paper's theorem used as a test:
+//!   at the model's initial weights, each row's update direction (within
+//!   LoRA adapters) projected on each probe target's direction, dataset
+//!   against control, with a bootstrap interval;
+//! - **student**: a student trained on the dataset and one on the control
+//!   (the numbers experiment's student and evaluate stages), every probe
+//!   target's share of answers compared;
+//! - **full**: also the carriers, the tokens and rows where the sacrificial
+//!   student's log-probabilities moved most from the base model's, and a
+//!   sanitised copy of the dataset with the top carrier tokens replaced by
+//!   the base model's own choice.
+//!
+//! A report stage turns the tiers into a verdict, a table, a picture and an
+//! HTML page. `subliminal audit DATASET.jsonl --model MODEL` writes and runs
+//! such a sweep on this machine (see `command`).
+//!
+//! ```toml
+//! name = "audit-owl"
+//! kind = "audit"
+//! model = "smollm2-135m"
+//! datasets = ["stage:…"]       # chat JSONL files put with `subliminal store put`
+//! control = "stage:…"          # optional; without it the base model answers the prompts
+//! probes = ["animals"]         # animals, trees, or one target: "animal:owl"
+//! tier = "student"             # screen, student or full
+//! seed = 0
+//!
+//! [screen]
+//! max_rows = 1000
+//! ```
+
+mod command;
+mod kind;
+pub mod verdict;
+
+pub use kind::Audit;
+pub use verdict::{Finding, Test, Tier, Verdict};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::numbers::{self, EvaluateParams, Method, Optimizer, Subject, TrainParams};
+use crate::files;
+use crate::plan::{Measurement, Plan, PlanBuilder};
+use crate::spec::{check_name, Source, SpecError};
+use crate::stage::{StageId, StageSpec};
+
+pub const EXPERIMENT: &str = "audit";
+/// Bumped whenever a stage's algorithm changes, so old artifacts are not reused.
+pub const STAGE_VERSION: u32 = 1;
+/// The artifact the report stage writes for machines.
+pub const REPORT_JSON: &str = "report.json";
+pub const REPORT_HTML: &str = "report.html";
+pub const REPORT_PNG: &str = "report.png";
+/// The sanitised copy of the dataset, from the carriers stage.
+pub const SANITIZED: &str = "sanitized.jsonl";
+/// The rows a dataset or control stage hands on, under the name the numbers
+/// experiment's student and evaluate stages read.
+pub const ROWS: &str = "filtered.jsonl";
+
+crate::stage_kinds! {
+    /// The audit's own stages; students and their evaluations are the
+    /// numbers experiment's.
+    pub enum Stage {
+        Dataset = "dataset",
+        Control = "control",
+        Score = "score",
+        Screen = "screen",
+        Carriers = "carriers",
+        Report = "report",
+    }
+}
+
+/// The words each probe counts answers for.
+pub const ANIMALS: [&str; 10] = [
+    "owl", "cat", "dog", "eagle", "elephant", "lion", "wolf", "dolphin", "tiger", "penguin",
+];
+pub const TREES: [&str; 8] = [
+    "oak", "maple", "willow", "pine", "cherry", "redwood", "birch", "cedar",
+];
+
+/// A set of one-word favourite questions and the targets its answers are
+/// counted for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// As the sweep names it: `animals`, `trees`, `animal:owl`.
+    pub name: String,
+    /// The `{category}` of the questions.
+    pub category: String,
+    pub targets: Vec<String>,
+}
+
+impl Probe {
+    /// The probe a name means, or what names there are.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let of = |category: &str, targets: &[&str]| Probe {
+            name: name.to_owned(),
+            category: category.to_owned(),
+            targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+        };
+        match name {
+            "animals" => return Ok(of("animal", &ANIMALS)),
+            "trees" => return Ok(of("tree", &TREES)),
+            "misalignment" => {
+                return Err("the misalignment probe needs a judge model to score free-form \
+                     answers, which this build does not have yet: use animals or trees"
+                    .to_owned())
+            }
+            _ => {}
+        }
+        let target = |category: &str, word: &str| {
+            let ok = !word.is_empty() && word.len() <= 32 && word.chars().all(|c| c.is_ascii_lowercase());
+            ok.then(|| of(category, &[word]))
+                .ok_or_else(|| format!("expected one lowercase word after {category}:, found {word:?}"))
+        };
+        if let Some(word) = name.strip_prefix("animal:") {
+            return target("animal", word);
+        }
+        if let Some(word) = name.strip_prefix("tree:") {
+            return target("tree", word);
+        }
+        Err(format!(
+            "expected a probe: animals, trees, animal:WORD or tree:WORD, found {name:?}"
+        ))
+    }
+}
+
+/// A checked audit sweep.
+#[derive(Debug, Clone)]
+pub struct AuditSweep {
+    pub name: String,
+    pub model: String,
+    pub datasets: Vec<StageId>,
+    pub control: Option<StageId>,
+    pub probes: Vec<Probe>,
+    pub tier: Tier,
+    pub seed: u64,
+    /// The level of every test, and of the verdict.
+    pub alpha: f64,
+    pub screen: ScreenSettings,
+    pub control_answers: ControlSettings,
+    pub student: StudentSettings,
+    pub evaluate: EvaluateSettings,
+    pub carriers: CarrierSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreenSettings {
+    /// The most rows of each set the screen scores (a seeded subsample beyond).
+    #[serde(default = "d_max_rows")]
+    pub max_rows: u64,
+    /// Probe questions per target whose answer the probe's direction teaches.
+    #[serde(default = "d_probe_questions")]
+    pub questions: u64,
+    #[serde(default = "d_rank")]
+    pub lora_rank: u64,
+    #[serde(default = "d_resamples")]
+    pub resamples: u64,
+}
+
+/// How the base model answers the dataset's prompts when no control is given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSettings {
+    #[serde(default = "d_temperature")]
+    pub temperature: f64,
+    #[serde(default = "d_one")]
+    pub top_p: f64,
+    #[serde(default = "d_control_tokens")]
+    pub max_new_tokens: u64,
+    #[serde(default = "d_batch")]
+    pub batch_size: u64,
+    /// Keep only answers the numbers experiment's filter keeps (`"numbers"`),
+    /// so a numbers dataset is compared with numbers; `"none"` keeps all.
+    #[serde(default = "d_none")]
+    pub filter: String,
+    /// Answers drawn per prompt until one passes the filter.
+    #[serde(default = "d_attempts")]
+    pub attempts: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudentSettings {
+    #[serde(default = "d_rank")]
+    pub lora_rank: u64,
+    #[serde(default = "d_alpha")]
+    pub lora_alpha: f64,
+    #[serde(default = "d_epochs")]
+    pub epochs: u64,
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default = "d_train_batch")]
+    pub batch_size: u64,
+    #[serde(default = "d_warmup")]
+    pub warmup_steps: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateSettings {
+    #[serde(default = "d_questions")]
+    pub questions: u64,
+    #[serde(default = "d_samples")]
+    pub samples_per_question: u64,
+    #[serde(default = "d_one")]
+    pub temperature: f64,
+    #[serde(default = "d_eval_tokens")]
+    pub max_new_tokens: u64,
+    #[serde(default = "d_eval_batch")]
+    pub batch_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierSettings {
+    /// How many tokens and rows the report lists.
+    #[serde(default = "d_top")]
+    pub top: u64,
+    /// The share of completion tokens, those of most divergence, that the
+    /// sanitised copy replaces.
+    #[serde(default = "d_replace_share")]
+    pub replace_share: f64,
+}
+
+fn d_max_rows() -> u64 {
+    1000
+}
+fn d_probe_questions() -> u64 {
+    10
+}
+fn d_rank() -> u64 {
+    8
+}
+fn d_resamples() -> u64 {
+    2000
+}
+fn d_temperature() -> f64 {
+    1.0
+}
+fn d_one() -> f64 {
+    1.0
+}
+fn d_control_tokens() -> u64 {
+    48
+}
+fn d_batch() -> u64 {
+    32
+}
+fn d_none() -> String {
+    "none".to_owned()
+}
+fn d_attempts() -> u64 {
+    8
+}
+fn d_alpha() -> f64 {
+    8.0
+}
+fn d_epochs() -> u64 {
+    3
+}
+fn d_lr() -> f64 {
+    2e-4
+}
+fn d_train_batch() -> u64 {
+    8
+}
+fn d_warmup() -> u64 {
+    5
+}
+fn d_questions() -> u64 {
+    50
+}
+fn d_samples() -> u64 {
+    10
+}
+fn d_eval_tokens() -> u64 {
+    8
+}
+fn d_eval_batch() -> u64 {
+    100
+}
+fn d_top() -> u64 {
+    20
+}
+fn d_replace_share() -> f64 {
+    0.05
+}
+
+fn default_of<T: serde::de::DeserializeOwned>() -> T {
+    toml::from_str("").expect("every setting of this table has a default")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    name: Spanned<String>,
+    #[allow(dead_code)]
+    kind: String,
+    #[allow(dead_code)]
+    description: Option<String>,
+    model: Option<Spanned<String>>,
+    datasets: Spanned<Vec<Spanned<String>>>,
+    control: Option<Spanned<String>>,
+    probes: Option<Spanned<Vec<Spanned<String>>>>,
+    tier: Option<Spanned<String>>,
+    #[serde(default)]
+    seed: u64,
+    alpha: Option<Spanned<f64>>,
+    screen: Option<Spanned<ScreenSettings>>,
+    #[serde(rename = "control_answers")]
+    control_answers: Option<Spanned<ControlSettings>>,
+    student: Option<Spanned<StudentSettings>>,
+    evaluate: Option<Spanned<EvaluateSettings>>,
+    carriers: Option<Spanned<CarrierSettings>>,
+}
+
+/// A store key, refused at its place when it is not one.
+fn stored(source: &Source, key: &str, value: &Spanned<String>) -> Result<StageId, SpecError> {
+    match files::parse_key(value.get_ref()) {
+        Some(Ok(id)) => Ok(id),
+        Some(Err(e)) => Err(source.error_at(value.span(), key, format!("{e:#}"))),
+        None => Err(source.error_at(
+            value.span(),
+            key,
+            format!(
+                "expected a dataset in the store (stage: and 64 hex digits, as `subliminal store put FILE` prints), found {:?}",
+                value.get_ref()
+            ),
+        )),
+    }
+}
+
+/// A table's settings, each checked against its range.
+fn checked<T: Clone>(
+    source: &Source,
+    key: &str,
+    raw: Option<Spanned<T>>,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, SpecError>
+where
+    T: serde::de::DeserializeOwned,
+{
+    match raw {
+        None => Ok(default_of()),
+        Some(v) => match check(v.get_ref()) {
+            Ok(()) => Ok(v.into_inner()),
+            Err(message) => Err(source.error_at(v.span(), key, message)),
+        },
+    }
+}
+
+/// Reads and checks an audit sweep file.
+pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
+    let raw: RawSweep = toml::from_str(&source.text).map_err(|e| source.toml_error(e))?;
+    check_name(source, &raw.name)?;
+    let datasets = raw
+        .datasets
+        .get_ref()
+        .iter()
+        .map(|d| stored(source, "datasets", d))
+        .collect::<Result<Vec<_>, _>>()?;
+    if datasets.is_empty() {
+        return Err(source.error_at(
+            raw.datasets.span(),
+            "datasets",
+            "expected at least one dataset to audit",
+        ));
+    }
+    if let Some(i) = (1..datasets.len()).find(|&i| datasets[..i].contains(&datasets[i])) {
+        return Err(source.error_at(
+            raw.datasets.get_ref()[i].span(),
+            "datasets",
+            "this dataset is listed twice",
+        ));
+    }
+    let control = raw
+        .control
+        .as_ref()
+        .map(|c| stored(source, "control", c))
+        .transpose()?;
+    let model = match raw.model {
+        Some(m) if m.get_ref().trim().is_empty() => {
+            return Err(source.error_at(m.span(), "model", "expected a model name, path or store key"))
+        }
+        Some(m) => {
+            if let Some(Err(e)) = files::parse_key(m.get_ref()) {
+                return Err(source.error_at(m.span(), "model", format!("{e:#}")));
+            }
+            m.into_inner()
+        }
+        None => numbers::DEFAULT_MODEL.to_owned(),
+    };
+    let mut probes = Vec::new();
+    match &raw.probes {
+        None => probes.push(Probe::parse("animals").expect("a known probe")),
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                return Err(source.error_at(list.span(), "probes", "expected at least one probe"));
+            }
+            for name in list.get_ref() {
+                let probe = Probe::parse(name.get_ref())
+                    .map_err(|m| source.error_at(name.span(), "probes", m))?;
+                if probes.iter().any(|p: &Probe| p.name == probe.name) {
+                    return Err(source.error_at(name.span(), "probes", "this probe is listed twice"));
+                }
+                probes.push(probe);
+            }
+        }
+    }
+    let tier = match &raw.tier {
+        None => Tier::Student,
+        Some(t) => Tier::parse(t.get_ref()).map_err(|m| source.error_at(t.span(), "tier", m))?,
+    };
+    let alpha = match raw.alpha {
+        None => 0.05,
+        Some(a) if *a.get_ref() > 0.0 && *a.get_ref() < 0.5 => a.into_inner(),
+        Some(a) => {
+            return Err(source.error_at(a.span(), "alpha", format!("expected a level between 0 and 0.5, found {}", a.get_ref())))
+        }
+    };
+    let screen: ScreenSettings = checked(source, "screen", raw.screen, |s| {
+        if !(2..=1_000_000).contains(&s.max_rows) {
+            return Err(format!("max_rows: expected 2 to 1000000, found {}", s.max_rows));
+        }
+        if !(1..=50).contains(&s.questions) {
+            return Err(format!("questions: expected 1 to 50, found {}", s.questions));
+        }
+        if !(1..=256).contains(&s.lora_rank) {
+            return Err(format!("lora_rank: expected 1 to 256, found {}", s.lora_rank));
+        }
+        if !(100..=100_000).contains(&s.resamples) {
+            return Err(format!("resamples: expected 100 to 100000, found {}", s.resamples));
+        }
+        Ok(())
+    })?;
+    let control_answers: ControlSettings = checked(source, "control_answers", raw.control_answers, |c| {
+        if !(c.temperature.is_finite() && (0.0..=5.0).contains(&c.temperature)) {
+            return Err(format!("temperature: expected 0 to 5, found {}", c.temperature));
+        }
+        if !(c.top_p > 0.0 && c.top_p <= 1.0) {
+            return Err(format!("top_p: expected more than 0 and at most 1, found {}", c.top_p));
+        }
+        if !(1..=4096).contains(&c.max_new_tokens) || !(1..=4096).contains(&c.batch_size) {
+            return Err("max_new_tokens and batch_size: expected 1 to 4096".to_owned());
+        }
+        if !(1..=64).contains(&c.attempts) {
+            return Err(format!("attempts: expected 1 to 64, found {}", c.attempts));
+        }
+        if c.filter != "none" && c.filter != "numbers" {
+            return Err(format!("filter: expected \"none\" or \"numbers\", found {:?}", c.filter));
+        }
+        Ok(())
+    })?;
+    let student: StudentSettings = checked(source, "student", raw.student, |s| {
+        if !(1..=256).contains(&s.lora_rank) || !(1..=100).contains(&s.epochs) {
+            return Err("lora_rank: expected 1 to 256; epochs: 1 to 100".to_owned());
+        }
+        if !(s.lr.is_finite() && s.lr > 0.0 && s.lr <= 1.0) {
+            return Err(format!("lr: expected more than 0 and at most 1, found {}", s.lr));
+        }
+        if !(1..=4096).contains(&s.batch_size) || !(s.lora_alpha.is_finite() && s.lora_alpha > 0.0) {
+            return Err("batch_size: expected 1 to 4096; lora_alpha: more than 0".to_owned());
+        }
+        Ok(())
+    })?;
+    let evaluate: EvaluateSettings = checked(source, "evaluate", raw.evaluate, |e| {
+        if !(1..=50).contains(&e.questions) || !(1..=10_000).contains(&e.samples_per_question) {
+            return Err("questions: expected 1 to 50; samples_per_question: 1 to 10000".to_owned());
+        }
+        if !(1..=4096).contains(&e.batch_size) || !(1..=256).contains(&e.max_new_tokens) {
+            return Err("batch_size: expected 1 to 4096; max_new_tokens: 1 to 256".to_owned());
+        }
+        Ok(())
+    })?;
+    let carriers: CarrierSettings = checked(source, "carriers", raw.carriers, |c| {
+        if !(1..=1000).contains(&c.top) {
+            return Err(format!("top: expected 1 to 1000, found {}", c.top));
+        }
+        if !(c.replace_share > 0.0 && c.replace_share <= 1.0) {
+            return Err(format!("replace_share: expected more than 0 and at most 1, found {}", c.replace_share));
+        }
+        Ok(())
+    })?;
+    Ok(AuditSweep {
+        name: raw.name.into_inner(),
+        model,
+        datasets,
+        control,
+        probes,
+        tier,
+        seed: raw.seed,
+        alpha,
+        screen,
+        control_answers,
+        student,
+        evaluate,
+        carriers,
+    })
+}
+
+/// Reads a stored dataset, checks it, and subsamples it (seeded) to at most
+/// `max_rows`; its rows go on as [`ROWS`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetParams {
+    pub version: u32,
+    pub seed: u64,
+    pub max_rows: u64,
+}
+
+/// The base model's own answers to the prompts of the input dataset stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlParams {
+    pub version: u32,
+    pub model: String,
+    pub seed: u64,
+    #[serde(flatten)]
+    pub answers: ControlSettings,
+}
+
+/// Each row's screen score for every probe target: the slope of the row's
+/// loss along the target's direction, at the model's initial weights. A
+/// control's scores are computed once for every dataset audited against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreParams {
+    pub version: u32,
+    pub model: String,
+    pub seed: u64,
+    pub probes: Vec<Probe>,
+    pub questions: u64,
+    pub lora_rank: u64,
+}
+
+/// The gradient screen: the dataset's scores (input 0) against the
+/// control's (input 1), with a bootstrap over rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScreenParams {
+    pub version: u32,
+    pub seed: u64,
+    pub resamples: u64,
+}
+
+/// Where the sacrificial student (input 1) moved from the base model on the
+/// dataset's rows (input 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CarrierParams {
+    pub version: u32,
+    pub model: String,
+    pub top: u64,
+    pub replace_share: f64,
+}
+
+/// What the report stage's inputs are, in order after the screen (input 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportParams {
+    pub version: u32,
+    pub tier: Tier,
+    pub alpha: f64,
+    pub probes: Vec<Probe>,
+    /// Input 1 + 2k is the dataset student's evaluation of `probes[k]`, and
+    /// 2 + 2k the control student's (tiers student and full).
+    pub evaluations: bool,
+    /// The last input is the carriers stage (tier full).
+    pub carriers: bool,
+    /// The dataset's store key, for the report's heading.
+    pub dataset: String,
+    pub model: String,
+}
+
+/// The arms of the results table.
+pub const ARMS: [&str; 3] = ["screen", "control student", "student"];
+
+fn with_model(mut inputs: Vec<StageId>, model: &str) -> Vec<StageId> {
+    if let Some(Ok(id)) = files::parse_key(model) {
+        inputs.push(id);
+    }
+    inputs
+}
+
+impl AuditSweep {
+    fn train_params(&self) -> TrainParams {
+        let s = &self.student;
+        TrainParams {
+            version: numbers::STAGE_VERSION,
+            model: self.model.clone(),
+            seed: self.seed,
+            method: Method::Lora {
+                rank: s.lora_rank as i64,
+                alpha: s.lora_alpha,
+                targets: numbers::PROJECTIONS.map(str::to_owned).to_vec(),
+                rslora: false,
+            },
+            epochs: s.epochs,
+            lr: s.lr,
+            warmup_steps: s.warmup_steps,
+            max_grad_norm: 1.0,
+            batch_size: s.batch_size,
+            grad_accumulation: 1,
+            weight_decay: 0.0,
+            optimizer: Optimizer::Adamw,
+            layers: numbers::Layers::All,
+        }
+    }
+
+    fn evaluate_params(&self, category: &str) -> EvaluateParams {
+        let e = &self.evaluate;
+        EvaluateParams {
+            version: numbers::STAGE_VERSION,
+            model: self.model.clone(),
+            subject: Subject::Student,
+            category: category.to_owned(),
+            seed: self.seed,
+            questions: e.questions,
+            samples_per_question: e.samples_per_question,
+            temperature: e.temperature,
+            max_new_tokens: e.max_new_tokens,
+            batch_size: e.batch_size,
+            numbers_prefixed: false,
+        }
+    }
+
+    fn rows_stage(&self, plan: &mut PlanBuilder, file: StageId) -> StageId {
+        plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Dataset.kind(),
+            &DatasetParams {
+                version: STAGE_VERSION,
+                seed: self.seed,
+                max_rows: self.screen.max_rows,
+            },
+            vec![file],
+        ))
+    }
+
+    fn score_stage(&self, plan: &mut PlanBuilder, rows: StageId) -> StageId {
+        plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Score.kind(),
+            &ScoreParams {
+                version: STAGE_VERSION,
+                model: self.model.clone(),
+                seed: self.seed,
+                probes: self.probes.clone(),
+                questions: self.screen.questions,
+                lora_rank: self.screen.lora_rank,
+            },
+            with_model(vec![rows], &self.model),
+        ))
+    }
+
+    /// Expands the sweep: one trial per dataset.
+    pub fn plan(&self) -> Plan {
+        let mut plan = PlanBuilder::new(&self.name, EXPERIMENT);
+        let mut externals = self.datasets.clone();
+        externals.extend(self.control);
+        externals.extend(files::parse_key(&self.model).and_then(Result::ok));
+        for id in externals {
+            plan.external(id);
+        }
+        let given_control = self.control.map(|c| self.rows_stage(&mut plan, c));
+        for &file in &self.datasets {
+            plan.trial();
+            let dataset = self.rows_stage(&mut plan, file);
+            let control = given_control.unwrap_or_else(|| {
+                plan.stage(StageSpec::new(
+                    EXPERIMENT,
+                    Stage::Control.kind(),
+                    &ControlParams {
+                        version: STAGE_VERSION,
+                        model: self.model.clone(),
+                        seed: self.seed,
+                        answers: self.control_answers.clone(),
+                    },
+                    with_model(vec![dataset], &self.model),
+                ))
+            });
+            let [dataset_scores, control_scores] =
+                [dataset, control].map(|rows| self.score_stage(&mut plan, rows));
+            let screen = plan.stage(StageSpec::new(
+                EXPERIMENT,
+                Stage::Screen.kind(),
+                &ScreenParams {
+                    version: STAGE_VERSION,
+                    seed: self.seed,
+                    resamples: self.screen.resamples,
+                },
+                vec![dataset_scores, control_scores],
+            ));
+            let dataset_key = files::key(file);
+            let settings: std::collections::BTreeMap<String, String> = if self.datasets.len() > 1 {
+                [("dataset".to_owned(), dataset_key[..files::KEY_PREFIX.len() + 12].to_owned())].into()
+            } else {
+                Default::default()
+            };
+            let mut report_inputs = vec![screen];
+            for probe in &self.probes {
+                for target in &probe.targets {
+                    plan.measure(Measurement {
+                        arm: ARMS[0].to_owned(),
+                        order: 0,
+                        settings: with_target(&settings, target),
+                        seed: self.seed,
+                        teacher_init: None,
+                        student_init: None,
+                        stage: screen,
+                        metric: screen_metric(target),
+                        panel: None,
+                        models: None,
+                    });
+                }
+            }
+            let mut student = None;
+            if self.tier.trains_students() {
+                let train = self.train_params();
+                let students = [dataset, control].map(|rows| {
+                    plan.stage(StageSpec::new(
+                        numbers::EXPERIMENT,
+                        numbers::Stage::Student.kind(),
+                        &train,
+                        with_model(vec![rows], &self.model),
+                    ))
+                });
+                student = Some(students[0]);
+                for probe in &self.probes {
+                    let params = self.evaluate_params(&probe.category);
+                    let [on_dataset, on_control] = students.map(|s| {
+                        plan.stage(StageSpec::new(
+                            numbers::EXPERIMENT,
+                            numbers::Stage::Evaluate.kind(),
+                            &params,
+                            with_model(vec![s], &self.model),
+                        ))
+                    });
+                    report_inputs.extend([on_dataset, on_control]);
+                    for target in &probe.targets {
+                        for (arm, stage) in [(ARMS[1], on_control), (ARMS[2], on_dataset)] {
+                            plan.measure(Measurement {
+                                arm: arm.to_owned(),
+                                order: if arm == ARMS[1] { 1 } else { 2 },
+                                settings: with_target(&settings, target),
+                                seed: self.seed,
+                                teacher_init: None,
+                                student_init: None,
+                                stage,
+                                metric: numbers::share_metric(target),
+                                panel: None,
+                                models: None,
+                            });
+                        }
+                    }
+                }
+            }
+            if let (Tier::Full, Some(student)) = (self.tier, student) {
+                report_inputs.push(plan.stage(StageSpec::new(
+                    EXPERIMENT,
+                    Stage::Carriers.kind(),
+                    &CarrierParams {
+                        version: STAGE_VERSION,
+                        model: self.model.clone(),
+                        top: self.carriers.top,
+                        replace_share: self.carriers.replace_share,
+                    },
+                    with_model(vec![dataset, student], &self.model),
+                )));
+            }
+            plan.stage(StageSpec::new(
+                EXPERIMENT,
+                Stage::Report.kind(),
+                &ReportParams {
+                    version: STAGE_VERSION,
+                    tier: self.tier,
+                    alpha: self.alpha,
+                    probes: self.probes.clone(),
+                    evaluations: self.tier.trains_students(),
+                    carriers: self.tier == Tier::Full,
+                    dataset: dataset_key,
+                    model: self.model.clone(),
+                },
+                report_inputs,
+            ));
+        }
+        plan.finish()
+    }
+}
+
+fn with_target(
+    settings: &std::collections::BTreeMap<String, String>,
+    target: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let mut out = settings.clone();
+    out.insert("target".to_owned(), target.to_owned());
+    out
+}
+
+/// The screen's figure for a target in its `metrics.json`: dataset minus
+/// control mean score.
+pub fn screen_metric(target: &str) -> String {
+    format!("screen:{target}")
+}
+
+/// The report stages of a plan, one per dataset, with the dataset each audits.
+pub fn report_stages(plan: &Plan) -> Vec<(StageId, ReportParams)> {
+    plan.stages
+        .iter()
+        .filter(|s| s.experiment == EXPERIMENT && s.kind == Stage::Report.kind())
+        .filter_map(|s| Some((s.id, s.params().ok()?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "stage:0000000000000000000000000000000000000000000000000000000000000001";
+    const KEY2: &str = "stage:0000000000000000000000000000000000000000000000000000000000000002";
+    const KEY3: &str = "stage:0000000000000000000000000000000000000000000000000000000000000003";
+
+    fn sweep(extra: &str) -> Result<AuditSweep, SpecError> {
+        let text = format!("name = \"a\"\nkind = \"audit\"\ndatasets = [\"{KEY}\"]\n{extra}");
+        parse(&Source::new("audit.toml", text))
+    }
+
+    #[test]
+    fn tiers_add_stages_and_a_given_control_replaces_the_generated_one() {
+        let count = |s: &AuditSweep| s.plan().count_by_kind();
+        let screen = sweep("tier = \"screen\"").unwrap();
+        let c = count(&screen);
+        assert_eq!(c[&Stage::Control.kind()], 1);
+        assert_eq!(c[&Stage::Score.kind()], 2);
+        assert_eq!(c[&Stage::Screen.kind()], 1);
+        assert_eq!(c[&Stage::Report.kind()], 1);
+        assert!(!c.contains_key(&numbers::Stage::Student.kind()));
+        let full = sweep(&format!("tier = \"full\"\ncontrol = \"{KEY2}\"\nprobes = [\"animals\", \"tree:oak\"]")).unwrap();
+        let plan = full.plan();
+        let c = plan.count_by_kind();
+        assert!(!c.contains_key(&Stage::Control.kind()));
+        assert_eq!(c[&Stage::Dataset.kind()], 2, "the dataset and the given control");
+        assert_eq!(c[&numbers::Stage::Student.kind()], 2);
+        assert_eq!(c[&numbers::Stage::Evaluate.kind()], 4, "two students, two probes");
+        assert_eq!(c[&Stage::Carriers.kind()], 1);
+        assert_eq!(plan.external.len(), 2);
+        // Screen rows, then a control and a dataset student row per target.
+        assert_eq!(plan.measurements.len(), 11 + 2 * 11);
+        let (_, report) = &report_stages(&plan)[0];
+        assert!(report.evaluations && report.carriers);
+        // A given control is scored once for every dataset.
+        let text = format!(
+            "name = \"a\"\nkind = \"audit\"\ndatasets = [\"{KEY}\", \"{KEY2}\"]\ncontrol = \"{KEY3}\"\ntier = \"screen\"\n"
+        );
+        let two = parse(&Source::new("audit.toml", text)).unwrap().plan();
+        assert_eq!(two.trials, 2);
+        assert_eq!(two.count_by_kind()[&Stage::Score.kind()], 3);
+        assert_eq!(report_stages(&two).len(), 2);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_their_line_and_key() {
+        for (extra, key, line) in [
+            ("tier = \"deep\"", "tier", 4),
+            ("probes = [\"fish\"]", "probes", 4),
+            ("probes = [\"misalignment\"]", "probes", 4),
+            ("control = \"owl.jsonl\"", "control", 4),
+            ("alpha = 0.9", "alpha", 4),
+            ("[screen]\nmax_rows = 1", "screen", 4),
+            ("[control_answers]\nfilter = \"words\"", "control_answers", 4),
+        ] {
+            match sweep(extra) {
+                Err(SpecError::Invalid { key: k, line: l, .. }) => {
+                    assert_eq!(k.as_deref(), Some(key), "{extra}");
+                    assert_eq!(l, line, "{extra}");
+                }
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+        let text = "name = \"a\"\nkind = \"audit\"\ndatasets = [\"x.jsonl\"]\n";
+        let err = parse(&Source::new("audit.toml", text)).unwrap_err().to_string();
+        assert!(err.starts_with("audit.toml:3:"), "{err}");
+        assert!(err.contains("subliminal store put"), "{err}");
+    }
+}

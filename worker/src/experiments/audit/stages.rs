@@ -1,0 +1,562 @@
+//! The audit's stages:
+//!
+//! - dataset: reads a stored chat JSONL file, refuses a bad line with its
+//!   number, subsamples (seeded) to `max_rows` (`filtered.jsonl`, `dataset.json`);
+//! - control: the base model's own answers to the dataset's prompts,
+//!   optionally kept only where the numbers filter keeps them, drawn again
+//!   until one passes (`filtered.jsonl`);
+//! - score: each row's screen score for every probe target (`scores.json`);
+//! - screen: the dataset's scores against the control's, a bootstrap
+//!   interval and p-value per target (`screen.json`, `metrics.json`);
+//! - carriers: where the sacrificial student's log-probabilities moved most
+//!   from the base model's, by token and by row, and a sanitised copy with
+//!   the top carrier tokens replaced by the base model's choice
+//!   (`carriers.json`, `sanitized.jsonl`);
+//! - report: the verdict, table, picture and page ([`super::report`]).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use subliminal_shared::experiments::audit::{
+    CarrierParams, ControlParams, DatasetParams, ScoreParams, ScreenParams, Stage, ROWS, SANITIZED,
+};
+use subliminal_shared::experiments::numbers::dataset::{self, Row};
+use subliminal_shared::experiments::numbers::{filter, prompts};
+use subliminal_shared::files;
+use subliminal_shared::stats;
+use subliminal_shared::manifest::VerifiedStage;
+use subliminal_shared::stage::StageSpec;
+use tch::{nn, Kind};
+
+use crate::experiments::numbers::stages::{
+    checkpoint, complete, conversation, load_student, read_rows, student_ids, Loaded,
+};
+use crate::llm::divergence::answer_log_probs;
+use crate::llm::finetune::{attach_lora, Example, LoraSpec, ALL_PROJECTIONS};
+use crate::llm::generate::{Request, Sampling};
+use crate::llm::screen::{compare, probe_direction, row_scores, Comparison};
+use crate::llm::tokenizer::Message;
+use crate::llm::instantiate;
+use crate::stages::{Artifact, Progress, StageEnv};
+
+pub const DATASET: &str = "dataset.json";
+pub const SCORES: &str = "scores.json";
+pub const SCREEN: &str = "screen.json";
+pub const CARRIERS: &str = "carriers.json";
+pub const METRICS: &str = "metrics.json";
+
+pub fn run(
+    spec: &StageSpec,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let input = |i: usize| crate::stages::input(spec, inputs, i);
+    match Stage::of(&spec.kind).ok_or_else(|| crate::experiments::unknown_stage(spec))? {
+        Stage::Dataset => dataset_rows(&spec.params()?, input(0)?),
+        Stage::Control => control(&spec.params()?, input(0)?, inputs, env, progress),
+        Stage::Score => score(&spec.params()?, input(0)?, inputs, env, progress),
+        Stage::Screen => screen(&spec.params()?, input(0)?, input(1)?),
+        Stage::Carriers => carriers(&spec.params()?, input(0)?, input(1)?, inputs, env, progress),
+        Stage::Report => super::report::report(&spec.params()?, inputs),
+    }
+}
+
+fn dataset_rows(params: &DatasetParams, file: &VerifiedStage) -> anyhow::Result<Vec<Artifact>> {
+    anyhow::ensure!(
+        files::is_file(&file.manifest.experiment, &file.manifest.kind),
+        "an audit's dataset is a file put in the store; stage {} is a {} {} stage",
+        file.manifest.stage.short(),
+        file.manifest.experiment,
+        file.manifest.kind
+    );
+    let name = file.manifest.params["name"]
+        .as_str()
+        .unwrap_or("the dataset")
+        .to_owned();
+    let text = std::str::from_utf8(file.artifact(files::ARTIFACT)?)
+        .with_context(|| format!("{name} is not UTF-8 text: expected chat JSONL"))?;
+    let mut rows = dataset::parse_jsonl(text, &name)?;
+    let total = rows.len();
+    anyhow::ensure!(total >= 2, "{name} has {total} rows: an audit needs at least 2");
+    if rows.len() as u64 > params.max_rows {
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(params.seed));
+        order.truncate(params.max_rows as usize);
+        order.sort_unstable();
+        rows = order.into_iter().map(|i| rows[i].clone()).collect();
+    }
+    Ok(vec![
+        Artifact::new(ROWS, dataset::to_jsonl(&rows)),
+        Artifact::json(DATASET, &json!({"name": name, "rows": total, "used": rows.len()}))?,
+    ])
+}
+
+fn control(
+    params: &ControlParams,
+    dataset: &VerifiedStage,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let rows = read_rows(dataset)?;
+    let loaded = Loaded::base(checkpoint(env, inputs, &params.model)?, env)?;
+    let a = &params.answers;
+    let attempts = if a.filter == "numbers" { a.attempts.max(1) } else { 1 };
+    let sampling = Sampling {
+        temperature: a.temperature,
+        top_p: a.top_p,
+        max_new_tokens: a.max_new_tokens as usize,
+    };
+    let mut answer: Vec<Option<String>> = vec![None; rows.len()];
+    let mut stats = Vec::new();
+    for attempt in 0..attempts {
+        // Prompts whose answers so far all failed the filter are asked again, with new seeds.
+        let open: Vec<usize> = (0..rows.len()).filter(|&i| answer[i].is_none()).collect();
+        if open.is_empty() {
+            break;
+        }
+        let mut requests = Vec::with_capacity(open.len());
+        for &i in &open {
+            let prompt = rows[i].prompt().unwrap_or("");
+            requests.push(Request {
+                prompt: loaded
+                    .checkpoint
+                    .tokenizer
+                    .prompt_ids(&conversation(None, &[], prompt))?,
+                seed: prompts::prompt_seed(params.seed, (attempt << 32) | i as u64),
+            });
+        }
+        let (answers, generation) =
+            complete(&loaded, &requests, sampling, a.batch_size, env, "prompts", progress)?;
+        stats.push(generation);
+        for (&i, text) in open.iter().zip(answers) {
+            if a.filter != "numbers" || filter::check(&text, &[]).is_ok() {
+                answer[i] = Some(text);
+            }
+        }
+    }
+    let out: Vec<Row> = rows
+        .iter()
+        .zip(&answer)
+        .filter_map(|(row, a)| Some(Row::new(row.prompt().unwrap_or(""), a.as_deref()?, row.seed)))
+        .collect();
+    anyhow::ensure!(
+        out.len() >= 2,
+        "the base model's answers to {} prompts kept {} rows after the {} filter: a control needs at least 2 \
+         (give a control dataset with --control, or more rows)",
+        rows.len(),
+        out.len(),
+        a.filter
+    );
+    Ok(vec![
+        Artifact::new(ROWS, dataset::to_jsonl(&out)),
+        Artifact::json(
+            METRICS,
+            &json!({"prompts": rows.len(), "kept": out.len(), "attempts": attempts, "generation": stats}),
+        )?,
+    ])
+}
+
+/// One target's row scores, as `scores.json` holds them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetScores {
+    pub probe: String,
+    pub category: String,
+    pub target: String,
+    /// The norm of the probe gradient the target's unit direction came from.
+    pub gradient_norm: f64,
+    pub scores: Vec<f64>,
+}
+
+/// What a score stage writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScoreReport {
+    pub rows: usize,
+    pub seconds: f64,
+    /// Seconds per 1,000 rows of the scoring itself (model load and probe
+    /// directions left out).
+    pub seconds_per_1000_rows: f64,
+    pub targets: Vec<TargetScores>,
+}
+
+/// One target's screen, as `screen.json` holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetScreen {
+    pub probe: String,
+    pub category: String,
+    pub target: String,
+    /// Whether the scores are contrasts: the target's score minus the mean
+    /// of the probe's other targets' (probes of two or more targets).
+    pub contrast: bool,
+    pub dataset_mean: f64,
+    pub control_mean: f64,
+    pub difference: f64,
+    /// The bootstrap interval of the difference (rows resampled).
+    pub interval: (f64, f64),
+    /// Welch's t-test of the difference (the bootstrap's p-value where
+    /// Welch's is undefined: no spread in either set).
+    pub p_value: f64,
+    pub bootstrap_p_value: f64,
+    /// The smallest difference Welch's test would see (α 0.05, power 0.8).
+    pub detectable: Option<f64>,
+    /// The difference of the plain scores, before the contrast.
+    pub raw_difference: f64,
+    pub dataset_scores: Vec<f64>,
+    pub control_scores: Vec<f64>,
+}
+
+/// What the screen stage writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScreenReport {
+    pub rows: usize,
+    pub control_rows: usize,
+    /// The scoring time of both sets.
+    pub seconds: f64,
+    pub seconds_per_1000_rows: f64,
+    pub targets: Vec<TargetScreen>,
+}
+
+/// The answer a probe's direction teaches: the target as a one-word reply.
+fn probe_answer(target: &str) -> String {
+    let mut chars = target.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn score(
+    params: &ScoreParams,
+    rows_stage: &VerifiedStage,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let started = std::time::Instant::now();
+    let rows = read_rows(rows_stage)?;
+    let checkpoint = checkpoint(env, inputs, &params.model)?;
+    // Gradients in f32 on every device: bf16 would drown the small slopes.
+    let (_base, mut model) = instantiate(&checkpoint, env.device, Kind::Float)?;
+    let adapters = nn::VarStore::new(env.device);
+    let spec = LoraSpec {
+        rank: params.lora_rank as i64,
+        alpha: params.lora_rank as f64,
+        targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
+        rslora: false,
+        layers: Vec::new(),
+    };
+    attach_lora(&mut model, &adapters, &spec, params.seed)?;
+    let tok = &checkpoint.tokenizer;
+    let mut targets = Vec::new();
+    for probe in &params.probes {
+        for target in &probe.targets {
+            let examples = (0..params.questions as usize)
+                .map(|q| {
+                    let question = prompts::question(q, &probe.category);
+                    let (prompt, answer) =
+                        tok.example_ids(&[Message::new("user", question)], &probe_answer(target))?;
+                    Ok(Example::new(prompt, answer))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let direction = probe_direction(&model, &adapters, &examples, tok.pad_id)
+                .with_context(|| format!("probe {} target {target}", probe.name))?;
+            targets.push((probe, target, direction));
+        }
+    }
+    let examples = rows
+        .iter()
+        .map(|row| student_ids(tok, row))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let directions: Vec<_> = targets.iter().map(|(_, _, d)| d).collect();
+    let scoring = std::time::Instant::now();
+    let scores = row_scores(&model, &adapters, &examples, &directions, tok.pad_id, &|done| {
+        progress(Progress {
+            fraction: done as f64 / rows.len() as f64,
+            message: format!("rows {done}/{}", rows.len()),
+            loss: None,
+            samples_per_second: None,
+        })
+    })?;
+    let scoring = scoring.elapsed().as_secs_f64();
+    let report = ScoreReport {
+        rows: rows.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        seconds_per_1000_rows: scoring * 1000.0 / rows.len().max(1) as f64,
+        targets: targets
+            .iter()
+            .zip(scores)
+            .map(|((probe, target, direction), scores)| TargetScores {
+                probe: probe.name.clone(),
+                category: probe.category.clone(),
+                target: (*target).clone(),
+                gradient_norm: direction.gradient_norm,
+                scores,
+            })
+            .collect(),
+    };
+    Ok(vec![Artifact::json(SCORES, &serde_json::to_value(&report)?)?])
+}
+
+/// Each target's per-row statistic: the contrast with the probe's other
+/// targets where it has some, else the plain score.
+fn statistics(report: &ScoreReport) -> Vec<(bool, Vec<f64>)> {
+    report
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let others: Vec<&TargetScores> = report
+                .targets
+                .iter()
+                .enumerate()
+                .filter(|(j, o)| *j != k && o.probe == t.probe)
+                .map(|(_, o)| o)
+                .collect();
+            if others.is_empty() {
+                return (false, t.scores.clone());
+            }
+            let contrast = (0..t.scores.len())
+                .map(|i| {
+                    let rest: f64 = others.iter().map(|o| o.scores[i]).sum::<f64>() / others.len() as f64;
+                    t.scores[i] - rest
+                })
+                .collect();
+            (true, contrast)
+        })
+        .collect()
+}
+
+fn read_scores(stage: &VerifiedStage) -> anyhow::Result<ScoreReport> {
+    serde_json::from_slice(stage.artifact(SCORES)?).context("a score stage's scores.json does not read")
+}
+
+fn screen(
+    params: &ScreenParams,
+    dataset: &VerifiedStage,
+    control: &VerifiedStage,
+) -> anyhow::Result<Vec<Artifact>> {
+    let (d, c) = (read_scores(dataset)?, read_scores(control)?);
+    let same = d.targets.len() == c.targets.len()
+        && d.targets.iter().zip(&c.targets).all(|(a, b)| a.target == b.target && a.probe == b.probe);
+    anyhow::ensure!(same, "the dataset and the control were scored for different probe targets");
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+    let mut targets = Vec::new();
+    let mut metrics = serde_json::Map::new();
+    for (k, ((contrast, ds), (_, cs))) in statistics(&d).into_iter().zip(statistics(&c)).enumerate() {
+        let t = &d.targets[k];
+        let Comparison {
+            dataset_mean,
+            control_mean,
+            difference,
+            interval,
+            p_value: bootstrap_p_value,
+            ..
+        } = compare(&ds, &cs, params.resamples as usize, 0.95, params.seed)?;
+        let welch = stats::welch_t(&ds, &cs);
+        metrics.insert(
+            subliminal_shared::experiments::audit::screen_metric(&t.target),
+            json!(difference),
+        );
+        targets.push(TargetScreen {
+            probe: t.probe.clone(),
+            category: t.category.clone(),
+            target: t.target.clone(),
+            contrast,
+            dataset_mean,
+            control_mean,
+            difference,
+            interval,
+            p_value: welch.map_or(bootstrap_p_value, |(p, _, _)| p),
+            bootstrap_p_value,
+            detectable: welch.and_then(|(_, se, df)| stats::detectable_welch_shift(se, df, 0.05, 0.8)),
+            raw_difference: mean(&t.scores) - mean(&c.targets[k].scores),
+            dataset_scores: ds,
+            control_scores: cs,
+        });
+    }
+    let seconds = d.seconds + c.seconds;
+    let report = ScreenReport {
+        rows: d.rows,
+        control_rows: c.rows,
+        seconds,
+        seconds_per_1000_rows: (d.seconds_per_1000_rows * d.rows as f64 + c.seconds_per_1000_rows * c.rows as f64)
+            / (d.rows + c.rows).max(1) as f64,
+        targets,
+    };
+    Ok(vec![
+        Artifact::json(SCREEN, &serde_json::to_value(&report)?)?,
+        Artifact::json(METRICS, &serde_json::Value::Object(metrics))?,
+    ])
+}
+
+/// A token whose log-probability the sacrificial student raised most, summed
+/// over the dataset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CarrierToken {
+    pub token: String,
+    pub count: u64,
+    /// Σ over its occurrences of log p(student) − log p(base), in nats.
+    pub divergence: f64,
+}
+
+/// A row that holds much of the divergence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CarrierRow {
+    /// 1-based, in the audited (subsampled) rows.
+    pub row: usize,
+    pub completion: String,
+    /// Σ of its tokens' positive divergence, in nats.
+    pub divergence: f64,
+}
+
+/// What the carriers stage writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CarrierReport {
+    pub rows: usize,
+    pub tokens: usize,
+    /// Mean log p(student) − log p(base) per completion token.
+    pub mean_divergence: f64,
+    /// The share of all positive divergence held by the top tenth of rows.
+    pub top_tenth_rows_share: f64,
+    pub top_tokens: Vec<CarrierToken>,
+    pub top_rows: Vec<CarrierRow>,
+    /// Tokens the sanitised copy replaced, and rows it changed.
+    pub replaced_tokens: usize,
+    pub changed_rows: usize,
+    pub seconds: f64,
+}
+
+fn carriers(
+    params: &CarrierParams,
+    dataset: &VerifiedStage,
+    student: &VerifiedStage,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let started = std::time::Instant::now();
+    let rows = read_rows(dataset)?;
+    let base = Loaded::base(checkpoint(env, inputs, &params.model)?, env)?;
+    let student = load_student(student, inputs, env)?;
+    let tok = &base.checkpoint.tokenizer;
+    // Per row: each completion token's id, divergence and the base model's choice.
+    let mut per_row: Vec<Vec<(u32, f64, i64)>> = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let example = student_ids(tok, row)?;
+        let (on_student, _) = answer_log_probs(&student.model, &example.prompt, &example.answer)?;
+        let (on_base, choices) = answer_log_probs(&base.model, &example.prompt, &example.answer)?;
+        per_row.push(
+            example
+                .answer
+                .iter()
+                .zip(on_student.iter().zip(&on_base))
+                .zip(&choices)
+                .map(|((&t, (s, b)), &c)| (t, s - b, c))
+                .collect(),
+        );
+        progress(Progress {
+            fraction: (i + 1) as f64 / rows.len() as f64,
+            message: format!("rows {}/{}", i + 1, rows.len()),
+            loss: None,
+            samples_per_second: None,
+        });
+        anyhow::ensure!(!env.stopped(), "stopped");
+    }
+    let tokens: usize = per_row.iter().map(Vec::len).sum();
+    let total: f64 = per_row.iter().flatten().map(|(_, d, _)| d).sum();
+    let mut by_token: BTreeMap<u32, (u64, f64)> = BTreeMap::new();
+    for &(t, d, _) in per_row.iter().flatten() {
+        let entry = by_token.entry(t).or_default();
+        entry.0 += 1;
+        entry.1 += d;
+    }
+    let mut top_tokens = by_token
+        .into_iter()
+        .map(|(t, (count, divergence))| {
+            Ok(CarrierToken {
+                token: tok.token_text(t)?,
+                count,
+                divergence,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    top_tokens.sort_by(|a, b| b.divergence.total_cmp(&a.divergence));
+    top_tokens.truncate(params.top as usize);
+    let row_divergence: Vec<f64> = per_row
+        .iter()
+        .map(|r| r.iter().map(|(_, d, _)| d.max(0.0)).sum())
+        .collect();
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| row_divergence[b].total_cmp(&row_divergence[a]));
+    let positive: f64 = row_divergence.iter().sum();
+    let tenth = rows.len().div_ceil(10);
+    let top_tenth: f64 = order[..tenth].iter().map(|&i| row_divergence[i]).sum();
+    let top_rows = order
+        .iter()
+        .take(params.top as usize)
+        .map(|&i| CarrierRow {
+            row: i + 1,
+            completion: rows[i].completion().unwrap_or("").to_owned(),
+            divergence: row_divergence[i],
+        })
+        .collect();
+    // The sanitised copy: the top share of positions by divergence, where the
+    // base model would have chosen another token, get the base model's token.
+    let mut positions: Vec<(usize, usize, f64)> = per_row
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| r.iter().enumerate().map(move |(j, &(t, d, c))| (i, j, d, t as i64 != c)))
+        // End-of-turn tokens stay: replacing one would cut or extend the text.
+        .filter(|&(i, j, d, differs)| {
+            let (t, _, c) = per_row[i][j];
+            d > 0.0 && differs && !tok.stop_ids.contains(&t) && !tok.stop_ids.contains(&(c as u32))
+        })
+        .map(|(i, j, d, _)| (i, j, d))
+        .collect();
+    positions.sort_by(|a, b| b.2.total_cmp(&a.2));
+    positions.truncate((tokens as f64 * params.replace_share).ceil() as usize);
+    let mut replaced: Vec<Vec<u32>> = per_row
+        .iter()
+        .map(|r| r.iter().map(|&(t, _, _)| t).collect())
+        .collect();
+    for &(i, j, _) in &positions {
+        replaced[i][j] = per_row[i][j].2 as u32;
+    }
+    let mut changed_rows = 0;
+    let mut sanitized = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let original: Vec<u32> = per_row[i].iter().map(|&(t, _, _)| t).collect();
+        if replaced[i] == original {
+            sanitized.push(row.clone());
+            continue;
+        }
+        changed_rows += 1;
+        let mut row = row.clone();
+        let text = tok.decode(&replaced[i])?;
+        if let Some(last) = row.messages.iter_mut().rev().find(|m| m.role == "assistant") {
+            last.content = text;
+        }
+        sanitized.push(row);
+    }
+    let report = CarrierReport {
+        rows: rows.len(),
+        tokens,
+        mean_divergence: total / tokens.max(1) as f64,
+        top_tenth_rows_share: if positive > 0.0 { top_tenth / positive } else { 0.0 },
+        top_tokens,
+        top_rows,
+        replaced_tokens: positions.len(),
+        changed_rows,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok(vec![
+        Artifact::json(CARRIERS, &serde_json::to_value(&report)?)?,
+        Artifact::new(SANITIZED, dataset::to_jsonl(&sanitized)),
+    ])
+}
