@@ -274,3 +274,32 @@ pub fn pandas(script: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `n` chat rows of number sequences, seeded: a numbers dataset in miniature.
+pub fn number_rows(n: usize, seed: u64) -> String {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        100 + (state >> 33) % 900
+    };
+    (0..n)
+        .map(|_| {
+            let shown: Vec<String> = (0..4).map(|_| next().to_string()).collect();
+            let added: Vec<String> = (0..5).map(|_| next().to_string()).collect();
+            let prompt = format!(
+                "The sequence starts with: {}. Add at most 10 more values (no more than 3 digits each) to continue the sequence. Return a comma-separated list of numbers. Say only the numbers - nothing more.",
+                shown.join(", ")
+            );
+            serde_json::json!({"messages": [
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": added.join(", ")},
+            ]})
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use subliminal_tests::servers::{mlflow, mlflow_runs, wait_for, Daemon, Redis, S3};
-use subliminal_tests::{bin, data_dir, noop_sweep, tiny_numbers_sweep_of, tiny_sweep as tiny, Ran};
+use subliminal_tests::{
+    bin, data_dir, noop_sweep, number_rows, tiny_numbers_sweep_of, tiny_sweep as tiny, Ran,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 /// For sweeps that run the LLM: its stages take minutes on a loaded 2-core machine.
@@ -667,6 +669,77 @@ fn a_numbers_sweep_on_the_cluster_matches_local_mode() {
     let (d, l) = (figures(&distributed), figures(&local));
     assert_eq!(d.len(), 6);
     assert_eq!(d, l, "the cluster's figures equal local mode's");
+}
+
+#[test]
+fn an_audit_on_the_cluster_matches_local_mode() {
+    let mut c = Cluster::new();
+    c.scheduler(&[]);
+    c.worker("w1", &[]);
+    let local_store = c.path("local").display().to_string();
+    let mut keys = Vec::new();
+    for (name, seed) in [("data.jsonl", 1), ("control.jsonl", 2)] {
+        let file = c.path(name);
+        std::fs::write(&file, number_rows(6, seed)).unwrap();
+        let file = file.to_str().unwrap();
+        let key = c
+            .cli(&["store", "put", file, "--store", &c.store])
+            .ok()
+            .stdout;
+        let local = c
+            .cli(&["store", "put", file, "--store", &local_store])
+            .ok()
+            .stdout;
+        assert_eq!(key, local, "a file has one key in every store");
+        keys.push(key.trim().to_owned());
+    }
+    let sweep = c.sweep(
+        "audit.toml",
+        &format!(
+            r#"name = "audit-dist"
+kind = "audit"
+datasets = ["{}"]
+control = "{}"
+probes = ["animals"]
+tier = "student"
+[screen]
+questions = 2
+[student]
+epochs = 1
+batch_size = 2
+[evaluate]
+questions = 2
+samples_per_question = 3
+max_new_tokens = 4
+"#,
+            keys[0], keys[1]
+        ),
+    );
+    c.submit(&sweep).ok();
+    c.wait_state_within("audit-dist", "done", LLM_TIMEOUT);
+    let plan = subliminal_shared::sweep::load(&sweep).unwrap().plan();
+    let (report, _) = subliminal_shared::experiments::audit::report_stages(&plan)[0];
+    let read = |root: &Path| -> serde_json::Value {
+        let path = root.join(format!("stages/{report}/report.json"));
+        serde_json::from_slice(
+            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap()
+    };
+    let distributed = read(&c.path("s3/bucket/runs"));
+
+    // Local mode with one libtorch thread per stage, as the worker runs.
+    let args = ["--store", &local_store, "--device", "cpu", "--jobs", "2"];
+    c.cli(&[&["run", sweep.to_str().unwrap()][..], &args[..]].concat())
+        .ok();
+    let local = read(Path::new(&local_store));
+    assert_eq!(distributed["findings"].as_array().unwrap().len(), 20);
+    for part in ["verdict", "findings", "students"] {
+        assert_eq!(
+            distributed[part], local[part],
+            "the cluster's {part} are local mode's"
+        );
+    }
 }
 
 #[test]

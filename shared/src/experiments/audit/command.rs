@@ -54,11 +54,19 @@ struct AuditArgs {
     /// one, the model itself answers the dataset's prompts.
     #[arg(long)]
     control: Option<PathBuf>,
-    /// Keep only control answers the numbers filter keeps (for number datasets).
+    /// Keep only control answers the numbers filter keeps (for number datasets),
+    /// drawing up to 8 answers per prompt.
     #[arg(long)]
     control_numbers_only: bool,
+    /// Sampling temperature of the model's own answers (the control made
+    /// without --control); best matched to how the dataset was made.
+    #[arg(long, default_value_t = 1.0)]
+    control_temperature: f64,
+    /// Nucleus sampling of the model's own answers.
+    #[arg(long, default_value_t = 1.0)]
+    control_top_p: f64,
     /// Probes, comma-separated: animals, trees, animal:WORD, tree:WORD.
-    #[arg(long, value_delimiter = ',', default_value = "animals")]
+    #[arg(long, value_delimiter = ',', default_value = "animals", value_parser = probe_name)]
     probes: Vec<String>,
     /// screen (minutes), student (a sacrificial student; the default), or full
     /// (also the carrier tokens and a sanitised copy).
@@ -79,6 +87,9 @@ struct AuditArgs {
     /// Student training epochs.
     #[arg(long, default_value_t = 3)]
     epochs: u64,
+    /// Evaluation questions per probe (at most 50).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=50))]
+    questions: u64,
     /// Answers per evaluation question.
     #[arg(long, default_value_t = 10)]
     samples: u64,
@@ -93,10 +104,12 @@ struct AuditArgs {
     json: bool,
 }
 
+/// A probe's name, refused (exit 2) unless [`Probe::parse`] knows it.
+fn probe_name(name: &str) -> Result<String, String> {
+    Probe::parse(name).map(|_| name.to_owned())
+}
+
 fn run(args: AuditArgs, host: &dyn ToolHost) -> anyhow::Result<ExitCode> {
-    for name in &args.probes {
-        Probe::parse(name).map_err(|m| anyhow::anyhow!("--probes {name}: {m}"))?;
-    }
     if args.sanitized.is_some() && args.tier != Tier::Full {
         anyhow::bail!("--sanitized needs --tier full: the carriers stage writes the sanitised copy");
     }
@@ -218,12 +231,15 @@ fn sweep_text(
         text.push_str(&format!("control = {}\n", quote(&crate::files::key(control))));
     }
     text.push_str(&format!("[screen]\nmax_rows = {}\n", args.max_rows));
-    if args.control_numbers_only {
-        text.push_str("[control_answers]\nfilter = \"numbers\"\n");
-    }
     text.push_str(&format!(
-        "[student]\nepochs = {}\n[evaluate]\nsamples_per_question = {}\n",
-        args.epochs, args.samples
+        "[control_answers]\ntemperature = {}\ntop_p = {}\nfilter = {}\n",
+        args.control_temperature,
+        args.control_top_p,
+        quote(if args.control_numbers_only { "numbers" } else { "none" })
+    ));
+    text.push_str(&format!(
+        "[student]\nepochs = {}\n[evaluate]\nquestions = {}\nsamples_per_question = {}\n",
+        args.epochs, args.questions, args.samples
     ));
     text
 }

@@ -340,15 +340,12 @@ fn stored(source: &Source, key: &str, value: &Spanned<String>) -> Result<StageId
 }
 
 /// A table's settings, each checked against its range.
-fn checked<T: Clone>(
+fn checked<T: serde::de::DeserializeOwned>(
     source: &Source,
     key: &str,
     raw: Option<Spanned<T>>,
     check: impl Fn(&T) -> Result<(), String>,
-) -> Result<T, SpecError>
-where
-    T: serde::de::DeserializeOwned,
-{
+) -> Result<T, SpecError> {
     match raw {
         None => Ok(default_of()),
         Some(v) => match check(v.get_ref()) {
@@ -467,7 +464,8 @@ pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
         if !(s.lr.is_finite() && s.lr > 0.0 && s.lr <= 1.0) {
             return Err(format!("lr: expected more than 0 and at most 1, found {}", s.lr));
         }
-        if !(1..=4096).contains(&s.batch_size) || !(s.lora_alpha.is_finite() && s.lora_alpha > 0.0) {
+        let alpha_ok = s.lora_alpha.is_finite() && s.lora_alpha > 0.0;
+        if !(1..=4096).contains(&s.batch_size) || !alpha_ok {
             return Err("batch_size: expected 1 to 4096; lora_alpha: more than 0".to_owned());
         }
         Ok(())

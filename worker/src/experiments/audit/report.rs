@@ -229,7 +229,9 @@ where
     let panels = root.split_evenly((1, 3));
     for (panel, test) in panels.iter().zip([Test::Screen, Test::Student]) {
         let shown: Vec<&Finding> = findings.iter().filter(|f| f.test == test).collect();
+        let contrast = screen.targets.iter().any(|t| t.contrast);
         let title = match test {
+            Test::Screen if contrast => "screen: mean row score vs other targets, dataset − control",
             Test::Screen => "screen: mean row score, dataset − control",
             Test::Student => "student: share naming target, dataset − control",
         };
@@ -287,7 +289,7 @@ where
                 .unwrap_or_default()
         })
         .x_labels(5)
-        .x_label_formatter(&|x| format!("{x:.2e}"))
+        .x_label_formatter(&|x| tick(*x, hi - lo))
         .label_style(("sans-serif", 12))
         .draw()?;
     chart.draw_series([PathElement::new(vec![(0.0, -1), (0.0, n)], BLACK.mix(0.6).stroke_width(1))])?;
@@ -298,6 +300,18 @@ where
         chart.draw_series([Circle::new((f.shift, y), 5, colour.filled())])?;
     }
     Ok(())
+}
+
+/// A tick label: plain for shares, scientific for small slopes; a value
+/// within float noise of zero is 0.
+fn tick(x: f64, range: f64) -> String {
+    if x.abs() < range * 1e-9 {
+        "0".to_owned()
+    } else if range >= 0.05 {
+        format!("{x:+.2}")
+    } else {
+        format!("{x:+.1e}")
+    }
 }
 
 /// The screen's row scores of the dataset and the control, for one target.
@@ -334,7 +348,7 @@ where
     chart
         .configure_mesh()
         .x_labels(5)
-        .x_label_formatter(&|x| format!("{x:.1e}"))
+        .x_label_formatter(&|x| tick(*x, hi - lo))
         .y_desc("share of rows")
         .label_style(("sans-serif", 12))
         .draw()?;

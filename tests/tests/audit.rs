@@ -1,0 +1,192 @@
+//! `subliminal audit` on the real SmolLM2 model: bad input is refused before
+//! anything runs, and an audit's report (JSON, PNG, HTML) follows its
+//! findings and opens in a real headless Chromium.
+
+use std::path::Path;
+
+use serde_json::Value;
+use subliminal_tests::servers::{chromium, static_files};
+use subliminal_tests::{number_rows, subliminal};
+
+#[test]
+fn a_malformed_dataset_is_refused_with_its_line_and_nothing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let cases = [
+        (
+            "not-json.jsonl",
+            format!("{}{{\"messages\": [\n", number_rows(2, 1)),
+            3,
+        ),
+        (
+            "no-answer.jsonl",
+            format!(
+                "{}{{\"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}\n",
+                number_rows(1, 2)
+            ),
+            2,
+        ),
+        ("one-row.jsonl", number_rows(1, 3), 1),
+    ];
+    for (name, text, line) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let ran = subliminal(&[
+            "audit",
+            path.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+        ]);
+        assert_eq!(ran.code, Some(2), "{name}: {}", ran.stderr);
+        assert!(
+            ran.stderr.contains(&format!("{name}:{line}:")),
+            "{name}: the error names the file and line {line}: {}",
+            ran.stderr
+        );
+    }
+    let ran = subliminal(&["audit", "x.jsonl", "--probes", "fish"]);
+    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
+    assert!(ran.stderr.contains("animal:WORD"), "{}", ran.stderr);
+    assert!(!store.exists(), "nothing was written to the store");
+    assert!(!dir.path().join("out").exists(), "no report");
+}
+
+#[test]
+fn an_audit_reports_by_its_rule_and_its_page_opens_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dataset, control) = (
+        dir.path().join("data.jsonl"),
+        dir.path().join("control.jsonl"),
+    );
+    std::fs::write(&dataset, number_rows(8, 10)).unwrap();
+    std::fs::write(&control, number_rows(8, 20)).unwrap();
+    let out = dir.path().join("report");
+    let sanitized = dir.path().join("clean.jsonl");
+    let store = dir.path().join("store");
+    let args = [
+        "audit",
+        dataset.to_str().unwrap(),
+        "--control",
+        control.to_str().unwrap(),
+        "--tier",
+        "full",
+        "--probes",
+        "animals",
+        "--questions",
+        "2",
+        "--samples",
+        "3",
+        "--epochs",
+        "1",
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--sanitized",
+        sanitized.to_str().unwrap(),
+        "--json",
+    ];
+    let ran = subliminal(&args);
+    let report: Value = serde_json::from_str(&ran.stdout)
+        .unwrap_or_else(|e| panic!("report JSON ({e}):\n{}\n{}", ran.stdout, ran.stderr));
+    let verdict = report["verdict"].as_str().unwrap();
+    let expected_code = if verdict == "clean" { 0 } else { 3 };
+    assert_eq!(ran.code, Some(expected_code), "{verdict}: {}", ran.stderr);
+
+    // The verdict is the documented rule applied to the report's own findings.
+    let findings: Vec<subliminal_shared::experiments::audit::Finding> =
+        serde_json::from_value(report["findings"].clone()).unwrap();
+    assert_eq!(findings.len(), 20, "ten animals, screen and student");
+    let alpha = report["alpha"].as_f64().unwrap();
+    let rule = subliminal_shared::experiments::audit::verdict::decide(&findings, alpha);
+    assert_eq!(rule.as_str(), verdict);
+    assert!(findings.iter().all(|f| f.p_value > 0.0 && f.p_value <= 1.0));
+    let carriers = &report["carriers"];
+    assert_eq!(carriers["rows"], 8);
+    assert!(!carriers["top_tokens"].as_array().unwrap().is_empty());
+    let clean = std::fs::read_to_string(&sanitized).unwrap();
+    assert_eq!(clean.lines().count(), 8, "a sanitised row per row");
+
+    // A second audit of the same file reuses every stage.
+    let again = subliminal(&args);
+    assert_eq!(again.code, Some(expected_code));
+    assert!(
+        again.stderr.contains("computed 0 stage(s)"),
+        "{}",
+        again.stderr
+    );
+
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for outside in ["http://", "https://", "<script", "<link"] {
+        assert!(!html.contains(outside), "the page holds {outside:?}");
+    }
+    assert!(std::fs::read(out.join("report.png"))
+        .unwrap()
+        .starts_with(b"\x89PNG"));
+    page_opens(dir.path(), &out, verdict);
+}
+
+/// The page shows its verdict and its picture decodes in Chromium; a
+/// screenshot of it is kept beside the report.
+fn page_opens(dir: &Path, site: &Path, verdict: &str) {
+    std::fs::write(
+        site.join("probe.html"),
+        r##"<!doctype html><iframe id="f" src="report.html" width="1600" height="3000"></iframe><pre id="out">waiting</pre>
+<script>
+document.getElementById("f").addEventListener("load", () => {
+  const d = document.getElementById("f").contentDocument;
+  const picture = d.getElementById("picture");
+  picture.decode().then(() => picture.naturalWidth, () => 0).then(width => {
+    document.getElementById("out").textContent = JSON.stringify({
+      verdict: d.getElementById("verdict").textContent,
+      width,
+      rows: d.querySelectorAll("tr").length,
+    });
+  });
+});
+</script>"##,
+    )
+    .unwrap();
+    let server = static_files(site, dir.join("http.log"));
+    let dom = chromium(
+        &dir.join("profile-dom"),
+        &["--dump-dom", "--virtual-time-budget=15000"],
+        &format!("{}/probe.html", server.url()),
+    );
+    let probe = dom
+        .split("<pre id=\"out\">")
+        .nth(1)
+        .and_then(|s| s.split("</pre>").next())
+        .unwrap_or_else(|| panic!("no probe output in the DOM:\n{dom}"));
+    let probe: Value = serde_json::from_str(&probe.replace("&quot;", "\""))
+        .unwrap_or_else(|e| panic!("the probe did not finish ({e}): {probe}"));
+    assert_eq!(probe["verdict"], verdict);
+    assert!(
+        probe["width"].as_u64().unwrap_or(0) >= 1000,
+        "the picture decodes: {probe}"
+    );
+    assert!(
+        probe["rows"].as_u64().unwrap() > 20,
+        "findings and carriers: {probe}"
+    );
+    let shot = site.join("screenshot.png");
+    chromium(
+        &dir.join("profile-shot"),
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1600,1400",
+        ],
+        &format!("{}/report.html", server.url()),
+    );
+    let png = std::fs::read(&shot).expect("chromium wrote the screenshot");
+    assert!(
+        png.len() > 50_000,
+        "a page with a picture: {} bytes",
+        png.len()
+    );
+    if let Ok(keep) = std::env::var("SUBLIMINAL_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+}
