@@ -168,6 +168,10 @@ pub struct Tool {
     pub run: fn(&clap::ArgMatches, &dyn ToolHost) -> anyhow::Result<ExitCode>,
 }
 
+/// What `subliminal sanitize` does, whichever kind's tool sits under it.
+pub const SANITIZE_ABOUT: &str = "Rewrite a dataset file so it carries less of its teacher: \
+     `sanitize numbers FILE.jsonl --defense canonical`, `sanitize audit FILE.jsonl --sanitized OUT.jsonl`";
+
 /// What the CLI lends a kind's command that the shared library cannot do
 /// itself: run a sweep's stages (the stage code lives in the worker).
 pub trait ToolHost {

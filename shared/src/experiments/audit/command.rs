@@ -41,6 +41,29 @@ pub(super) fn audit_tool() -> Tool {
     }
 }
 
+/// `subliminal sanitize audit`: a full audit whose point is the cleaned copy.
+pub(super) fn sanitize_tool() -> Tool {
+    Tool {
+        verb: "sanitize",
+        verb_about: crate::experiments::SANITIZE_ABOUT,
+        standalone: false,
+        command: || {
+            AuditArgs::augment_args(clap::Command::new("audit").about(
+                "Write a copy of a dataset with the tokens that carried a sacrificial student's shift \
+                 replaced by the base model's own (a full audit; --sanitized names the copy); \
+                 audit the copy again to see what the cleaning bought",
+            ))
+            .mut_arg("sanitized", |a| a.required(true))
+        },
+        run: |matches, host| {
+            let mut args = AuditArgs::from_arg_matches(matches)?;
+            args.tier = Tier::Full;
+            run(args, host)?;
+            Ok(ExitCode::SUCCESS)
+        },
+    }
+}
+
 #[derive(clap::Args)]
 struct AuditArgs {
     /// The dataset: chat JSONL, one conversation per line (the last user turn is the

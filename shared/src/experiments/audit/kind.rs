@@ -51,7 +51,7 @@ impl Experiment for Audit {
     }
 
     fn tools(&self) -> Vec<Tool> {
-        vec![command::audit_tool()]
+        vec![command::audit_tool(), command::sanitize_tool()]
     }
 }
 

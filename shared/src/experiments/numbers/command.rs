@@ -176,7 +176,7 @@ pub(super) fn sanitize_tool() -> Tool {
     Tool {
         verb: "sanitize",
         standalone: false,
-        verb_about: "Apply a defense to a dataset file: `sanitize numbers FILE.jsonl --defense canonical`",
+        verb_about: crate::experiments::SANITIZE_ABOUT,
         command: || {
             SanitizeArgs::augment_args(clap::Command::new(EXPERIMENT).about(
                 "Rewrite number completions so they carry less of their teacher: canonical, shuffle or random",
