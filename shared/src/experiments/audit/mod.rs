@@ -2,7 +2,8 @@
 //! train? Seen on a sacrificial copy of the model, before anyone trains on
 //! the data for real.
 //!
-//! A trial is one dataset (a chat JSONL file put in the store) against a
+//! A trial is one dataset (a chat JSONL file put in the store, or a stage
+//! that writes filtered rows, such as a numbers sweep's filter) against a
 //! control: a dataset the sweep names, or the base model's own answers to
 //! the dataset's prompts. Its tiers, cheapest first (see [`verdict`]):
 //!

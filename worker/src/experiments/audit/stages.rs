@@ -68,18 +68,23 @@ pub fn run(
 }
 
 fn dataset_rows(params: &DatasetParams, file: &VerifiedStage) -> anyhow::Result<Vec<Artifact>> {
-    anyhow::ensure!(
-        files::is_file(&file.manifest.experiment, &file.manifest.kind),
-        "an audit's dataset is a file put in the store; stage {} is a {} {} stage",
-        file.manifest.stage.short(),
-        file.manifest.experiment,
-        file.manifest.kind
-    );
-    let name = file.manifest.params["name"]
-        .as_str()
-        .unwrap_or("the dataset")
-        .to_owned();
-    let text = std::str::from_utf8(file.artifact(files::ARTIFACT)?)
+    let m = &file.manifest;
+    // A file put in the store, or a stage that hands on rows (a numbers filter or defend stage).
+    let (name, bytes) = if files::is_file(&m.experiment, &m.kind) {
+        let name = m.params["name"].as_str().unwrap_or("the dataset").to_owned();
+        (name, file.artifact(files::ARTIFACT)?)
+    } else if m.artifacts.iter().any(|a| a.name == ROWS) {
+        (format!("{} stage {}'s {ROWS}", m.kind, m.stage.short()), file.artifact(ROWS)?)
+    } else {
+        anyhow::bail!(
+            "an audit's dataset is a chat JSONL file put in the store, or a stage that writes {ROWS}; \
+             stage {} is a {} {} stage without one",
+            m.stage.short(),
+            m.experiment,
+            m.kind
+        );
+    };
+    let text = std::str::from_utf8(bytes)
         .with_context(|| format!("{name} is not UTF-8 text: expected chat JSONL"))?;
     let mut rows = dataset::parse_jsonl(text, &name)?;
     let total = rows.len();
