@@ -272,9 +272,7 @@ pub fn build(plan: &Plan, outcomes: &Outcomes) -> ResultsTable {
         let Some(control) = control_of(&row.arm) else {
             continue;
         };
-        let Some((mean, values)) = measured
-            .iter()
-            .find(|c| c.arm == control && c.settings == row.settings)
+        let Some((mean, values)) = control_row(&measured, control, &row.settings)
             .and_then(|c| Some((c.summary?.mean, &c.values)))
         else {
             continue;
@@ -293,6 +291,22 @@ pub fn build(plan: &Plan, outcomes: &Outcomes) -> ResultsTable {
         experiment: plan.experiment.clone(),
         rows,
     }
+}
+
+/// The control row of a row with `settings`: the one with the same
+/// settings, else the one whose settings are the most of them. A control
+/// shared by several rows (one control student for every dataset of an
+/// audit) is measured once, labelled only by what it depends on.
+fn control_row<'a>(
+    measured: &'a [Row],
+    control: &str,
+    settings: &BTreeMap<String, String>,
+) -> Option<&'a Row> {
+    measured
+        .iter()
+        .filter(|c| c.arm == control)
+        .filter(|c| c.settings.iter().all(|(k, v)| settings.get(k) == Some(v)))
+        .max_by_key(|c| c.settings.len())
 }
 
 /// Settings in reading order: numbers by value (m = 2 before m = 10), the

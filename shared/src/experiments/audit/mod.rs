@@ -741,10 +741,14 @@ impl AuditSweep {
                     report_inputs.extend([on_dataset, on_control]);
                     for target in &probe.targets {
                         for (arm, stage) in [(ARMS[1], on_control), (ARMS[2], on_dataset)] {
+                            // A given control's student serves every dataset: it is labelled
+                            // by its target alone, and results pair it with each dataset's row.
+                            let shared = arm == ARMS[1] && self.control.is_some();
+                            let labels = if shared { Default::default() } else { settings.clone() };
                             plan.measure(Measurement {
                                 arm: arm.to_owned(),
                                 order: if arm == ARMS[1] { 1 } else { 2 },
-                                settings: with_target(&settings, target),
+                                settings: with_target(&labels, target),
                                 seed: self.seed,
                                 teacher_init: None,
                                 student_init: None,
@@ -854,10 +858,20 @@ mod tests {
         let text = format!(
             "name = \"a\"\nkind = \"audit\"\ndatasets = [\"{KEY}\", \"{KEY2}\"]\ncontrol = \"{KEY3}\"\ntier = \"screen\"\n"
         );
-        let two = parse(&Source::new("audit.toml", text)).unwrap().plan();
+        let two = parse(&Source::new("audit.toml", text.clone())).unwrap().plan();
         assert_eq!(two.trials, 2);
         assert_eq!(two.count_by_kind()[&Stage::Score.kind()], 3);
         assert_eq!(report_stages(&two).len(), 2);
+        // Its student is measured once per target, labelled by the target alone, so
+        // results pair it with each dataset's student.
+        let students = parse(&Source::new("audit.toml", text.replace("\"screen\"", "\"student\"")))
+            .unwrap()
+            .plan();
+        let arm = |name: &'static str| students.measurements.iter().filter(move |m| m.arm == name);
+        assert_eq!(arm(ARMS[1]).count(), 10);
+        assert!(arm(ARMS[1]).all(|m| m.settings.keys().eq(["target"])));
+        assert_eq!(arm(ARMS[2]).count(), 20);
+        assert!(arm(ARMS[2]).all(|m| m.settings.keys().eq(["dataset", "target"])));
     }
 
     #[test]
