@@ -135,17 +135,18 @@ fn page_opens(dir: &Path, site: &Path, verdict: &str) {
         site.join("probe.html"),
         r##"<!doctype html><iframe id="f" src="report.html" width="1600" height="3000"></iframe><pre id="out">waiting</pre>
 <script>
-document.getElementById("f").addEventListener("load", () => {
+// Polled rather than on the frame's load event, which may fire before this script runs.
+const tick = setInterval(() => {
   const d = document.getElementById("f").contentDocument;
-  const picture = d.getElementById("picture");
-  picture.decode().then(() => picture.naturalWidth, () => 0).then(width => {
-    document.getElementById("out").textContent = JSON.stringify({
-      verdict: d.getElementById("verdict").textContent,
-      width,
-      rows: d.querySelectorAll("tr").length,
-    });
+  const picture = d && d.getElementById("picture");
+  if (!picture || d.readyState !== "complete" || !picture.complete) return;
+  clearInterval(tick);
+  document.getElementById("out").textContent = JSON.stringify({
+    verdict: d.getElementById("verdict").textContent,
+    width: picture.naturalWidth,
+    rows: d.querySelectorAll("tr").length,
   });
-});
+}, 50);
 </script>"##,
     )
     .unwrap();
