@@ -65,6 +65,8 @@ enum Command {
     Report(commands::report::Args),
     /// Per-answer records of a sweep's evaluations, as Parquet.
     Export(commands::export::Args),
+    /// Score or classify a dataset's rows with a judge model; show a judge; measure its agreement.
+    Judge(commands::judge::Args),
     /// The shell completion script for bash, zsh, fish, elvish or powershell.
     Completions(commands::completions::Args),
 }
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
             Command::Store(args) => commands::store::run(args).await,
             Command::Report(args) => commands::report::run(args).await,
             Command::Export(args) => commands::export::run(args).await,
+            Command::Judge(args) => commands::judge::run(args).await,
             Command::Completions(args) => {
                 commands::completions::run(args, commands::tools::augment(Cli::command()))
             }

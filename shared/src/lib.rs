@@ -11,8 +11,10 @@
 //! Nothing here links libtorch: the scheduler depends on this crate alone.
 
 pub mod broker;
+pub mod chat;
 pub mod experiments;
 pub mod files;
+pub mod judge;
 pub mod llm;
 pub mod logging;
 pub mod manifest;

@@ -17,6 +17,7 @@ pub mod execute;
 pub mod experiments;
 pub mod fonts;
 pub mod gpu;
+pub mod judging;
 pub mod llm;
 pub mod local;
 pub mod safetensors_io;

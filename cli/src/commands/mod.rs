@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod completions;
 pub mod dlq;
 pub mod export;
+pub mod judge;
 pub mod report;
 pub mod results;
 pub mod resume;

@@ -1,13 +1,14 @@
 //! Language models in tch: a Llama-family causal LM (Llama, SmolLM, Qwen2),
 //! its loading from Hugging Face folders and GGUF files, tokenisation with
 //! the model's chat template, batched sampling with a KV cache, and LoRA or
-//! full fine-tuning.
+//! full fine-tuning, and judges read from next-token probabilities.
 
 pub mod config;
 pub mod divergence;
 pub mod finetune;
 pub mod generate;
 pub mod gguf;
+pub mod judge;
 pub mod load;
 pub mod model;
 pub mod screen;
