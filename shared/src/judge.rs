@@ -526,7 +526,7 @@ mod tests {
     fn bad_judge_files_are_refused_with_line_and_key() {
         for (text, key, line, says) in [
             ("description = \"d\"\nscoring = \"stars\"\ntemplate = \"{completion}\"", "scoring", 2, "yes-no"),
-            ("description = \"d\"\nscoring = \"score\"\ntemplate = \"\"\"\nok\n{answer}\"\"\"", "template", 4, "unknown placeholder {answer}"),
+            ("description = \"d\"\nscoring = \"score\"\ntemplate = \"\"\"\nok\n{answer}\"\"\"", "template", 5, "unknown placeholder {answer}"),
             ("description = \"d\"\nscoring = \"score\"\ntemplate = \"no completion\"", "template", 3, "{completion}"),
             ("description = \"d\"\nscoring = \"yes-no\"\nyes = \"Y\"\ntemplate = \"{completion}\"", "no", 2, "no = "),
             ("description = \"d\"\nscoring = \"score\"\nthreshold = 130\ntemplate = \"{completion}\"", "threshold", 3, "0 to 100"),
