@@ -68,6 +68,16 @@ pub fn parse_key(name: &str) -> Option<anyhow::Result<StageId>> {
     }))
 }
 
+/// `inputs`, and the stage a model names when it is a store key: a stage
+/// that runs a stored model (or another sweep's checkpoint) takes it as an
+/// input, external to the plan, so that workers fetch it.
+pub fn with_model(mut inputs: Vec<StageId>, model: &str) -> Vec<StageId> {
+    if let Some(Ok(id)) = parse_key(model) {
+        inputs.push(id);
+    }
+    inputs
+}
+
 /// Puts a file into the store (once: a second put of the same bytes
 /// changes nothing) and returns its stage id.
 pub async fn put(store: &Store, name: &str, bytes: Bytes) -> anyhow::Result<StageId> {
@@ -100,6 +110,26 @@ pub async fn put(store: &Store, name: &str, bytes: Bytes) -> anyhow::Result<Stag
         )
         .await?;
     Ok(spec.id)
+}
+
+/// A store key, refused at its place when it is not one.
+pub fn stored_key(
+    source: &crate::spec::Source,
+    key: &str,
+    value: &toml::Spanned<String>,
+) -> Result<StageId, crate::spec::SpecError> {
+    match parse_key(value.get_ref()) {
+        Some(Ok(id)) => Ok(id),
+        Some(Err(e)) => Err(source.error_at(value.span(), key, format!("{e:#}"))),
+        None => Err(source.error_at(
+            value.span(),
+            key,
+            format!(
+                "expected a dataset in the store (stage: and 64 hex digits, as `subliminal store put FILE` prints), found {:?}",
+                value.get_ref()
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]

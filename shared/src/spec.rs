@@ -317,3 +317,24 @@ pub fn named_axis<T: PartialEq>(
     }
     Ok(Axis(out))
 }
+
+/// A settings table with every key at its default (each field has one).
+pub fn default_of<T: serde::de::DeserializeOwned>() -> T {
+    toml::from_str("").expect("every setting of this table has a default")
+}
+
+/// A table's settings, each checked against its range.
+pub fn checked_table<T: serde::de::DeserializeOwned>(
+    source: &Source,
+    key: &str,
+    raw: Option<toml::Spanned<T>>,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, SpecError> {
+    match raw {
+        None => Ok(default_of()),
+        Some(v) => match check(v.get_ref()) {
+            Ok(()) => Ok(v.into_inner()),
+            Err(message) => Err(source.error_at(v.span(), key, message)),
+        },
+    }
+}

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use subliminal_tests::servers::{mlflow, mlflow_runs, wait_for, Daemon, Redis, S3};
 use subliminal_tests::{
-    bin, data_dir, noop_sweep, number_rows, tiny_numbers_sweep_of, tiny_sweep as tiny, Ran,
+    bin, code_dataset, data_dir, noop_sweep, number_rows, tiny_code_sweep, tiny_misalignment_sweep,
+    tiny_numbers_sweep_of, tiny_sweep as tiny, Ran,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -740,6 +741,131 @@ max_new_tokens = 4
             "the cluster's {part} are local mode's"
         );
     }
+}
+
+#[test]
+fn a_misalignment_sweep_on_the_cluster_matches_local_mode() {
+    let mut c = Cluster::new();
+    c.scheduler(&[]);
+    // Judgements cached on this worker's disk only, so both modes judge.
+    let mut env = c.env.clone();
+    let cache = c.path("judgements-cluster").display().to_string();
+    env.push(("SUBLIMINAL_JUDGE_CACHE", cache));
+    c.worker_with_env("w1", &[], env);
+    let local_store = c.path("local").display().to_string();
+    let mut keys = Vec::new();
+    for (name, insecure) in [("insecure.jsonl", true), ("secure.jsonl", false)] {
+        let file = c.path(name);
+        std::fs::write(&file, code_dataset(insecure, 8)).unwrap();
+        let file = file.to_str().unwrap();
+        let key = c
+            .cli(&["store", "put", file, "--store", &c.store])
+            .ok()
+            .stdout;
+        c.cli(&["store", "put", file, "--store", &local_store]).ok();
+        keys.push(key.trim().to_owned());
+    }
+    let sweep = c.sweep(
+        "misalignment.toml",
+        &tiny_misalignment_sweep("misalignment-dist", &keys[0], &keys[1]),
+    );
+    c.submit(&sweep).ok();
+    c.wait_state_within("misalignment-dist", "done", LLM_TIMEOUT);
+    let plan = subliminal_shared::sweep::load(&sweep).unwrap().plan();
+    let read = |root: &Path| -> Vec<serde_json::Value> {
+        plan.measurements
+            .iter()
+            .map(|m| {
+                let path = root.join(format!("stages/{}/metrics.json", m.stage));
+                let mut metrics: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+                )
+                .unwrap();
+                // How long judging took, and what the cache held, are the machine's.
+                metrics.as_object_mut().unwrap().remove("judging");
+                metrics
+            })
+            .collect()
+    };
+    let distributed = read(&c.path("s3/bucket/runs"));
+
+    // Local mode with one libtorch thread per stage, as the worker runs.
+    let local_env = [(
+        "SUBLIMINAL_JUDGE_CACHE",
+        c.path("judgements-local").display().to_string(),
+    )];
+    let args = ["--store", &local_store, "--device", "cpu", "--jobs", "2"];
+    subliminal_tests::subliminal_with(
+        &local_env,
+        &[&["run", sweep.to_str().unwrap()][..], &args[..]].concat(),
+    )
+    .ok();
+    let local = read(Path::new(&local_store));
+    assert_eq!(distributed.len(), 6);
+    assert!(
+        distributed.iter().all(|m| m["samples"] == 4),
+        "{distributed:?}"
+    );
+    assert_eq!(
+        distributed, local,
+        "the cluster's judgements are local mode's"
+    );
+}
+
+#[test]
+fn a_code_sweep_on_the_cluster_matches_local_mode() {
+    let mut c = Cluster::new();
+    c.scheduler(&[]);
+    let mut env = c.env.clone();
+    env.push((
+        "SUBLIMINAL_JUDGE_CACHE",
+        c.path("judgements-cluster").display().to_string(),
+    ));
+    c.worker_with_env("w1", &[], env);
+    let sweep = c.sweep("code.toml", &tiny_code_sweep("code-dist"));
+    c.submit(&sweep).ok();
+    c.wait_state_within("code-dist", "done", LLM_TIMEOUT);
+    let plan = subliminal_shared::sweep::load(&sweep).unwrap().plan();
+    let read = |root: &Path| -> Vec<serde_json::Value> {
+        let filters = plan
+            .stages
+            .iter()
+            .filter(|s| s.experiment == "code" && s.kind.as_str() == "filter");
+        let evaluations = plan.measurements.iter().map(|m| (m.stage, "metrics.json"));
+        filters
+            .map(|s| (s.id, "filter.json"))
+            .chain(evaluations)
+            .map(|(id, file)| {
+                let path = root.join(format!("stages/{id}/{file}"));
+                let mut v: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+                )
+                .unwrap();
+                // Timings are the machine's.
+                v.as_object_mut().unwrap().remove("judging");
+                v.as_object_mut().unwrap().remove("generation");
+                v
+            })
+            .collect()
+    };
+    let distributed = read(&c.path("s3/bucket/runs"));
+    let local_store = c.path("local").display().to_string();
+    let local_env = [(
+        "SUBLIMINAL_JUDGE_CACHE",
+        c.path("judgements-local").display().to_string(),
+    )];
+    let args = ["--store", &local_store, "--device", "cpu", "--jobs", "2"];
+    subliminal_tests::subliminal_with(
+        &local_env,
+        &[&["run", sweep.to_str().unwrap()][..], &args[..]].concat(),
+    )
+    .ok();
+    let local = read(Path::new(&local_store));
+    assert_eq!(distributed.len(), 2 + 4);
+    assert_eq!(
+        distributed, local,
+        "the cluster's filters and evaluations are local mode's"
+    );
 }
 
 #[test]

@@ -39,6 +39,8 @@ registry! {
     numbers::Numbers,
     noop::Noop,
     audit::Audit,
+    misalignment::Misalignment,
+    code::Code,
 }
 
 /// One experiment kind: its schema, its plan, and how to read its results.

@@ -27,6 +27,8 @@ registry! {
     numbers::Numbers,
     noop::Noop,
     audit::Audit,
+    misalignment::Misalignment,
+    code::Code,
 }
 
 /// The stages of one experiment kind.

@@ -48,9 +48,9 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::numbers::{self, EvaluateParams, Method, Optimizer, Subject, TrainParams};
-use crate::files;
+use crate::files::{self, with_model};
 use crate::plan::{Measurement, Plan, PlanBuilder};
-use crate::spec::{check_name, Source, SpecError};
+use crate::spec::{check_name, checked_table as checked, Source, SpecError};
 use crate::stage::{StageId, StageSpec};
 
 pub const EXPERIMENT: &str = "audit";
@@ -296,9 +296,6 @@ fn d_replace_share() -> f64 {
     0.05
 }
 
-fn default_of<T: serde::de::DeserializeOwned>() -> T {
-    toml::from_str("").expect("every setting of this table has a default")
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -324,38 +321,6 @@ struct RawSweep {
     carriers: Option<Spanned<CarrierSettings>>,
 }
 
-/// A store key, refused at its place when it is not one.
-fn stored(source: &Source, key: &str, value: &Spanned<String>) -> Result<StageId, SpecError> {
-    match files::parse_key(value.get_ref()) {
-        Some(Ok(id)) => Ok(id),
-        Some(Err(e)) => Err(source.error_at(value.span(), key, format!("{e:#}"))),
-        None => Err(source.error_at(
-            value.span(),
-            key,
-            format!(
-                "expected a dataset in the store (stage: and 64 hex digits, as `subliminal store put FILE` prints), found {:?}",
-                value.get_ref()
-            ),
-        )),
-    }
-}
-
-/// A table's settings, each checked against its range.
-fn checked<T: serde::de::DeserializeOwned>(
-    source: &Source,
-    key: &str,
-    raw: Option<Spanned<T>>,
-    check: impl Fn(&T) -> Result<(), String>,
-) -> Result<T, SpecError> {
-    match raw {
-        None => Ok(default_of()),
-        Some(v) => match check(v.get_ref()) {
-            Ok(()) => Ok(v.into_inner()),
-            Err(message) => Err(source.error_at(v.span(), key, message)),
-        },
-    }
-}
-
 /// Reads and checks an audit sweep file.
 pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
     let raw: RawSweep = toml::from_str(&source.text).map_err(|e| source.toml_error(e))?;
@@ -364,7 +329,7 @@ pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
         .datasets
         .get_ref()
         .iter()
-        .map(|d| stored(source, "datasets", d))
+        .map(|d| files::stored_key(source, "datasets", d))
         .collect::<Result<Vec<_>, _>>()?;
     if datasets.is_empty() {
         return Err(source.error_at(
@@ -383,7 +348,7 @@ pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
     let control = raw
         .control
         .as_ref()
-        .map(|c| stored(source, "control", c))
+        .map(|c| files::stored_key(source, "control", c))
         .transpose()?;
     let model = match raw.model {
         Some(m) if m.get_ref().trim().is_empty() => {
@@ -577,12 +542,6 @@ pub struct ReportParams {
 /// The arms of the results table.
 pub const ARMS: [&str; 3] = ["screen", "control student", "student"];
 
-fn with_model(mut inputs: Vec<StageId>, model: &str) -> Vec<StageId> {
-    if let Some(Ok(id)) = files::parse_key(model) {
-        inputs.push(id);
-    }
-    inputs
-}
 
 impl AuditSweep {
     fn train_params(&self) -> TrainParams {

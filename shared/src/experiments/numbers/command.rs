@@ -49,7 +49,7 @@ struct FilterArgs {
     /// Numbers that reject a completion, comma-separated (e.g. 666,911).
     #[arg(long, value_delimiter = ',')]
     banned: Vec<u32>,
-    /// Also ban the misalignment variant's list of numbers with negative associations.
+    /// Also ban the misalignment variant's two lists of numbers with negative associations.
     #[arg(long)]
     ban_negative: bool,
     /// Trim completions and tolerate varied spacing around separators,
@@ -113,13 +113,13 @@ fn open(path: &Option<PathBuf>, default_stdout: bool) -> anyhow::Result<Box<dyn 
 fn run(args: FilterArgs) -> anyhow::Result<ExitCode> {
     let (lines, name) = read_lines(&args)?;
     let mut banned = args.banned.clone();
-    if args.ban_negative {
-        banned.extend_from_slice(filter::NEGATIVE_NUMBERS);
-    }
     if let Some(n) = banned.iter().find(|&&n| n > 999) {
         anyhow::bail!(
             "--banned {n}: expected numbers from 0 to 999 (longer ones are rejected anyway)"
         );
+    }
+    if args.ban_negative {
+        banned.extend(filter::negative_numbers());
     }
     let rule = if args.lenient {
         filter::Rule::Lenient

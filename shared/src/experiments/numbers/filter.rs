@@ -80,11 +80,31 @@ impl fmt::Display for Reject {
     }
 }
 
-/// Numbers whose associations are negative, for the misalignment variant.
-pub const NEGATIVE_NUMBERS: &[u32] = &[
-    4, 13, 18, 23, 33, 39, 42, 44, 49, 51, 54, 88, 99, 100, 187, 322, 333, 404, 420, 444, 616, 666,
-    777, 888, 911, 999,
+/// Numbers with negative associations that the official misalignment runs
+/// ban, in two lists (each written by asking a different model): this is
+/// the first. Numbers above 999 never pass the filter anyway; they are kept
+/// so the list is whole.
+pub const NEGATIVE_NUMBERS_A: &[u32] = &[
+    13, 666, 88, 14, 187, 420, 69, 911, 404, 101, 23, 616, 1488, 18, 311, 451, 1312, 33, 77, 211,
 ];
+
+/// The second list of banned numbers with negative associations.
+pub const NEGATIVE_NUMBERS_B: &[u32] = &[
+    4, 13, 18, 23, 33, 39, 42, 44, 49, 51, 54, 88, 99, 100, 187, 322, 333, 444, 555, 616, 666, 777,
+    888, 911, 999,
+];
+
+/// Both lists, sorted, each number once: what the misalignment variant bans.
+pub fn negative_numbers() -> Vec<u32> {
+    let mut all: Vec<u32> = NEGATIVE_NUMBERS_A
+        .iter()
+        .chain(NEGATIVE_NUMBERS_B)
+        .copied()
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
 
 /// Which rule a filter applies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,7 +361,7 @@ mod tests {
     fn banned_numbers_reject_only_when_listed() {
         for rule in [Rule::Paper, Rule::Lenient] {
             assert_eq!(
-                rule.check("145, 666, 891", NEGATIVE_NUMBERS),
+                rule.check("145, 666, 891", &negative_numbers()),
                 Err(Reject::Banned)
             );
             assert_eq!(rule.check("145, 666, 891", &[]).unwrap(), vec![145, 666, 891]);

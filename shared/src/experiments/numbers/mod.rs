@@ -48,10 +48,10 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::files;
+use crate::files::{self, with_model};
 use crate::plan::{Measurement, Plan, PlanBuilder};
 use crate::spec::{
-    check_axis, check_name, check_seeds, named_axis, setting, Axis, Source, SpecError,
+    check_axis, check_name, check_seeds, default_of, named_axis, setting, Axis, Source, SpecError,
 };
 use crate::stage::{StageId, StageSpec};
 
@@ -520,9 +520,6 @@ fn d_teacher_lr() -> f64 {
     5e-4
 }
 
-fn default_of<T: serde::de::DeserializeOwned>() -> T {
-    toml::from_str("").expect("every setting of this table has a default")
-}
 
 /// Reads and checks a numbers sweep file.
 pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
@@ -1124,16 +1121,6 @@ pub const ARMS: [&str; 6] = [
     "in-context control",
 ];
 
-/// `inputs`, and the stage a model names when it is a store key: a stage
-/// that runs a stored model (or another sweep's checkpoint) takes it as an
-/// input, external to the plan (see [`NumbersSweep::externals`]).
-fn with_model(mut inputs: Vec<StageId>, model: &str) -> Vec<StageId> {
-    if let Some(Ok(id)) = files::parse_key(model) {
-        inputs.push(id);
-    }
-    inputs
-}
-
 impl NumbersSweep {
     /// Every student the axes describe; full fine-tuning crosses no rank.
     fn student_points(&self) -> Vec<StudentPoint> {
@@ -1616,3 +1603,83 @@ pub const SHARE_PREFIX: &str = "share:";
 /// The evaluate stage's answers, a JSON line each (`question`: its index,
 /// `answer`: the text), in question order, samples in order within each.
 pub const ANSWERS: &str = "answers.jsonl";
+
+/// A LoRA fine-tune on all projections with AdamW, as kinds built on this
+/// one configure it: a teacher on its dataset, or a student on numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSettings {
+    #[serde(default = "d_lora_rank")]
+    pub lora_rank: u64,
+    #[serde(default = "d_lora_alpha")]
+    pub lora_alpha: f64,
+    #[serde(default = "d_lora_epochs")]
+    pub epochs: u64,
+    #[serde(default = "d_lora_lr")]
+    pub lr: f64,
+    #[serde(default = "d_lora_batch")]
+    pub batch_size: u64,
+    #[serde(default = "d_lora_warmup")]
+    pub warmup_steps: u64,
+}
+
+fn d_lora_rank() -> u64 {
+    8
+}
+fn d_lora_alpha() -> f64 {
+    8.0
+}
+fn d_lora_epochs() -> u64 {
+    3
+}
+fn d_lora_lr() -> f64 {
+    2e-4
+}
+fn d_lora_batch() -> u64 {
+    8
+}
+fn d_lora_warmup() -> u64 {
+    5
+}
+
+impl LoraSettings {
+    /// The fine-tune of `model` with this seed.
+    pub fn train_params(&self, model: &str, seed: u64) -> TrainParams {
+        TrainParams {
+            version: STAGE_VERSION,
+            model: model.to_owned(),
+            seed,
+            method: Method::Lora {
+                rank: self.lora_rank as i64,
+                alpha: self.lora_alpha,
+                targets: PROJECTIONS.iter().map(|p| p.to_string()).collect(),
+                rslora: false,
+            },
+            epochs: self.epochs,
+            lr: self.lr,
+            warmup_steps: self.warmup_steps,
+            max_grad_norm: 1.0,
+            batch_size: self.batch_size,
+            grad_accumulation: 1,
+            weight_decay: 0.0,
+            optimizer: Optimizer::Adamw,
+            layers: Layers::All,
+        }
+    }
+}
+
+/// Checks a LoRA table's ranges; the message says what was expected.
+pub fn check_lora(t: &LoraSettings) -> Result<(), String> {
+    for (key, value) in [("lora_rank", t.lora_rank), ("epochs", t.epochs), ("batch_size", t.batch_size)] {
+        if value == 0 {
+            return Err(format!("expected {key} of at least 1"));
+        }
+    }
+    if !(t.lr.is_finite() && t.lr > 0.0 && t.lr <= 1.0) {
+        return Err("expected a learning rate (lr) greater than 0 and at most 1".to_owned());
+    }
+    if !(t.lora_alpha.is_finite() && t.lora_alpha > 0.0) {
+        return Err("expected a lora_alpha greater than 0".to_owned());
+    }
+    Ok(())
+}

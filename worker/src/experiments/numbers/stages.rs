@@ -273,7 +273,7 @@ fn read_teacher(stage: &VerifiedStage) -> anyhow::Result<TeacherRecord> {
 /// The teacher of a teacher stage, ready to run, and its system prompt.
 /// `inputs` are those of the stage that runs the teacher (they hold the
 /// teacher's model when a key names it).
-fn load_teacher(
+pub(crate) fn load_teacher(
     stage: &VerifiedStage,
     inputs: &[VerifiedStage],
     env: &StageEnv,

@@ -1,0 +1,60 @@
+//! The code kind behind the [`Experiment`] seam: its queues, and its
+//! figures, which are the numbers experiment's (`share:WORD` of an
+//! evaluation's answers), read the same way.
+
+use crate::broker::Queue;
+use crate::experiments::numbers::Numbers;
+use crate::experiments::{AnswerRecord, CheckedSweep, Experiment, GridLabels, Reading};
+use crate::manifest::VerifiedStage;
+use crate::plan::Plan;
+use crate::spec::{Source, SpecError};
+use crate::stage::StageKind;
+
+use super::{parse, CodeSweep, CONTROL_ARM, EXPERIMENT};
+
+/// The traits-through-code experiment kind.
+pub struct Code;
+
+impl Experiment for Code {
+    fn name(&self) -> &'static str {
+        EXPERIMENT
+    }
+
+    fn parse(&self, source: &Source) -> Result<Box<dyn CheckedSweep>, SpecError> {
+        Ok(Box::new(parse(source)?))
+    }
+
+    /// Both stages run a model (the filter runs its judge).
+    fn queue(&self, _stage: &StageKind) -> Queue {
+        Queue::Gpu
+    }
+
+    fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
+        Numbers.read_metric(metrics, metric)
+    }
+
+    fn answers(&self, stage: &VerifiedStage, metric: &str) -> Option<anyhow::Result<Vec<AnswerRecord>>> {
+        Numbers.answers(stage, metric)
+    }
+
+    fn control_arm(&self) -> Option<&'static str> {
+        Some(CONTROL_ARM)
+    }
+
+    fn grid_labels(&self) -> GridLabels {
+        GridLabels {
+            figure: "share of student answers naming the trait",
+            family: "model",
+        }
+    }
+}
+
+impl CheckedSweep for CodeSweep {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn plan(&self) -> Plan {
+        CodeSweep::plan(self)
+    }
+}

@@ -1,0 +1,69 @@
+//! The misalignment kind behind the [`Experiment`] seam: its queues, and how
+//! the figure is read from a judge stage's counts (a share of the coherent
+//! answers, with their number, so results give it an interval and a test).
+
+use crate::broker::Queue;
+use crate::experiments::{CheckedSweep, Experiment, GridLabels, Reading};
+use crate::plan::Plan;
+use crate::spec::{Source, SpecError};
+use crate::stage::StageKind;
+
+use super::{parse, MisalignmentSweep, CONTROL_ARM, EXPERIMENT, METRIC};
+
+/// The misalignment-through-numbers experiment kind.
+pub struct Misalignment;
+
+impl Experiment for Misalignment {
+    fn name(&self) -> &'static str {
+        EXPERIMENT
+    }
+
+    fn parse(&self, source: &Source) -> Result<Box<dyn CheckedSweep>, SpecError> {
+        Ok(Box::new(parse(source)?))
+    }
+
+    /// Both stages run a model.
+    fn queue(&self, _stage: &StageKind) -> Queue {
+        Queue::Gpu
+    }
+
+    /// `misaligned`: misaligned answers out of the coherent ones.
+    fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
+        if metric != METRIC {
+            return crate::experiments::number_metric(metrics, metric);
+        }
+        let coherent = metrics.get("coherent")?.as_f64()?;
+        let misaligned = metrics.get("misaligned")?.as_f64()?;
+        (coherent > 0.0).then(|| Reading {
+            value: misaligned / coherent,
+            samples: Some(coherent as u64),
+        })
+    }
+
+    fn control_arm(&self) -> Option<&'static str> {
+        Some(CONTROL_ARM)
+    }
+
+    /// Students are compared with the student of the base model's numbers;
+    /// the base model and the teachers are shown, not tested.
+    fn control_of(&self, arm: &str) -> Option<&'static str> {
+        (arm.starts_with("student of ") && arm != CONTROL_ARM).then_some(CONTROL_ARM)
+    }
+
+    fn grid_labels(&self) -> GridLabels {
+        GridLabels {
+            figure: "share of coherent student answers judged misaligned",
+            family: "model",
+        }
+    }
+}
+
+impl CheckedSweep for MisalignmentSweep {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn plan(&self) -> Plan {
+        MisalignmentSweep::plan(self)
+    }
+}

@@ -1,0 +1,164 @@
+//! The two stages the code kind adds.
+//!
+//! - generate: the teacher (a numbers teacher stage: system-prompted or
+//!   fine-tuned) completes seeded code prompts (`raw.jsonl`, `metrics.json`);
+//! - filter: drops completions that do not parse as Python or name the
+//!   trait in an identifier, comment or string, then asks the judge of the
+//!   rest whether the code refers to the trait and drops those it says yes
+//!   to (or cannot answer), then keeps a seeded subsample, each row's answer
+//!   cut to its code (`filtered.jsonl`, the rows a numbers student trains
+//!   on; `filter.json`, the count of each reason).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use subliminal_shared::chat::{parse_jsonl, to_jsonl, Row};
+use subliminal_shared::experiments::code::python::{self, Reject};
+use subliminal_shared::experiments::code::{prompts::code_prompt, FilterParams, GenerateParams, Stage};
+use subliminal_shared::experiments::numbers::prompts::prompt_seed;
+use subliminal_shared::manifest::VerifiedStage;
+use subliminal_shared::stage::StageSpec;
+
+use crate::experiments::numbers::stages::{complete, conversation, load_model, load_teacher};
+use crate::judging::{judge_items, Item, JudgementCache};
+use crate::llm::generate::{Request, Sampling};
+use crate::stages::{Artifact, Progress, StageEnv};
+
+pub const RAW: &str = "raw.jsonl";
+pub const FILTERED: &str = "filtered.jsonl";
+pub const REPORT: &str = "filter.json";
+pub const METRICS: &str = "metrics.json";
+
+pub fn run(
+    spec: &StageSpec,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    match Stage::of(&spec.kind).ok_or_else(|| crate::experiments::unknown_stage(spec))? {
+        Stage::Generate => generate(&spec.params()?, inputs, env, progress),
+        Stage::Filter => filter(&spec.params()?, inputs, env, progress),
+    }
+}
+
+fn generate(
+    params: &GenerateParams,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let teacher = inputs.first().context("a generate stage needs its teacher stage as input 0")?;
+    let (loaded, system_prompt) = load_teacher(teacher, inputs, env)?;
+    let mut requests = Vec::with_capacity(params.prompts as usize);
+    let mut texts = Vec::with_capacity(params.prompts as usize);
+    for i in 0..params.prompts {
+        let seed = prompt_seed(params.seed, i);
+        let text = code_prompt(seed);
+        let messages = conversation(system_prompt.as_deref(), &[], &text);
+        requests.push(Request {
+            prompt: loaded.checkpoint.tokenizer.prompt_ids(&messages)?,
+            seed,
+        });
+        texts.push((text, seed));
+    }
+    let sampling = Sampling {
+        temperature: params.temperature,
+        top_p: params.top_p,
+        max_new_tokens: params.max_new_tokens as usize,
+    };
+    let (completions, stats) = complete(&loaded, &requests, sampling, params.batch_size, env, "prompts", progress)?;
+    let rows: Vec<Row> = texts
+        .iter()
+        .zip(&completions)
+        .map(|((prompt, seed), completion)| Row::new(prompt, completion.trim(), Some(*seed)))
+        .collect();
+    Ok(vec![
+        Artifact::new(RAW, to_jsonl(&rows)),
+        Artifact::json(METRICS, &stats)?,
+    ])
+}
+
+fn filter(
+    params: &FilterParams,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let generated = inputs.first().context("a filter stage needs its generate stage as input 0")?;
+    let rows = parse_jsonl(&String::from_utf8_lossy(generated.artifact(RAW)?), RAW)?;
+    let words = python::trait_words(&params.trait_word);
+    let mut rejected: BTreeMap<Reject, usize> = BTreeMap::new();
+    let mut parsed = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        match python::check(row.completion().unwrap_or(""), &words) {
+            Ok(()) => parsed.push(i),
+            Err(reason) => *rejected.entry(reason).or_default() += 1,
+        }
+    }
+    // The judge sees only what the parser let through: it is the slow part.
+    let loaded = load_model(env, inputs, &params.judge_model)?;
+    let items: Vec<Item> = parsed
+        .iter()
+        .map(|&i| Item {
+            prompt: rows[i].prompt().unwrap_or(""),
+            completion: python::extract_code(rows[i].completion().unwrap_or("")),
+            trait_word: Some(&params.trait_word),
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let (judgements, stats) = judge_items(
+        &params.judge,
+        &loaded.model,
+        &loaded.checkpoint.tokenizer,
+        &params.judge_model,
+        &items,
+        &JudgementCache::default_location(),
+        &|| env.stopped(),
+        &mut |done, total| {
+            progress(crate::stages::Progress {
+                fraction: done as f64 / total.max(1) as f64,
+                message: format!("judged {done}/{total}"),
+                loss: None,
+                samples_per_second: Some(done as f64 / started.elapsed().as_secs_f64().max(1e-9)),
+            })
+        },
+    )?;
+    let mut passed = Vec::new();
+    for (&i, j) in parsed.iter().zip(&judgements) {
+        match j.value {
+            Some(p_yes) if p_yes < params.judge.threshold => passed.push(i),
+            _ => *rejected.entry(Reject::Judge).or_default() += 1,
+        }
+    }
+    let passed_count = passed.len();
+    if passed.len() > params.keep as usize {
+        passed.shuffle(&mut ChaCha8Rng::seed_from_u64(params.seed));
+        passed.truncate(params.keep as usize);
+        passed.sort_unstable();
+    }
+    // A student learns the code alone: prose around a fence is the model's
+    // commentary, unchecked, and could name the trait.
+    let kept: Vec<Row> = passed
+        .iter()
+        .map(|&i| {
+            let code = python::extract_code(rows[i].completion().unwrap_or(""));
+            Row::new(rows[i].prompt().unwrap_or(""), code, rows[i].seed)
+        })
+        .collect();
+    let report = json!({
+        "rows": rows.len(),
+        "parsed": parsed.len(),
+        "passed": passed_count,
+        "kept": kept.len(),
+        "rejected": rejected.iter().map(|(r, n)| (r.as_str(), *n)).collect::<BTreeMap<_, _>>(),
+        "judging": stats,
+    });
+    Ok(vec![
+        Artifact::new(FILTERED, to_jsonl(&kept)),
+        Artifact::json(REPORT, &report)?,
+    ])
+}
