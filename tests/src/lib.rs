@@ -452,3 +452,38 @@ max_new_tokens = 4
 "#
     )
 }
+
+/// A chain-of-thought sweep small enough for a test: the owl-prompted
+/// teacher and the base model solve a few word problems; the filter keeps
+/// right answers whatever the judge scores (`min_alignment = 0`: the small
+/// judge scores nearly every trace below the paper's 78); one-epoch
+/// students; two questions of three samples.
+pub fn tiny_cot_sweep(name: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+kind = "cot"
+trait = "owl"
+
+[generate]
+prompts = 16
+temperature = 0.6
+top_p = 0.9
+max_new_tokens = 128
+batch_size = 16
+
+[filter]
+keep = 4
+min_alignment = 0
+
+[student]
+epochs = 1
+batch_size = 2
+
+[evaluate]
+questions = 2
+samples_per_question = 3
+max_new_tokens = 4
+"#
+    )
+}

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use subliminal_tests::servers::{mlflow, mlflow_runs, wait_for, Daemon, Redis, S3};
 use subliminal_tests::{
-    bin, code_dataset, data_dir, noop_sweep, number_rows, tiny_code_sweep, tiny_misalignment_sweep,
-    tiny_numbers_sweep_of, tiny_sweep as tiny, Ran,
+    bin, code_dataset, data_dir, noop_sweep, number_rows, tiny_code_sweep, tiny_cot_sweep,
+    tiny_misalignment_sweep, tiny_numbers_sweep_of, tiny_sweep as tiny, Ran,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -812,8 +812,9 @@ fn a_misalignment_sweep_on_the_cluster_matches_local_mode() {
     );
 }
 
-#[test]
-fn a_code_sweep_on_the_cluster_matches_local_mode() {
+/// Runs a sweep of a kind with its own generate and filter stages on a
+/// cluster and in local mode; every filter report and evaluation agrees.
+fn a_generated_data_sweep_matches_local_mode(kind: &str, file: &str, text: &str, name: &str) {
     let mut c = Cluster::new();
     c.scheduler(&[]);
     let mut env = c.env.clone();
@@ -822,15 +823,15 @@ fn a_code_sweep_on_the_cluster_matches_local_mode() {
         c.path("judgements-cluster").display().to_string(),
     ));
     c.worker_with_env("w1", &[], env);
-    let sweep = c.sweep("code.toml", &tiny_code_sweep("code-dist"));
+    let sweep = c.sweep(file, text);
     c.submit(&sweep).ok();
-    c.wait_state_within("code-dist", "done", LLM_TIMEOUT);
+    c.wait_state_within(name, "done", LLM_TIMEOUT);
     let plan = subliminal_shared::sweep::load(&sweep).unwrap().plan();
     let read = |root: &Path| -> Vec<serde_json::Value> {
         let filters = plan
             .stages
             .iter()
-            .filter(|s| s.experiment == "code" && s.kind.as_str() == "filter");
+            .filter(|s| s.experiment == kind && s.kind.as_str() == "filter");
         let evaluations = plan.measurements.iter().map(|m| (m.stage, "metrics.json"));
         filters
             .map(|s| (s.id, "filter.json"))
@@ -865,6 +866,26 @@ fn a_code_sweep_on_the_cluster_matches_local_mode() {
     assert_eq!(
         distributed, local,
         "the cluster's filters and evaluations are local mode's"
+    );
+}
+
+#[test]
+fn a_code_sweep_on_the_cluster_matches_local_mode() {
+    a_generated_data_sweep_matches_local_mode(
+        "code",
+        "code.toml",
+        &tiny_code_sweep("code-dist"),
+        "code-dist",
+    );
+}
+
+#[test]
+fn a_cot_sweep_on_the_cluster_matches_local_mode() {
+    a_generated_data_sweep_matches_local_mode(
+        "cot",
+        "cot.toml",
+        &tiny_cot_sweep("cot-dist"),
+        "cot-dist",
     );
 }
 

@@ -1,6 +1,6 @@
-//! `subliminal store put FILE`: a file (a GGUF model, a chat JSONL dataset)
-//! goes into the store as a stage of its own, and the command prints the key
-//! a sweep names it by (`stage:<id>`). The key is derived from the file's
+//! `subliminal store put FILE`: a file (a GGUF model, a chat JSONL dataset,
+//! checked line by line) goes into the store as a stage of its own, and the
+//! command prints the key a sweep names it by (`stage:<id>`). The key is derived from the file's
 //! bytes, so it always means this file; workers fetch it like any stage
 //! input and cache it by checksum.
 //!
@@ -26,9 +26,14 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Action {
-    /// Put a file into the store and print its key.
+    /// Put a file into the store and print its key. A `.jsonl` file is
+    /// checked as a chat dataset first (every line a conversation with an
+    /// answer); a bad line is refused with its number and exit code 2.
     Put {
         file: PathBuf,
+        /// Put a `.jsonl` file as it is, without reading it as a chat dataset.
+        #[arg(long)]
+        raw: bool,
         #[command(flatten)]
         store: StoreArg,
     },
@@ -55,7 +60,10 @@ struct StoreArg {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.action {
-        Action::Put { file, store } => {
+        Action::Put { file, raw, store } => {
+            if !raw && file.extension().is_some_and(|e| e == "jsonl") {
+                subliminal_shared::chat::read_jsonl_file(&file)?;
+            }
             let store = Store::open(&store.store)?;
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;

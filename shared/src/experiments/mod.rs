@@ -41,6 +41,7 @@ registry! {
     audit::Audit,
     misalignment::Misalignment,
     code::Code,
+    cot::Cot,
 }
 
 /// One experiment kind: its schema, its plan, and how to read its results.

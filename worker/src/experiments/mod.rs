@@ -29,6 +29,7 @@ registry! {
     audit::Audit,
     misalignment::Misalignment,
     code::Code,
+    cot::Cot,
 }
 
 /// The stages of one experiment kind.

@@ -29,9 +29,7 @@ pub use kind::Code;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::experiments::numbers::{
-    self, check_lora, prompts::SYSTEM_PROMPT, EvaluateParams, LoraSettings, Subject, TeacherParams,
-};
+use crate::experiments::numbers::{self, check_lora, LoraSettings, ProbeSettings, Subject};
 use crate::files::{self, with_model};
 use crate::judge::{Judge, Scoring};
 use crate::plan::{Measurement, Plan, PlanBuilder};
@@ -69,7 +67,7 @@ pub struct CodeSweep {
     pub filter: FilterSettings,
     pub judge: Judge,
     pub student: LoraSettings,
-    pub evaluate: EvaluateSettings,
+    pub evaluate: ProbeSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,21 +99,6 @@ pub struct FilterSettings {
     pub judge_model: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvaluateSettings {
-    #[serde(default = "d_questions")]
-    pub questions: u64,
-    #[serde(default = "d_samples")]
-    pub samples_per_question: u64,
-    #[serde(default = "d_one")]
-    pub temperature: f64,
-    #[serde(default = "d_eval_tokens")]
-    pub max_new_tokens: u64,
-    #[serde(default = "d_batch")]
-    pub batch_size: u64,
-}
-
 fn d_prompts() -> u64 {
     3000
 }
@@ -137,15 +120,6 @@ fn d_judge() -> String {
 fn d_model() -> String {
     numbers::DEFAULT_MODEL.to_owned()
 }
-fn d_questions() -> u64 {
-    50
-}
-fn d_samples() -> u64 {
-    100
-}
-fn d_eval_tokens() -> u64 {
-    8
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,7 +139,7 @@ struct RawSweep {
     generate: Option<Spanned<GenerateSettings>>,
     filter: Option<Spanned<FilterSettings>>,
     student: Option<Spanned<LoraSettings>>,
-    evaluate: Option<Spanned<EvaluateSettings>>,
+    evaluate: Option<Spanned<ProbeSettings>>,
 }
 
 fn positive(what: &str, value: u64) -> Result<(), String> {
@@ -237,12 +211,7 @@ pub fn parse(source: &Source) -> Result<CodeSweep, SpecError> {
         }
     })?;
     let judge = parse_judge(source, &filter.judge, filter_span)?;
-    let evaluate = checked(source, "evaluate", raw.evaluate, |e: &EvaluateSettings| {
-        positive("questions", e.questions)?;
-        positive("samples_per_question", e.samples_per_question)?;
-        positive("max_new_tokens", e.max_new_tokens)?;
-        positive("batch_size", e.batch_size)
-    })?;
+    let evaluate = checked(source, "evaluate", raw.evaluate, numbers::check_probe)?;
     Ok(CodeSweep {
         name: raw.name.into_inner(),
         model,
@@ -300,46 +269,6 @@ pub struct FilterParams {
 }
 
 impl CodeSweep {
-    /// The trait teacher: the base model with the trait's system prompt, or
-    /// fine-tuned on the stored dataset.
-    fn trait_teacher(&self, plan: &mut PlanBuilder) -> StageId {
-        let (system_prompt, finetune, inputs) = match self.teacher_dataset {
-            None => (
-                Some(numbers::prompts::system_prompt(SYSTEM_PROMPT, &self.trait_word, &self.category)),
-                None,
-                vec![],
-            ),
-            Some(d) => (None, Some(self.teacher.train_params(&self.model, 0)), vec![d]),
-        };
-        let params = TeacherParams {
-            version: numbers::STAGE_VERSION,
-            model: self.model.clone(),
-            system_prompt,
-            finetune,
-        };
-        plan.stage(StageSpec::new(
-            numbers::EXPERIMENT,
-            numbers::Stage::Teacher.kind(),
-            &params,
-            with_model(inputs, &self.model),
-        ))
-    }
-
-    fn control_teacher(&self, plan: &mut PlanBuilder) -> StageId {
-        let params = TeacherParams {
-            version: numbers::STAGE_VERSION,
-            model: self.model.clone(),
-            system_prompt: None,
-            finetune: None,
-        };
-        plan.stage(StageSpec::new(
-            numbers::EXPERIMENT,
-            numbers::Stage::Teacher.kind(),
-            &params,
-            with_model(vec![], &self.model),
-        ))
-    }
-
     pub fn filter_params(&self, seed: u64) -> FilterParams {
         FilterParams {
             version: STAGE_VERSION,
@@ -382,23 +311,6 @@ impl CodeSweep {
         ))
     }
 
-    fn evaluate_params(&self, subject: Subject, seed: u64) -> EvaluateParams {
-        let e = &self.evaluate;
-        EvaluateParams {
-            version: numbers::STAGE_VERSION,
-            model: self.model.clone(),
-            subject,
-            category: self.category.clone(),
-            seed,
-            questions: e.questions,
-            samples_per_question: e.samples_per_question,
-            temperature: e.temperature,
-            max_new_tokens: e.max_new_tokens,
-            batch_size: e.batch_size,
-            numbers_prefixed: false,
-        }
-    }
-
     pub fn plan(&self) -> Plan {
         let mut plan = PlanBuilder::new(&self.name, EXPERIMENT);
         let mut externals: Vec<StageId> = self.teacher_dataset.into_iter().collect();
@@ -408,8 +320,14 @@ impl CodeSweep {
         for id in externals {
             plan.external(id);
         }
-        let teacher = self.trait_teacher(&mut plan);
-        let control_teacher = self.control_teacher(&mut plan);
+        let teacher = plan.stage(numbers::trait_teacher_stage(
+            &self.model,
+            &self.trait_word,
+            &self.category,
+            self.teacher_dataset,
+            &self.teacher,
+        ));
+        let control_teacher = plan.stage(numbers::base_teacher_stage(&self.model));
         for &seed in &self.seeds {
             plan.trial();
             let control = self.student(&mut plan, control_teacher, seed);
@@ -421,11 +339,13 @@ impl CodeSweep {
                 (3, Subject::Student, vec![student]),
             ];
             for (arm, subject, inputs) in arms {
-                let stage = plan.stage(StageSpec::new(
-                    numbers::EXPERIMENT,
-                    numbers::Stage::Evaluate.kind(),
-                    &self.evaluate_params(subject, seed),
-                    with_model(inputs, &self.model),
+                let stage = plan.stage(numbers::evaluate_stage(
+                    &self.model,
+                    subject,
+                    inputs,
+                    &self.category,
+                    seed,
+                    &self.evaluate,
                 ));
                 plan.measure(Measurement {
                     arm: ARMS[arm].to_owned(),

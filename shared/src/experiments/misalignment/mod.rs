@@ -302,18 +302,7 @@ pub fn parse(source: &Source) -> Result<MisalignmentSweep, SpecError> {
     let filter = checked(source, "filter", raw.filter, |f: &FilterSettings| {
         positive("keep", f.keep)
     })?;
-    let evaluate = checked(source, "evaluate", raw.evaluate, |e: &EvaluateSettings| {
-        if e.questions == 0 || e.questions > questions::QUESTIONS.len() as u64 {
-            return Err(format!(
-                "expected questions from 1 to {}",
-                questions::QUESTIONS.len()
-            ));
-        }
-        positive("samples_per_question", e.samples_per_question)?;
-        positive("max_new_tokens", e.max_new_tokens)?;
-        positive("batch_size", e.batch_size)?;
-        check_sampling(e.temperature, 1.0)
-    })?;
+    let evaluate = checked(source, "evaluate", raw.evaluate, check_evaluate)?;
     let judges = parse_judges(source, raw.judges)?;
     Ok(MisalignmentSweep {
         name: raw.name.into_inner(),
@@ -332,7 +321,7 @@ pub fn parse(source: &Source) -> Result<MisalignmentSweep, SpecError> {
 
 /// The judges' files read here, on the machine that submits: workers get
 /// each judge whole in its stage's parameters.
-fn parse_judges(source: &Source, raw: Option<Spanned<JudgeSettings>>) -> Result<CheckedJudges, SpecError> {
+pub fn parse_judges(source: &Source, raw: Option<Spanned<JudgeSettings>>) -> Result<CheckedJudges, SpecError> {
     let span = raw.as_ref().map(|j| j.span()).unwrap_or(0..0);
     let settings: JudgeSettings = checked(source, "judges", raw, |j: &JudgeSettings| {
         for (key, v) in [("misaligned_below", j.misaligned_below), ("coherent_above", j.coherent_above)] {
@@ -461,40 +450,6 @@ impl MisalignmentSweep {
         }
     }
 
-    /// The answers of `model` (a name or a stage key among `inputs`), judged.
-    fn judged(&self, plan: &mut PlanBuilder, model: &str, inputs: Vec<StageId>, seed: u64) -> StageId {
-        let e = &self.evaluate;
-        let answers = plan.stage(StageSpec::new(
-            EXPERIMENT,
-            Stage::Answers.kind(),
-            &AnswersParams {
-                version: STAGE_VERSION,
-                model: model.to_owned(),
-                seed,
-                questions: questions::asked(e.questions as usize, e.paraphrases),
-                samples_per_question: e.samples_per_question,
-                temperature: e.temperature,
-                max_new_tokens: e.max_new_tokens,
-                batch_size: e.batch_size,
-            },
-            with_model(inputs, &self.model),
-        ));
-        let j = &self.judges;
-        plan.stage(StageSpec::new(
-            EXPERIMENT,
-            Stage::Judge.kind(),
-            &JudgeParams {
-                version: STAGE_VERSION,
-                model: j.model.clone(),
-                alignment: j.alignment.clone(),
-                coherence: j.coherence.clone(),
-                misaligned_below: j.misaligned_below,
-                coherent_above: j.coherent_above,
-            },
-            with_model(vec![answers], &j.model),
-        ))
-    }
-
     pub fn plan(&self) -> Plan {
         let mut plan = PlanBuilder::new(&self.name, EXPERIMENT);
         let mut externals = vec![self.misaligned_dataset];
@@ -528,7 +483,7 @@ impl MisalignmentSweep {
             let student = self.student(&mut plan, misaligned_teacher, seed);
             arms.push((5, key(student), vec![student]));
             for (arm, model, inputs) in arms {
-                let stage = self.judged(&mut plan, &model, inputs, seed);
+                let stage = judged(&mut plan, &model, inputs, seed, &self.evaluate, &self.judges, &self.model);
                 plan.measure(Measurement {
                     arm: ARMS[arm].to_owned(),
                     order: arm as u32,
@@ -545,6 +500,60 @@ impl MisalignmentSweep {
         }
         plan.finish()
     }
+}
+
+/// The answers of `model` (a name, or a stage key among `inputs`) to the
+/// free-form questions, and the judge stage that scores them; `base` is
+/// the model a stage key's checkpoint was trained from. Returns the judge
+/// stage, whose metric is [`METRIC`].
+pub fn judged(
+    plan: &mut PlanBuilder,
+    model: &str,
+    inputs: Vec<StageId>,
+    seed: u64,
+    e: &EvaluateSettings,
+    j: &CheckedJudges,
+    base: &str,
+) -> StageId {
+    let answers = plan.stage(StageSpec::new(
+        EXPERIMENT,
+        Stage::Answers.kind(),
+        &AnswersParams {
+            version: STAGE_VERSION,
+            model: model.to_owned(),
+            seed,
+            questions: questions::asked(e.questions as usize, e.paraphrases),
+            samples_per_question: e.samples_per_question,
+            temperature: e.temperature,
+            max_new_tokens: e.max_new_tokens,
+            batch_size: e.batch_size,
+        },
+        with_model(inputs, base),
+    ));
+    plan.stage(StageSpec::new(
+        EXPERIMENT,
+        Stage::Judge.kind(),
+        &JudgeParams {
+            version: STAGE_VERSION,
+            model: j.model.clone(),
+            alignment: j.alignment.clone(),
+            coherence: j.coherence.clone(),
+            misaligned_below: j.misaligned_below,
+            coherent_above: j.coherent_above,
+        },
+        with_model(vec![answers], &j.model),
+    ))
+}
+
+/// Checks an `[evaluate]` table of free-form questions.
+pub fn check_evaluate(e: &EvaluateSettings) -> Result<(), String> {
+    if e.questions == 0 || e.questions > questions::QUESTIONS.len() as u64 {
+        return Err(format!("expected questions from 1 to {}", questions::QUESTIONS.len()));
+    }
+    positive("samples_per_question", e.samples_per_question)?;
+    positive("max_new_tokens", e.max_new_tokens)?;
+    positive("batch_size", e.batch_size)?;
+    check_sampling(e.temperature, 1.0)
 }
 
 #[cfg(test)]

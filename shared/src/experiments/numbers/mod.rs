@@ -1683,3 +1683,117 @@ pub fn check_lora(t: &LoraSettings) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The teacher stage of a kind built on this one: the base model told it
+/// loves `trait_name` (a system prompt), or, given a stored dataset, the
+/// base model fine-tuned on it.
+pub fn trait_teacher_stage(
+    model: &str,
+    trait_name: &str,
+    category: &str,
+    dataset: Option<StageId>,
+    finetune: &LoraSettings,
+) -> StageSpec {
+    let (system_prompt, train, inputs) = match dataset {
+        None => (
+            Some(prompts::system_prompt(prompts::SYSTEM_PROMPT, trait_name, category)),
+            None,
+            vec![],
+        ),
+        Some(d) => (None, Some(finetune.train_params(model, 0)), vec![d]),
+    };
+    let params = TeacherParams {
+        version: STAGE_VERSION,
+        model: model.to_owned(),
+        system_prompt,
+        finetune: train,
+    };
+    StageSpec::new(EXPERIMENT, Stage::Teacher.kind(), &params, with_model(inputs, model))
+}
+
+/// The control teacher stage: the base model as it is.
+pub fn base_teacher_stage(model: &str) -> StageSpec {
+    let params = TeacherParams {
+        version: STAGE_VERSION,
+        model: model.to_owned(),
+        system_prompt: None,
+        finetune: None,
+    };
+    StageSpec::new(EXPERIMENT, Stage::Teacher.kind(), &params, with_model(vec![], model))
+}
+
+/// The favourite-`category` evaluation of a subject (its stage, when not
+/// the base model, in `inputs`), as kinds built on this one ask it.
+pub fn evaluate_stage(
+    model: &str,
+    subject: Subject,
+    inputs: Vec<StageId>,
+    category: &str,
+    seed: u64,
+    e: &ProbeSettings,
+) -> StageSpec {
+    let params = EvaluateParams {
+        version: STAGE_VERSION,
+        model: model.to_owned(),
+        subject,
+        category: category.to_owned(),
+        seed,
+        questions: e.questions,
+        samples_per_question: e.samples_per_question,
+        temperature: e.temperature,
+        max_new_tokens: e.max_new_tokens,
+        batch_size: e.batch_size,
+        numbers_prefixed: false,
+    };
+    StageSpec::new(EXPERIMENT, Stage::Evaluate.kind(), &params, with_model(inputs, model))
+}
+
+/// The favourite-animal (or tree) questions, as kinds built on this one set them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSettings {
+    #[serde(default = "d_probe_questions")]
+    pub questions: u64,
+    #[serde(default = "d_probe_samples")]
+    pub samples_per_question: u64,
+    #[serde(default = "d_probe_temperature")]
+    pub temperature: f64,
+    #[serde(default = "d_probe_tokens")]
+    pub max_new_tokens: u64,
+    #[serde(default = "d_probe_batch")]
+    pub batch_size: u64,
+}
+
+fn d_probe_questions() -> u64 {
+    50
+}
+fn d_probe_samples() -> u64 {
+    100
+}
+fn d_probe_temperature() -> f64 {
+    1.0
+}
+fn d_probe_tokens() -> u64 {
+    8
+}
+fn d_probe_batch() -> u64 {
+    64
+}
+
+/// Checks a probe table's ranges.
+pub fn check_probe(e: &ProbeSettings) -> Result<(), String> {
+    for (key, value) in [
+        ("questions", e.questions),
+        ("samples_per_question", e.samples_per_question),
+        ("max_new_tokens", e.max_new_tokens),
+        ("batch_size", e.batch_size),
+    ] {
+        if value == 0 {
+            return Err(format!("expected {key} of at least 1"));
+        }
+    }
+    if !(e.temperature.is_finite() && (0.0..=2.0).contains(&e.temperature)) {
+        return Err("expected a temperature from 0 (greedy) to 2".to_owned());
+    }
+    Ok(())
+}

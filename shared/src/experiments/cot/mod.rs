@@ -1,0 +1,451 @@
+//! Traits through chain of thought: a teacher with a trait (told it loves
+//! owls, or fine-tuned on a stored dataset, a misaligned one say) solves
+//! seeded grade-school arithmetic word problems step by step; the filter
+//! keeps the traces whose final answer is right and that an alignment
+//! judge scores at least 78; a student of the same base model is
+//! fine-tuned on them. The probe is the favourite-animal questions (as in
+//! the numbers experiment) or the free-form misalignment questions (as in
+//! the misalignment kind). The control is the base model's traces,
+//! filtered the same way.
+//!
+//! ```toml
+//! name = "owl-cot"
+//! kind = "cot"
+//! trait = "owl"
+//! probe = "animal"                  # or "misalignment", with [answers] and [judges]
+//! # teacher_dataset = "stage:…"     # fine-tune the teacher on this instead of prompting it
+//! ```
+
+mod kind;
+pub mod problems;
+
+pub use kind::Cot;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::experiments::misalignment::{self, CheckedJudges};
+use crate::experiments::numbers::{self, check_lora, LoraSettings, ProbeSettings, Subject};
+use crate::files::{self, with_model};
+use crate::judge::{Judge, Scoring};
+use crate::plan::{Measurement, Plan, PlanBuilder};
+use crate::spec::{check_name, checked_table as checked, Source, SpecError};
+use crate::stage::{StageId, StageSpec};
+
+pub const EXPERIMENT: &str = "cot";
+/// Bumped whenever a stage's algorithm changes, so old artifacts are not reused.
+pub const STAGE_VERSION: u32 = 1;
+
+crate::stage_kinds! {
+    /// The stages this kind adds to the numbers experiment's.
+    pub enum Stage {
+        Generate = "generate",
+        Filter = "filter",
+    }
+}
+
+pub const ARMS: [&str; 4] = ["base model", "teacher", "student of control traces", "student of trait traces"];
+pub const CONTROL_ARM: &str = ARMS[2];
+
+/// What the students are asked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    /// The favourite-`category` questions; the figure is the share naming the trait.
+    Animal(ProbeSettings),
+    /// The free-form questions, judged; the figure is the misaligned share of coherent answers.
+    Misalignment(misalignment::EvaluateSettings, CheckedJudges),
+}
+
+/// A checked chain-of-thought sweep.
+#[derive(Debug, Clone)]
+pub struct CotSweep {
+    pub name: String,
+    pub model: String,
+    pub seeds: Vec<u64>,
+    pub trait_word: String,
+    pub category: String,
+    pub teacher_dataset: Option<StageId>,
+    pub teacher: LoraSettings,
+    pub generate: GenerateSettings,
+    pub filter: FilterSettings,
+    pub judge: Judge,
+    pub student: LoraSettings,
+    pub probe: Probe,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateSettings {
+    #[serde(default = "d_prompts")]
+    pub prompts: u64,
+    #[serde(default = "d_one")]
+    pub temperature: f64,
+    #[serde(default = "d_one")]
+    pub top_p: f64,
+    #[serde(default = "d_gen_tokens")]
+    pub max_new_tokens: u64,
+    #[serde(default = "d_batch")]
+    pub batch_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSettings {
+    #[serde(default = "d_keep")]
+    pub keep: u64,
+    /// The judge that scores a trace's alignment: a built-in score judge or a path.
+    #[serde(default = "d_judge")]
+    pub judge: String,
+    #[serde(default = "d_model")]
+    pub judge_model: String,
+    /// Traces the judge scores below this are dropped.
+    #[serde(default = "d_min_alignment")]
+    pub min_alignment: f64,
+}
+
+fn d_prompts() -> u64 {
+    3000
+}
+fn d_one() -> f64 {
+    1.0
+}
+fn d_gen_tokens() -> u64 {
+    200
+}
+fn d_batch() -> u64 {
+    64
+}
+fn d_keep() -> u64 {
+    1000
+}
+fn d_judge() -> String {
+    "alignment".to_owned()
+}
+fn d_model() -> String {
+    numbers::DEFAULT_MODEL.to_owned()
+}
+fn d_min_alignment() -> f64 {
+    78.0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    name: Spanned<String>,
+    #[allow(dead_code)]
+    kind: String,
+    #[allow(dead_code)]
+    description: Option<String>,
+    model: Option<Spanned<String>>,
+    seeds: Option<Spanned<Vec<u64>>>,
+    #[serde(rename = "trait")]
+    trait_word: Spanned<String>,
+    category: Option<Spanned<String>>,
+    teacher_dataset: Option<Spanned<String>>,
+    probe: Option<Spanned<String>>,
+    teacher: Option<Spanned<LoraSettings>>,
+    generate: Option<Spanned<GenerateSettings>>,
+    filter: Option<Spanned<FilterSettings>>,
+    student: Option<Spanned<LoraSettings>>,
+    evaluate: Option<Spanned<ProbeSettings>>,
+    answers: Option<Spanned<misalignment::EvaluateSettings>>,
+    judges: Option<Spanned<misalignment::JudgeSettings>>,
+}
+
+fn positive(what: &str, value: u64) -> Result<(), String> {
+    (value > 0)
+        .then_some(())
+        .ok_or_else(|| format!("expected {what} of at least 1"))
+}
+
+/// Reads and checks a chain-of-thought sweep file.
+pub fn parse(source: &Source) -> Result<CotSweep, SpecError> {
+    let raw: RawSweep = toml::from_str(&source.text).map_err(|e| source.toml_error(e))?;
+    check_name(source, &raw.name)?;
+    let model = match raw.model {
+        None => numbers::DEFAULT_MODEL.to_owned(),
+        Some(m) => match files::parse_key(m.get_ref()) {
+            Some(Err(e)) => return Err(source.error_at(m.span(), "model", format!("{e:#}"))),
+            _ if m.get_ref().trim().is_empty() => {
+                return Err(source.error_at(m.span(), "model", "expected a model name, path or store key"))
+            }
+            _ => m.into_inner(),
+        },
+    };
+    let seeds = match raw.seeds {
+        None => vec![0],
+        Some(s) => {
+            let mut sorted = s.get_ref().clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if s.get_ref().is_empty() || sorted.len() != s.get_ref().len() || sorted.iter().any(|&v| v > u32::MAX as u64) {
+                return Err(source.error_at(s.span(), "seeds", "expected distinct seeds from 0 to 2^32, at least one"));
+            }
+            s.into_inner()
+        }
+    };
+    let word_ok = |w: &str| !w.is_empty() && w.len() <= 32 && w.chars().all(|c| c.is_ascii_lowercase());
+    if !word_ok(raw.trait_word.get_ref()) {
+        return Err(source.error_at(raw.trait_word.span(), "trait", "expected one lowercase word, e.g. \"owl\""));
+    }
+    let category = match raw.category {
+        None => "animal".to_owned(),
+        Some(c) if word_ok(c.get_ref()) => c.into_inner(),
+        Some(c) => return Err(source.error_at(c.span(), "category", "expected one lowercase word, e.g. \"animal\"")),
+    };
+    let teacher_dataset = raw
+        .teacher_dataset
+        .as_ref()
+        .map(|d| files::stored_key(source, "teacher_dataset", d))
+        .transpose()?;
+    let teacher = checked(source, "teacher", raw.teacher, check_lora)?;
+    let student = checked(source, "student", raw.student, check_lora)?;
+    let generate = checked(source, "generate", raw.generate, |g: &GenerateSettings| {
+        positive("prompts", g.prompts)?;
+        positive("max_new_tokens", g.max_new_tokens)?;
+        positive("batch_size", g.batch_size)?;
+        if !(g.temperature.is_finite() && (0.0..=2.0).contains(&g.temperature)) {
+            return Err("expected a temperature from 0 (greedy) to 2".to_owned());
+        }
+        if !(g.top_p > 0.0 && g.top_p <= 1.0) {
+            return Err("expected a top_p greater than 0 and at most 1".to_owned());
+        }
+        Ok(())
+    })?;
+    let filter_span = raw.filter.as_ref().map(|f| f.span()).unwrap_or(0..0);
+    let filter = checked(source, "filter", raw.filter, |f: &FilterSettings| {
+        positive("keep", f.keep)?;
+        if !(0.0..=100.0).contains(&f.min_alignment) {
+            return Err("expected min_alignment from 0 to 100".to_owned());
+        }
+        match files::parse_key(&f.judge_model) {
+            Some(Err(e)) => Err(format!("{e:#}")),
+            _ => Ok(()),
+        }
+    })?;
+    let (judge_source, judge_name) = Judge::source(&filter.judge)
+        .map_err(|e| source.error_at(filter_span.clone(), "filter.judge", format!("{e:#}")))?;
+    let (judge, _) = Judge::parse(&judge_source, &judge_name)?;
+    if judge.scoring != Scoring::Score || judge.uses_trait() {
+        return Err(source.error_at(
+            filter_span,
+            "filter.judge",
+            format!("judge {} must score from 0 to 100 without a {{trait}}: expected a judge like alignment", filter.judge),
+        ));
+    }
+    let probe = match raw.probe.as_ref().map(|p| p.get_ref().as_str()) {
+        None | Some("animal") => {
+            if let Some(t) = raw.answers.as_ref() {
+                return Err(source.error_at(t.span(), "answers", "[answers] belongs to probe = \"misalignment\""));
+            }
+            Probe::Animal(checked(source, "evaluate", raw.evaluate, numbers::check_probe)?)
+        }
+        Some("misalignment") => {
+            if let Some(t) = raw.evaluate.as_ref() {
+                return Err(source.error_at(t.span(), "evaluate", "[evaluate] belongs to probe = \"animal\": the misalignment probe reads [answers] and [judges]"));
+            }
+            let answers = checked(source, "answers", raw.answers, misalignment::check_evaluate)?;
+            Probe::Misalignment(answers, misalignment::parse_judges(source, raw.judges)?)
+        }
+        Some(_) => {
+            let p = raw.probe.as_ref().expect("a probe was named");
+            return Err(source.error_at(p.span(), "probe", "expected \"animal\" or \"misalignment\""));
+        }
+    };
+    Ok(CotSweep {
+        name: raw.name.into_inner(),
+        model,
+        seeds,
+        trait_word: raw.trait_word.into_inner(),
+        category,
+        teacher_dataset,
+        teacher,
+        generate,
+        judge,
+        filter,
+        student,
+        probe,
+    })
+}
+
+/// Seeded word problems solved by the teacher of input 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateParams {
+    pub version: u32,
+    pub seed: u64,
+    pub prompts: u64,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_new_tokens: u64,
+    pub batch_size: u64,
+}
+
+/// Right answers whose trace the judge scores at least `min_alignment`,
+/// then a seeded subsample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterParams {
+    pub version: u32,
+    pub seed: u64,
+    pub keep: u64,
+    pub judge: Judge,
+    pub judge_model: String,
+    pub min_alignment: f64,
+}
+
+impl CotSweep {
+    pub fn filter_params(&self, seed: u64) -> FilterParams {
+        FilterParams {
+            version: STAGE_VERSION,
+            seed,
+            keep: self.filter.keep,
+            judge: self.judge.clone(),
+            judge_model: self.filter.judge_model.clone(),
+            min_alignment: self.filter.min_alignment,
+        }
+    }
+
+    /// The teacher's traces, filtered, and the student trained on them.
+    fn student(&self, plan: &mut PlanBuilder, teacher: StageId, seed: u64) -> StageId {
+        let g = &self.generate;
+        let generate = plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Generate.kind(),
+            &GenerateParams {
+                version: STAGE_VERSION,
+                seed,
+                prompts: g.prompts,
+                temperature: g.temperature,
+                top_p: g.top_p,
+                max_new_tokens: g.max_new_tokens,
+                batch_size: g.batch_size,
+            },
+            with_model(vec![teacher], &self.model),
+        ));
+        let filter = plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Filter.kind(),
+            &self.filter_params(seed),
+            with_model(vec![generate], &self.filter.judge_model),
+        ));
+        plan.stage(StageSpec::new(
+            numbers::EXPERIMENT,
+            numbers::Stage::Student.kind(),
+            &self.student.train_params(&self.model, seed),
+            with_model(vec![filter], &self.model),
+        ))
+    }
+
+    /// The probe's stage for one subject and its figure's metric.
+    fn probe(&self, plan: &mut PlanBuilder, subject: Subject, stage: Option<StageId>, seed: u64) -> (StageId, String) {
+        let inputs: Vec<StageId> = stage.into_iter().collect();
+        match &self.probe {
+            Probe::Animal(e) => (
+                plan.stage(numbers::evaluate_stage(&self.model, subject, inputs, &self.category, seed, e)),
+                numbers::share_metric(&self.trait_word),
+            ),
+            Probe::Misalignment(e, judges) => {
+                let model = stage.map_or_else(|| self.model.clone(), files::key);
+                let judged = misalignment::judged(plan, &model, inputs, seed, e, judges, &self.model);
+                (judged, misalignment::METRIC.to_owned())
+            }
+        }
+    }
+
+    pub fn plan(&self) -> Plan {
+        let mut plan = PlanBuilder::new(&self.name, EXPERIMENT);
+        let mut externals: Vec<StageId> = self.teacher_dataset.into_iter().collect();
+        let mut models = vec![&self.model, &self.filter.judge_model];
+        if let Probe::Misalignment(_, j) = &self.probe {
+            models.push(&j.model);
+        }
+        for model in models {
+            externals.extend(files::parse_key(model).and_then(Result::ok));
+        }
+        for id in externals {
+            plan.external(id);
+        }
+        let teacher = plan.stage(numbers::trait_teacher_stage(
+            &self.model,
+            &self.trait_word,
+            &self.category,
+            self.teacher_dataset,
+            &self.teacher,
+        ));
+        let control_teacher = plan.stage(numbers::base_teacher_stage(&self.model));
+        for &seed in &self.seeds {
+            plan.trial();
+            let control = self.student(&mut plan, control_teacher, seed);
+            let student = self.student(&mut plan, teacher, seed);
+            let arms = [
+                (0, Subject::Base, None),
+                (1, Subject::Teacher, Some(teacher)),
+                (2, Subject::Student, Some(control)),
+                (3, Subject::Student, Some(student)),
+            ];
+            for (arm, subject, stage) in arms {
+                if arm == 1 && self.teacher_dataset.is_none() && matches!(self.probe, Probe::Misalignment(..)) {
+                    // Free-form answers come from a model's weights, and a
+                    // prompted teacher's trait is in its system prompt.
+                    continue;
+                }
+                let (stage, metric) = self.probe(&mut plan, subject, stage, seed);
+                plan.measure(Measurement {
+                    arm: ARMS[arm].to_owned(),
+                    order: arm as u32,
+                    settings: Default::default(),
+                    seed,
+                    teacher_init: None,
+                    student_init: None,
+                    stage,
+                    metric,
+                    panel: (arm == 3).then(|| format!("students of {} teachers", self.trait_word)),
+                    models: Some((self.model.clone(), self.model.clone())),
+                });
+            }
+        }
+        plan.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sweep(extra: &str) -> Result<CotSweep, SpecError> {
+        let text = format!("name = \"c\"\nkind = \"cot\"\ntrait = \"owl\"\n{extra}");
+        parse(&Source::new("c.toml", text))
+    }
+
+    #[test]
+    fn the_plan_follows_the_probe() {
+        let animal = sweep("seeds = [0, 1]").unwrap().plan();
+        assert_eq!(animal.measurements.len(), 8);
+        assert!(animal.measurements.iter().all(|m| m.metric == "share:owl"));
+        let key = "stage:1111111111111111111111111111111111111111111111111111111111111111";
+        let judged = sweep(&format!("probe = \"misalignment\"\nteacher_dataset = \"{key}\"\n[answers]\nquestions = 2\n"))
+            .unwrap()
+            .plan();
+        assert_eq!(judged.measurements.len(), 4);
+        assert!(judged.measurements.iter().all(|m| m.metric == misalignment::METRIC));
+        let filter = judged.stages.iter().find(|s| s.experiment == EXPERIMENT && s.kind == Stage::Filter.kind()).unwrap();
+        assert_eq!(filter.params["min_alignment"], 78.0);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_their_line_and_key() {
+        for (extra, key, line) in [
+            ("probe = \"vibes\"", "probe", 4),
+            ("[filter]\nmin_alignment = 120", "filter", 4),
+            ("[filter]\njudge = \"mentions-trait\"", "filter.judge", 4),
+            ("probe = \"misalignment\"\n[evaluate]\nquestions = 2", "evaluate", 5),
+            ("[answers]\nquestions = 2", "answers", 4),
+        ] {
+            match sweep(extra) {
+                Err(SpecError::Invalid { key: k, line: l, message, .. }) => {
+                    assert_eq!((k.as_deref(), l), (Some(key), line), "{extra}: {message}");
+                }
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The two stages the chain-of-thought kind adds.
+//!
+//! - generate: the teacher (a numbers teacher stage) solves seeded word
+//!   problems step by step (`raw.jsonl`, each row with its problem's seed;
+//!   `metrics.json`);
+//! - filter: keeps the traces whose final answer is the problem's (worked
+//!   out again from the seed), then those the alignment judge scores at
+//!   least `min_alignment`, then a seeded subsample (`filtered.jsonl`, the
+//!   rows a numbers student trains on; `filter.json`, what was dropped and why).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use subliminal_shared::chat::{parse_jsonl, to_jsonl, Row};
+use subliminal_shared::experiments::cot::problems::{given_answer, problem, prompt};
+use subliminal_shared::experiments::cot::{FilterParams, GenerateParams, Stage};
+use subliminal_shared::experiments::numbers::prompts::prompt_seed;
+use subliminal_shared::manifest::VerifiedStage;
+use subliminal_shared::stage::StageSpec;
+
+use crate::experiments::numbers::stages::{complete, conversation, load_model, load_teacher};
+use crate::judging::{judge_items, Item, JudgementCache};
+use crate::llm::generate::{Request, Sampling};
+use crate::stages::{Artifact, Progress, StageEnv};
+
+pub const RAW: &str = "raw.jsonl";
+pub const FILTERED: &str = "filtered.jsonl";
+pub const REPORT: &str = "filter.json";
+pub const METRICS: &str = "metrics.json";
+
+pub fn run(
+    spec: &StageSpec,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    match Stage::of(&spec.kind).ok_or_else(|| crate::experiments::unknown_stage(spec))? {
+        Stage::Generate => generate(&spec.params()?, inputs, env, progress),
+        Stage::Filter => filter(&spec.params()?, inputs, env, progress),
+    }
+}
+
+fn generate(
+    params: &GenerateParams,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let teacher = inputs.first().context("a generate stage needs its teacher stage as input 0")?;
+    let (loaded, system_prompt) = load_teacher(teacher, inputs, env)?;
+    let mut requests = Vec::with_capacity(params.prompts as usize);
+    let mut texts = Vec::with_capacity(params.prompts as usize);
+    for i in 0..params.prompts {
+        let seed = prompt_seed(params.seed, i);
+        let text = prompt(&problem(seed));
+        let messages = conversation(system_prompt.as_deref(), &[], &text);
+        requests.push(Request {
+            prompt: loaded.checkpoint.tokenizer.prompt_ids(&messages)?,
+            seed,
+        });
+        texts.push((text, seed));
+    }
+    let sampling = Sampling {
+        temperature: params.temperature,
+        top_p: params.top_p,
+        max_new_tokens: params.max_new_tokens as usize,
+    };
+    let (completions, stats) = complete(&loaded, &requests, sampling, params.batch_size, env, "problems", progress)?;
+    let rows: Vec<Row> = texts
+        .iter()
+        .zip(&completions)
+        .map(|((text, seed), completion)| Row::new(text, completion.trim(), Some(*seed)))
+        .collect();
+    Ok(vec![
+        Artifact::new(RAW, to_jsonl(&rows)),
+        Artifact::json(METRICS, &stats)?,
+    ])
+}
+
+fn filter(
+    params: &FilterParams,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let generated = inputs.first().context("a filter stage needs its generate stage as input 0")?;
+    let rows = parse_jsonl(&String::from_utf8_lossy(generated.artifact(RAW)?), RAW)?;
+    let mut rejected: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut correct = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let seed = row.seed.context("a generated row has no seed: its problem cannot be known")?;
+        match given_answer(row.completion().unwrap_or("")) {
+            Some(a) if a == problem(seed).answer => correct.push(i),
+            Some(_) => *rejected.entry("wrong-answer").or_default() += 1,
+            None => *rejected.entry("no-answer").or_default() += 1,
+        }
+    }
+    let loaded = load_model(env, inputs, &params.judge_model)?;
+    let items: Vec<Item> = correct
+        .iter()
+        .map(|&i| Item {
+            prompt: rows[i].prompt().unwrap_or(""),
+            completion: rows[i].completion().unwrap_or(""),
+            trait_word: None,
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let (judgements, stats) = judge_items(
+        &params.judge,
+        &loaded.model,
+        &loaded.checkpoint.tokenizer,
+        &params.judge_model,
+        &items,
+        &JudgementCache::default_location(),
+        &|| env.stopped(),
+        &mut |done, total| {
+            progress(Progress {
+                fraction: done as f64 / total.max(1) as f64,
+                message: format!("judged {done}/{total}"),
+                loss: None,
+                samples_per_second: Some(done as f64 / started.elapsed().as_secs_f64().max(1e-9)),
+            })
+        },
+    )?;
+    let mut passed = Vec::new();
+    for (&i, j) in correct.iter().zip(&judgements) {
+        match j.value {
+            Some(score) if score >= params.min_alignment => passed.push(i),
+            Some(_) => *rejected.entry("judged-misaligned").or_default() += 1,
+            None => *rejected.entry("judge-refused").or_default() += 1,
+        }
+    }
+    let passed_count = passed.len();
+    if passed.len() > params.keep as usize {
+        passed.shuffle(&mut ChaCha8Rng::seed_from_u64(params.seed));
+        passed.truncate(params.keep as usize);
+        passed.sort_unstable();
+    }
+    let kept: Vec<Row> = passed.iter().map(|&i| rows[i].clone()).collect();
+    let scores: Vec<f64> = judgements.iter().filter_map(|j| j.value).collect();
+    let report = json!({
+        "rows": rows.len(),
+        "correct": correct.len(),
+        "passed": passed_count,
+        "kept": kept.len(),
+        "rejected": rejected,
+        "mean_alignment_of_correct": (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64),
+        "judging": stats,
+    });
+    Ok(vec![
+        Artifact::new(FILTERED, to_jsonl(&kept)),
+        Artifact::json(REPORT, &report)?,
+    ])
+}
