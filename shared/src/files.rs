@@ -132,6 +132,26 @@ pub fn stored_key(
     }
 }
 
+/// A model a sweep names (a name, a path or a store key), `default` when
+/// absent; a malformed key or an empty name is refused at its place.
+pub fn model_name(
+    source: &crate::spec::Source,
+    key: &str,
+    raw: Option<toml::Spanned<String>>,
+    default: &str,
+) -> Result<String, crate::spec::SpecError> {
+    let Some(m) = raw else {
+        return Ok(default.to_owned());
+    };
+    if m.get_ref().trim().is_empty() {
+        return Err(source.error_at(m.span(), key, "expected a model name, path or store key"));
+    }
+    if let Some(Err(e)) = parse_key(m.get_ref()) {
+        return Err(source.error_at(m.span(), key, format!("{e:#}")));
+    }
+    Ok(m.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -338,3 +338,46 @@ pub fn checked_table<T: serde::de::DeserializeOwned>(
         },
     }
 }
+
+/// A flat list of seeds (`seeds = [0, 1]`; one seed, 0, when absent):
+/// distinct, from 0 to 2^32.
+pub fn seed_list(
+    source: &Source,
+    raw: Option<toml::Spanned<Vec<u64>>>,
+) -> Result<Vec<u64>, SpecError> {
+    let Some(s) = raw else {
+        return Ok(vec![0]);
+    };
+    let mut sorted = s.get_ref().clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if s.get_ref().is_empty()
+        || sorted.len() != s.get_ref().len()
+        || sorted.iter().any(|&v| v > u32::MAX as u64)
+    {
+        return Err(source.error_at(
+            s.span(),
+            "seeds",
+            "expected distinct seeds from 0 to 2^32, at least one",
+        ));
+    }
+    Ok(s.into_inner())
+}
+
+/// One lowercase word (a trait, a category), refused at its place otherwise.
+pub fn lowercase_word(
+    source: &Source,
+    key: &str,
+    raw: toml::Spanned<String>,
+    example: &str,
+) -> Result<String, SpecError> {
+    let w = raw.get_ref();
+    if w.is_empty() || w.len() > 32 || !w.chars().all(|c| c.is_ascii_lowercase()) {
+        return Err(source.error_at(
+            raw.span(),
+            key,
+            format!("expected one lowercase word, e.g. \"{example}\""),
+        ));
+    }
+    Ok(raw.into_inner())
+}

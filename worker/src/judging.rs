@@ -15,6 +15,7 @@ use subliminal_shared::judge::{Judge, Judgement, Scoring};
 use crate::llm::judge::Reader;
 use crate::llm::tokenizer::{ChatTokenizer, Message};
 use crate::llm::Llama;
+use crate::stages::Progress;
 
 /// Judgements on this machine's disk, by key.
 #[derive(Debug, Clone)]
@@ -165,4 +166,23 @@ pub fn prompt_ids(
         ids.extend(tokenizer.encode(prefix)?);
     }
     Ok(ids)
+}
+
+/// Progress of a stage that judges rows: `offset` judgements already made
+/// of `total`, counted from `started`.
+pub fn stage_progress<'a>(
+    progress: &'a dyn Fn(Progress),
+    started: std::time::Instant,
+    offset: usize,
+    total: usize,
+) -> impl FnMut(usize, usize) + 'a {
+    move |done, _| {
+        let done = offset + done;
+        progress(Progress {
+            fraction: done as f64 / total.max(1) as f64,
+            message: format!("judgements {done}/{total}"),
+            loss: None,
+            samples_per_second: Some(done as f64 / started.elapsed().as_secs_f64().max(1e-9)),
+        });
+    }
 }

@@ -29,7 +29,7 @@ use crate::experiments::numbers::{self, check_lora, LoraSettings, ProbeSettings,
 use crate::files::{self, with_model};
 use crate::judge::{Judge, Scoring};
 use crate::plan::{Measurement, Plan, PlanBuilder};
-use crate::spec::{check_name, checked_table as checked, Source, SpecError};
+use crate::spec::{check_name, checked_table as checked, lowercase_word, seed_list, Source, SpecError};
 use crate::stage::{StageId, StageSpec};
 
 pub const EXPERIMENT: &str = "cot";
@@ -53,7 +53,7 @@ pub enum Probe {
     /// The favourite-`category` questions; the figure is the share naming the trait.
     Animal(ProbeSettings),
     /// The free-form questions, judged; the figure is the misaligned share of coherent answers.
-    Misalignment(misalignment::EvaluateSettings, CheckedJudges),
+    Misalignment(misalignment::EvaluateSettings, Box<CheckedJudges>),
 }
 
 /// A checked chain-of-thought sweep.
@@ -162,36 +162,12 @@ fn positive(what: &str, value: u64) -> Result<(), String> {
 pub fn parse(source: &Source) -> Result<CotSweep, SpecError> {
     let raw: RawSweep = toml::from_str(&source.text).map_err(|e| source.toml_error(e))?;
     check_name(source, &raw.name)?;
-    let model = match raw.model {
-        None => numbers::DEFAULT_MODEL.to_owned(),
-        Some(m) => match files::parse_key(m.get_ref()) {
-            Some(Err(e)) => return Err(source.error_at(m.span(), "model", format!("{e:#}"))),
-            _ if m.get_ref().trim().is_empty() => {
-                return Err(source.error_at(m.span(), "model", "expected a model name, path or store key"))
-            }
-            _ => m.into_inner(),
-        },
-    };
-    let seeds = match raw.seeds {
-        None => vec![0],
-        Some(s) => {
-            let mut sorted = s.get_ref().clone();
-            sorted.sort_unstable();
-            sorted.dedup();
-            if s.get_ref().is_empty() || sorted.len() != s.get_ref().len() || sorted.iter().any(|&v| v > u32::MAX as u64) {
-                return Err(source.error_at(s.span(), "seeds", "expected distinct seeds from 0 to 2^32, at least one"));
-            }
-            s.into_inner()
-        }
-    };
-    let word_ok = |w: &str| !w.is_empty() && w.len() <= 32 && w.chars().all(|c| c.is_ascii_lowercase());
-    if !word_ok(raw.trait_word.get_ref()) {
-        return Err(source.error_at(raw.trait_word.span(), "trait", "expected one lowercase word, e.g. \"owl\""));
-    }
+    let model = files::model_name(source, "model", raw.model, numbers::DEFAULT_MODEL)?;
+    let seeds = seed_list(source, raw.seeds)?;
+    let trait_word = lowercase_word(source, "trait", raw.trait_word, "owl")?;
     let category = match raw.category {
         None => "animal".to_owned(),
-        Some(c) if word_ok(c.get_ref()) => c.into_inner(),
-        Some(c) => return Err(source.error_at(c.span(), "category", "expected one lowercase word, e.g. \"animal\"")),
+        Some(c) => lowercase_word(source, "category", c, "animal")?,
     };
     let teacher_dataset = raw
         .teacher_dataset
@@ -201,16 +177,7 @@ pub fn parse(source: &Source) -> Result<CotSweep, SpecError> {
     let teacher = checked(source, "teacher", raw.teacher, check_lora)?;
     let student = checked(source, "student", raw.student, check_lora)?;
     let generate = checked(source, "generate", raw.generate, |g: &GenerateSettings| {
-        positive("prompts", g.prompts)?;
-        positive("max_new_tokens", g.max_new_tokens)?;
-        positive("batch_size", g.batch_size)?;
-        if !(g.temperature.is_finite() && (0.0..=2.0).contains(&g.temperature)) {
-            return Err("expected a temperature from 0 (greedy) to 2".to_owned());
-        }
-        if !(g.top_p > 0.0 && g.top_p <= 1.0) {
-            return Err("expected a top_p greater than 0 and at most 1".to_owned());
-        }
-        Ok(())
+        numbers::check_generation(g.prompts, g.temperature, g.top_p, g.max_new_tokens, g.batch_size)
     })?;
     let filter_span = raw.filter.as_ref().map(|f| f.span()).unwrap_or(0..0);
     let filter = checked(source, "filter", raw.filter, |f: &FilterSettings| {
@@ -245,7 +212,7 @@ pub fn parse(source: &Source) -> Result<CotSweep, SpecError> {
                 return Err(source.error_at(t.span(), "evaluate", "[evaluate] belongs to probe = \"animal\": the misalignment probe reads [answers] and [judges]"));
             }
             let answers = checked(source, "answers", raw.answers, misalignment::check_evaluate)?;
-            Probe::Misalignment(answers, misalignment::parse_judges(source, raw.judges)?)
+            Probe::Misalignment(answers, Box::new(misalignment::parse_judges(source, raw.judges)?))
         }
         Some(_) => {
             let p = raw.probe.as_ref().expect("a probe was named");
@@ -256,7 +223,7 @@ pub fn parse(source: &Source) -> Result<CotSweep, SpecError> {
         name: raw.name.into_inner(),
         model,
         seeds,
-        trait_word: raw.trait_word.into_inner(),
+        trait_word,
         category,
         teacher_dataset,
         teacher,

@@ -43,7 +43,7 @@ use crate::experiments::numbers::{
 use crate::files::{self, with_model};
 use crate::judge::Judge;
 use crate::plan::{Measurement, Plan, PlanBuilder};
-use crate::spec::{check_name, checked_table as checked, Source, SpecError};
+use crate::spec::{check_name, checked_table as checked, seed_list, Source, SpecError};
 use crate::stage::{StageId, StageSpec};
 
 pub const EXPERIMENT: &str = "misalignment";
@@ -239,43 +239,12 @@ fn check_sampling(temperature: f64, top_p: f64) -> Result<(), String> {
     Ok(())
 }
 
-/// A model name, path or store key, refused at its place when it is a bad key.
-fn model_name(source: &Source, key: &str, raw: Option<Spanned<String>>) -> Result<String, SpecError> {
-    match raw {
-        None => Ok(numbers::DEFAULT_MODEL.to_owned()),
-        Some(m) if m.get_ref().trim().is_empty() => {
-            Err(source.error_at(m.span(), key, "expected a model name, path or store key"))
-        }
-        Some(m) => match files::parse_key(m.get_ref()) {
-            Some(Err(e)) => Err(source.error_at(m.span(), key, format!("{e:#}"))),
-            _ => Ok(m.into_inner()),
-        },
-    }
-}
-
 /// Reads and checks a misalignment sweep file.
 pub fn parse(source: &Source) -> Result<MisalignmentSweep, SpecError> {
     let raw: RawSweep = toml::from_str(&source.text).map_err(|e| source.toml_error(e))?;
     check_name(source, &raw.name)?;
-    let model = model_name(source, "model", raw.model)?;
-    let seeds = match raw.seeds {
-        None => vec![0],
-        Some(s) if s.get_ref().is_empty() => {
-            return Err(source.error_at(s.span(), "seeds", "expected at least one seed"))
-        }
-        Some(s) if s.get_ref().iter().any(|&v| v > u32::MAX as u64) => {
-            return Err(source.error_at(s.span(), "seeds", "expected seeds from 0 to 2^32"))
-        }
-        Some(s) => {
-            let mut seen = s.get_ref().clone();
-            seen.sort_unstable();
-            seen.dedup();
-            if seen.len() != s.get_ref().len() {
-                return Err(source.error_at(s.span(), "seeds", "a seed is listed twice"));
-            }
-            s.into_inner()
-        }
-    };
+    let model = files::model_name(source, "model", raw.model, numbers::DEFAULT_MODEL)?;
+    let seeds = seed_list(source, raw.seeds)?;
     let misaligned_dataset =
         files::stored_key(source, "misaligned_dataset", &raw.misaligned_dataset)?;
     let aligned_dataset = raw
@@ -294,10 +263,7 @@ pub fn parse(source: &Source) -> Result<MisalignmentSweep, SpecError> {
     let teacher = checked(source, "teacher", raw.teacher, numbers::check_lora)?;
     let student = checked(source, "student", raw.student, numbers::check_lora)?;
     let generate = checked(source, "generate", raw.generate, |g: &GenerateSettings| {
-        positive("prompts", g.prompts)?;
-        positive("max_new_tokens", g.max_new_tokens)?;
-        positive("batch_size", g.batch_size)?;
-        check_sampling(g.temperature, g.top_p)
+        numbers::check_generation(g.prompts, g.temperature, g.top_p, g.max_new_tokens, g.batch_size)
     })?;
     let filter = checked(source, "filter", raw.filter, |f: &FilterSettings| {
         positive("keep", f.keep)

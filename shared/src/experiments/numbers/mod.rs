@@ -1797,3 +1797,26 @@ pub fn check_probe(e: &ProbeSettings) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Checks the settings of a generation: counts of at least 1, a temperature
+/// from 0 (greedy) to 2, a top-p in (0, 1].
+pub fn check_generation(
+    prompts: u64,
+    temperature: f64,
+    top_p: f64,
+    max_new_tokens: u64,
+    batch_size: u64,
+) -> Result<(), String> {
+    for (key, value) in [("prompts", prompts), ("max_new_tokens", max_new_tokens), ("batch_size", batch_size)] {
+        if value == 0 {
+            return Err(format!("expected {key} of at least 1"));
+        }
+    }
+    if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
+        return Err("expected a temperature from 0 (greedy) to 2".to_owned());
+    }
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err("expected a top_p greater than 0 and at most 1".to_owned());
+    }
+    Ok(())
+}

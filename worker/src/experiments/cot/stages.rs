@@ -22,9 +22,9 @@ use subliminal_shared::experiments::numbers::prompts::prompt_seed;
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 
-use crate::experiments::numbers::stages::{complete, conversation, load_model, load_teacher};
-use crate::judging::{judge_items, Item, JudgementCache};
-use crate::llm::generate::{Request, Sampling};
+use crate::experiments::numbers::stages::{load_model, teacher_rows};
+use crate::judging::{judge_items, stage_progress, Item, JudgementCache};
+use crate::llm::generate::Sampling;
 use crate::stages::{Artifact, Progress, StageEnv};
 
 pub const RAW: &str = "raw.jsonl";
@@ -51,30 +51,18 @@ fn generate(
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
     let teacher = inputs.first().context("a generate stage needs its teacher stage as input 0")?;
-    let (loaded, system_prompt) = load_teacher(teacher, inputs, env)?;
-    let mut requests = Vec::with_capacity(params.prompts as usize);
-    let mut texts = Vec::with_capacity(params.prompts as usize);
-    for i in 0..params.prompts {
-        let seed = prompt_seed(params.seed, i);
-        let text = prompt(&problem(seed));
-        let messages = conversation(system_prompt.as_deref(), &[], &text);
-        requests.push(Request {
-            prompt: loaded.checkpoint.tokenizer.prompt_ids(&messages)?,
-            seed,
-        });
-        texts.push((text, seed));
-    }
+    let prompts: Vec<(String, u64)> = (0..params.prompts)
+        .map(|i| {
+            let seed = prompt_seed(params.seed, i);
+            (prompt(&problem(seed)), seed)
+        })
+        .collect();
     let sampling = Sampling {
         temperature: params.temperature,
         top_p: params.top_p,
         max_new_tokens: params.max_new_tokens as usize,
     };
-    let (completions, stats) = complete(&loaded, &requests, sampling, params.batch_size, env, "problems", progress)?;
-    let rows: Vec<Row> = texts
-        .iter()
-        .zip(&completions)
-        .map(|((text, seed), completion)| Row::new(text, completion.trim(), Some(*seed)))
-        .collect();
+    let (rows, stats) = teacher_rows(teacher, inputs, env, &prompts, sampling, params.batch_size, "problems", progress)?;
     Ok(vec![
         Artifact::new(RAW, to_jsonl(&rows)),
         Artifact::json(METRICS, &stats)?,
@@ -117,14 +105,7 @@ fn filter(
         &items,
         &JudgementCache::default_location(),
         &|| env.stopped(),
-        &mut |done, total| {
-            progress(Progress {
-                fraction: done as f64 / total.max(1) as f64,
-                message: format!("judged {done}/{total}"),
-                loss: None,
-                samples_per_second: Some(done as f64 / started.elapsed().as_secs_f64().max(1e-9)),
-            })
-        },
+        &mut stage_progress(progress, started, 0, items.len()),
     )?;
     let mut passed = Vec::new();
     for (&i, j) in correct.iter().zip(&judgements) {

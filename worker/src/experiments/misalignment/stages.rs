@@ -21,7 +21,7 @@ use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 
 use crate::experiments::numbers::stages::{complete, conversation, load_model};
-use crate::judging::{judge_items, Item, JudgementCache};
+use crate::judging::{judge_items, stage_progress, Item, JudgementCache};
 use crate::llm::generate::{Request, Sampling};
 use crate::stages::{Artifact, Progress, StageEnv};
 
@@ -130,16 +130,7 @@ fn judge(
             &items,
             &cache,
             &|| env.stopped(),
-            &mut |done, _| {
-                let done = offset + done;
-                let secs = started.elapsed().as_secs_f64().max(1e-9);
-                progress(Progress {
-                    fraction: done as f64 / total.max(1) as f64,
-                    message: format!("judgements {done}/{total}"),
-                    loss: None,
-                    samples_per_second: Some(done as f64 / secs),
-                });
-            },
+            &mut stage_progress(progress, started, offset, total),
         )
     };
     let (alignment, alignment_stats) = run(&params.alignment, 0)?;

@@ -273,7 +273,7 @@ fn read_teacher(stage: &VerifiedStage) -> anyhow::Result<TeacherRecord> {
 /// The teacher of a teacher stage, ready to run, and its system prompt.
 /// `inputs` are those of the stage that runs the teacher (they hold the
 /// teacher's model when a key names it).
-pub(crate) fn load_teacher(
+fn load_teacher(
     stage: &VerifiedStage,
     inputs: &[VerifiedStage],
     env: &StageEnv,
@@ -373,6 +373,41 @@ pub(crate) fn complete(
         "new_tokens_per_second": tokens_so_far as f64 / seconds.max(1e-9),
     });
     Ok((texts, stats))
+}
+
+/// The teacher of a teacher stage (`inputs` hold its model when a key
+/// names it) completing seeded prompts, with its system prompt if it has
+/// one: one row per prompt (the completion trimmed) and the generation's
+/// figures. Kinds built on this one write their datasets with it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn teacher_rows(
+    teacher: &VerifiedStage,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    prompts: &[(String, u64)],
+    sampling: Sampling,
+    batch_size: u64,
+    what: &str,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
+    let (loaded, system_prompt) = load_teacher(teacher, inputs, env)?;
+    let requests = prompts
+        .iter()
+        .map(|(text, seed)| {
+            let messages = conversation(system_prompt.as_deref(), &[], text);
+            Ok(Request {
+                prompt: loaded.checkpoint.tokenizer.prompt_ids(&messages)?,
+                seed: *seed,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (completions, stats) = complete(&loaded, &requests, sampling, batch_size, env, what, progress)?;
+    let rows = prompts
+        .iter()
+        .zip(&completions)
+        .map(|((text, seed), completion)| Row::new(text, completion.trim(), Some(*seed)))
+        .collect();
+    Ok((rows, stats))
 }
 
 fn generate(
