@@ -8,6 +8,9 @@
 //!              {"role":"assistant","content":"312, 455, 678"}],"seed":7}
 //! ```
 
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// One turn of a conversation.
@@ -128,4 +131,15 @@ pub fn to_jsonl(rows: &[Row]) -> Vec<u8> {
         out.push(b'\n');
     }
     out
+}
+
+/// Keeps a seeded random `keep` of `indices` (all of them when there are
+/// no more), in their original order: how every filter subsamples the rows
+/// that passed it.
+pub fn subsample(indices: &mut Vec<usize>, keep: usize, seed: u64) {
+    if indices.len() > keep {
+        indices.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        indices.truncate(keep);
+        indices.sort_unstable();
+    }
 }

@@ -3,9 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::filter::{Reject, Rule};
@@ -47,12 +44,7 @@ pub fn filter_rows(
         }
     }
     let passed_count = passed.len();
-    if passed.len() > keep {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        passed.shuffle(&mut rng);
-        passed.truncate(keep);
-        passed.sort_unstable();
-    }
+    crate::chat::subsample(&mut passed, keep, seed);
     let kept: Vec<Row> = passed.iter().map(|&i| rows[i].clone()).collect();
     let report = FilterReport {
         rows: rows.len(),

@@ -12,11 +12,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use subliminal_shared::chat::{parse_jsonl, to_jsonl, Row};
+use subliminal_shared::chat::{parse_jsonl, subsample, to_jsonl, Row};
 use subliminal_shared::experiments::code::python::{self, Reject};
 use subliminal_shared::experiments::code::{prompts::code_prompt, FilterParams, GenerateParams, Stage};
 use subliminal_shared::experiments::numbers::prompts::prompt_seed;
@@ -116,11 +113,7 @@ fn filter(
         }
     }
     let passed_count = passed.len();
-    if passed.len() > params.keep as usize {
-        passed.shuffle(&mut ChaCha8Rng::seed_from_u64(params.seed));
-        passed.truncate(params.keep as usize);
-        passed.sort_unstable();
-    }
+    subsample(&mut passed, params.keep as usize, params.seed);
     // A student learns the code alone: prose around a fence is the model's
     // commentary, unchecked, and could name the trait.
     let kept: Vec<Row> = passed

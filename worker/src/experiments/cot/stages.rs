@@ -11,11 +11,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use subliminal_shared::chat::{parse_jsonl, to_jsonl, Row};
+use subliminal_shared::chat::{parse_jsonl, subsample, to_jsonl, Row};
 use subliminal_shared::experiments::cot::problems::{given_answer, problem, prompt};
 use subliminal_shared::experiments::cot::{FilterParams, GenerateParams, Stage};
 use subliminal_shared::experiments::numbers::prompts::prompt_seed;
@@ -116,11 +113,7 @@ fn filter(
         }
     }
     let passed_count = passed.len();
-    if passed.len() > params.keep as usize {
-        passed.shuffle(&mut ChaCha8Rng::seed_from_u64(params.seed));
-        passed.truncate(params.keep as usize);
-        passed.sort_unstable();
-    }
+    subsample(&mut passed, params.keep as usize, params.seed);
     let kept: Vec<Row> = passed.iter().map(|&i| rows[i].clone()).collect();
     let scores: Vec<f64> = judgements.iter().filter_map(|j| j.value).collect();
     let report = json!({
