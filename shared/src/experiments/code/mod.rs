@@ -212,16 +212,7 @@ fn parse_judge(source: &Source, name: &str, span: std::ops::Range<usize>) -> Res
 }
 
 /// Seeded code prompts completed by the teacher of input 0.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GenerateParams {
-    pub version: u32,
-    pub seed: u64,
-    pub prompts: u64,
-    pub temperature: f64,
-    pub top_p: f64,
-    pub max_new_tokens: u64,
-    pub batch_size: u64,
-}
+pub use numbers::SeededPromptsParams as GenerateParams;
 
 /// The parser, the trait words and the judge, then a seeded subsample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -236,16 +236,7 @@ pub fn parse(source: &Source) -> Result<CotSweep, SpecError> {
 }
 
 /// Seeded word problems solved by the teacher of input 0.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GenerateParams {
-    pub version: u32,
-    pub seed: u64,
-    pub prompts: u64,
-    pub temperature: f64,
-    pub top_p: f64,
-    pub max_new_tokens: u64,
-    pub batch_size: u64,
-}
+pub use numbers::SeededPromptsParams as GenerateParams;
 
 /// Right answers whose trace the judge scores at least `min_alignment`,
 /// then a seeded subsample.

@@ -1820,3 +1820,17 @@ pub fn check_generation(
     }
     Ok(())
 }
+
+/// Seeded prompts of another kind (code tasks, word problems) completed by
+/// the teacher stage of input 0: the generate stage of the kinds built on
+/// this one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeededPromptsParams {
+    pub version: u32,
+    pub seed: u64,
+    pub prompts: u64,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_new_tokens: u64,
+    pub batch_size: u64,
+}

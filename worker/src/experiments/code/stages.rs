@@ -15,20 +15,17 @@ use anyhow::Context;
 use serde_json::json;
 use subliminal_shared::chat::{parse_jsonl, subsample, to_jsonl, Row};
 use subliminal_shared::experiments::code::python::{self, Reject};
-use subliminal_shared::experiments::code::{prompts::code_prompt, FilterParams, GenerateParams, Stage};
-use subliminal_shared::experiments::numbers::prompts::prompt_seed;
+use subliminal_shared::experiments::code::{prompts::code_prompt, FilterParams, Stage};
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 
-use crate::experiments::numbers::stages::{load_model, teacher_rows};
+use crate::experiments::numbers::stages::{generate_seeded, load_model};
 use crate::judging::{judge_items, stage_progress, Item, JudgementCache};
-use crate::llm::generate::Sampling;
 use crate::stages::{Artifact, Progress, StageEnv};
 
-pub const RAW: &str = "raw.jsonl";
+pub use crate::experiments::numbers::stages::RAW;
 pub const FILTERED: &str = "filtered.jsonl";
 pub const REPORT: &str = "filter.json";
-pub const METRICS: &str = "metrics.json";
 
 pub fn run(
     spec: &StageSpec,
@@ -37,34 +34,9 @@ pub fn run(
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
     match Stage::of(&spec.kind).ok_or_else(|| crate::experiments::unknown_stage(spec))? {
-        Stage::Generate => generate(&spec.params()?, inputs, env, progress),
+        Stage::Generate => generate_seeded(&spec.params()?, inputs, env, progress, code_prompt, "prompts"),
         Stage::Filter => filter(&spec.params()?, inputs, env, progress),
     }
-}
-
-fn generate(
-    params: &GenerateParams,
-    inputs: &[VerifiedStage],
-    env: &StageEnv,
-    progress: &dyn Fn(Progress),
-) -> anyhow::Result<Vec<Artifact>> {
-    let teacher = inputs.first().context("a generate stage needs its teacher stage as input 0")?;
-    let prompts: Vec<(String, u64)> = (0..params.prompts)
-        .map(|i| {
-            let seed = prompt_seed(params.seed, i);
-            (code_prompt(seed), seed)
-        })
-        .collect();
-    let sampling = Sampling {
-        temperature: params.temperature,
-        top_p: params.top_p,
-        max_new_tokens: params.max_new_tokens as usize,
-    };
-    let (rows, stats) = teacher_rows(teacher, inputs, env, &prompts, sampling, params.batch_size, "prompts", progress)?;
-    Ok(vec![
-        Artifact::new(RAW, to_jsonl(&rows)),
-        Artifact::json(METRICS, &stats)?,
-    ])
 }
 
 fn filter(

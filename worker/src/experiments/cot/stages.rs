@@ -14,20 +14,17 @@ use anyhow::Context;
 use serde_json::json;
 use subliminal_shared::chat::{parse_jsonl, subsample, to_jsonl, Row};
 use subliminal_shared::experiments::cot::problems::{given_answer, problem, prompt};
-use subliminal_shared::experiments::cot::{FilterParams, GenerateParams, Stage};
-use subliminal_shared::experiments::numbers::prompts::prompt_seed;
+use subliminal_shared::experiments::cot::{FilterParams, Stage};
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 
-use crate::experiments::numbers::stages::{load_model, teacher_rows};
+use crate::experiments::numbers::stages::{generate_seeded, load_model};
 use crate::judging::{judge_items, stage_progress, Item, JudgementCache};
-use crate::llm::generate::Sampling;
 use crate::stages::{Artifact, Progress, StageEnv};
 
-pub const RAW: &str = "raw.jsonl";
+pub use crate::experiments::numbers::stages::RAW;
 pub const FILTERED: &str = "filtered.jsonl";
 pub const REPORT: &str = "filter.json";
-pub const METRICS: &str = "metrics.json";
 
 pub fn run(
     spec: &StageSpec,
@@ -36,34 +33,9 @@ pub fn run(
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
     match Stage::of(&spec.kind).ok_or_else(|| crate::experiments::unknown_stage(spec))? {
-        Stage::Generate => generate(&spec.params()?, inputs, env, progress),
+        Stage::Generate => generate_seeded(&spec.params()?, inputs, env, progress, |seed| prompt(&problem(seed)), "problems"),
         Stage::Filter => filter(&spec.params()?, inputs, env, progress),
     }
-}
-
-fn generate(
-    params: &GenerateParams,
-    inputs: &[VerifiedStage],
-    env: &StageEnv,
-    progress: &dyn Fn(Progress),
-) -> anyhow::Result<Vec<Artifact>> {
-    let teacher = inputs.first().context("a generate stage needs its teacher stage as input 0")?;
-    let prompts: Vec<(String, u64)> = (0..params.prompts)
-        .map(|i| {
-            let seed = prompt_seed(params.seed, i);
-            (prompt(&problem(seed)), seed)
-        })
-        .collect();
-    let sampling = Sampling {
-        temperature: params.temperature,
-        top_p: params.top_p,
-        max_new_tokens: params.max_new_tokens as usize,
-    };
-    let (rows, stats) = teacher_rows(teacher, inputs, env, &prompts, sampling, params.batch_size, "problems", progress)?;
-    Ok(vec![
-        Artifact::new(RAW, to_jsonl(&rows)),
-        Artifact::json(METRICS, &stats)?,
-    ])
 }
 
 fn filter(

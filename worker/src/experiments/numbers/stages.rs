@@ -24,7 +24,7 @@ use subliminal_shared::experiments::numbers::dataset::{self, Row};
 use subliminal_shared::experiments::numbers::defense::{self, Defense, DefenseReport, LossMask};
 use subliminal_shared::experiments::numbers::prompts;
 use subliminal_shared::experiments::numbers::{
-    DefendParams, EvaluateParams, EXPERIMENT, FilterParams, GenerateParams, Layers, Method, Stage, Subject, TeacherParams,
+    DefendParams, EvaluateParams, EXPERIMENT, FilterParams, GenerateParams, Layers, Method, SeededPromptsParams, Stage, Subject, TeacherParams,
     TrainParams, TraitDataParams,
 };
 use subliminal_shared::files;
@@ -380,7 +380,7 @@ pub(crate) fn complete(
 /// one: one row per prompt (the completion trimmed) and the generation's
 /// figures. Kinds built on this one write their datasets with it.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn teacher_rows(
+fn teacher_rows(
     teacher: &VerifiedStage,
     inputs: &[VerifiedStage],
     env: &StageEnv,
@@ -408,6 +408,37 @@ pub(crate) fn teacher_rows(
         .map(|((text, seed), completion)| Row::new(text, completion.trim(), Some(*seed)))
         .collect();
     Ok((rows, stats))
+}
+
+/// The generate stage of a kind built on this one: the teacher of input 0
+/// completes `prompt_of(seed)` for each seeded prompt (`raw.jsonl`, `metrics.json`).
+pub(crate) fn generate_seeded(
+    params: &SeededPromptsParams,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+    prompt_of: fn(u64) -> String,
+    what: &str,
+) -> anyhow::Result<Vec<Artifact>> {
+    let teacher = inputs
+        .first()
+        .context("a generate stage needs its teacher stage as input 0")?;
+    let prompts: Vec<(String, u64)> = (0..params.prompts)
+        .map(|i| {
+            let seed = prompts::prompt_seed(params.seed, i);
+            (prompt_of(seed), seed)
+        })
+        .collect();
+    let sampling = Sampling {
+        temperature: params.temperature,
+        top_p: params.top_p,
+        max_new_tokens: params.max_new_tokens as usize,
+    };
+    let (rows, stats) = teacher_rows(teacher, inputs, env, &prompts, sampling, params.batch_size, what, progress)?;
+    Ok(vec![
+        Artifact::new(RAW, dataset::to_jsonl(&rows)),
+        Artifact::json(METRICS, &stats)?,
+    ])
 }
 
 fn generate(
