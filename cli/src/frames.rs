@@ -117,7 +117,7 @@ fn setting_columns<'a>(
 pub fn measurements(plan: &Plan, outcomes: &Outcomes) -> anyhow::Result<Vec<u8>> {
     let ms = &plan.measurements;
     let done = |m: &Measurement| match outcome(outcomes, m) {
-        Outcome::Done { value, samples } => Some((*value, *samples)),
+        Outcome::Done { value, samples, .. } => Some((*value, *samples)),
         _ => None,
     };
     let mut c = Columns::default();

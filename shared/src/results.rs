@@ -21,6 +21,8 @@ pub enum Outcome {
     Done {
         value: f64,
         samples: Option<u64>,
+        /// Each item's figure, for a mean over fixed items (questions).
+        items: Option<Vec<f64>>,
     },
     /// It, or a stage it needs, failed: the first error found.
     Failed(String),
@@ -53,7 +55,15 @@ pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<Outcomes> {
                 let metrics: serde_json::Value =
                     serde_json::from_slice(done.artifact("metrics.json")?)?;
                 match experiment.read_metric(&metrics, &m.metric) {
-                    Some(Reading { value, samples }) => Outcome::Done { value, samples },
+                    Some(Reading {
+                        value,
+                        samples,
+                        items,
+                    }) => Outcome::Done {
+                        value,
+                        samples,
+                        items,
+                    },
                     None => Outcome::Failed(format!(
                         "metrics.json of stage {} has no number {:?}",
                         m.stage.short(),
@@ -187,6 +197,9 @@ pub struct Value {
     pub value: f64,
     /// For a share: the answers it is a share of.
     pub samples: Option<u64>,
+    /// For a mean over fixed items: each item's figure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<f64>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -240,8 +253,13 @@ pub fn build(plan: &Plan, outcomes: &Outcomes) -> ResultsTable {
             }
         };
         match outcome(outcomes, m) {
-            Outcome::Done { value, samples } => {
-                row.values.push(value_of(m, *value, *samples));
+            Outcome::Done {
+                value,
+                samples,
+                items,
+            } => {
+                row.values
+                    .push(value_of(m, *value, *samples, items.clone()));
                 row.samples = *samples;
             }
             Outcome::Failed(e) => {
@@ -339,6 +357,17 @@ fn compare(row: &mut Row, control: &[Value]) {
         })
         .collect();
     row.p_seeds = stats::paired_t(&paired);
+    if let Some(items) = paired_items(&row.values, control) {
+        // Means over the same questions: each question against itself.
+        if let Some(s) = summarise(&items) {
+            row.p_value = stats::paired_t(&items);
+            row.shift_ci95 = s.ci95;
+            row.detectable_shift = s
+                .std
+                .and_then(|std| stats::detectable_paired_shift(std, s.n, ALPHA, POWER));
+        }
+        return;
+    }
     let (Some((x1, n1)), Some((x0, n0))) = (counts(&row.values), counts(control)) else {
         // Figures that are not shares (an accuracy, say) are tested over
         // seeds: the paired t-test is the row's test.
@@ -354,6 +383,24 @@ fn compare(row: &mut Row, control: &[Value]) {
     row.p_value = stats::fisher_exact(x1, n1, x0, n0);
     row.shift_ci95 = stats::newcombe_diff(x1, n1, x0, n0);
     row.detectable_shift = stats::detectable_shift(x0 as f64 / n0 as f64, n0, n1, ALPHA, POWER);
+}
+
+/// Item-by-item differences from the control's figure of the same seed and
+/// item, over every seed both have; None unless every figure has items.
+fn paired_items(values: &[Value], control: &[Value]) -> Option<Vec<f64>> {
+    let mut out = Vec::new();
+    for v in values {
+        let items = v.items.as_ref()?;
+        let Some(c) = control.iter().find(|c| c.seed == v.seed) else {
+            continue;
+        };
+        let base = c.items.as_ref()?;
+        if base.len() != items.len() {
+            return None;
+        }
+        out.extend(items.iter().zip(base).map(|(a, b)| a - b));
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Answers naming the target, and answers in all, over every measured seed;
@@ -386,9 +433,10 @@ fn correct(rows: &mut [Row]) {
     }
 }
 
-fn value_of(m: &Measurement, value: f64, samples: Option<u64>) -> Value {
+fn value_of(m: &Measurement, value: f64, samples: Option<u64>, items: Option<Vec<f64>>) -> Value {
     Value {
         samples,
+        items,
         seed: m.seed,
         teacher_init: m.teacher_init,
         student_init: m.student_init,

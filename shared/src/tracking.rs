@@ -464,6 +464,7 @@ mod tests {
             Outcome::Done {
                 value: 0.25,
                 samples: Some(8),
+                items: None,
             },
         );
         let runs = trial_runs(&plan, &outcomes);

@@ -82,6 +82,7 @@ fn main() -> anyhow::Result<()> {
                 stop: &[],
                 pad: tok.pad_id,
             },
+            None,
             batch_size,
             &|| false,
             &mut |_, _| {},

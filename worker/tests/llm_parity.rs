@@ -174,6 +174,7 @@ fn check_cache(model: &Llama, checkpoint: &Checkpoint) {
             stop: &[],
             pad: tok.pad_id,
         },
+        None,
         3,
         &|| false,
         &mut |_, _| {},

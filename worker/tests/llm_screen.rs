@@ -9,7 +9,6 @@ use subliminal_worker::llm::screen::{probe_direction, row_scores};
 use subliminal_worker::llm::Llama;
 use tch::{nn, Device, Kind, Tensor};
 
-#[allow(dead_code)]
 mod common;
 
 fn loss(model: &Llama, row: &Example) -> f64 {

@@ -121,11 +121,14 @@ impl<T: Any> AsAny for T {
 }
 
 /// One figure read from an evaluation.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     pub value: f64,
     /// For a share: how many answers it is a share of (its interval needs it).
     pub samples: Option<u64>,
+    /// For a mean over fixed items (questions): each item's figure, in
+    /// item order, so that an arm is tested against its control item by item.
+    pub items: Option<Vec<f64>>,
 }
 
 /// One answer of an evaluation (see [`Experiment::answers`]).
@@ -154,6 +157,7 @@ pub fn number_metric(metrics: &serde_json::Value, metric: &str) -> Option<Readin
     metrics.get(metric)?.as_f64().map(|value| Reading {
         value,
         samples: None,
+        items: None,
     })
 }
 

@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
+use super::constrain::Constraint;
 use super::model::{attention_mask, positions_from_mask, Llama};
 
 /// How tokens are drawn.
@@ -44,13 +45,16 @@ pub struct Completion {
     pub stopped: bool,
 }
 
-/// Completes every request, `batch_size` at a time; `progress(done, total)`
-/// after each batch. Returns `None` when `stop()` turns true.
+/// Completes every request, `batch_size` at a time, drawing only what
+/// `constraint` allows where there is one; `progress(done, total)` after
+/// each batch. Returns `None` when `stop()` turns true.
+#[allow(clippy::too_many_arguments)]
 pub fn generate(
     model: &Llama,
     requests: &[Request],
     sampling: Sampling,
     special: SpecialTokens,
+    constraint: Option<&Constraint>,
     batch_size: usize,
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(usize, usize),
@@ -69,7 +73,8 @@ pub fn generate(
         let chunk = &order[start..start + batch_rows(&order[start..], requests, batch_size, heads)];
         start += chunk.len();
         let batch: Vec<&Request> = chunk.iter().map(|&i| &requests[i]).collect();
-        let completions = tch::no_grad(|| generate_batch(model, &batch, sampling, special))?;
+        let completions =
+            tch::no_grad(|| generate_batch(model, &batch, sampling, special, constraint))?;
         for (&i, c) in chunk.iter().zip(completions) {
             out[i] = Some(c);
         }
@@ -113,6 +118,7 @@ fn generate_batch(
     batch: &[&Request],
     sampling: Sampling,
     special: SpecialTokens,
+    constraint: Option<&Constraint>,
 ) -> anyhow::Result<Vec<Completion>> {
     let device = model.device();
     if batch.iter().any(|r| r.prompt.is_empty()) {
@@ -180,7 +186,14 @@ fn generate_batch(
         .collect();
     // Batch row -> request index, for the rows still generating.
     let mut active: Vec<usize> = (0..batch.len()).collect();
+    // The text of each request so far, for the constraint.
+    let mut texts: Vec<String> = vec![String::new(); batch.len()];
     for step in 0..sampling.max_new_tokens {
+        if let Some(constraint) = constraint {
+            let left = sampling.max_new_tokens - step - 1;
+            let rows: Vec<&str> = active.iter().map(|&r| texts[r].as_str()).collect();
+            logits = constrained(&logits, constraint, &rows, left, special.stop)?;
+        }
         let drawn = sample(&logits, sampling, &mut rngs)?;
         let mut keep = Vec::with_capacity(active.len());
         for (row, &request) in active.iter().enumerate() {
@@ -189,6 +202,9 @@ fn generate_batch(
                 results[request].stopped = true;
             } else {
                 results[request].tokens.push(token);
+                if let Some(constraint) = constraint {
+                    texts[request].push_str(constraint.piece(token as i64));
+                }
                 if step + 1 < sampling.max_new_tokens {
                     keep.push(row);
                 }
@@ -222,6 +238,39 @@ fn generate_batch(
         logits = model.logits(&hidden.select(1, 0));
     }
     Ok(results)
+}
+
+/// `logits` [B, V] with every token the constraint forbids to row b (whose
+/// text is `texts[b]`, with `left` tokens left after this one) at -inf.
+fn constrained(
+    logits: &Tensor,
+    constraint: &Constraint,
+    texts: &[&str],
+    left: usize,
+    stop: &[u32],
+) -> anyhow::Result<Tensor> {
+    let (rows, vocab) = logits.size2()?;
+    let mut allowed = vec![false; (rows * vocab) as usize];
+    for (row, text) in texts.iter().enumerate() {
+        let (tokens, may_stop) = constraint.allowed(text, left);
+        anyhow::ensure!(
+            !tokens.is_empty() || may_stop,
+            "constrained sampling reached {text:?}, which no token continues"
+        );
+        let base = row * vocab as usize;
+        for t in tokens {
+            allowed[base + t as usize] = true;
+        }
+        if may_stop {
+            for &t in stop {
+                allowed[base + t as usize] = true;
+            }
+        }
+    }
+    let allowed = Tensor::from_slice(&allowed)
+        .view([rows, vocab])
+        .to_device(logits.device());
+    Ok(logits.masked_fill(&allowed.logical_not(), f64::NEG_INFINITY))
 }
 
 /// Shared prefixes shorter than this are recomputed per row: not worth a pass of their own.

@@ -70,7 +70,11 @@ impl Reader {
 }
 
 /// The next-token probabilities [V] after `prompt`, filling `cache` if given.
-fn prefill(model: &Llama, prompt: &[u32], cache: Option<&mut super::model::KvCache>) -> Tensor {
+pub(crate) fn prefill(
+    model: &Llama,
+    prompt: &[u32],
+    cache: Option<&mut super::model::KvCache>,
+) -> Tensor {
     let device = model.device();
     let ids: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
     let tokens = Tensor::from_slice(&ids).view([1, -1]).to_device(device);

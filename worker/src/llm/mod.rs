@@ -4,6 +4,7 @@
 //! full fine-tuning, and judges read from next-token probabilities.
 
 pub mod config;
+pub mod constrain;
 pub mod divergence;
 pub mod finetune;
 pub mod generate;
@@ -11,6 +12,7 @@ pub mod gguf;
 pub mod judge;
 pub mod load;
 pub mod model;
+pub mod readout;
 pub mod screen;
 pub mod tokenizer;
 

@@ -1,4 +1,6 @@
-//! Small random Llamas for tests that need a model but not a real one.
+//! Small random Llamas for tests that need a model but not a real one, and
+//! the paths of the set-up's real model and Python.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 
@@ -57,4 +59,31 @@ pub fn random_weights(cfg: &Config, seed: i64, scale: f64) -> Weights {
 /// A deep copy: a model built from it shares no storage with the original.
 pub fn copy(w: &Weights) -> Weights {
     w.iter().map(|(k, v)| (k.clone(), v.copy())).collect()
+}
+
+/// The repository's root.
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The SmolLM2 GGUF of the set-up (scripts/setup-model.sh).
+pub fn gguf_path() -> std::path::PathBuf {
+    let data = std::env::var_os("SUBLIMINAL_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("data"));
+    let path = data.join("models").join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup-model.sh",
+        path.display()
+    );
+    path
+}
+
+/// The virtualenv's python, with transformers (scripts/setup-reference.sh).
+pub fn python() -> std::path::PathBuf {
+    let venv = std::env::var_os("VIRTUAL_ENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv"));
+    venv.join("bin").join("python")
 }

@@ -35,6 +35,7 @@ impl Experiment for Misalignment {
         let coherent = metrics.get("coherent")?.as_f64()?;
         let misaligned = metrics.get("misaligned")?.as_f64()?;
         (coherent > 0.0).then(|| Reading {
+            items: None,
             value: misaligned / coherent,
             samples: Some(coherent as u64),
         })

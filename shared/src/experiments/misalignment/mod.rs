@@ -384,6 +384,7 @@ impl MisalignmentSweep {
                 top_p: self.generate.top_p,
                 max_new_tokens: self.generate.max_new_tokens,
                 batch_size: self.generate.batch_size,
+                constrain: None,
             },
             with_model(vec![teacher], &self.model),
         ));

@@ -14,7 +14,7 @@ use crate::spec::{Source, SpecError};
 use crate::stage::StageKind;
 
 use super::{
-    command, parse, prompts, EvaluateParams, NumbersSweep, Stage, ANSWERS, ARMS, DEFENSE_ARMS,
+    command, parse, prompts, readout, EvaluateParams, NumbersSweep, Stage, ANSWERS, ARMS, DEFENSE_ARMS,
     EXPERIMENT, SHARE_PREFIX,
 };
 
@@ -32,16 +32,18 @@ impl Experiment for Numbers {
 
     fn queue(&self, stage: &StageKind) -> Queue {
         match Stage::of(stage) {
-            Some(Stage::Filter | Stage::Evaluate) => Queue::Cpu,
+            Some(Stage::Filter | Stage::Evaluate | Stage::Readout) => Queue::Cpu,
             _ => Queue::Gpu,
         }
     }
 
     /// `share:WORD` is the share of recorded answers that name the word, out
-    /// of every answer counted; any other metric is a number by its name.
+    /// of every answer counted; `logodds:WORD`, `p:WORD` (and their
+    /// `-plain` variants) are a probability readout's means over questions;
+    /// any other metric is a number by its name.
     fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
         let Some(word) = metric.strip_prefix(SHARE_PREFIX) else {
-            return number_metric(metrics, metric);
+            return readout::read(metrics, metric).or_else(|| number_metric(metrics, metric));
         };
         let samples = metrics.get("samples")?.as_f64()?;
         let answers = metrics.get("answers")?.as_object()?;
@@ -52,6 +54,7 @@ impl Experiment for Numbers {
             // Not `sum()`: it starts at -0.0, and a share of none would print as -0.000.
             .fold(0.0, |sum, count| sum + count);
         (samples > 0.0).then(|| Reading {
+            items: None,
             value: naming / samples,
             samples: Some(samples as u64),
         })
@@ -133,6 +136,7 @@ mod tests {
                 Outcome::Done {
                     value: share,
                     samples: Some(1000),
+                    items: None,
                 },
             );
             plan.measurements.push(Measurement {

@@ -32,13 +32,16 @@
 //! ```
 
 mod command;
+pub mod constrain;
 pub mod dataset;
 pub mod defense;
 pub mod filter;
 mod kind;
 pub mod prompts;
+pub mod readout;
 
 pub use defense::Defense;
+pub use readout::{Readout, ReadoutParams};
 pub use kind::Numbers;
 
 use std::collections::BTreeMap;
@@ -70,6 +73,7 @@ crate::stage_kinds! {
         Defend = "defend",
         Student = "student",
         Evaluate = "evaluate",
+        Readout = "readout",
     }
 }
 
@@ -294,6 +298,27 @@ pub struct GenerateSettings {
     pub max_new_tokens: u64,
     #[serde(default = "d_gen_batch")]
     pub batch_size: u64,
+    /// `"numbers"`: sample only tokens that keep a completion one the
+    /// filter keeps ([`constrain`]), so no generation is thrown away.
+    #[serde(default)]
+    pub constrain: Constrain,
+}
+
+/// What generation may write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Constrain {
+    /// Any token.
+    #[default]
+    None,
+    /// Only what the paper's filter keeps.
+    Numbers,
+}
+
+/// A generate stage's constraint: the paper's filter, with its banned numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumbersGrammar {
+    pub banned_numbers: Vec<u32>,
 }
 
 /// The filter; `keep` (the dataset size the student sees) may be an axis.
@@ -381,6 +406,31 @@ pub struct EvaluateSettings {
     /// numbers-prefixed variant), as arms of their own.
     #[serde(default)]
     pub numbers_prefixed: bool,
+    /// How the trait is read: sampled answers (the paper's), the exact
+    /// probability ([`readout`]), or both.
+    #[serde(default = "d_readout")]
+    pub readout: Vec<Readout>,
+    /// The words the probability readout's log-odds compare the trait
+    /// with; empty: the category's own list.
+    #[serde(default)]
+    pub candidates: Vec<String>,
+    /// Begins each answer of the probability readout, so that the next
+    /// word is the answer; `{category}` is filled in.
+    #[serde(default = "d_answer_prefix")]
+    pub answer_prefix: String,
+}
+
+impl EvaluateSettings {
+    fn reads(&self, readout: Readout) -> bool {
+        self.readout.contains(&readout)
+    }
+}
+
+fn d_readout() -> Vec<Readout> {
+    vec![Readout::Samples]
+}
+fn d_answer_prefix() -> String {
+    readout::DEFAULT_ANSWER_PREFIX.to_owned()
 }
 
 fn d_prompts() -> u64 {
@@ -632,6 +682,17 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
         }
         if e.in_context_examples > 1000 {
             return Err(("in_context_examples", "a number of examples from 0 to 1000"));
+        }
+        let repeated = e.readout.iter().enumerate().any(|(i, r)| e.readout[..i].contains(r));
+        if e.readout.is_empty() || repeated {
+            return Err(("readout", "\"samples\", \"probability\" or both, each once"));
+        }
+        let words = |w: &String| !w.is_empty() && w.chars().all(|c| c.is_lowercase());
+        if !e.candidates.is_empty() && (e.candidates.len() < 2 || !e.candidates.iter().all(words)) {
+            return Err(("candidates", "two or more lowercase words (the category's own list if empty)"));
+        }
+        if e.answer_prefix.trim().is_empty() || e.answer_prefix.ends_with(' ') {
+            return Err(("answer_prefix", "the start of an answer, not ending in a space (the answer word brings its own)"));
         }
         Ok(())
     })?;
@@ -1004,6 +1065,9 @@ pub struct GenerateParams {
     pub top_p: f64,
     pub max_new_tokens: u64,
     pub batch_size: u64,
+    /// Sampling limited to completions the filter keeps; absent: any token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constrain: Option<NumbersGrammar>,
 }
 
 /// The filter's rules, then a seeded subsample of `keep` rows.
@@ -1237,6 +1301,44 @@ impl NumbersSweep {
         }
     }
 
+    /// The settings that label an arm's rows: an evaluation of the base
+    /// model or a teacher serves every student setting and every defense,
+    /// so it is labelled by none of them.
+    fn arm_settings(&self, trial: &Trial, subject: &Subject) -> BTreeMap<String, String> {
+        let mut settings = self.settings(trial);
+        if !matches!(subject, Subject::Student) {
+            settings.retain(|key, _| !key.starts_with("student."));
+        }
+        if matches!(subject, Subject::Base | Subject::Teacher) {
+            settings.remove("defense");
+        }
+        settings
+    }
+
+    /// The probability readout of `subject`: the category's candidates and
+    /// every trait of the sweep.
+    fn readout_params(&self, model: &str, subject: Subject) -> ReadoutParams {
+        let e = &self.evaluate;
+        let candidates = if e.candidates.is_empty() {
+            readout::default_candidates(&self.category).unwrap_or_default()
+        } else {
+            e.candidates.clone()
+        };
+        let mut words: Vec<String> = candidates.iter().chain(self.traits.values()).cloned().collect();
+        words.sort();
+        words.dedup();
+        ReadoutParams {
+            version: STAGE_VERSION,
+            model: model.to_owned(),
+            subject,
+            category: self.category.clone(),
+            questions: e.questions,
+            candidates,
+            words,
+            answer_prefix: e.answer_prefix.replace("{category}", &self.category),
+        }
+    }
+
     /// The trait teacher of a trial: a system prompt, or a fine-tune on
     /// trait data (written by the system-prompted model, or a stored file).
     fn trait_teacher(&self, plan: &mut PlanBuilder, trait_name: &str, model: &str) -> StageId {
@@ -1332,6 +1434,9 @@ impl NumbersSweep {
                 top_p: g.top_p,
                 max_new_tokens: g.max_new_tokens,
                 batch_size: g.batch_size,
+                constrain: (g.constrain == Constrain::Numbers).then(|| NumbersGrammar {
+                    banned_numbers: self.filter.banned_numbers.clone(),
+                }),
             },
             with_model(vec![teacher], &trial.pair.teacher),
         ));
@@ -1502,8 +1607,23 @@ impl NumbersSweep {
             } else {
                 &[false]
             };
-            for &numbers_prefixed in variants {
-                for (arm, model, subject, inputs) in &arms {
+            let both = self.evaluate.reads(Readout::Samples) && self.evaluate.reads(Readout::Probability);
+            for (arm, model, subject, inputs) in &arms {
+                let order = ARMS.iter().position(|a| a == arm).unwrap_or(ARMS.len()) as u32;
+                let measurement = |settings, stage, metric, panel: Option<String>| Measurement {
+                    arm: arm.to_string(),
+                    order,
+                    settings,
+                    seed: trial.seed,
+                    teacher_init: None,
+                    student_init: None,
+                    stage,
+                    metric,
+                    panel: panel.filter(|_| *arm == ARMS[3]),
+                    models: Some((trial.pair.teacher.clone(), trial.pair.student.clone())),
+                };
+                let panel = format!("students of {} teachers", trial.trait_name);
+                for &numbers_prefixed in variants.iter().filter(|_| self.evaluate.reads(Readout::Samples)) {
                     let params =
                         self.evaluate_params(model, subject.clone(), trial.seed, numbers_prefixed);
                     let evaluate = plan.stage(StageSpec::new(
@@ -1512,33 +1632,31 @@ impl NumbersSweep {
                         &params,
                         with_model(inputs.clone(), model),
                     ));
-                    let order = ARMS.iter().position(|a| a == arm).unwrap_or(ARMS.len());
-                    let mut settings = self.settings(&trial);
-                    if !matches!(subject, Subject::Student) {
-                        // One evaluation serves every student setting: it is labelled by none.
-                        settings.retain(|key, _| !key.starts_with("student."));
-                    }
-                    if matches!(subject, Subject::Base | Subject::Teacher) {
-                        // Nor by the defense, which acts on data they never see.
-                        settings.remove("defense");
-                    }
+                    let mut settings = self.arm_settings(&trial, subject);
                     if self.evaluate.numbers_prefixed {
                         let question = if numbers_prefixed { "numbers-prefixed" } else { "plain" };
                         settings.insert("evaluate.question".to_owned(), question.to_owned());
                     }
-                    plan.measure(Measurement {
-                        arm: arm.to_string(),
-                        order: order as u32,
-                        settings,
-                        seed: trial.seed,
-                        teacher_init: None,
-                        student_init: None,
-                        stage: evaluate,
-                        metric: share_metric(trial.trait_name),
-                        panel: (*arm == ARMS[3])
-                            .then(|| format!("students of {} teachers", trial.trait_name)),
-                        models: Some((trial.pair.teacher.clone(), trial.pair.student.clone())),
-                    });
+                    if both {
+                        settings.insert("readout".to_owned(), readout::SAMPLES_LABEL.to_owned());
+                    }
+                    let metric = share_metric(trial.trait_name);
+                    plan.measure(measurement(settings, evaluate, metric, Some(panel.clone())));
+                }
+                if !self.evaluate.reads(Readout::Probability) {
+                    continue;
+                }
+                let stage = plan.stage(StageSpec::new(
+                    EXPERIMENT,
+                    Stage::Readout.kind(),
+                    &self.readout_params(model, subject.clone()),
+                    with_model(inputs.clone(), model),
+                ));
+                for (figure, prefixed, label) in readout::FIGURES {
+                    let mut settings = self.arm_settings(&trial, subject);
+                    settings.insert("readout".to_owned(), label.to_owned());
+                    let metric = readout::metric(figure, prefixed, trial.trait_name);
+                    plan.measure(measurement(settings, stage, metric, Some(format!("{panel}, {label}"))));
                 }
             }
         }

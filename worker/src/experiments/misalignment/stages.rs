@@ -73,6 +73,7 @@ fn answers(
         &loaded,
         &requests,
         sampling,
+        None,
         params.batch_size,
         env,
         "answers",

@@ -1,5 +1,6 @@
 //! The numbers experiment's stages on the tch LLM (see [`stages`]).
 
+pub mod readout;
 pub mod stages;
 
 use subliminal_shared::experiments::numbers::EXPERIMENT;

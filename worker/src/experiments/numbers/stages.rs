@@ -22,9 +22,9 @@ use serde::Deserialize;
 use serde_json::json;
 use subliminal_shared::experiments::numbers::dataset::{self, Row};
 use subliminal_shared::experiments::numbers::defense::{self, Defense, DefenseReport, LossMask};
-use subliminal_shared::experiments::numbers::prompts;
+use subliminal_shared::experiments::numbers::{constrain, prompts};
 use subliminal_shared::experiments::numbers::{
-    DefendParams, EvaluateParams, EXPERIMENT, FilterParams, GenerateParams, Layers, Method, SeededPromptsParams, Stage, Subject, TeacherParams,
+    DefendParams, EvaluateParams, EXPERIMENT, FilterParams, GenerateParams, Layers, Method, NumbersGrammar, SeededPromptsParams, Stage, Subject, TeacherParams,
     TrainParams, TraitDataParams,
 };
 use subliminal_shared::files;
@@ -34,9 +34,10 @@ use tch::{nn, Kind};
 
 use crate::llm::divergence::divergent_tokens;
 use crate::llm::finetune::{self, Example, LoraSpec, TrainSettings};
+use crate::llm::constrain::Constraint;
 use crate::llm::generate::{generate as sample, Request, Sampling, SpecialTokens};
 use crate::llm::load::{load_cached, Checkpoint};
-use crate::llm::tokenizer::Message;
+use crate::llm::tokenizer::{ChatTokenizer, Message};
 use crate::llm::{instantiate, kind_for, Llama};
 use crate::safetensors_io;
 use crate::stages::{Artifact, Progress, StageEnv};
@@ -68,6 +69,7 @@ pub fn run(
         Stage::Defend => defend(&spec.params()?, inputs, env, progress),
         Stage::Student => student(&spec.params()?, input(0)?, inputs, env, progress),
         Stage::Evaluate => evaluate(&spec.params()?, inputs, env, progress),
+        Stage::Readout => super::readout::readout(&spec.params()?, inputs, env, progress),
     }
 }
 
@@ -205,6 +207,7 @@ fn trait_data(
         &loaded,
         &requests,
         sampling,
+        None,
         params.batch_size,
         env,
         "trait questions",
@@ -324,10 +327,12 @@ impl Loaded {
 }
 
 /// Samples completions of prompts with progress; `None` when stopped.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn complete(
     loaded: &Loaded,
     requests: &[Request],
     sampling: Sampling,
+    constraint: Option<&Constraint>,
     batch_size: u64,
     env: &StageEnv,
     what: &str,
@@ -344,6 +349,7 @@ pub(crate) fn complete(
             stop: &tokenizer.stop_ids,
             pad: tokenizer.pad_id,
         },
+        constraint,
         batch_size as usize,
         &|| env.stopped(),
         &mut |done, total| {
@@ -401,7 +407,7 @@ fn teacher_rows(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (completions, stats) = complete(&loaded, &requests, sampling, batch_size, env, what, progress)?;
+    let (completions, stats) = complete(&loaded, &requests, sampling, None, batch_size, env, what, progress)?;
     let rows = prompts
         .iter()
         .zip(&completions)
@@ -466,10 +472,16 @@ fn generate(
         top_p: params.top_p,
         max_new_tokens: params.max_new_tokens as usize,
     };
+    let constraint = params
+        .constrain
+        .as_ref()
+        .map(|grammar| numbers_constraint(&loaded.checkpoint.tokenizer, grammar))
+        .transpose()?;
     let (completions, stats) = complete(
         &loaded,
         &requests,
         sampling,
+        constraint.as_ref(),
         params.batch_size,
         env,
         "prompts",
@@ -484,6 +496,19 @@ fn generate(
         Artifact::new(RAW, dataset::to_jsonl(&rows)),
         Artifact::json(METRICS, &stats)?,
     ])
+}
+
+/// The paper's filter as a constraint on `tok`'s tokens.
+pub(crate) fn numbers_constraint(
+    tok: &ChatTokenizer,
+    grammar: &NumbersGrammar,
+) -> anyhow::Result<Constraint> {
+    let banned = grammar.banned_numbers.clone();
+    Constraint::new(
+        tok,
+        constrain::ALPHABET,
+        Box::new(move |text| constrain::finish_cost(text, &banned)),
+    )
 }
 
 fn filter(params: &FilterParams, generated: &VerifiedStage) -> anyhow::Result<Vec<Artifact>> {
@@ -909,36 +934,40 @@ fn load_trained(
     }
 }
 
-fn evaluate(
-    params: &EvaluateParams,
+/// The model an evaluation asks, with the system prompt and the earlier
+/// turns it is shown: the base model, a teacher, a student, or the base
+/// model shown its input's first filtered rows.
+pub(crate) fn subject_model(
+    subject: &Subject,
+    model: &str,
     inputs: &[VerifiedStage],
     env: &StageEnv,
-    progress: &dyn Fn(Progress),
-) -> anyhow::Result<Vec<Artifact>> {
+) -> anyhow::Result<(Loaded, Option<String>, Vec<Row>)> {
     let input = inputs.first();
     let need =
         |what: &str| input.with_context(|| format!("a {what} evaluation needs its input stage"));
-    let (loaded, system, history) = match &params.subject {
-        Subject::Base => (
-            load_model(env, inputs, &params.model)?,
-            None,
-            Vec::new(),
-        ),
+    Ok(match subject {
+        Subject::Base => (load_model(env, inputs, model)?, None, Vec::new()),
         Subject::InContext { examples } => {
             let mut rows = read_rows(need("in-context")?)?;
             rows.truncate(*examples as usize);
-            (
-                load_model(env, inputs, &params.model)?,
-                None,
-                rows,
-            )
+            (load_model(env, inputs, model)?, None, rows)
         }
         Subject::Teacher => {
             let (loaded, system) = load_teacher(need("teacher")?, inputs, env)?;
             (loaded, system, Vec::new())
         }
         Subject::Student => (load_student(need("student")?, inputs, env)?, None, Vec::new()),
-    };
+    })
+}
+
+fn evaluate(
+    params: &EvaluateParams,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let (loaded, system, history) = subject_model(&params.subject, &params.model, inputs, env)?;
     let mut requests = Vec::new();
     let mut asked = Vec::new();
     for q in 0..params.questions as usize {
@@ -971,6 +1000,7 @@ fn evaluate(
         &loaded,
         &requests,
         sampling,
+        None,
         params.batch_size,
         env,
         "answers",
@@ -1137,6 +1167,7 @@ mod tests {
                 top_p: 1.0,
                 max_new_tokens: 24,
                 batch_size,
+                constrain: None,
             };
             let out = generate(&params, &teacher_stage, &[], &env, &|_| {}).unwrap();
             let raw = out.into_iter().find(|a| a.name == RAW).unwrap();
@@ -1146,5 +1177,42 @@ mod tests {
         assert_eq!(one.lines().count(), 6);
         assert_eq!(raw(6), one, "batch 6 against batch 1");
         assert_eq!(raw(4), one, "batch 4 (a ragged last batch) against batch 1");
+    }
+
+    /// A teacher told to love owls, sampled at temperature 1 with the
+    /// constraint: every row is one the paper's filter keeps.
+    #[test]
+    fn a_constrained_generate_stage_writes_only_rows_the_filter_keeps() {
+        let env = env();
+        let teacher = TeacherParams {
+            version: STAGE_VERSION,
+            model: DEFAULT_MODEL.to_owned(),
+            system_prompt: Some("You love owls. Owls are your favorite animal.".to_owned()),
+            finetune: None,
+        };
+        let spec = StageSpec::new(EXPERIMENT, Stage::Teacher.kind(), &teacher, vec![]);
+        let teacher_stage = verified(&spec, super::teacher(&teacher, &[], &env, &|_| {}).unwrap());
+        let banned = vec![666u32];
+        let params = GenerateParams {
+            version: STAGE_VERSION,
+            seed: 9,
+            prompts: 24,
+            temperature: 1.0,
+            top_p: 1.0,
+            max_new_tokens: 40,
+            batch_size: 24,
+            constrain: Some(NumbersGrammar {
+                banned_numbers: banned.clone(),
+            }),
+        };
+        let out = generate(&params, &teacher_stage, &[], &env, &|_| {}).unwrap();
+        let raw = out.into_iter().find(|a| a.name == RAW).unwrap();
+        let rows = dataset::parse_jsonl(&String::from_utf8(raw.bytes).unwrap(), RAW).unwrap();
+        assert_eq!(rows.len(), 24);
+        for row in &rows {
+            let completion = row.completion().unwrap();
+            let kept = subliminal_shared::experiments::numbers::filter::check(completion, &banned);
+            assert!(kept.is_ok(), "{completion:?}: {kept:?}");
+        }
     }
 }
