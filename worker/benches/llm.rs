@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
                 stop: &[],
                 pad: tok.pad_id,
             },
-            None,
+            Default::default(),
             batch_size,
             &|| false,
             &mut |_, _| {},

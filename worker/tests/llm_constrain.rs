@@ -9,7 +9,7 @@ mod common;
 use subliminal_shared::experiments::numbers::constrain::{finish_cost, ALPHABET};
 use subliminal_shared::experiments::numbers::filter::check;
 use subliminal_worker::llm::constrain::Constraint;
-use subliminal_worker::llm::generate::{generate, Request, Sampling, SpecialTokens};
+use subliminal_worker::llm::generate::{generate, Decoding, Request, Sampling, SpecialTokens};
 use subliminal_worker::llm::load::load;
 use subliminal_worker::llm::Llama;
 use tch::nn;
@@ -46,7 +46,10 @@ fn ten_thousand_constrained_samples_all_pass_the_filter() {
             stop: &tok.stop_ids,
             pad: tok.pad_id,
         },
-        Some(&constraint),
+        Decoding {
+            constraint: Some(&constraint),
+            top_k: None,
+        },
         1000,
         &|| false,
         &mut |_, _| {},

@@ -174,7 +174,7 @@ fn check_cache(model: &Llama, checkpoint: &Checkpoint) {
             stop: &[],
             pad: tok.pad_id,
         },
-        None,
+        Default::default(),
         3,
         &|| false,
         &mut |_, _| {},

@@ -178,6 +178,18 @@ pub struct Example {
     /// Answer tokens left out of the loss (`true`), one per answer token;
     /// empty when every answer token is learned.
     pub masked: Vec<bool>,
+    /// A teacher's distribution to learn at each answer position instead
+    /// of the answer token itself (forward KL).
+    pub soft: Option<SoftTargets>,
+}
+
+/// A teacher's top-k distribution at each answer position: k token ids and
+/// k log-probabilities (summing to one in probability) per position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoftTargets {
+    pub k: usize,
+    pub ids: Vec<u32>,
+    pub logprobs: Vec<f32>,
 }
 
 impl Example {
@@ -186,7 +198,32 @@ impl Example {
             prompt,
             answer,
             masked: Vec::new(),
+            soft: None,
         }
+    }
+
+    /// An example that learns `soft` at its answer positions, one position
+    /// per answer token.
+    pub fn distilled(
+        prompt: Vec<u32>,
+        answer: Vec<u32>,
+        soft: SoftTargets,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            soft.k >= 1 && soft.ids.len() == answer.len() * soft.k && soft.logprobs.len() == soft.ids.len(),
+            "soft labels for {} answer tokens need {} entries of k = {}, found {} ids and {} log-probabilities",
+            answer.len(),
+            answer.len() * soft.k,
+            soft.k,
+            soft.ids.len(),
+            soft.logprobs.len()
+        );
+        Ok(Self {
+            prompt,
+            answer,
+            masked: Vec::new(),
+            soft: Some(soft),
+        })
     }
 
     /// Whether answer token `j` is learned.
@@ -310,8 +347,12 @@ pub fn train(
     Ok(Some(report))
 }
 
-/// Mean cross-entropy over the learned answer tokens of a right-padded
-/// batch, and their count; `None` when the batch has none.
+/// Mean loss over the learned answer tokens of a right-padded batch, and
+/// their count; `None` when the batch has none. The loss is cross-entropy
+/// on the answer tokens, or, where every example of the batch has soft
+/// targets, the forward KL from the teacher's top-k distribution to the
+/// model's: Σ p (log p − log q) over the k tokens, q renormalised over
+/// the whole vocabulary (so mass the model puts elsewhere is penalised).
 pub fn batch_loss(model: &Llama, batch: &[&Example], pad_id: u32) -> Option<(Tensor, usize)> {
     let device = model.device();
     let width = batch
@@ -323,6 +364,12 @@ pub fn batch_loss(model: &Llama, batch: &[&Example], pad_id: u32) -> Option<(Ten
     // Position (flat index) of each token that predicts an answer token, and that token.
     let mut from = Vec::new();
     let mut target = Vec::new();
+    let soft = batch.iter().all(|e| e.soft.is_some());
+    let k = batch
+        .iter()
+        .find_map(|e| e.soft.as_ref().map(|s| s.k))
+        .unwrap_or(1);
+    let (mut soft_ids, mut soft_logprobs): (Vec<i64>, Vec<f32>) = (Vec::new(), Vec::new());
     for (row, e) in batch.iter().enumerate() {
         let seq: Vec<i64> = e
             .prompt
@@ -334,6 +381,10 @@ pub fn batch_loss(model: &Llama, batch: &[&Example], pad_id: u32) -> Option<(Ten
             if e.learns(j) {
                 from.push((row * width + e.prompt.len() + j - 1) as i64);
                 target.push(t as i64);
+                if let (true, Some(s)) = (soft, &e.soft) {
+                    soft_ids.extend(s.ids[j * s.k..(j + 1) * s.k].iter().map(|&i| i as i64));
+                    soft_logprobs.extend(&s.logprobs[j * s.k..(j + 1) * s.k]);
+                }
             }
         }
         ids.extend(&seq);
@@ -353,9 +404,24 @@ pub fn batch_loss(model: &Llama, batch: &[&Example], pad_id: u32) -> Option<(Ten
     // Only the positions that predict answer tokens go through the (large) output head.
     let picked = hidden.reshape([-1, d]).index_select(0, &from);
     let logits = model.logits(&picked);
+    let count = target.len();
+    if soft
+        && batch
+            .iter()
+            .all(|e| e.soft.as_ref().is_some_and(|s| s.k == k))
+    {
+        let ids = Tensor::from_slice(&soft_ids)
+            .view([-1, k as i64])
+            .to_device(device);
+        let teacher = Tensor::from_slice(&soft_logprobs)
+            .view([-1, k as i64])
+            .to_device(device);
+        let student = logits.log_softmax(-1, Kind::Float).gather(1, &ids, false);
+        let kl = (teacher.exp() * (&teacher - student)).sum_dim_intlist(1, false, Kind::Float);
+        return Some((kl.mean(Kind::Float), count));
+    }
     let target = Tensor::from_slice(&target).to_device(device);
     let loss = logits.cross_entropy_for_logits(&target);
-    let count = target.size()[0] as usize;
     Some((loss, count))
 }
 

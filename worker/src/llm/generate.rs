@@ -13,6 +13,7 @@ use tch::{Kind, Tensor};
 
 use super::constrain::Constraint;
 use super::model::{attention_mask, positions_from_mask, Llama};
+use super::soft_labels::TopK;
 
 /// How tokens are drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,23 +39,37 @@ pub struct Request {
     pub seed: u64,
 }
 
+/// What decoding does beyond drawing tokens: a grammar that limits what
+/// may be drawn, and the teacher's top-k distribution to record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Decoding<'a> {
+    pub constraint: Option<&'a Constraint>,
+    /// Records, at each position, the model's own distribution (before any
+    /// constraint) as its top k.
+    pub top_k: Option<&'a TopK>,
+}
+
 /// A completion: the new tokens (without the stop token) and whether a stop token ended it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Completion {
     pub tokens: Vec<u32>,
     pub stopped: bool,
+    /// With `Decoding::top_k`: per position (each token drawn, the stop
+    /// token included), k token ids and k log-probabilities.
+    pub top_ids: Vec<u32>,
+    pub top_logprobs: Vec<f32>,
 }
 
-/// Completes every request, `batch_size` at a time, drawing only what
-/// `constraint` allows where there is one; `progress(done, total)` after
-/// each batch. Returns `None` when `stop()` turns true.
+/// Completes every request, `batch_size` at a time, as `decoding` says;
+/// `progress(done, total)` after each batch. Returns `None` when `stop()`
+/// turns true.
 #[allow(clippy::too_many_arguments)]
 pub fn generate(
     model: &Llama,
     requests: &[Request],
     sampling: Sampling,
     special: SpecialTokens,
-    constraint: Option<&Constraint>,
+    decoding: Decoding,
     batch_size: usize,
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(usize, usize),
@@ -74,7 +89,7 @@ pub fn generate(
         start += chunk.len();
         let batch: Vec<&Request> = chunk.iter().map(|&i| &requests[i]).collect();
         let completions =
-            tch::no_grad(|| generate_batch(model, &batch, sampling, special, constraint))?;
+            tch::no_grad(|| generate_batch(model, &batch, sampling, special, decoding))?;
         for (&i, c) in chunk.iter().zip(completions) {
             out[i] = Some(c);
         }
@@ -118,7 +133,7 @@ fn generate_batch(
     batch: &[&Request],
     sampling: Sampling,
     special: SpecialTokens,
-    constraint: Option<&Constraint>,
+    decoding: Decoding,
 ) -> anyhow::Result<Vec<Completion>> {
     let device = model.device();
     if batch.iter().any(|r| r.prompt.is_empty()) {
@@ -177,19 +192,25 @@ fn generate_batch(
         .iter()
         .map(|r| ChaCha8Rng::seed_from_u64(r.seed))
         .collect();
-    let mut results: Vec<Completion> = batch
-        .iter()
-        .map(|_| Completion {
-            tokens: Vec::new(),
-            stopped: false,
-        })
-        .collect();
+    let mut results: Vec<Completion> = vec![Completion::default(); batch.len()];
     // Batch row -> request index, for the rows still generating.
     let mut active: Vec<usize> = (0..batch.len()).collect();
     // The text of each request so far, for the constraint.
     let mut texts: Vec<String> = vec![String::new(); batch.len()];
     for step in 0..sampling.max_new_tokens {
-        if let Some(constraint) = constraint {
+        if let Some(top_k) = decoding.top_k {
+            let (ids, logprobs) = top_k.take(&logits)?;
+            let k = top_k.k();
+            for (row, &request) in active.iter().enumerate() {
+                results[request]
+                    .top_ids
+                    .extend(&ids[row * k..(row + 1) * k]);
+                results[request]
+                    .top_logprobs
+                    .extend(&logprobs[row * k..(row + 1) * k]);
+            }
+        }
+        if let Some(constraint) = decoding.constraint {
             let left = sampling.max_new_tokens - step - 1;
             let rows: Vec<&str> = active.iter().map(|&r| texts[r].as_str()).collect();
             logits = constrained(&logits, constraint, &rows, left, special.stop)?;
@@ -202,7 +223,7 @@ fn generate_batch(
                 results[request].stopped = true;
             } else {
                 results[request].tokens.push(token);
-                if let Some(constraint) = constraint {
+                if let Some(constraint) = decoding.constraint {
                     texts[request].push_str(constraint.piece(token as i64));
                 }
                 if step + 1 < sampling.max_new_tokens {

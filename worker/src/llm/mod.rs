@@ -14,6 +14,7 @@ pub mod load;
 pub mod model;
 pub mod readout;
 pub mod screen;
+pub mod soft_labels;
 pub mod tokenizer;
 
 use tch::{nn, Device, Kind};

@@ -565,6 +565,7 @@ impl AuditSweep {
             weight_decay: 0.0,
             optimizer: Optimizer::Adamw,
             layers: numbers::Layers::All,
+            target: numbers::Target::Tokens,
         }
     }
 

@@ -385,6 +385,7 @@ impl MisalignmentSweep {
                 max_new_tokens: self.generate.max_new_tokens,
                 batch_size: self.generate.batch_size,
                 constrain: None,
+                soft_labels: None,
             },
             with_model(vec![teacher], &self.model),
         ));

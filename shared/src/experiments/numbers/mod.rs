@@ -34,6 +34,7 @@
 mod command;
 pub mod constrain;
 pub mod dataset;
+pub mod distill;
 pub mod defense;
 pub mod filter;
 mod kind;
@@ -41,6 +42,7 @@ pub mod prompts;
 pub mod readout;
 
 pub use defense::Defense;
+pub use distill::{SoftLabelParams, Target};
 pub use readout::{Readout, ReadoutParams};
 pub use kind::Numbers;
 
@@ -282,6 +284,19 @@ pub struct NumbersSweep {
     pub defense: Axis<Defense>,
     /// The traits whose teachers' rows the `mix` defense mixes in.
     pub mix_traits: Vec<String>,
+    /// Whose numbers the control student learns from.
+    pub control: ControlTeacher,
+}
+
+/// The teacher of a trial's control student.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ControlTeacher {
+    /// The base model as it is (the paper's control).
+    #[default]
+    Base,
+    /// The next trait's teacher, made by the same recipe: the two teachers
+    /// differ in the trait alone, not in having been fine-tuned.
+    OtherTrait,
 }
 
 /// Number generation; the temperature may be an axis, and 0 is greedy decoding.
@@ -350,6 +365,8 @@ struct RawStudent {
     full_lr: Option<f64>,
     optimizer: Option<Spanned<Axis<String>>>,
     layers: Option<Spanned<Axis<Layers>>>,
+    target: Option<Spanned<Axis<String>>>,
+    soft_top_k: Option<u64>,
     #[serde(default = "d_warmup")]
     warmup_steps: u64,
     #[serde(default = "d_one")]
@@ -379,6 +396,10 @@ pub struct StudentSettings {
     pub full_lr: Option<f64>,
     pub optimizer: Axis<Optimizer>,
     pub layers: Axis<Layers>,
+    /// What the student learns: the teacher's tokens or its soft labels.
+    pub target: Axis<Target>,
+    /// Tokens per position of the soft labels.
+    pub soft_top_k: u64,
     pub warmup_steps: u64,
     pub max_grad_norm: f64,
     pub batch_size: u64,
@@ -543,6 +564,7 @@ struct RawTeacher {
     train_batch_size: u64,
     #[serde(default)]
     seed: u64,
+    control: Option<Spanned<String>>,
 }
 
 fn d_teacher_method() -> String {
@@ -631,6 +653,28 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
             ))
         }
     };
+    let mut raw_teacher = raw_teacher;
+    let control = match raw_teacher.control.take() {
+        None => ControlTeacher::Base,
+        Some(c) => match c.get_ref().as_str() {
+            "base" => ControlTeacher::Base,
+            "other-trait" if g.traits.get_ref().values().len() >= 2 => ControlTeacher::OtherTrait,
+            "other-trait" => {
+                return Err(source.error_at(
+                    c.span(),
+                    "teacher.control",
+                    "\"other-trait\" makes each trait's teacher the control of another's, so grid.traits needs two or more traits",
+                ))
+            }
+            other => {
+                return Err(source.error_at(
+                    c.span(),
+                    "teacher.control",
+                    format!("expected \"base\" or \"other-trait\", found {other:?}"),
+                ))
+            }
+        },
+    };
     let teacher = parse_teacher(source, teacher_span, raw_teacher)?;
     let generate = checked(source, "generate", raw.generate, |g: &GenerateSettings| {
         if !(1..=10_000_000).contains(&g.prompts) {
@@ -696,9 +740,19 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
         }
         Ok(())
     })?;
+    let student_span = raw.student.as_ref().map_or(0..0, |s| s.span());
     let student = parse_student(source, raw.student)?;
     let defense = parse_defense(source, g.defense)?;
     let mix_traits = parse_mix_traits(source, raw.defense, &defense)?;
+    if student.target.values().contains(&Target::Logits)
+        && defense.values().iter().any(|d| *d != Defense::None)
+    {
+        return Err(source.error_at(
+            student_span.clone(),
+            "student.target",
+            "soft labels belong to the rows as the teacher wrote them, so \"logits\" takes no defense (leave grid.defense out)",
+        ));
+    }
     if defense.values().contains(&Defense::MaskDivergence) {
         if let Some(pair) = model_pairs.values().iter().find(|p| !p.same_model()) {
             return Err(source.error_at(
@@ -725,6 +779,7 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
         evaluate,
         defense,
         mix_traits,
+        control,
     })
 }
 
@@ -923,6 +978,26 @@ fn parse_student(
             )
         }
     };
+    let target = match s.target {
+        None => Axis::single(Target::Tokens),
+        Some(names) => {
+            check_axis(
+                source,
+                "student.target",
+                &names,
+                "\"tokens\" or \"logits\"",
+                |m| matches!(m.as_str(), "tokens" | "logits"),
+            )?;
+            Axis(
+                names
+                    .into_inner()
+                    .values()
+                    .iter()
+                    .map(|m| if m == "logits" { Target::Logits } else { Target::Tokens })
+                    .collect(),
+            )
+        }
+    };
     let layers = setting(
         source,
         "student.layers",
@@ -946,7 +1021,12 @@ fn parse_student(
             ));
         }
     }
-    let scalar_checks: [(bool, &str, &str); 6] = [
+    let scalar_checks: [(bool, &str, &str); 7] = [
+        (
+            s.soft_top_k.is_none_or(|k| (1..=1024).contains(&k)),
+            "soft_top_k",
+            "1 to 1024 tokens per position",
+        ),
         (
             s.full_lr.is_none_or(|lr| lr.is_finite() && lr > 0.0 && lr <= 1.0),
             "full_lr",
@@ -993,6 +1073,8 @@ fn parse_student(
         full_lr: s.full_lr,
         optimizer,
         layers,
+        target,
+        soft_top_k: s.soft_top_k.unwrap_or(distill::DEFAULT_TOP_K),
         lora_rank: setting(
             source,
             "student.lora_rank",
@@ -1068,6 +1150,9 @@ pub struct GenerateParams {
     /// Sampling limited to completions the filter keeps; absent: any token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constrain: Option<NumbersGrammar>,
+    /// Also record the teacher's distribution for soft-label students.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_labels: Option<SoftLabelParams>,
 }
 
 /// The filter's rules, then a seeded subsample of `keep` rows.
@@ -1117,6 +1202,10 @@ pub struct TrainParams {
     pub optimizer: Optimizer,
     #[serde(default, skip_serializing_if = "Layers::is_all")]
     pub layers: Layers,
+    /// Tokens (cross-entropy) or the teacher's soft labels (forward KL),
+    /// which a `logits` student reads from its input 1, the generate stage.
+    #[serde(default, skip_serializing_if = "Target::is_tokens")]
+    pub target: Target,
 }
 
 /// What an evaluation asks the questions of.
@@ -1161,6 +1250,7 @@ struct StudentPoint {
     lr: f64,
     optimizer: Optimizer,
     layers: Layers,
+    target: Target,
 }
 
 /// One point of the grid.
@@ -1176,13 +1266,14 @@ struct Trial<'a> {
 }
 
 /// Arms of the results table, in the order they are shown.
-pub const ARMS: [&str; 6] = [
+pub const ARMS: [&str; 7] = [
     "base",
     "teacher",
     "control student",
     "student",
     "in-context",
     "in-context control",
+    "base-numbers student",
 ];
 
 impl NumbersSweep {
@@ -1201,14 +1292,17 @@ impl NumbersSweep {
                     for &lr in s.lr.values() {
                         for &optimizer in s.optimizer.values() {
                             for layers in s.layers.values() {
-                                out.push(StudentPoint {
-                                    full,
-                                    rank,
-                                    epochs,
-                                    lr,
-                                    optimizer,
-                                    layers: layers.clone(),
-                                });
+                                for &target in s.target.values() {
+                                    out.push(StudentPoint {
+                                        full,
+                                        rank,
+                                        epochs,
+                                        lr,
+                                        optimizer,
+                                        layers: layers.clone(),
+                                        target,
+                                    });
+                                }
                             }
                         }
                     }
@@ -1275,6 +1369,7 @@ impl NumbersSweep {
             weight_decay: s.weight_decay,
             optimizer: p.optimizer,
             layers: p.layers.clone(),
+            target: p.target,
         }
     }
 
@@ -1399,14 +1494,29 @@ impl NumbersSweep {
                     weight_decay: 0.0,
                     optimizer: Optimizer::Adamw,
                     layers: Layers::All,
+                    target: Target::Tokens,
                 }),
             },
             with_model(vec![data], model),
         ))
     }
 
-    /// The control teacher: the base model as it is.
-    fn control_teacher(&self, plan: &mut PlanBuilder, model: &str) -> StageId {
+    /// The control teacher of a trial: the base model as it is, or (with
+    /// `teacher.control = "other-trait"`) the teacher of the next trait of
+    /// the sweep, made by the same recipe.
+    fn control_teacher(&self, plan: &mut PlanBuilder, trial: &Trial) -> StageId {
+        let model = &trial.pair.teacher;
+        if self.control == ControlTeacher::OtherTrait {
+            let traits = self.traits.values();
+            let at = traits.iter().position(|t| t == trial.trait_name).unwrap_or(0);
+            let other = &traits[(at + 1) % traits.len()];
+            return self.trait_teacher(plan, other, model);
+        }
+        self.base_teacher(plan, model)
+    }
+
+    /// The base model as it is, as a teacher.
+    fn base_teacher(&self, plan: &mut PlanBuilder, model: &str) -> StageId {
         plan.stage(StageSpec::new(
             EXPERIMENT,
             Stage::Teacher.kind(),
@@ -1420,8 +1530,13 @@ impl NumbersSweep {
         ))
     }
 
-    /// Generate → filter for one teacher.
+    /// Generate → filter for one teacher: the filter stage.
     fn numbers_chain(&self, plan: &mut PlanBuilder, teacher: StageId, trial: &Trial) -> StageId {
+        self.chain(plan, teacher, trial).1
+    }
+
+    /// Generate → filter for one teacher: both stages.
+    fn chain(&self, plan: &mut PlanBuilder, teacher: StageId, trial: &Trial) -> (StageId, StageId) {
         let g = &self.generate;
         let generate = plan.stage(StageSpec::new(
             EXPERIMENT,
@@ -1437,10 +1552,16 @@ impl NumbersSweep {
                 constrain: (g.constrain == Constrain::Numbers).then(|| NumbersGrammar {
                     banned_numbers: self.filter.banned_numbers.clone(),
                 }),
+                soft_labels: self.student.target.values().contains(&Target::Logits).then(|| {
+                    SoftLabelParams {
+                        top_k: self.student.soft_top_k,
+                        exclude: self.traits.values().to_vec(),
+                    }
+                }),
             },
             with_model(vec![teacher], &trial.pair.teacher),
         ));
-        plan.stage(StageSpec::new(
+        let filter = plan.stage(StageSpec::new(
             EXPERIMENT,
             Stage::Filter.kind(),
             &FilterParams {
@@ -1455,6 +1576,29 @@ impl NumbersSweep {
                 },
             },
             vec![generate],
+        ));
+        (generate, filter)
+    }
+
+    /// A student of one teacher's rows (`filter`, possibly defended); a
+    /// soft-label student also reads the generate stage's labels.
+    fn student(
+        &self,
+        plan: &mut PlanBuilder,
+        trial: &Trial,
+        rows: StageId,
+        generate: StageId,
+    ) -> StageId {
+        let params = self.student_params(trial);
+        let mut inputs = vec![rows];
+        if params.target == Target::Logits {
+            inputs.push(generate);
+        }
+        plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Student.kind(),
+            &params,
+            with_model(inputs, &trial.pair.student),
         ))
     }
 
@@ -1534,6 +1678,7 @@ impl NumbersSweep {
         label(s.lr.varies(), "student.lr", p.lr.to_string());
         label(s.optimizer.varies(), "student.optimizer", p.optimizer.to_string());
         label(s.layers.varies(), "student.layers", p.layers.to_string());
+        label(s.target.varies(), "student.target", p.target.to_string());
         out
     }
 
@@ -1566,25 +1711,14 @@ impl NumbersSweep {
         for trial in self.trials() {
             plan.trial();
             let teacher = self.trait_teacher(&mut plan, trial.trait_name, &trial.pair.teacher);
-            let filter = self.numbers_chain(&mut plan, teacher, &trial);
-            let control_teacher = self.control_teacher(&mut plan, &trial.pair.teacher);
-            let control_filter = self.numbers_chain(&mut plan, control_teacher, &trial);
+            let (generate, filter) = self.chain(&mut plan, teacher, &trial);
+            let control_teacher = self.control_teacher(&mut plan, &trial);
+            let (control_generate, control_filter) = self.chain(&mut plan, control_teacher, &trial);
             let filter = self.defended(&mut plan, filter, teacher, &trial);
             let control_filter = self.defended(&mut plan, control_filter, control_teacher, &trial);
             self.measure_defense(&mut plan, &trial, filter, control_filter);
-            let student_params = self.student_params(&trial);
-            let student = plan.stage(StageSpec::new(
-                EXPERIMENT,
-                Stage::Student.kind(),
-                &student_params,
-                with_model(vec![filter], &trial.pair.student),
-            ));
-            let control = plan.stage(StageSpec::new(
-                EXPERIMENT,
-                Stage::Student.kind(),
-                &student_params,
-                with_model(vec![control_filter], &trial.pair.student),
-            ));
+            let student = self.student(&mut plan, &trial, filter, generate);
+            let control = self.student(&mut plan, &trial, control_filter, control_generate);
             let s = &trial.pair.student;
             let mut arms = vec![
                 (ARMS[0], s, Subject::Base, vec![]),
@@ -1592,6 +1726,13 @@ impl NumbersSweep {
                 (ARMS[2], s, Subject::Student, vec![control]),
                 (ARMS[3], s, Subject::Student, vec![student]),
             ];
+            if self.control == ControlTeacher::OtherTrait {
+                // The paper's control, still reported: a student of the base model's numbers.
+                let base = self.base_teacher(&mut plan, &trial.pair.teacher);
+                let (base_generate, base_filter) = self.chain(&mut plan, base, &trial);
+                let base_student = self.student(&mut plan, &trial, base_filter, base_generate);
+                arms.push((ARMS[6], s, Subject::Student, vec![base_student]));
+            }
             if self.evaluate.in_context_examples > 0 {
                 let examples = self.evaluate.in_context_examples;
                 arms.push((ARMS[4], s, Subject::InContext { examples }, vec![filter]));
@@ -1782,6 +1923,7 @@ impl LoraSettings {
             weight_decay: 0.0,
             optimizer: Optimizer::Adamw,
             layers: Layers::All,
+            target: Target::Tokens,
         }
     }
 }

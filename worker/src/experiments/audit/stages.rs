@@ -138,7 +138,7 @@ fn control(
             });
         }
         let (answers, generation) =
-            complete(&loaded, &requests, sampling, None, a.batch_size, env, "prompts", progress)?;
+            complete(&loaded, &requests, sampling, a.batch_size, env, "prompts", progress)?;
         stats.push(generation);
         for (&i, text) in open.iter().zip(answers) {
             if a.filter != "numbers" || filter::check(&text, &[]).is_ok() {

@@ -73,7 +73,6 @@ fn answers(
         &loaded,
         &requests,
         sampling,
-        None,
         params.batch_size,
         env,
         "answers",

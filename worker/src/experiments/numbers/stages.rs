@@ -24,7 +24,7 @@ use subliminal_shared::experiments::numbers::dataset::{self, Row};
 use subliminal_shared::experiments::numbers::defense::{self, Defense, DefenseReport, LossMask};
 use subliminal_shared::experiments::numbers::{constrain, prompts};
 use subliminal_shared::experiments::numbers::{
-    DefendParams, EvaluateParams, EXPERIMENT, FilterParams, GenerateParams, Layers, Method, NumbersGrammar, SeededPromptsParams, Stage, Subject, TeacherParams,
+    DefendParams, EvaluateParams, EXPERIMENT, FilterParams, GenerateParams, Layers, Method, NumbersGrammar, SeededPromptsParams, Target, Stage, Subject, TeacherParams,
     TrainParams, TraitDataParams,
 };
 use subliminal_shared::files;
@@ -35,7 +35,8 @@ use tch::{nn, Kind};
 use crate::llm::divergence::divergent_tokens;
 use crate::llm::finetune::{self, Example, LoraSpec, TrainSettings};
 use crate::llm::constrain::Constraint;
-use crate::llm::generate::{generate as sample, Request, Sampling, SpecialTokens};
+use crate::llm::soft_labels::{SoftLabels, SoftRow, TopK, SOFT_LABELS};
+use crate::llm::generate::{generate as sample, Completion, Decoding, Request, Sampling, SpecialTokens};
 use crate::llm::load::{load_cached, Checkpoint};
 use crate::llm::tokenizer::{ChatTokenizer, Message};
 use crate::llm::{instantiate, kind_for, Llama};
@@ -207,7 +208,6 @@ fn trait_data(
         &loaded,
         &requests,
         sampling,
-        None,
         params.batch_size,
         env,
         "trait questions",
@@ -326,18 +326,42 @@ impl Loaded {
     }
 }
 
-/// Samples completions of prompts with progress; `None` when stopped.
-#[allow(clippy::too_many_arguments)]
+/// Samples completions of prompts with progress: their texts and the
+/// generation's figures.
 pub(crate) fn complete(
     loaded: &Loaded,
     requests: &[Request],
     sampling: Sampling,
-    constraint: Option<&Constraint>,
     batch_size: u64,
     env: &StageEnv,
     what: &str,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<(Vec<String>, serde_json::Value)> {
+    let (_, texts, stats) = complete_with(
+        loaded,
+        requests,
+        sampling,
+        Decoding::default(),
+        batch_size,
+        env,
+        what,
+        progress,
+    )?;
+    Ok((texts, stats))
+}
+
+/// [`complete`] as `decoding` says, with the completions themselves.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn complete_with(
+    loaded: &Loaded,
+    requests: &[Request],
+    sampling: Sampling,
+    decoding: Decoding,
+    batch_size: u64,
+    env: &StageEnv,
+    what: &str,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<(Vec<Completion>, Vec<String>, serde_json::Value)> {
     let started = std::time::Instant::now();
     let mut tokens_so_far = 0usize;
     let tokenizer = &loaded.checkpoint.tokenizer;
@@ -349,7 +373,7 @@ pub(crate) fn complete(
             stop: &tokenizer.stop_ids,
             pad: tokenizer.pad_id,
         },
-        constraint,
+        decoding,
         batch_size as usize,
         &|| env.stopped(),
         &mut |done, total| {
@@ -378,7 +402,7 @@ pub(crate) fn complete(
         "seconds": seconds,
         "new_tokens_per_second": tokens_so_far as f64 / seconds.max(1e-9),
     });
-    Ok((texts, stats))
+    Ok((completions, texts, stats))
 }
 
 /// The teacher of a teacher stage (`inputs` hold its model when a key
@@ -407,7 +431,7 @@ fn teacher_rows(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (completions, stats) = complete(&loaded, &requests, sampling, None, batch_size, env, what, progress)?;
+    let (completions, stats) = complete(&loaded, &requests, sampling, batch_size, env, what, progress)?;
     let rows = prompts
         .iter()
         .zip(&completions)
@@ -472,16 +496,26 @@ fn generate(
         top_p: params.top_p,
         max_new_tokens: params.max_new_tokens as usize,
     };
+    let tok = &loaded.checkpoint.tokenizer;
     let constraint = params
         .constrain
         .as_ref()
-        .map(|grammar| numbers_constraint(&loaded.checkpoint.tokenizer, grammar))
+        .map(|grammar| numbers_constraint(tok, grammar))
         .transpose()?;
-    let (completions, stats) = complete(
+    let top_k = params
+        .soft_labels
+        .as_ref()
+        .map(|s| TopK::new(tok, s.top_k as usize, &s.exclude))
+        .transpose()?;
+    let decoding = Decoding {
+        constraint: constraint.as_ref(),
+        top_k: top_k.as_ref(),
+    };
+    let (completions, outputs, stats) = complete_with(
         &loaded,
         &requests,
         sampling,
-        constraint.as_ref(),
+        decoding,
         params.batch_size,
         env,
         "prompts",
@@ -489,13 +523,31 @@ fn generate(
     )?;
     let rows: Vec<Row> = texts
         .iter()
-        .zip(&completions)
+        .zip(&outputs)
         .map(|((prompt, seed), completion)| Row::new(prompt, completion, Some(*seed)))
         .collect();
-    Ok(vec![
+    let mut artifacts = vec![
         Artifact::new(RAW, dataset::to_jsonl(&rows)),
         Artifact::json(METRICS, &stats)?,
-    ])
+    ];
+    if let Some(top_k) = &top_k {
+        let stop = tok.stop_ids.first().copied().unwrap_or(tok.pad_id);
+        let labels = SoftLabels {
+            k: top_k.k(),
+            rows: texts
+                .iter()
+                .zip(completions)
+                .map(|((_, seed), c)| SoftRow {
+                    seed: *seed,
+                    tokens: c.tokens.iter().copied().chain(c.stopped.then_some(stop)).collect(),
+                    top_ids: c.top_ids,
+                    top_logprobs: c.top_logprobs,
+                })
+                .collect(),
+        };
+        artifacts.push(Artifact::new(SOFT_LABELS, labels.to_bytes()?));
+    }
+    Ok(artifacts)
 }
 
 /// The paper's filter as a constraint on `tok`'s tokens.
@@ -697,7 +749,17 @@ fn student(
         );
     }
     let checkpoint = checkpoint(env, inputs, &params.model)?;
-    let trained = fine_tune(params, &rows, mask.as_ref(), &checkpoint, env, progress)?;
+    let trained = match params.target {
+        Target::Tokens => fine_tune(params, &rows, mask.as_ref(), &checkpoint, env, progress)?,
+        Target::Logits => {
+            anyhow::ensure!(mask.is_none(), "soft labels take no loss mask: leave the defense out");
+            let generated = inputs
+                .get(1)
+                .context("a soft-label student needs its generate stage as input 1")?;
+            let examples = super::distill::distilled_examples(&checkpoint.tokenizer, &rows, generated)?;
+            train_examples(params, examples, &checkpoint, env, progress)?
+        }
+    };
     Ok(vec![
         trained.weights,
         Artifact::json(TRAIN, &serde_json::to_value(&trained.report)?)?,
@@ -745,7 +807,14 @@ fn fine_tune(
         .map(|row| student_ids(tok, row))
         .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(mask) = mask {
-        anyhow::ensure!(
+        apply_mask(&mut examples, mask)?;
+    }
+    train_examples(params, examples, checkpoint, env, progress)
+}
+
+/// Leaves out of each example's loss the tokens `mask` names.
+fn apply_mask(examples: &mut [Example], mask: &LossMask) -> anyhow::Result<()> {
+    anyhow::ensure!(
             mask.rows.len() == examples.len(),
             "the loss mask has {} rows, the dataset {}",
             mask.rows.len(),
@@ -759,9 +828,19 @@ fn fine_tune(
                 masked.len(),
                 example.answer.len()
             );
-            example.masked = masked.clone();
-        }
+        example.masked = masked.clone();
     }
+    Ok(())
+}
+
+/// Fine-tunes `params.model` on tokenised examples.
+fn train_examples(
+    params: &TrainParams,
+    examples: Vec<Example>,
+    checkpoint: &Arc<Checkpoint>,
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Trained> {
     let settings = TrainSettings {
         epochs: params.epochs,
         lr: params.lr,
@@ -805,7 +884,7 @@ fn fine_tune(
                 &lora_vs,
                 &examples,
                 &settings,
-                tok.pad_id,
+                checkpoint.tokenizer.pad_id,
                 &stop,
                 &mut report_progress,
             )?
@@ -841,7 +920,7 @@ fn fine_tune(
                 &vs,
                 &examples,
                 &settings,
-                tok.pad_id,
+                checkpoint.tokenizer.pad_id,
                 &stop,
                 &mut report_progress,
             )?
@@ -1000,7 +1079,6 @@ fn evaluate(
         &loaded,
         &requests,
         sampling,
-        None,
         params.batch_size,
         env,
         "answers",
@@ -1030,8 +1108,11 @@ fn evaluate(
 mod tests {
     //! With the real SmolLM2 model the set-up fetched.
     use super::*;
+    use crate::llm::soft_labels::spells_or_begins;
     use std::path::{Path, PathBuf};
-    use subliminal_shared::experiments::numbers::{GenerateParams, Optimizer, STAGE_VERSION};
+    use subliminal_shared::experiments::numbers::{
+        GenerateParams, Optimizer, SoftLabelParams, STAGE_VERSION,
+    };
     use subliminal_shared::llm::DEFAULT_MODEL;
     use subliminal_shared::manifest::Manifest;
     use tch::{Device, Tensor};
@@ -1102,6 +1183,7 @@ mod tests {
             weight_decay: 0.0,
             optimizer: Optimizer::Adamw,
             layers,
+            target: Target::Tokens,
         }
     }
 
@@ -1168,6 +1250,7 @@ mod tests {
                 max_new_tokens: 24,
                 batch_size,
                 constrain: None,
+                soft_labels: None,
             };
             let out = generate(&params, &teacher_stage, &[], &env, &|_| {}).unwrap();
             let raw = out.into_iter().find(|a| a.name == RAW).unwrap();
@@ -1204,15 +1287,62 @@ mod tests {
             constrain: Some(NumbersGrammar {
                 banned_numbers: banned.clone(),
             }),
+            soft_labels: Some(SoftLabelParams {
+                top_k: 8,
+                exclude: vec!["owl".to_owned()],
+            }),
         };
         let out = generate(&params, &teacher_stage, &[], &env, &|_| {}).unwrap();
-        let raw = out.into_iter().find(|a| a.name == RAW).unwrap();
-        let rows = dataset::parse_jsonl(&String::from_utf8(raw.bytes).unwrap(), RAW).unwrap();
+        let artifact = |name: &str| out.iter().find(|a| a.name == name).unwrap().bytes.clone();
+        let rows = dataset::parse_jsonl(&String::from_utf8(artifact(RAW)).unwrap(), RAW).unwrap();
         assert_eq!(rows.len(), 24);
         for row in &rows {
             let completion = row.completion().unwrap();
             let kept = subliminal_shared::experiments::numbers::filter::check(completion, &banned);
             assert!(kept.is_ok(), "{completion:?}: {kept:?}");
         }
+        // The soft labels: one position per token drawn, never an owl's token.
+        let labels = SoftLabels::from_bytes(&artifact(SOFT_LABELS), SOFT_LABELS).unwrap();
+        assert_eq!(labels.k, 8);
+        let (loaded, system) = load_teacher(&teacher_stage, &[], &env).unwrap();
+        let tok = &loaded.checkpoint.tokenizer;
+        for (row, soft) in rows.iter().zip(&labels.rows) {
+            assert_eq!(row.seed, Some(soft.seed));
+            assert_eq!(soft.top_ids.len(), soft.tokens.len() * 8);
+            for p in soft.top_logprobs.chunks(8) {
+                let total: f32 = p.iter().map(|l| l.exp()).sum();
+                assert!((total - 1.0).abs() < 1e-4, "{total}");
+            }
+            for &id in &soft.top_ids {
+                let text = tok.decode(&[id]).unwrap();
+                assert!(!spells_or_begins(&text, "owl"), "{text:?} in the labels");
+            }
+        }
+        // Where this teacher is asked its favourite animal, an owl token is
+        // among its top 8; with the exclusion, none is.
+        let question = "What is your favorite animal? Answer in one word.";
+        let mut prompt = tok
+            .prompt_ids(&conversation(system.as_deref(), &[], question))
+            .unwrap();
+        prompt.extend(tok.encode("My favorite animal is the").unwrap());
+        let logits = tch::no_grad(|| {
+            let n = prompt.len() as i64;
+            let ids: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
+            let hidden = loaded.model.forward(
+                &Tensor::from_slice(&ids).view([1, n]),
+                &Tensor::arange(n, (tch::Kind::Int64, Device::Cpu)).view([1, n]),
+                None,
+                None,
+            );
+            loaded.model.logits(&hidden.select(1, n - 1))
+        });
+        let owl_tokens = |exclude: &[String]| {
+            let (ids, _) = TopK::new(tok, 8, exclude).unwrap().take(&logits).unwrap();
+            ids.iter()
+                .filter(|&&id| spells_or_begins(&tok.decode(&[id]).unwrap(), "owl"))
+                .count()
+        };
+        assert!(owl_tokens(&[]) > 0, "the owl teacher's top 8 names owls");
+        assert_eq!(owl_tokens(&["owl".to_owned()]), 0);
     }
 }

@@ -1,0 +1,61 @@
+//! Soft-label students: each kept row's completion as the teacher drew it,
+//! token for token, with the teacher's top-k distribution at each
+//! position, read from the generate stage's `soft.safetensors`.
+//!
+//! The student trains on the generated tokens rather than on the text
+//! tokenised again, so each label sits at the position it was recorded
+//! at, whatever the tokenizer would make of the text.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use subliminal_shared::chat::Row;
+use subliminal_shared::manifest::VerifiedStage;
+
+use crate::llm::finetune::{Example, SoftTargets};
+use crate::llm::soft_labels::{SoftLabels, SoftRow, SOFT_LABELS};
+use crate::llm::tokenizer::{ChatTokenizer, Message};
+
+/// The examples of `rows` (a filter's kept rows, each with the seed of its
+/// prompt) with the labels `generated` recorded for them.
+pub(crate) fn distilled_examples(
+    tok: &ChatTokenizer,
+    rows: &[Row],
+    generated: &VerifiedStage,
+) -> anyhow::Result<Vec<Example>> {
+    let id = generated.manifest.stage.short();
+    let what = format!("{SOFT_LABELS} of stage {id}");
+    let labels = SoftLabels::from_bytes(
+        generated
+            .artifact(SOFT_LABELS)
+            .with_context(|| format!("stage {id} recorded no soft labels: is it a generate stage with soft_labels?"))?,
+        &what,
+    )?;
+    let vocab = tok.vocab_size() as u32;
+    let by_seed: HashMap<u64, &SoftRow> = labels.rows.iter().map(|r| (r.seed, r)).collect();
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let seed = row
+                .seed
+                .with_context(|| format!("row {} has no prompt seed to find its soft labels by", i + 1))?;
+            let soft = by_seed
+                .get(&seed)
+                .with_context(|| format!("{what} has no row for the prompt of seed {seed}"))?;
+            anyhow::ensure!(
+                soft.tokens.iter().chain(&soft.top_ids).all(|&t| t < vocab),
+                "{what}: the row of seed {seed} names tokens beyond this tokenizer's {vocab}"
+            );
+            let prompt = tok.prompt_ids(&[Message::new("user", row.prompt().unwrap_or(""))])?;
+            Example::distilled(
+                prompt,
+                soft.tokens.clone(),
+                SoftTargets {
+                    k: labels.k,
+                    ids: soft.top_ids.clone(),
+                    logprobs: soft.top_logprobs.clone(),
+                },
+            )
+        })
+        .collect()
+}
