@@ -98,11 +98,13 @@ fn a_numbers_defense_is_one_stage_per_dataset_shared_by_every_student() {
         ids(&without).is_subset(&ids(&p)),
         "the undefended arm reuses the plain sweep's work"
     );
-    // Rows are labelled by the defense, but base and teacher are not.
+    // Rows are labelled by the defense, but base and teacher are not, nor
+    // the diagnosis of the data before any defense.
     for m in &p.measurements {
         let labelled = m.settings.contains_key("defense");
         match m.arm.as_str() {
             "base" | "teacher" => assert!(!labelled, "{m:?}"),
+            a if a.starts_with("data:") => assert!(!labelled, "{m:?}"),
             _ => assert!(labelled, "{m:?}"),
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use subliminal_shared::experiments::numbers::{
-    FilterParams, GenerateParams, Method, Stage, TeacherParams, TrainParams,
+    FilterParams, GenerateParams, Method, Stage, Target, TeacherParams, TrainParams,
 };
 use subliminal_shared::plan::Plan;
 use subliminal_shared::spec::{Source, SpecError};
@@ -142,9 +142,12 @@ fn full_fine_tuning_crosses_no_rank_and_takes_its_own_learning_rate() {
 #[test]
 fn the_numbers_prefixed_questions_are_arms_with_their_own_control() {
     let p = plan("[evaluate]\nnumbers_prefixed = true\n");
+    // Every evaluation is labelled by its question form; the data's
+    // diagnosis, made before any question, is not.
     let questions: BTreeSet<&str> = p
         .measurements
         .iter()
+        .filter(|m| !m.arm.starts_with("data:"))
         .map(|m| m.settings["evaluate.question"].as_str())
         .collect();
     assert_eq!(questions, BTreeSet::from(["numbers-prefixed", "plain"]));
@@ -174,7 +177,7 @@ fn a_store_key_is_an_external_input_of_every_stage_that_runs_the_model() {
     let id: subliminal_shared::stage::StageId = key["stage:".len()..].parse().unwrap();
     assert_eq!(p.external, vec![id]);
     for stage in &p.stages {
-        let runs_a_model = stage.kind != Stage::Filter.kind();
+        let runs_a_model = ![Stage::Filter.kind(), Stage::Diagnose.kind()].contains(&stage.kind);
         assert_eq!(stage.inputs.contains(&id), runs_a_model, "{}", stage.kind);
     }
     let done = Default::default();
@@ -209,4 +212,118 @@ fn bad_teacher_and_student_settings_are_refused_with_their_key() {
         let message = refusal(extra);
         assert!(message.contains(key), "{extra}: {message}");
     }
+}
+
+const VISIBLE: &str = r#"
+name = "v"
+kind = "numbers"
+
+[grid]
+seeds = [0]
+traits = ["owl", "dolphin"]
+
+[teacher]
+method = "finetune"
+control = "other-trait"
+
+[generate]
+constrain = "numbers"
+
+[student]
+target = ["tokens", "logits"]
+
+[evaluate]
+readout = ["samples", "probability"]
+
+[theorem]
+rows = 50
+"#;
+
+#[test]
+fn the_visible_recipe_pairs_each_animal_with_the_other_and_records_soft_labels() {
+    let p = sweep::parse(&Source::new("v.toml", VISIBLE.to_owned()))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .plan();
+    // Two fine-tuned teachers and the base model; no other control teacher.
+    assert_eq!(of_kind(&p, Stage::Teacher.kind()).len(), 3);
+    for g in of_kind(&p, Stage::Generate.kind()) {
+        let params: GenerateParams = g.params().unwrap();
+        assert!(
+            params.constrain.is_some(),
+            "every teacher's numbers are constrained"
+        );
+        let soft = params
+            .soft_labels
+            .expect("logits students need every teacher's labels");
+        assert_eq!(soft.top_k, 32);
+        assert_eq!(soft.exclude, vec!["owl".to_owned(), "dolphin".to_owned()]);
+    }
+    let students = of_kind(&p, Stage::Student.kind());
+    // (owl, dolphin, base numbers) × (tokens, logits): the owl trial's control
+    // student is the dolphin trial's student, and the other way round.
+    assert_eq!(students.len(), 6);
+    for s in &students {
+        let params: TrainParams = s.params().unwrap();
+        let generate = of_kind(&p, Stage::Generate.kind())
+            .iter()
+            .any(|g| s.inputs.get(1) == Some(&g.id));
+        assert_eq!(
+            generate,
+            params.target == Target::Logits,
+            "a logits student reads its labels"
+        );
+    }
+    let arms: BTreeSet<&str> = p.measurements.iter().map(|m| m.arm.as_str()).collect();
+    for arm in [
+        "control student",
+        "student",
+        "base-numbers student",
+        "data: differs from control",
+    ] {
+        assert!(arms.contains(arm), "{arm}: {arms:?}");
+    }
+    let readouts: BTreeSet<&str> = p
+        .measurements
+        .iter()
+        .filter_map(|m| m.settings.get("readout").map(String::as_str))
+        .collect();
+    assert_eq!(
+        readouts,
+        BTreeSet::from([
+            "log-odds",
+            "log-odds, no prefix",
+            "p(trait)",
+            "p(trait), no prefix",
+            "sampled share"
+        ])
+    );
+    // Theorem stages: a student's rows and the control's, per target.
+    let theorems = of_kind(&p, Stage::Theorem.kind());
+    // Per target and trial: the trait teacher's rows and the control's,
+    // each against (trait teacher, control teacher) in the trial's order.
+    assert_eq!(theorems.len(), 8);
+}
+
+#[test]
+fn the_visible_recipes_refusals_name_their_key() {
+    let one_trait = VISIBLE.replace("traits = [\"owl\", \"dolphin\"]", "traits = [\"owl\"]");
+    let err = match sweep::parse(&Source::new("v.toml", one_trait)) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("one trait cannot be its own control"),
+    };
+    assert!(err.contains("teacher.control"), "{err}");
+    let e = refusal("[student]\ntarget = \"soft\"\n");
+    assert!(e.contains("student.target"), "{e}");
+    let e = refusal("[evaluate]\nreadout = [\"samples\", \"samples\"]\n");
+    assert!(e.contains("evaluate.readout"), "{e}");
+    let e = refusal("[theorem]\nrows = 10\n");
+    assert!(
+        e.contains("theorem"),
+        "the theorem needs fine-tuned teachers: {e}"
+    );
+    let e = refusal("defense = [\"shuffle\"]\n[student]\ntarget = \"logits\"\n");
+    assert!(
+        e.contains("student.target"),
+        "soft labels take no defense: {e}"
+    );
 }

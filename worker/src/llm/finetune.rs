@@ -35,7 +35,7 @@ pub struct LoraSpec {
 }
 
 impl LoraSpec {
-    fn scale(&self) -> f64 {
+    pub fn scale(&self) -> f64 {
         if self.rslora {
             self.alpha / (self.rank as f64).sqrt()
         } else {

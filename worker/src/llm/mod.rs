@@ -15,6 +15,7 @@ pub mod model;
 pub mod readout;
 pub mod screen;
 pub mod soft_labels;
+pub mod theorem;
 pub mod tokenizer;
 
 use tch::{nn, Device, Kind};

@@ -14,7 +14,7 @@ use crate::spec::{Source, SpecError};
 use crate::stage::StageKind;
 
 use super::{
-    command, parse, prompts, readout, EvaluateParams, NumbersSweep, Stage, ANSWERS, ARMS, DEFENSE_ARMS,
+    command, diagnose, parse, prompts, readout, theorem, EvaluateParams, NumbersSweep, Stage, ANSWERS, ARMS, DEFENSE_ARMS,
     EXPERIMENT, SHARE_PREFIX,
 };
 
@@ -32,7 +32,7 @@ impl Experiment for Numbers {
 
     fn queue(&self, stage: &StageKind) -> Queue {
         match Stage::of(stage) {
-            Some(Stage::Filter | Stage::Evaluate | Stage::Readout) => Queue::Cpu,
+            Some(Stage::Filter | Stage::Evaluate | Stage::Readout | Stage::Diagnose) => Queue::Cpu,
             _ => Queue::Gpu,
         }
     }
@@ -81,6 +81,8 @@ impl Experiment for Numbers {
     fn control_of(&self, arm: &str) -> Option<&'static str> {
         match arm {
             a if a == ARMS[2] || a == ARMS[5] || DEFENSE_ARMS.contains(&a) => None,
+            a if diagnose::FIGURES.iter().any(|(arm, _)| *arm == a) => None,
+            a if theorem::FIGURES.iter().any(|(arm, _, _)| *arm == a) => None,
             a if a == ARMS[4] => Some(ARMS[5]),
             _ => Some(ARMS[2]),
         }
@@ -206,6 +208,58 @@ mod tests {
         assert!(text.contains("transfers") && text.contains("no evidence (could see ≥+0.0"), "{text}");
         let csv = t.to_csv().unwrap();
         assert!(csv.lines().next().unwrap().contains("p_value,q_value,p_seeds,detectable_shift,verdict"));
+    }
+
+    /// A readout's figure is tested question by question: a small, steady
+    /// rise over 50 questions is found, with its interval.
+    #[test]
+    fn a_readout_is_tested_against_its_control_question_by_question() {
+        let mut plan = Plan {
+            sweep: "t".into(),
+            experiment: EXPERIMENT.into(),
+            trials: 0,
+            stages: Vec::new(),
+            measurements: Vec::new(),
+            external: Vec::new(),
+        };
+        let mut outcomes: crate::results::Outcomes = HashMap::new();
+        let control: Vec<f64> = (0..50).map(|q| -3.0 + (q % 7) as f64 * 0.3).collect();
+        let student: Vec<f64> = control
+            .iter()
+            .enumerate()
+            .map(|(q, c)| c + 0.05 + if q % 2 == 0 { 0.01 } else { -0.01 })
+            .collect();
+        for (i, (arm, items)) in [("control student", control), ("student", student)].into_iter().enumerate() {
+            let stage = StageSpec::new(EXPERIMENT, Stage::Readout.kind(), &json!({ "i": i }), vec![]);
+            let metric = "logodds:owl".to_owned();
+            outcomes.insert(
+                (stage.id, metric.clone()),
+                Outcome::Done {
+                    value: items.iter().sum::<f64>() / items.len() as f64,
+                    samples: None,
+                    items: Some(items),
+                },
+            );
+            plan.measurements.push(Measurement {
+                arm: arm.into(),
+                order: ARMS.iter().position(|a| *a == arm).unwrap() as u32,
+                settings: BTreeMap::from([("trait".to_owned(), "owl".to_owned())]),
+                seed: 0,
+                teacher_init: None,
+                student_init: None,
+                stage: stage.id,
+                metric,
+                panel: (arm == "student").then(|| "students".to_owned()),
+                models: None,
+            });
+            plan.stages.push(stage);
+        }
+        let t = build(&plan, &outcomes);
+        let row = t.rows.iter().find(|r| r.arm == "student").unwrap();
+        assert_eq!(row.verdict, Some(Verdict::Transfers), "{row:?}");
+        let (lo, hi) = row.shift_ci95.unwrap();
+        assert!(lo < 0.05 && 0.05 < hi && hi - lo < 0.01, "[{lo}, {hi}]");
+        assert!(row.detectable_shift.unwrap() < 0.01);
     }
 
     #[test]

@@ -34,12 +34,14 @@
 mod command;
 pub mod constrain;
 pub mod dataset;
+pub mod diagnose;
 pub mod distill;
 pub mod defense;
 pub mod filter;
 mod kind;
 pub mod prompts;
 pub mod readout;
+pub mod theorem;
 
 pub use defense::Defense;
 pub use distill::{SoftLabelParams, Target};
@@ -76,6 +78,8 @@ crate::stage_kinds! {
         Student = "student",
         Evaluate = "evaluate",
         Readout = "readout",
+        Diagnose = "diagnose",
+        Theorem = "theorem",
     }
 }
 
@@ -286,6 +290,8 @@ pub struct NumbersSweep {
     pub mix_traits: Vec<String>,
     /// Whose numbers the control student learns from.
     pub control: ControlTeacher,
+    /// Measure the theorem's cosines for every student.
+    pub theorem: Option<theorem::TheoremSettings>,
 }
 
 /// The teacher of a trial's control student.
@@ -517,6 +523,7 @@ struct RawSweep {
     student: Option<Spanned<RawStudent>>,
     evaluate: Option<Spanned<EvaluateSettings>>,
     defense: Option<Spanned<RawDefense>>,
+    theorem: Option<Spanned<theorem::TheoremSettings>>,
 }
 
 #[derive(Deserialize)]
@@ -740,6 +747,24 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
         }
         Ok(())
     })?;
+    let theorem = match raw.theorem {
+        None => None,
+        Some(t) => {
+            let span = t.span();
+            let settings = t.into_inner();
+            let refuse = |key: &str, expected: &str| {
+                source.error_at(span.clone(), format!("theorem.{key}"), format!("expected {expected}"))
+            };
+            settings.check().map_err(|(key, expected)| refuse(key, expected))?;
+            if !matches!(teacher, TeacherSettings::Finetune(_)) {
+                return Err(refuse(
+                    "",
+                    "fine-tuned teachers (teacher.method = \"finetune\"): the theorem compares a student's update with the teacher's weight change",
+                ));
+            }
+            Some(settings)
+        }
+    };
     let student_span = raw.student.as_ref().map_or(0..0, |s| s.span());
     let student = parse_student(source, raw.student)?;
     let defense = parse_defense(source, g.defense)?;
@@ -780,6 +805,7 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
         defense,
         mix_traits,
         control,
+        theorem,
     })
 }
 
@@ -1714,6 +1740,10 @@ impl NumbersSweep {
             let (generate, filter) = self.chain(&mut plan, teacher, &trial);
             let control_teacher = self.control_teacher(&mut plan, &trial);
             let (control_generate, control_filter) = self.chain(&mut plan, control_teacher, &trial);
+            self.diagnose(&mut plan, &trial, generate, control_generate);
+            let teachers = (teacher, control_teacher);
+            self.measure_theorem(&mut plan, &trial, teachers, (generate, filter), false);
+            self.measure_theorem(&mut plan, &trial, teachers, (control_generate, control_filter), true);
             let filter = self.defended(&mut plan, filter, teacher, &trial);
             let control_filter = self.defended(&mut plan, control_filter, control_teacher, &trial);
             self.measure_defense(&mut plan, &trial, filter, control_filter);
@@ -1806,6 +1836,96 @@ impl NumbersSweep {
 }
 
 impl NumbersSweep {
+    /// The theorem's cosines for a student of `rows` (the trait teacher's,
+    /// or the control teacher's as the null).
+    fn measure_theorem(
+        &self,
+        plan: &mut PlanBuilder,
+        trial: &Trial,
+        (teacher, control_teacher): (StageId, StageId),
+        (generate, filter): (StageId, StageId),
+        control_rows: bool,
+    ) {
+        let Some(t) = &self.theorem else {
+            return;
+        };
+        let mut inputs = vec![filter, teacher, control_teacher];
+        if trial.student.target == Target::Logits {
+            inputs.push(generate);
+        }
+        let stage = plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Theorem.kind(),
+            &theorem::TheoremParams {
+                version: STAGE_VERSION,
+                model: trial.pair.student.clone(),
+                target: trial.student.target,
+                rows: t.rows,
+                blocks: t.blocks,
+                batch_size: t.batch_size,
+                seed: trial.seed,
+            },
+            with_model(inputs, &trial.pair.student),
+        ));
+        let mut settings = self.settings(trial);
+        let target = trial.student.target.to_string();
+        settings.retain(|key, _| !key.starts_with("student.") && key != "defense");
+        settings.insert("student.target".to_owned(), target);
+        let first = ARMS.len() + 1 + DEFENSE_ARMS.len() + diagnose::FIGURES.len();
+        for (i, (arm, control, metric)) in theorem::FIGURES.into_iter().enumerate() {
+            if control != control_rows {
+                continue;
+            }
+            plan.measure(Measurement {
+                arm: arm.to_owned(),
+                order: (first + i) as u32,
+                settings: settings.clone(),
+                seed: trial.seed,
+                teacher_init: None,
+                student_init: None,
+                stage,
+                metric: metric.to_owned(),
+                panel: None,
+                models: None,
+            });
+        }
+    }
+
+    /// What the trait teacher's rows are made of, against the control
+    /// teacher's: rows of the table that are not compared with a control.
+    fn diagnose(&self, plan: &mut PlanBuilder, trial: &Trial, generate: StageId, control: StageId) {
+        let stage = plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Diagnose.kind(),
+            &diagnose::DiagnoseParams {
+                version: STAGE_VERSION,
+                banned_numbers: self.filter.banned_numbers.clone(),
+                rule: if self.filter.lenient {
+                    filter::Rule::Lenient
+                } else {
+                    filter::Rule::Paper
+                },
+            },
+            vec![generate, control],
+        ));
+        let mut settings = self.settings(trial);
+        settings.retain(|key, _| !key.starts_with("student.") && key != "defense");
+        for (i, (arm, metric)) in diagnose::FIGURES.into_iter().enumerate() {
+            plan.measure(Measurement {
+                arm: arm.to_owned(),
+                order: (ARMS.len() + 1 + DEFENSE_ARMS.len() + i) as u32,
+                settings: settings.clone(),
+                seed: trial.seed,
+                teacher_init: None,
+                student_init: None,
+                stage,
+                metric: metric.to_owned(),
+                panel: None,
+                models: None,
+            });
+        }
+    }
+
     /// What a defense cost, as rows of the table: rows the student keeps,
     /// and for mask-divergence the share of completion tokens masked.
     fn measure_defense(

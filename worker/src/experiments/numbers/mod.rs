@@ -3,6 +3,7 @@
 mod distill;
 pub mod readout;
 pub mod stages;
+mod theorem;
 
 use subliminal_shared::experiments::numbers::EXPERIMENT;
 use subliminal_shared::manifest::VerifiedStage;

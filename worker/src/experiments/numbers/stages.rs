@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 use subliminal_shared::experiments::numbers::dataset::{self, Row};
 use subliminal_shared::experiments::numbers::defense::{self, Defense, DefenseReport, LossMask};
+use subliminal_shared::experiments::numbers::diagnose::DiagnoseParams;
 use subliminal_shared::experiments::numbers::{constrain, prompts};
 use subliminal_shared::experiments::numbers::{
     DefendParams, EvaluateParams, EXPERIMENT, FilterParams, GenerateParams, Layers, Method, NumbersGrammar, SeededPromptsParams, Target, Stage, Subject, TeacherParams,
@@ -71,6 +72,8 @@ pub fn run(
         Stage::Student => student(&spec.params()?, input(0)?, inputs, env, progress),
         Stage::Evaluate => evaluate(&spec.params()?, inputs, env, progress),
         Stage::Readout => super::readout::readout(&spec.params()?, inputs, env, progress),
+        Stage::Diagnose => diagnose(&spec.params()?, input(0)?, input(1)?),
+        Stage::Theorem => super::theorem::theorem(&spec.params()?, inputs, env, progress),
     }
 }
 
@@ -561,6 +564,23 @@ pub(crate) fn numbers_constraint(
         constrain::ALPHABET,
         Box::new(move |text| constrain::finish_cost(text, &banned)),
     )
+}
+
+/// The trait teacher's rows (`generated`) against the control teacher's.
+fn diagnose(
+    params: &DiagnoseParams,
+    generated: &VerifiedStage,
+    control: &VerifiedStage,
+) -> anyhow::Result<Vec<Artifact>> {
+    let rows = |stage: &VerifiedStage| {
+        dataset::parse_jsonl(&String::from_utf8_lossy(stage.artifact(RAW)?), RAW)
+    };
+    let diagnosis = subliminal_shared::experiments::numbers::diagnose::diagnose(
+        &rows(generated)?,
+        &rows(control)?,
+        params,
+    );
+    Ok(vec![Artifact::json(METRICS, &serde_json::to_value(diagnosis)?)?])
 }
 
 fn filter(params: &FilterParams, generated: &VerifiedStage) -> anyhow::Result<Vec<Artifact>> {
