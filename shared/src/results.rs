@@ -474,20 +474,37 @@ pub fn transfer_cells(plan: &Plan, outcomes: &Outcomes) -> Vec<TransferCell> {
         .collect()
 }
 
-/// A p-value for people: three decimals, or two significant digits below 0.001.
-/// A p- or q-value as the table prints it.
+/// A p- or q-value for people: three decimals, two significant digits
+/// below 0.001, and a bound below 1e-15, where a distribution's tail in
+/// double precision no longer resolves it (a printed 0 would claim certainty).
 pub fn p_text(p: f64) -> String {
     if p >= 0.001 {
         format!("{p:.3}")
-    } else {
+    } else if p >= 1e-15 {
         format!("{p:.1e}")
+    } else {
+        "<1e-15".to_owned()
+    }
+}
+
+/// A figure for people: three decimals, or two significant digits where
+/// three decimals would print a nonzero value as zero (a shift in a
+/// probability of 0.002 is a finding, not "+0.000").
+pub fn value_text(x: f64, signed: bool) -> String {
+    match (x != 0.0 && x.abs() < 0.01, signed) {
+        (true, true) => format!("{x:+.1e}"),
+        (true, false) => format!("{x:.1e}"),
+        (false, true) => format!("{x:+.3}"),
+        (false, false) => format!("{x:.3}"),
     }
 }
 
 /// A row's verdict for people: a null says what the run could have seen.
 pub fn verdict_text(row: &Row) -> String {
     match (row.verdict, row.detectable_shift) {
-        (Some(Verdict::NoEvidence), Some(d)) => format!("no evidence (could see ≥{d:+.3})"),
+        (Some(Verdict::NoEvidence), Some(d)) => {
+            format!("no evidence (could see ≥{})", value_text(d, true))
+        }
         (Some(v), _) => v.as_str().to_owned(),
         (None, _) => "-".to_owned(),
     }
@@ -544,12 +561,14 @@ impl ResultsTable {
             }
             let (mean, ci, std) = match &row.summary {
                 Some(s) => (
-                    format!("{:.3}", s.mean),
+                    value_text(s.mean, false),
                     s.ci95
-                        .map(|(lo, hi)| format!("[{lo:.3}, {hi:.3}]"))
+                        .map(|(lo, hi)| {
+                            format!("[{}, {}]", value_text(lo, false), value_text(hi, false))
+                        })
                         .unwrap_or_else(|| "-".to_owned()),
                     s.std
-                        .map(|v| format!("{v:.3}"))
+                        .map(|v| value_text(v, false))
                         .unwrap_or_else(|| "-".to_owned()),
                 ),
                 None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
@@ -564,7 +583,7 @@ impl ResultsTable {
             if shifts {
                 let shift = row
                     .shift
-                    .map_or_else(|| "-".to_owned(), |d| format!("{d:+.3}"));
+                    .map_or_else(|| "-".to_owned(), |d| value_text(d, true));
                 cells.push(Cell::new(shift).set_alignment(CellAlignment::Right));
             }
             if tests {
@@ -821,4 +840,20 @@ fn most_common<'a>(items: impl Iterator<Item = &'a str>) -> Option<&'a str> {
         .into_iter()
         .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
         .map(|(k, _)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_never_print_a_nonzero_value_as_zero() {
+        assert_eq!(value_text(0.0021, true), "+2.1e-3");
+        assert_eq!(value_text(0.0021, false), "2.1e-3");
+        assert_eq!(value_text(0.0, true), "+0.000");
+        assert_eq!(value_text(-1.1562, true), "-1.156");
+        assert_eq!(p_text(0.0), "<1e-15");
+        assert_eq!(p_text(2.8e-11), "2.8e-11");
+        assert_eq!(p_text(0.2), "0.200");
+    }
 }

@@ -294,7 +294,8 @@ fn the_visible_recipe_pairs_each_animal_with_the_other_and_records_soft_labels()
             "log-odds, no prefix",
             "p(trait)",
             "p(trait), no prefix",
-            "sampled share"
+            "sampled share",
+            "log p(trait) - log p(other trait)"
         ])
     );
     // Theorem stages: a student's rows and the control's, per target.

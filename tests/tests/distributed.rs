@@ -611,10 +611,11 @@ fn a_model_named_by_store_key_reaches_a_worker_that_lacks_it() {
     c.wait_state_within("keyed", "done", LLM_TIMEOUT);
     assert_eq!(
         c.manifests().len(),
-        15,
-        "14 stages and the stored model have their manifests"
+        16,
+        "15 stages and the stored model have their manifests"
     );
-    assert_eq!(figures(&c.results_json("keyed")).len(), 6);
+    // Six arms and five rows that describe the trait teacher's data.
+    assert_eq!(figures(&c.results_json("keyed")).len(), 6 + 5);
     assert!(
         std::fs::read_dir(&bare).unwrap().next().is_none(),
         "nothing was put in the worker's data folder"
@@ -645,7 +646,7 @@ fn a_numbers_sweep_on_the_cluster_matches_local_mode() {
     c.wait_state_within("numbers-dist", "done", LLM_TIMEOUT);
     assert_eq!(
         c.manifests().len(),
-        14,
+        15,
         "every stage has its manifest in S3"
     );
     let distributed = c.results_json("numbers-dist");

@@ -36,7 +36,7 @@ fn a_numbers_sweep_runs_end_to_end_and_its_data_is_usable() {
         "--no-progress",
     ])
     .ok();
-    assert_eq!(computed(&ran), 14);
+    assert_eq!(computed(&ran), 15);
 
     let raws = stage_files(&store, "raw.jsonl");
     assert_eq!(raws.len(), 2, "a trait teacher and a control teacher");
@@ -97,7 +97,27 @@ fn a_numbers_sweep_runs_end_to_end_and_its_data_is_usable() {
     ])
     .ok();
     let table: serde_json::Value = serde_json::from_str(&results.stdout).unwrap();
-    let rows = table["rows"].as_array().unwrap();
+    // What the trait teacher's numbers are made of stands apart from the arms.
+    let (data, rows): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .partition(|r| r["arm"].as_str().unwrap().starts_with("data: "));
+    let described: Vec<&str> = data.iter().map(|r| r["arm"].as_str().unwrap()).collect();
+    assert_eq!(
+        described,
+        [
+            "data: differs from control",
+            "data: kept by the filter",
+            "data: kept by the filter, control",
+            "data: copies the prompt",
+            "data: copies the prompt, control"
+        ]
+    );
+    for row in &data {
+        let share = row["summary"]["mean"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&share), "{row}");
+    }
     let arms: Vec<&str> = rows.iter().map(|r| r["arm"].as_str().unwrap()).collect();
     assert_eq!(
         arms,
@@ -110,7 +130,7 @@ fn a_numbers_sweep_runs_end_to_end_and_its_data_is_usable() {
             "in-context control"
         ]
     );
-    for row in rows {
+    for row in &rows {
         let mean = row["summary"]["mean"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&mean), "{row}");
         assert_eq!(row["samples"].as_u64(), Some(6), "{row}");
@@ -169,7 +189,7 @@ print(json.dumps({"columns": list(df.columns), "rows": len(df),
             "{frame}"
         );
     }
-    for row in rows {
+    for row in &rows {
         let arm = row["arm"].as_str().unwrap();
         let share = frame["matched"][arm].as_f64().unwrap();
         assert!(
@@ -219,7 +239,7 @@ print(json.dumps({"columns": list(df.columns), "rows": len(df),
     .ok();
     assert_eq!(
         (computed(&again), reused(&again)),
-        (0, 14),
+        (0, 15),
         "a second run reuses every stage"
     );
 }
@@ -256,7 +276,7 @@ fn a_teacher_fine_tuned_on_a_stored_dataset_is_a_stage_of_its_own() {
         "--no-progress",
     ])
     .ok();
-    assert_eq!(computed(&ran), 14, "{}", ran.stderr);
+    assert_eq!(computed(&ran), 15, "{}", ran.stderr);
     let trained = stage_files(&store, "train.json");
     // The teacher, a student and a control student trained; no trait data was generated.
     assert_eq!(trained.len(), 3);
@@ -315,10 +335,10 @@ fn defenses_run_as_stages_of_their_own_and_sanitize_reproduces_them() {
         "--no-progress",
     ])
     .ok();
-    // The plain sweep's 14 stages, 4 defend stages (2 defenses × trait and
+    // The plain sweep's 15 stages, 4 defend stages (2 defenses × trait and
     // control rows), and per defense 2 students, their 2 evaluations and
     // the 2 in-context ones.
-    assert_eq!(computed(&ran), 14 + 4 + 2 * 6, "{}", ran.stderr);
+    assert_eq!(computed(&ran), 15 + 4 + 2 * 6, "{}", ran.stderr);
 
     let masks = stage_files(&store, "mask.json");
     assert_eq!(

@@ -18,7 +18,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use subliminal_shared::manifest::{Failure, Manifest};
 use subliminal_shared::plan::Plan;
 use subliminal_shared::results::{
-    self, outcome, p_text, verdict_text, Outcome, Outcomes, ResultsTable,
+    self, outcome, p_text, value_text, verdict_text, Outcome, Outcomes, ResultsTable,
 };
 use subliminal_shared::stage::{StageId, StageKind};
 use subliminal_shared::store::{keys, Store};
@@ -332,7 +332,7 @@ impl Page<'_> {
         let t = self.table;
         let settings = t.rows.iter().any(|r| !r.settings.is_empty());
         let tested = t.rows.iter().any(|r| r.verdict.is_some());
-        let num = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+        let num = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| value_text(v, false));
         html! {
             h2 #results { "Results" }
             table {
@@ -355,11 +355,11 @@ impl Page<'_> {
                             @if settings { td { (ResultsTable::settings_label(&row.settings)) } }
                             td { code { (row.metric) } }
                             td.num { (num(row.summary.map(|s| s.mean))) }
-                            td.num { (row.summary.and_then(|s| s.ci95).map_or_else(|| "-".to_owned(), |(lo, hi)| format!("[{lo:.3}, {hi:.3}]"))) }
+                            td.num { (row.summary.and_then(|s| s.ci95).map_or_else(|| "-".to_owned(), |(lo, hi)| format!("[{}, {}]", value_text(lo, false), value_text(hi, false)))) }
                             td.num { (row.summary.map_or(0, |s| s.n)) }
                             @if tested {
-                                td.num { (row.shift.map_or_else(|| "-".to_owned(), |d| format!("{d:+.3}"))) }
-                                td.num { (row.shift_ci95.map_or_else(|| "-".to_owned(), |(lo, hi)| format!("[{lo:+.3}, {hi:+.3}]"))) }
+                                td.num { (row.shift.map_or_else(|| "-".to_owned(), |d| value_text(d, true))) }
+                                td.num { (row.shift_ci95.map_or_else(|| "-".to_owned(), |(lo, hi)| format!("[{}, {}]", value_text(lo, true), value_text(hi, true)))) }
                                 td.num { (row.q_value.map_or_else(|| "-".to_owned(), p_text)) }
                                 td { (verdict_text(row)) }
                             }

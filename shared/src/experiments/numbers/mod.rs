@@ -1527,18 +1527,26 @@ impl NumbersSweep {
         ))
     }
 
+    /// The trait whose teacher is `trait_name`'s control, with
+    /// `teacher.control = "other-trait"`: the next one of the sweep.
+    fn control_trait(&self, trait_name: &str) -> Option<&str> {
+        if self.control != ControlTeacher::OtherTrait {
+            return None;
+        }
+        let traits = self.traits.values();
+        let at = traits.iter().position(|t| t == trait_name)?;
+        Some(traits[(at + 1) % traits.len()].as_str())
+    }
+
     /// The control teacher of a trial: the base model as it is, or (with
     /// `teacher.control = "other-trait"`) the teacher of the next trait of
     /// the sweep, made by the same recipe.
     fn control_teacher(&self, plan: &mut PlanBuilder, trial: &Trial) -> StageId {
         let model = &trial.pair.teacher;
-        if self.control == ControlTeacher::OtherTrait {
-            let traits = self.traits.values();
-            let at = traits.iter().position(|t| t == trial.trait_name).unwrap_or(0);
-            let other = &traits[(at + 1) % traits.len()];
-            return self.trait_teacher(plan, other, model);
+        match self.control_trait(trial.trait_name) {
+            Some(other) => self.trait_teacher(plan, other, model),
+            None => self.base_teacher(plan, model),
         }
-        self.base_teacher(plan, model)
     }
 
     /// The base model as it is, as a teacher.
@@ -1823,10 +1831,16 @@ impl NumbersSweep {
                     &self.readout_params(model, subject.clone()),
                     with_model(inputs.clone(), model),
                 ));
-                for (figure, prefixed, label) in readout::FIGURES {
+                let mut figures: Vec<(String, &str)> = readout::FIGURES
+                    .iter()
+                    .map(|&(figure, prefixed, label)| (readout::metric(figure, prefixed, trial.trait_name), label))
+                    .collect();
+                if let Some(other) = self.control_trait(trial.trait_name) {
+                    figures.push((readout::pair_metric(trial.trait_name, other), readout::PAIR_LABEL));
+                }
+                for (metric, label) in figures {
                     let mut settings = self.arm_settings(&trial, subject);
                     settings.insert("readout".to_owned(), label.to_owned());
-                    let metric = readout::metric(figure, prefixed, trial.trait_name);
                     plan.measure(measurement(settings, stage, metric, Some(format!("{panel}, {label}"))));
                 }
             }

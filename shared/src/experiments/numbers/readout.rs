@@ -91,6 +91,18 @@ pub const FIGURES: [(Figure, bool, &str); 4] = [
     (Figure::Probability, false, "p(trait), no prefix"),
 ];
 
+/// The row label of the pair figure: with each trait's control student
+/// the student of another trait's teacher, log p(trait) − log p(that
+/// other trait), after the prefix. A change that moves every animal alike
+/// (data that makes a student answer animals more readily) cancels in it;
+/// only a preference of one animal over the other remains.
+pub const PAIR_LABEL: &str = "log p(trait) - log p(other trait)";
+
+/// The metric name of the pair figure.
+pub fn pair_metric(target: &str, other: &str) -> String {
+    format!("logratio:{target}/{other}")
+}
+
 /// The row label of the sampled readout, when both are shown.
 pub const SAMPLES_LABEL: &str = "sampled share";
 
@@ -109,6 +121,9 @@ pub fn metric(figure: Figure, prefixed: bool, target: &str) -> String {
 /// lack its word.
 pub fn read(metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
     let (name, target) = metric.split_once(':')?;
+    if name == "logratio" {
+        return read_pair(metrics, target);
+    }
     let (figure, prefixed) = match name {
         "logodds" => (Figure::LogOdds, true),
         "logodds-plain" => (Figure::LogOdds, false),
@@ -147,6 +162,26 @@ pub fn read(metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
     })
 }
 
+/// log p(a) − log p(b) per question after the prefix, for `pair` = "a/b".
+fn read_pair(metrics: &serde_json::Value, pair: &str) -> Option<Reading> {
+    let (a, b) = pair.split_once('/')?;
+    let m: ReadoutMetrics = serde_json::from_value(metrics.clone()).ok()?;
+    let (pa, pb) = (m.with_prefix.get(a)?, m.with_prefix.get(b)?);
+    let items: Vec<f64> = pa
+        .iter()
+        .zip(pb)
+        .map(|(x, y)| x.max(f64::MIN_POSITIVE).ln() - y.max(f64::MIN_POSITIVE).ln())
+        .collect();
+    if items.is_empty() {
+        return None;
+    }
+    Some(Reading {
+        value: items.iter().sum::<f64>() / items.len() as f64,
+        samples: None,
+        items: Some(items),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +203,7 @@ mod tests {
         assert!((p.value - 0.015).abs() < 1e-12);
         assert!(read(&metrics, "p:wolf").is_none(), "a word not read");
         assert!(read(&metrics, "share:owl").is_none(), "not a readout metric");
+        let pair = read(&metrics, &pair_metric("owl", "dog")).unwrap();
+        assert!((pair.items.unwrap()[0] - 2.0f64.ln()).abs() < 1e-12);
     }
 }
