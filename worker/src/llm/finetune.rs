@@ -243,9 +243,41 @@ pub struct TrainReport {
     pub steps: u64,
     /// Mean loss per optimiser step.
     pub losses: Vec<f64>,
+    /// Tokens of the examples themselves (prompt and answer).
     pub tokens: u64,
+    /// Token positions the model computed, padding included.
+    pub padded_tokens: u64,
+    /// 1 − tokens / padded_tokens: the compute spent on padding.
+    pub padding_share: f64,
     pub seconds: f64,
     pub tokens_per_second: f64,
+}
+
+/// Optimiser steps of a batch size's examples taken from windows of this
+/// many steps, sorted by length within the window.
+const LENGTH_WINDOW_STEPS: usize = 16;
+
+/// One epoch's optimiser steps: a seeded shuffle, each window of
+/// [`LENGTH_WINDOW_STEPS`] steps sorted by length and cut into steps, and
+/// the steps shuffled again. A right-padded batch costs its longest row
+/// times its size; rows of like length waste little on padding (on numbers
+/// rows about 13% of positions at random, under 2% grouped) while each
+/// step still draws from the whole shuffled dataset.
+pub fn length_grouped_steps(
+    lengths: &[usize],
+    per_step: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Vec<usize>> {
+    let per_step = per_step.max(1);
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.shuffle(rng);
+    let mut steps: Vec<Vec<usize>> = Vec::with_capacity(lengths.len().div_ceil(per_step));
+    for window in order.chunks_mut(per_step * LENGTH_WINDOW_STEPS) {
+        window.sort_by_key(|&i| lengths[i]);
+        steps.extend(window.chunks(per_step).map(<[usize]>::to_vec));
+    }
+    steps.shuffle(rng);
+    steps
 }
 
 /// The learning rate factor at optimiser step `step` of `total`: a linear ramp
@@ -294,13 +326,17 @@ pub fn train(
         steps: 0,
         losses: Vec::new(),
         tokens: 0,
+        padded_tokens: 0,
+        padding_share: 0.0,
         seconds: 0.0,
         tokens_per_second: 0.0,
     };
+    let lengths: Vec<usize> = examples
+        .iter()
+        .map(|e| e.prompt.len() + e.answer.len())
+        .collect();
     for _ in 0..settings.epochs {
-        let mut order: Vec<usize> = (0..examples.len()).collect();
-        order.shuffle(&mut rng);
-        for step_examples in order.chunks(per_step) {
+        for step_examples in length_grouped_steps(&lengths, per_step, &mut rng) {
             if stop() {
                 return Ok(None);
             }
@@ -321,10 +357,9 @@ pub fn train(
                 let weight = tokens as f64 / answer_tokens.max(1) as f64;
                 (&loss * weight).backward();
                 step_loss += loss.double_value(&[]) * weight;
-                report.tokens += batch
-                    .iter()
-                    .map(|e| (e.prompt.len() + e.answer.len()) as u64)
-                    .sum::<u64>();
+                let batch_lengths = micro.iter().map(|&i| lengths[i] as u64);
+                report.tokens += batch_lengths.clone().sum::<u64>();
+                report.padded_tokens += batch_lengths.max().unwrap_or(0) * micro.len() as u64;
             }
             if settings.max_grad_norm > 0.0 {
                 opt.clip_grad_norm(settings.max_grad_norm);
@@ -344,6 +379,7 @@ pub fn train(
     opt.zero_grad();
     report.seconds = started.elapsed().as_secs_f64();
     report.tokens_per_second = report.tokens as f64 / report.seconds.max(1e-9);
+    report.padding_share = 1.0 - report.tokens as f64 / report.padded_tokens.max(1) as f64;
     Ok(Some(report))
 }
 
@@ -430,4 +466,39 @@ pub fn lora_tensors(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn padding(lengths: &[usize], steps: &[Vec<usize>]) -> f64 {
+        let real: usize = lengths.iter().sum();
+        let padded: usize = steps
+            .iter()
+            .map(|s| s.iter().map(|&i| lengths[i]).max().unwrap_or(0) * s.len())
+            .sum();
+        1.0 - real as f64 / padded as f64
+    }
+
+    #[test]
+    fn length_grouped_steps_take_every_row_once_with_little_padding() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let lengths: Vec<usize> = (0..1000).map(|i| 40 + (i * 37) % 50).collect();
+        let steps = length_grouped_steps(&lengths, 8, &mut rng);
+        let mut seen: Vec<usize> = steps.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+        assert!(steps.iter().all(|s| !s.is_empty() && s.len() <= 8));
+        let mut order: Vec<usize> = (0..1000).collect();
+        order.shuffle(&mut rng);
+        let random: Vec<Vec<usize>> = order.chunks(8).map(<[usize]>::to_vec).collect();
+        let (grouped, random) = (padding(&lengths, &steps), padding(&lengths, &random));
+        assert!(
+            grouped < random / 4.0,
+            "grouped {grouped} vs random {random}"
+        );
+        // Another epoch draws other steps.
+        assert_ne!(steps, length_grouped_steps(&lengths, 8, &mut rng));
+    }
 }
