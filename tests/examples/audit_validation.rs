@@ -1,14 +1,22 @@
-//! The audit's validation benchmark: datasets whose taint the tool itself
-//! knows, cut from the numbers of an owl teacher (tainted) and of the
-//! control teacher (clean) of `bench/audit-pools.toml`, audited against a
-//! held-out part of the control teacher's numbers; each tier's ROC AUC at
-//! telling them apart, and its cost. Run through `bench/audit-validation.sh`.
+//! The audit's validation benchmark on a taint that transfers: datasets cut
+//! from the numbers of the visible-transfer recipe's fine-tuned owl teacher
+//! (tainted: its soft labels move a student's owl log-odds by +0.83, its
+//! tokens by +0.14 against the base model's numbers) and of the base model
+//! itself (clean), from `bench/audit-visible-pools.toml`, each audited
+//! against a held-out part of the base model's numbers. Run through
+//! `bench/audit-validation.sh`.
 //!
 //! A dataset's score at a tier is the strongest evidence the tier found
 //! towards any probe target: max over targets with a positive shift of
 //! −log10 p (0 when none). A second score uses the known trait: the owl
 //! target's signed −log10 p. AUC is the Mann–Whitney probability that a
-//! tainted dataset outscores a clean one (ties count half).
+//! tainted dataset outscores a clean one (ties count half), with a
+//! bootstrap interval (datasets resampled within each label); a tier's
+//! false-positive rate is the share of clean datasets it flags (any target,
+//! BH within the tier, q < α), its true-positive rate the share of tainted
+//! ones; its cost is seconds per 1,000 audited rows, and that as a share of
+//! what training the student the data was meant for costs per 1,000 rows
+//! (the pools' own students, from their manifests).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,18 +24,25 @@ use std::process::Command;
 
 use anyhow::Context;
 use clap::Parser;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use subliminal_shared::experiments::audit::{report_stages, Finding, Test};
-use subliminal_shared::experiments::numbers::{Stage as NumbersStage, TeacherParams};
+use subliminal_shared::experiments::numbers::{
+    Stage as NumbersStage, TeacherParams, TraitDataParams,
+};
 use subliminal_shared::manifest::Manifest;
 
 #[derive(Parser)]
 struct Args {
-    /// The store `subliminal run bench/audit-pools.toml` wrote.
+    /// The store `subliminal run bench/audit-visible-pools.toml` wrote.
     #[arg(long)]
     pools_store: PathBuf,
     /// The pools sweep file.
-    #[arg(long, default_value = "bench/audit-pools.toml")]
+    #[arg(long, default_value = "bench/audit-visible-pools.toml")]
     pools: PathBuf,
+    /// The trait whose teacher's rows are the tainted datasets.
+    #[arg(long, default_value = "owl")]
+    taint: String,
     /// The store the audits run in.
     #[arg(long)]
     store: PathBuf,
@@ -35,55 +50,79 @@ struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Rows per dataset.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 200)]
     rows: usize,
-    /// Datasets of each label.
+    /// Datasets of each label (at most what the pools hold).
     #[arg(long, default_value_t = 20)]
     datasets: usize,
-    /// screen or student (student also runs the screen).
-    #[arg(long, default_value = "student")]
+    /// Rows of the base model's numbers held out as every audit's control.
+    #[arg(long, default_value_t = 400)]
+    control_rows: usize,
+    /// likelihood, screen or student (each runs the tiers before it).
+    #[arg(long, default_value = "screen")]
     tier: String,
-    /// Answers per evaluation question (student tier).
-    #[arg(long, default_value_t = 4)]
-    samples: u64,
+    /// The audits' probe: animals (ten targets), or chosen ones
+    /// (animal:owl+dolphin+eagle+wolf); the likelihood screen's cost grows
+    /// with the targets.
+    #[arg(long, default_value = "animals")]
+    probe: String,
+    /// The likelihood screen's precision: f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    likelihood_precision: String,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(args.out.join("datasets"))?;
-    let (owl, control) = pools(&args)?;
-    let need = args.rows * args.datasets;
+    let pools = pools(&args)?;
+    let tainted = pools
+        .get(args.taint.as_str())
+        .with_context(|| format!("no {} teacher in {}", args.taint, args.pools.display()))?;
+    let base = pools
+        .get("base")
+        .context("no base model's numbers in the pools")?;
+    let (control, clean) = base.split_at(args.control_rows.min(base.len()));
+    let datasets = args
+        .datasets
+        .min(tainted.len() / args.rows)
+        .min(clean.len() / args.rows);
     anyhow::ensure!(
-        owl.len() >= need && control.len() >= need + 2,
-        "the pools hold {} owl and {} control rows; {} datasets of {} rows need {need} and {} (run more prompts in {})",
-        owl.len(),
-        control.len(),
-        args.datasets,
+        datasets >= 2 && control.len() >= 2,
+        "the pools hold {} {} rows and {} base rows: too few for datasets of {} rows and a control of {} \
+         (run more seeds in {})",
+        tainted.len(),
+        args.taint,
+        base.len(),
         args.rows,
-        need + 2,
+        args.control_rows,
         args.pools.display()
     );
     let mut labelled = Vec::new();
-    for (label, rows) in [("tainted", &owl), ("clean", &control)] {
-        for (i, chunk) in rows[..need].chunks(args.rows).enumerate() {
+    for (label, rows) in [("tainted", tainted.as_slice()), ("clean", clean)] {
+        for (i, chunk) in rows.chunks(args.rows).take(datasets).enumerate() {
             let path = args.out.join(format!("datasets/{label}-{i:02}.jsonl"));
             std::fs::write(&path, chunk.concat())?;
             labelled.push((label, put(&path, &args.store)?));
         }
     }
     let held_out = args.out.join("datasets/control.jsonl");
-    std::fs::write(&held_out, control[need..].concat())?;
+    std::fs::write(&held_out, control.concat())?;
     let control_key = put(&held_out, &args.store)?;
     let keys: Vec<String> = labelled.iter().map(|(_, k)| format!("{k:?}")).collect();
-    let sweep = args.out.join("audit-validation.toml");
+    let sweep = args
+        .out
+        .join(format!("audit-validation-{}.toml", args.rows));
     std::fs::write(
         &sweep,
         format!(
-            "name = \"audit-validation-{tier}\"\nkind = \"audit\"\ndatasets = [{}]\ncontrol = {control_key:?}\nprobes = [\"animals\"]\ntier = \"{tier}\"\n[screen]\nmax_rows = {}\n[evaluate]\nsamples_per_question = {}\n",
+            "name = \"audit-validation-{tier}-{rows}\"\nkind = \"audit\"\ndatasets = [{}]\ncontrol = {control_key:?}\n\
+             probes = [{probe:?}]\ntier = \"{tier}\"\n[screen]\nmax_rows = {}\n[likelihood]\nprecision = {precision:?}\n",
             keys.join(", "),
-            args.rows,
-            args.samples,
+            args.rows.max(args.control_rows),
+            probe = args.probe,
+            precision = args.likelihood_precision,
             tier = args.tier,
+            rows = args.rows,
         ),
     )?;
     let status = Command::new(bin("subliminal"))
@@ -92,10 +131,8 @@ fn main() -> anyhow::Result<()> {
             sweep.to_str().unwrap(),
             "--store",
             args.store.to_str().unwrap(),
-            "--jobs",
-            "1",
-            "--no-progress",
         ])
+        .args(["--jobs", "1", "--no-progress"])
         .status()
         .context("cannot run subliminal")?;
     anyhow::ensure!(status.success(), "the audit sweep failed");
@@ -105,8 +142,8 @@ fn main() -> anyhow::Result<()> {
         .into_iter()
         .map(|(id, params)| (params.dataset, id))
         .collect();
-    let mut csv = String::from("dataset,label,tier,score_any_target,score_owl,verdict\n");
-    let mut scores: BTreeMap<&str, Vec<(bool, f64, f64)>> = BTreeMap::new();
+    let mut csv = String::from("dataset,label,tier,score_any_target,score_trait,flagged,verdict\n");
+    let mut scores: BTreeMap<&str, Vec<(bool, f64, f64, bool)>> = BTreeMap::new();
     let mut verdicts: BTreeMap<(&str, String), usize> = BTreeMap::new();
     for (label, key) in &labelled {
         let id = reports
@@ -115,10 +152,11 @@ fn main() -> anyhow::Result<()> {
         let report: serde_json::Value = serde_json::from_slice(&std::fs::read(
             args.store.join(format!("stages/{id}/report.json")),
         )?)?;
+        let alpha = report["alpha"].as_f64().unwrap_or(0.05);
         let findings: Vec<Finding> = serde_json::from_value(report["findings"].clone())?;
         let verdict = report["verdict"].as_str().unwrap_or("?").to_owned();
         *verdicts.entry((label, verdict.clone())).or_default() += 1;
-        for (tier, test) in [("screen", Test::Screen), ("student", Test::Student)] {
+        for test in [Test::Likelihood, Test::Screen, Test::Student] {
             let at: Vec<&Finding> = findings.iter().filter(|f| f.test == test).collect();
             if at.is_empty() {
                 continue;
@@ -129,99 +167,141 @@ fn main() -> anyhow::Result<()> {
                 .filter(|f| f.shift > 0.0)
                 .map(|f| strength(f))
                 .fold(0.0, f64::max);
-            let owl = at
+            let own = at
                 .iter()
-                .find(|f| f.target == "owl")
+                .find(|f| f.target == args.taint)
                 .map_or(0.0, |f| strength(f) * f.shift.signum());
+            let flagged = at.iter().any(|f| f.flags(alpha));
             scores
-                .entry(tier)
+                .entry(test.as_str())
                 .or_default()
-                .push((*label == "tainted", any, owl));
-            csv.push_str(&format!("{key},{label},{tier},{any},{owl},{verdict}\n"));
+                .push((*label == "tainted", any, own, flagged));
+            csv.push_str(&format!(
+                "{key},{label},{},{any},{own},{flagged},{verdict}\n",
+                test.as_str()
+            ));
         }
     }
-    std::fs::write(args.out.join("validation.csv"), &csv)?;
-    let cost = costs(&plan, &args.store, 2 * need)?;
+    let csv_path = args
+        .out
+        .join(format!("validation-{}-{}.csv", args.tier, args.rows));
+    std::fs::write(&csv_path, &csv)?;
+    let cost = costs(&plan, &args.store, &labelled, args.rows)?;
+    let student = student_cost(&args)?;
     println!(
-        "audit validation: {} tainted and {} clean datasets of {} rows, control {} rows, tier {}",
-        args.datasets,
-        args.datasets,
+        "audit validation: {datasets} tainted ({} teacher) and {datasets} clean (base model) datasets of {} rows, \
+         control {} base rows, tier {}",
+        args.taint,
         args.rows,
-        control.len() - need,
+        control.len(),
         args.tier
     );
     println!(
-        "{:<8} {:>16} {:>10} {:>22}",
-        "tier", "AUC (any target)", "AUC (owl)", "seconds per 1,000 rows"
+        "| tier | AUC, any target [95% CI] | AUC, {} [95% CI] | true-positive rate | false-positive rate | s per 1,000 rows | share of the student's cost |",
+        args.taint
     );
-    for (tier, s) in &scores {
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for test in ["likelihood", "screen", "student"] {
+        let Some(s) = scores.get(test) else { continue };
+        let any: Vec<(bool, f64)> = s.iter().map(|&(t, a, _, _)| (t, a)).collect();
+        let own: Vec<(bool, f64)> = s.iter().map(|&(t, _, o, _)| (t, o)).collect();
+        let rate = |tainted: bool| {
+            let of: Vec<bool> = s.iter().filter(|x| x.0 == tainted).map(|x| x.3).collect();
+            of.iter().filter(|&&f| f).count() as f64 / of.len().max(1) as f64
+        };
+        let seconds = cost.get(test).copied().unwrap_or(f64::NAN);
         println!(
-            "{:<8} {:>16.3} {:>10.3} {:>22.0}",
-            tier,
-            auc(s.iter().map(|(t, any, _)| (*t, *any))),
-            auc(s.iter().map(|(t, _, owl)| (*t, *owl))),
-            cost.get(*tier).copied().unwrap_or(f64::NAN)
+            "| {test} | {} | {} | {:.2} | {:.2} | {seconds:.0} | {} |",
+            with_interval(&any),
+            with_interval(&own),
+            rate(true),
+            rate(false),
+            student.map_or_else(|| "-".to_owned(), |st| format!("{:.2}", seconds / st)),
+        );
+    }
+    if let Some(st) = student {
+        println!(
+            "the student the data is meant for: {st:.0} s per 1,000 rows (the pools' students)"
         );
     }
     for ((label, verdict), n) in &verdicts {
         println!("{label} datasets judged {verdict}: {n}");
     }
-    println!("per dataset: {}", args.out.join("validation.csv").display());
+    println!("per dataset: {}", csv_path.display());
     Ok(())
 }
 
-/// The owl teacher's and the control teacher's filtered rows, one JSONL line each.
-fn pools(args: &Args) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+/// An AUC with its bootstrap interval, as the table prints it.
+fn with_interval(scored: &[(bool, f64)]) -> String {
+    let (lo, hi) = auc_interval(scored, 2000, 7);
+    format!("{:.3} [{lo:.3}, {hi:.3}]", auc(scored))
+}
+
+/// Each pool's rows by teacher: the trait of a fine-tuned or system-prompted
+/// teacher, or `base`; one JSONL line each, seeds in order.
+fn pools(args: &Args) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
     let plan = subliminal_shared::sweep::load(&args.pools)?.plan();
     let index = plan.index();
-    let (mut owl, mut control) = (None, None);
+    let mut by_seed: BTreeMap<(String, u64), Vec<String>> = BTreeMap::new();
     for stage in plan
         .stages
         .iter()
         .filter(|s| s.experiment == "numbers" && s.kind == NumbersStage::Filter.kind())
     {
         let generate = index[&stage.inputs[0]];
-        let teacher: TeacherParams = index[&generate.inputs[0]].params()?;
+        let seed = generate.params::<serde_json::Value>()?["seed"]
+            .as_u64()
+            .unwrap_or(0);
+        let teacher_stage = index[&generate.inputs[0]];
+        let teacher: TeacherParams = teacher_stage.params()?;
+        let name = match (&teacher.finetune, &teacher.system_prompt) {
+            (Some(_), _) => {
+                let data: TraitDataParams = index[&teacher_stage.inputs[0]].params()?;
+                data.target
+            }
+            (None, Some(prompt)) => prompt.clone(),
+            (None, None) => "base".to_owned(),
+        };
         let path = args
             .pools_store
             .join(format!("stages/{}/filtered.jsonl", stage.id));
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read {}: run `subliminal run {} --store {}` first",
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            eprintln!(
+                "{} is not there yet (run {} further); left out",
                 path.display(),
-                args.pools.display(),
-                args.pools_store.display()
-            )
-        })?;
-        let rows: Vec<String> = text
+                args.pools.display()
+            );
+            continue;
+        };
+        let rows = text
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| format!("{l}\n"))
             .collect();
-        if teacher.system_prompt.is_some() {
-            owl = Some(rows);
-        } else {
-            control = Some(rows);
-        }
+        by_seed.insert((name, seed), rows);
     }
-    Ok((
-        owl.context("no owl teacher in the pools")?,
-        control.context("no control teacher in the pools")?,
-    ))
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ((name, _), rows) in by_seed {
+        out.entry(name).or_default().extend(rows);
+    }
+    Ok(out)
 }
 
 /// Seconds per 1,000 dataset rows of each tier, from the stages' manifests:
-/// the screen is its score stages; the student tier its students and their evaluations.
+/// a screen is its score stages (the given control's, scored once, shared
+/// out over the datasets); the student tier its students and their readouts.
 fn costs(
     plan: &subliminal_shared::plan::Plan,
     store: &Path,
+    labelled: &[(&str, String)],
     rows: usize,
 ) -> anyhow::Result<BTreeMap<&'static str, f64>> {
     let mut seconds: BTreeMap<&'static str, f64> = BTreeMap::new();
     for stage in &plan.stages {
         let tier = match (stage.experiment.as_str(), stage.kind.as_str()) {
+            ("audit", "likelihood") => "likelihood",
             ("audit", "score") => "screen",
-            ("numbers", "student" | "evaluate") => "student",
+            ("numbers", "student" | "evaluate" | "readout") => "student",
             _ => continue,
         };
         let manifest: Manifest = serde_json::from_slice(&std::fs::read(
@@ -229,15 +309,43 @@ fn costs(
         )?)?;
         *seconds.entry(tier).or_default() += manifest.duration_s;
     }
+    let audited = (labelled.len() * rows) as f64;
     Ok(seconds
         .into_iter()
-        .map(|(t, s)| (t, s * 1000.0 / rows as f64))
+        .map(|(t, s)| (t, s * 1000.0 / audited))
         .collect())
 }
 
+/// Seconds per 1,000 rows of the pools' own students (the training the
+/// audited data was meant for), from their manifests and row counts.
+fn student_cost(args: &Args) -> anyhow::Result<Option<f64>> {
+    let plan = subliminal_shared::sweep::load(&args.pools)?.plan();
+    let (mut seconds, mut rows) = (0.0, 0usize);
+    for stage in plan
+        .stages
+        .iter()
+        .filter(|s| s.experiment == "numbers" && s.kind == NumbersStage::Student.kind())
+    {
+        let dir = args.pools_store.join(format!("stages/{}", stage.id));
+        let (Ok(manifest), Ok(data)) = (
+            std::fs::read(dir.join("manifest.json")),
+            std::fs::read_to_string(
+                args.pools_store
+                    .join(format!("stages/{}/filtered.jsonl", stage.inputs[0])),
+            ),
+        ) else {
+            continue;
+        };
+        let manifest: Manifest = serde_json::from_slice(&manifest)?;
+        seconds += manifest.duration_s;
+        rows += data.lines().filter(|l| !l.trim().is_empty()).count();
+    }
+    Ok((rows > 0).then(|| seconds * 1000.0 / rows as f64))
+}
+
 /// Mann–Whitney AUC: P(score of a positive > score of a negative), ties half.
-fn auc(scored: impl Iterator<Item = (bool, f64)>) -> f64 {
-    let (pos, neg): (Vec<_>, Vec<_>) = scored.partition(|(p, _)| *p);
+fn auc(scored: &[(bool, f64)]) -> f64 {
+    let (pos, neg): (Vec<_>, Vec<_>) = scored.iter().partition(|(p, _)| *p);
     let mut wins = 0.0;
     for (_, a) in &pos {
         for (_, b) in &neg {
@@ -251,6 +359,28 @@ fn auc(scored: impl Iterator<Item = (bool, f64)>) -> f64 {
         }
     }
     wins / (pos.len() * neg.len()).max(1) as f64
+}
+
+/// The 95% percentile bootstrap interval of the AUC, resampling the
+/// positives and the negatives each with replacement.
+fn auc_interval(scored: &[(bool, f64)], resamples: usize, seed: u64) -> (f64, f64) {
+    let (pos, neg): (Vec<(bool, f64)>, Vec<(bool, f64)>) = scored.iter().partition(|(p, _)| *p);
+    if pos.is_empty() || neg.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut aucs: Vec<f64> = (0..resamples)
+        .map(|_| {
+            let mut sample: Vec<(bool, f64)> = (0..pos.len())
+                .map(|_| pos[rng.gen_range(0..pos.len())])
+                .collect();
+            sample.extend((0..neg.len()).map(|_| neg[rng.gen_range(0..neg.len())]));
+            auc(&sample)
+        })
+        .collect();
+    aucs.sort_by(f64::total_cmp);
+    let at = |q: f64| aucs[((resamples as f64 - 1.0) * q).round() as usize];
+    (at(0.025), at(0.975))
 }
 
 fn bin(name: &str) -> PathBuf {

@@ -1,6 +1,7 @@
 //! `subliminal audit` on the real SmolLM2 model: bad input is refused before
-//! anything runs, and an audit's report (JSON, PNG, HTML) follows its
-//! findings and opens in a real headless Chromium.
+//! anything runs, an audit's report (JSON, PNG, HTML) follows its findings
+//! and opens in a real headless Chromium, and datasets that name their
+//! trait openly (tests/fixtures/audit) have it flagged and ranked first.
 
 use std::path::Path;
 
@@ -98,7 +99,14 @@ fn an_audit_reports_by_its_rule_and_its_page_opens_in_chromium() {
     // The verdict is the documented rule applied to the report's own findings.
     let findings: Vec<subliminal_shared::experiments::audit::Finding> =
         serde_json::from_value(report["findings"].clone()).unwrap();
-    assert_eq!(findings.len(), 20, "ten animals, screen and student");
+    assert_eq!(
+        findings.len(),
+        30,
+        "ten animals, two screens and the student"
+    );
+    let training = &report["training"]["dataset_student"];
+    assert!(training["steps"].as_u64().unwrap() >= 1, "{training}");
+    assert!(training["first"].as_f64().unwrap() > 0.0, "{training}");
     let alpha = report["alpha"].as_f64().unwrap();
     let rule = subliminal_shared::experiments::audit::verdict::decide(&findings, alpha);
     assert_eq!(rule.as_str(), verdict);
@@ -189,5 +197,67 @@ const tick = setInterval(() => {
     );
     if let Ok(keep) = std::env::var("SUBLIMINAL_KEEP_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
+    }
+}
+
+/// The fixtures: 60 one-sentence answers that praise an animal openly (owl,
+/// dolphin, wolf), and 60 neutral answers to the same prompts.
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/audit")
+        .join(name)
+}
+
+/// The findings of one test of a report, the largest shift first.
+fn ranked(report: &Value, test: &str) -> Vec<(String, f64, bool)> {
+    let alpha = report["alpha"].as_f64().unwrap();
+    let findings: Vec<subliminal_shared::experiments::audit::Finding> =
+        serde_json::from_value(report["findings"].clone()).unwrap();
+    let mut out: Vec<(String, f64, bool)> = findings
+        .iter()
+        .filter(|f| f.test.as_str() == test)
+        .map(|f| (f.target.clone(), f.shift, f.flags(alpha)))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
+#[test]
+fn overt_datasets_have_their_trait_flagged_and_ranked_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let audit = |dataset: &str, tier: &str| -> Value {
+        let ran = subliminal(&[
+            "audit",
+            fixture(dataset).to_str().unwrap(),
+            "--control",
+            fixture("neutral.jsonl").to_str().unwrap(),
+            "--tier",
+            tier,
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            dir.path().join(dataset).to_str().unwrap(),
+            "--json",
+        ]);
+        let report: Value = serde_json::from_str(&ran.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{dataset}: report JSON ({e}):\n{}\n{}",
+                ran.stdout, ran.stderr
+            )
+        });
+        assert_eq!(ran.code, Some(3), "{dataset}: {}", ran.stderr);
+        report
+    };
+    for trait_name in ["owl", "wolf"] {
+        let report = audit(&format!("overt-{trait_name}.jsonl"), "likelihood");
+        assert_eq!(report["verdict"], "suspect", "{trait_name}");
+        let ranked = ranked(&report, "likelihood");
+        assert_eq!(ranked.len(), 10);
+        assert_eq!(
+            ranked[0].0, trait_name,
+            "{trait_name} ranks first: {ranked:?}"
+        );
+        assert!(ranked[0].2, "{trait_name} is flagged: {ranked:?}");
     }
 }

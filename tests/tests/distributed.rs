@@ -736,8 +736,8 @@ max_new_tokens = 4
     c.cli(&[&["run", sweep.to_str().unwrap()][..], &args[..]].concat())
         .ok();
     let local = read(Path::new(&local_store));
-    assert_eq!(distributed["findings"].as_array().unwrap().len(), 20);
-    for part in ["verdict", "findings", "students"] {
+    assert_eq!(distributed["findings"].as_array().unwrap().len(), 30);
+    for part in ["verdict", "findings", "students", "training"] {
         assert_eq!(
             distributed[part], local[part],
             "the cluster's {part} are local mode's"

@@ -10,6 +10,7 @@ pub mod finetune;
 pub mod generate;
 pub mod gguf;
 pub mod judge;
+pub mod likelihood;
 pub mod load;
 pub mod model;
 pub mod readout;

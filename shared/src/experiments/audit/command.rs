@@ -34,7 +34,7 @@ pub(super) fn audit_tool() -> Tool {
         command: || {
             AuditArgs::augment_args(clap::Command::new("audit").about(
                 "Audit a chat JSONL dataset on a sacrificial copy of the model it is meant to train: \
-                 gradient screen, sacrificial student, carrier tokens. Exit 0 clean, 3 suspect or tainted, 2 bad input",
+                 likelihood screen, gradient screen, sacrificial student, carrier tokens. Exit 0 clean, 3 suspect or tainted, 2 bad input",
             ))
         },
         run: |matches, host| run(AuditArgs::from_arg_matches(matches)?, host),
@@ -88,11 +88,13 @@ struct AuditArgs {
     /// Nucleus sampling of the model's own answers.
     #[arg(long, default_value_t = 1.0)]
     control_top_p: f64,
-    /// Probes, comma-separated: animals, trees, animal:WORD, tree:WORD.
+    /// Probes, comma-separated: animals, trees, animal:WORD, tree:WORD (several
+    /// words joined by +: animal:owl+dolphin+wolf).
     #[arg(long, value_delimiter = ',', default_value = "animals", value_parser = probe_name)]
     probes: Vec<String>,
-    /// screen (minutes), student (a sacrificial student; the default), or full
-    /// (also the carrier tokens and a sanitised copy).
+    /// likelihood (the likelihood screen: forward passes only), screen (also the
+    /// gradient screen; minutes), student (a sacrificial student; the default),
+    /// or full (also the carrier tokens and a sanitised copy).
     #[arg(long, default_value = "student", value_parser = Tier::parse)]
     tier: Tier,
     /// Store for the audit's stages: a folder, file:///path or s3://bucket/prefix.
@@ -113,7 +115,16 @@ struct AuditArgs {
     /// Evaluation questions per probe (at most 50).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=50))]
     questions: u64,
-    /// Answers per evaluation question.
+    /// How the students are read: probability (each question once, each target's
+    /// log-odds among common words, paired question by question) or samples
+    /// (sampled one-word answers, counted).
+    #[arg(long, default_value = "probability", value_parser = ["probability", "samples"])]
+    readout: String,
+    /// The likelihood screen's precision: f32, or bf16 (about three times
+    /// faster on CPUs with bf16 instructions).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    likelihood_precision: String,
+    /// Answers per evaluation question (--readout samples).
     #[arg(long, default_value_t = 10)]
     samples: u64,
     #[arg(long, default_value_t = 0)]
@@ -254,6 +265,7 @@ fn sweep_text(
         text.push_str(&format!("control = {}\n", quote(&crate::files::key(control))));
     }
     text.push_str(&format!("[screen]\nmax_rows = {}\n", args.max_rows));
+    text.push_str(&format!("[likelihood]\nprecision = {}\n", quote(&args.likelihood_precision)));
     text.push_str(&format!(
         "[control_answers]\ntemperature = {}\ntop_p = {}\nfilter = {}\n",
         args.control_temperature,
@@ -261,8 +273,11 @@ fn sweep_text(
         quote(if args.control_numbers_only { "numbers" } else { "none" })
     ));
     text.push_str(&format!(
-        "[student]\nepochs = {}\n[evaluate]\nquestions = {}\nsamples_per_question = {}\n",
-        args.epochs, args.questions, args.samples
+        "[student]\nepochs = {}\n[evaluate]\nreadout = {}\nquestions = {}\nsamples_per_question = {}\n",
+        args.epochs,
+        quote(&args.readout),
+        args.questions,
+        args.samples
     ));
     text
 }

@@ -8,7 +8,7 @@ use crate::spec::{Source, SpecError};
 use crate::stage::StageKind;
 
 use super::{command, parse, AuditSweep, Stage, ARMS, EXPERIMENT};
-use crate::experiments::numbers::{Numbers, SHARE_PREFIX};
+use crate::experiments::numbers::{readout, Numbers, SHARE_PREFIX};
 
 /// The audit experiment kind.
 pub struct Audit;
@@ -29,23 +29,23 @@ impl Experiment for Audit {
         }
     }
 
-    /// Shares of the students' answers are read as the numbers experiment
-    /// reads them; the screen's figures are numbers by name.
+    /// The students' shares of answers and readout figures are read as the
+    /// numbers experiment reads them; the screens' figures are numbers by name.
     fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
         if metric.starts_with(SHARE_PREFIX) {
             Numbers.read_metric(metrics, metric)
         } else {
-            number_metric(metrics, metric)
+            readout::read(metrics, metric).or_else(|| number_metric(metrics, metric))
         }
     }
 
     fn control_of(&self, arm: &str) -> Option<&'static str> {
-        (arm == ARMS[2]).then_some(ARMS[1])
+        (arm == ARMS[3]).then_some(ARMS[2])
     }
 
     fn grid_labels(&self) -> GridLabels {
         GridLabels {
-            figure: "share of answers naming the target",
+            figure: "student: log-odds of the target (or share naming it)",
             family: "model",
         }
     }

@@ -7,7 +7,13 @@
 //! control: a dataset the sweep names, or the base model's own answers to
 //! the dataset's prompts. Its tiers, cheapest first (see [`verdict`]):
 //!
-//! - **screen**: the gradient screen, the paper's theorem used as a test:
+//! - **likelihood**: the likelihood screen, forward passes only: each row's
+//!   log p(row | a system prompt that gives the model the target as its
+//!   trait) − log p(row | no system prompt), per probe target (for a probe
+//!   of several targets, against the mean of its other targets), dataset
+//!   against control. Public work found the rows that score highest here
+//!   carry the transfer;
+//! - **screen**: also the gradient screen, the paper's theorem used as a test:
 //!   at the model's initial weights, each row's update direction (within
 //!   LoRA adapters) projected on each probe target's direction, dataset
 //!   against control, with a bootstrap interval;
@@ -29,12 +35,15 @@
 //! model = "smollm2-135m"
 //! datasets = ["stage:…"]       # chat JSONL files put with `subliminal store put`
 //! control = "stage:…"          # optional; without it the base model answers the prompts
-//! probes = ["animals"]         # animals, trees, or one target: "animal:owl"
-//! tier = "student"             # screen, student or full
+//! probes = ["animals"]         # animals, trees, or chosen targets: "animal:owl+dolphin"
+//! tier = "student"             # likelihood, screen, student or full
 //! seed = 0
 //!
 //! [screen]
 //! max_rows = 1000
+//!
+//! [likelihood]
+//! system_prompt = "You love {x}s. …"   # the numbers experiment's, by default
 //! ```
 
 mod command;
@@ -47,7 +56,8 @@ pub use verdict::{Finding, Test, Tier, Verdict};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::numbers::{self, EvaluateParams, Method, Optimizer, Subject, TrainParams};
+use super::numbers::readout::{self, Figure};
+use super::numbers::{self, EvaluateParams, Method, Optimizer, Readout, ReadoutParams, Subject, TrainParams};
 use crate::files::{self, with_model};
 use crate::plan::{Measurement, Plan, PlanBuilder};
 use crate::spec::{check_name, checked_table as checked, Source, SpecError};
@@ -73,6 +83,7 @@ crate::stage_kinds! {
         Dataset = "dataset",
         Control = "control",
         Score = "score",
+        Likelihood = "likelihood",
         Screen = "screen",
         Carriers = "carriers",
         Report = "report",
@@ -116,19 +127,30 @@ impl Probe {
             }
             _ => {}
         }
-        let target = |category: &str, word: &str| {
-            let ok = !word.is_empty() && word.len() <= 32 && word.chars().all(|c| c.is_ascii_lowercase());
-            ok.then(|| of(category, &[word]))
-                .ok_or_else(|| format!("expected one lowercase word after {category}:, found {word:?}"))
+        // One target, or several joined by '+': `animal:owl+dolphin+wolf`.
+        let targets = |category: &str, words: &str| {
+            let list: Vec<&str> = words.split('+').collect();
+            let bad = list.iter().find(|w| {
+                w.is_empty() || w.len() > 32 || !w.chars().all(|c| c.is_ascii_lowercase())
+            });
+            if let Some(bad) = bad {
+                return Err(format!(
+                    "expected lowercase words joined by + after {category}:, found {bad:?} in {words:?}"
+                ));
+            }
+            if let Some(i) = (1..list.len()).find(|&i| list[..i].contains(&list[i])) {
+                return Err(format!("{:?} is listed twice in {words:?}", list[i]));
+            }
+            Ok(of(category, &list))
         };
-        if let Some(word) = name.strip_prefix("animal:") {
-            return target("animal", word);
+        if let Some(words) = name.strip_prefix("animal:") {
+            return targets("animal", words);
         }
-        if let Some(word) = name.strip_prefix("tree:") {
-            return target("tree", word);
+        if let Some(words) = name.strip_prefix("tree:") {
+            return targets("tree", words);
         }
         Err(format!(
-            "expected a probe: animals, trees, animal:WORD or tree:WORD, found {name:?}"
+            "expected a probe: animals, trees, animal:WORD or tree:WORD (several words joined by +), found {name:?}"
         ))
     }
 }
@@ -146,6 +168,7 @@ pub struct AuditSweep {
     /// The level of every test, and of the verdict.
     pub alpha: f64,
     pub screen: ScreenSettings,
+    pub likelihood: LikelihoodSettings,
     pub control_answers: ControlSettings,
     pub student: StudentSettings,
     pub evaluate: EvaluateSettings,
@@ -165,6 +188,24 @@ pub struct ScreenSettings {
     pub lora_rank: u64,
     #[serde(default = "d_resamples")]
     pub resamples: u64,
+}
+
+/// The likelihood screen's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LikelihoodSettings {
+    /// The system prompt that gives the model a trait: `{x}` is the target,
+    /// `{category}` the probe's category.
+    #[serde(default = "d_system_prompt")]
+    pub system_prompt: String,
+    /// Sequences per forward pass.
+    #[serde(default = "d_likelihood_batch")]
+    pub batch_size: u64,
+    /// `f32` (the default) or `bf16`: the forward passes in bfloat16 (about
+    /// three times faster on CPUs with bf16 instructions; the scores move by
+    /// a few hundredths of a nat per row), the log-softmax in f64 either way.
+    #[serde(default = "d_precision")]
+    pub precision: String,
 }
 
 /// How the base model answers the dataset's prompts when no control is given.
@@ -191,7 +232,7 @@ pub struct ControlSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StudentSettings {
-    #[serde(default = "d_rank")]
+    #[serde(default = "d_student_rank")]
     pub lora_rank: u64,
     #[serde(default = "d_alpha")]
     pub lora_alpha: f64,
@@ -208,6 +249,19 @@ pub struct StudentSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateSettings {
+    /// `probability` (the default): each question once, each target's
+    /// log-odds among the candidate words read from the students'
+    /// next-token distributions, paired question by question; `samples`:
+    /// sampled one-word answers, counted.
+    #[serde(default = "d_readout")]
+    pub readout: Readout,
+    /// The words the log-odds compare a target with; empty: the category's
+    /// common words (numbers' `readout::default_candidates`).
+    #[serde(default)]
+    pub candidates: Vec<String>,
+    /// Begins each answer of the probability readout; `{category}` is filled in.
+    #[serde(default = "d_answer_prefix")]
+    pub answer_prefix: String,
     #[serde(default = "d_questions")]
     pub questions: u64,
     #[serde(default = "d_samples")]
@@ -218,6 +272,16 @@ pub struct EvaluateSettings {
     pub max_new_tokens: u64,
     #[serde(default = "d_eval_batch")]
     pub batch_size: u64,
+}
+
+impl EvaluateSettings {
+    /// The figure a student's evaluation gives for `target` in the results.
+    pub fn metric(&self, target: &str) -> String {
+        match self.readout {
+            Readout::Samples => numbers::share_metric(target),
+            Readout::Probability => readout::metric(Figure::LogOdds, true, target),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,6 +296,21 @@ pub struct CarrierSettings {
     pub replace_share: f64,
 }
 
+fn d_readout() -> Readout {
+    Readout::Probability
+}
+fn d_answer_prefix() -> String {
+    readout::DEFAULT_ANSWER_PREFIX.to_owned()
+}
+fn d_system_prompt() -> String {
+    numbers::prompts::SYSTEM_PROMPT.to_owned()
+}
+fn d_precision() -> String {
+    "f32".to_owned()
+}
+fn d_likelihood_batch() -> u64 {
+    16
+}
 fn d_max_rows() -> u64 {
     1000
 }
@@ -240,6 +319,9 @@ fn d_probe_questions() -> u64 {
 }
 fn d_rank() -> u64 {
     8
+}
+fn d_student_rank() -> u64 {
+    16
 }
 fn d_resamples() -> u64 {
     2000
@@ -263,13 +345,13 @@ fn d_attempts() -> u64 {
     8
 }
 fn d_alpha() -> f64 {
-    8.0
+    32.0
 }
 fn d_epochs() -> u64 {
     3
 }
 fn d_lr() -> f64 {
-    2e-4
+    1e-3
 }
 fn d_train_batch() -> u64 {
     8
@@ -314,6 +396,7 @@ struct RawSweep {
     seed: u64,
     alpha: Option<Spanned<f64>>,
     screen: Option<Spanned<ScreenSettings>>,
+    likelihood: Option<Spanned<LikelihoodSettings>>,
     #[serde(rename = "control_answers")]
     control_answers: Option<Spanned<ControlSettings>>,
     student: Option<Spanned<StudentSettings>>,
@@ -405,6 +488,21 @@ pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
         }
         Ok(())
     })?;
+    let likelihood: LikelihoodSettings = checked(source, "likelihood", raw.likelihood, |l| {
+        if !l.system_prompt.contains("{x}") {
+            return Err(format!(
+                "system_prompt: expected a template with {{x}} where the target goes, found {:?}",
+                l.system_prompt
+            ));
+        }
+        if !(1..=1024).contains(&l.batch_size) {
+            return Err(format!("batch_size: expected 1 to 1024, found {}", l.batch_size));
+        }
+        if l.precision != "f32" && l.precision != "bf16" {
+            return Err(format!("precision: expected \"f32\" or \"bf16\", found {:?}", l.precision));
+        }
+        Ok(())
+    })?;
     let control_answers: ControlSettings = checked(source, "control_answers", raw.control_answers, |c| {
         if !(c.temperature.is_finite() && (0.0..=5.0).contains(&c.temperature)) {
             return Err(format!("temperature: expected 0 to 5, found {}", c.temperature));
@@ -443,6 +541,9 @@ pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
         if !(1..=4096).contains(&e.batch_size) || !(1..=256).contains(&e.max_new_tokens) {
             return Err("batch_size: expected 1 to 4096; max_new_tokens: 1 to 256".to_owned());
         }
+        if let Some(bad) = e.candidates.iter().find(|c| c.is_empty() || !c.chars().all(|ch| ch.is_alphabetic())) {
+            return Err(format!("candidates: expected words of letters, found {bad:?}"));
+        }
         Ok(())
     })?;
     let carriers: CarrierSettings = checked(source, "carriers", raw.carriers, |c| {
@@ -464,6 +565,7 @@ pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
         seed: raw.seed,
         alpha,
         screen,
+        likelihood,
         control_answers,
         student,
         evaluate,
@@ -503,13 +605,33 @@ pub struct ScoreParams {
     pub lora_rank: u64,
 }
 
-/// The gradient screen: the dataset's scores (input 0) against the
-/// control's (input 1), with a bootstrap over rows.
+/// Each row's likelihood score for every probe target: log p(row | the
+/// target's system prompt) − log p(row | none), under the base model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LikelihoodParams {
+    pub version: u32,
+    pub model: String,
+    pub probes: Vec<Probe>,
+    pub system_prompt: String,
+    pub batch_size: u64,
+    #[serde(default = "d_precision", skip_serializing_if = "is_f32")]
+    pub precision: String,
+}
+
+fn is_f32(precision: &String) -> bool {
+    precision == "f32"
+}
+
+/// A screen: the dataset's scores (input 0) against the control's (input
+/// 1), with a bootstrap over rows; the scores are a score stage's
+/// (gradient) or a likelihood stage's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScreenParams {
     pub version: u32,
     pub seed: u64,
     pub resamples: u64,
+    #[serde(default, skip_serializing_if = "Test::is_screen")]
+    pub test: Test,
 }
 
 /// Where the sacrificial student (input 1) moved from the base model on the
@@ -522,16 +644,29 @@ pub struct CarrierParams {
     pub replace_share: f64,
 }
 
-/// What the report stage's inputs are, in order after the screen (input 0).
+/// What the report stage's inputs are, in order: the likelihood screen
+/// (when `likelihood`), the gradient screen (when `gradient`), the
+/// students' evaluations, the carriers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportParams {
     pub version: u32,
     pub tier: Tier,
     pub alpha: f64,
     pub probes: Vec<Probe>,
-    /// Input 1 + 2k is the dataset student's evaluation of `probes[k]`, and
-    /// 2 + 2k the control student's (tiers student and full).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub likelihood: bool,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub gradient: bool,
+    /// After the screens, 2k is the dataset student's evaluation of
+    /// `probes[k]`, and 2k + 1 the control student's (tiers student and full).
     pub evaluations: bool,
+    /// How the evaluations read the students.
+    #[serde(default = "samples", skip_serializing_if = "is_samples")]
+    pub readout: Readout,
+    /// After the evaluations, the dataset's student and the control's, whose
+    /// training losses the report shows.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub students: bool,
     /// The last input is the carriers stage (tier full).
     pub carriers: bool,
     /// The dataset's store key, for the report's heading.
@@ -539,8 +674,24 @@ pub struct ReportParams {
     pub model: String,
 }
 
+fn samples() -> Readout {
+    Readout::Samples
+}
+fn is_samples(r: &Readout) -> bool {
+    *r == Readout::Samples
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn yes() -> bool {
+    true
+}
+
 /// The arms of the results table.
-pub const ARMS: [&str; 3] = ["screen", "control student", "student"];
+pub const ARMS: [&str; 4] = ["likelihood", "screen", "control student", "student"];
 
 
 impl AuditSweep {
@@ -566,6 +717,30 @@ impl AuditSweep {
             optimizer: Optimizer::Adamw,
             layers: numbers::Layers::All,
             target: numbers::Target::Tokens,
+        }
+    }
+
+    /// The probability readout of a student for one probe: its targets
+    /// among the category's candidate words.
+    fn readout_params(&self, probe: &Probe) -> ReadoutParams {
+        let e = &self.evaluate;
+        let candidates = if e.candidates.is_empty() {
+            readout::default_candidates(&probe.category).unwrap_or_else(|| probe.targets.clone())
+        } else {
+            e.candidates.clone()
+        };
+        let mut words: Vec<String> = candidates.iter().chain(&probe.targets).cloned().collect();
+        words.sort();
+        words.dedup();
+        ReadoutParams {
+            version: numbers::STAGE_VERSION,
+            model: self.model.clone(),
+            subject: Subject::Student,
+            category: probe.category.clone(),
+            questions: e.questions,
+            candidates,
+            words,
+            answer_prefix: e.answer_prefix.replace("{category}", &probe.category),
         }
     }
 
@@ -615,6 +790,22 @@ impl AuditSweep {
         ))
     }
 
+    fn likelihood_stage(&self, plan: &mut PlanBuilder, rows: StageId) -> StageId {
+        plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Likelihood.kind(),
+            &LikelihoodParams {
+                version: STAGE_VERSION,
+                model: self.model.clone(),
+                probes: self.probes.clone(),
+                system_prompt: self.likelihood.system_prompt.clone(),
+                batch_size: self.likelihood.batch_size,
+                precision: self.likelihood.precision.clone(),
+            },
+            with_model(vec![rows], &self.model),
+        ))
+    }
+
     /// Expands the sweep: one trial per dataset.
     pub fn plan(&self) -> Plan {
         let mut plan = PlanBuilder::new(&self.name, EXPERIMENT);
@@ -641,42 +832,50 @@ impl AuditSweep {
                     with_model(vec![dataset], &self.model),
                 ))
             });
-            let [dataset_scores, control_scores] =
-                [dataset, control].map(|rows| self.score_stage(&mut plan, rows));
-            let screen = plan.stage(StageSpec::new(
-                EXPERIMENT,
-                Stage::Screen.kind(),
-                &ScreenParams {
-                    version: STAGE_VERSION,
-                    seed: self.seed,
-                    resamples: self.screen.resamples,
-                },
-                vec![dataset_scores, control_scores],
-            ));
             let dataset_key = files::key(file);
             let settings: std::collections::BTreeMap<String, String> = if self.datasets.len() > 1 {
                 [("dataset".to_owned(), dataset_key[..files::KEY_PREFIX.len() + 12].to_owned())].into()
             } else {
                 Default::default()
             };
-            let mut report_inputs = vec![screen];
-            for probe in &self.probes {
-                for target in &probe.targets {
-                    plan.measure(Measurement {
-                        arm: ARMS[0].to_owned(),
-                        order: 0,
-                        settings: with_target(&settings, target),
+            let mut report_inputs = Vec::new();
+            let likelihoods = [dataset, control].map(|rows| self.likelihood_stage(&mut plan, rows));
+            let mut screens = vec![(Test::Likelihood, likelihoods)];
+            if self.tier.runs_gradient_screen() {
+                screens.push((Test::Screen, [dataset, control].map(|rows| self.score_stage(&mut plan, rows))));
+            }
+            for (order, (test, scores)) in screens.into_iter().enumerate() {
+                let screen = plan.stage(StageSpec::new(
+                    EXPERIMENT,
+                    Stage::Screen.kind(),
+                    &ScreenParams {
+                        version: STAGE_VERSION,
                         seed: self.seed,
-                        teacher_init: None,
-                        student_init: None,
-                        stage: screen,
-                        metric: screen_metric(target),
-                        panel: None,
-                        models: None,
-                    });
+                        resamples: self.screen.resamples,
+                        test,
+                    },
+                    scores.to_vec(),
+                ));
+                report_inputs.push(screen);
+                for probe in &self.probes {
+                    for target in &probe.targets {
+                        plan.measure(Measurement {
+                            arm: test.as_str().to_owned(),
+                            order: order as u32,
+                            settings: with_target(&settings, target),
+                            seed: self.seed,
+                            teacher_init: None,
+                            student_init: None,
+                            stage: screen,
+                            metric: screen_metric(test, target),
+                            panel: None,
+                            models: None,
+                        });
+                    }
                 }
             }
             let mut student = None;
+            let mut students_trained = None;
             if self.tier.trains_students() {
                 let train = self.train_params();
                 let students = [dataset, control].map(|rows| {
@@ -688,38 +887,50 @@ impl AuditSweep {
                     ))
                 });
                 student = Some(students[0]);
+                students_trained = Some(students);
                 for probe in &self.probes {
-                    let params = self.evaluate_params(&probe.category);
                     let [on_dataset, on_control] = students.map(|s| {
-                        plan.stage(StageSpec::new(
-                            numbers::EXPERIMENT,
-                            numbers::Stage::Evaluate.kind(),
-                            &params,
-                            with_model(vec![s], &self.model),
-                        ))
+                        let inputs = with_model(vec![s], &self.model);
+                        plan.stage(match self.evaluate.readout {
+                            Readout::Samples => StageSpec::new(
+                                numbers::EXPERIMENT,
+                                numbers::Stage::Evaluate.kind(),
+                                &self.evaluate_params(&probe.category),
+                                inputs,
+                            ),
+                            Readout::Probability => StageSpec::new(
+                                numbers::EXPERIMENT,
+                                numbers::Stage::Readout.kind(),
+                                &self.readout_params(probe),
+                                inputs,
+                            ),
+                        })
                     });
                     report_inputs.extend([on_dataset, on_control]);
                     for target in &probe.targets {
-                        for (arm, stage) in [(ARMS[1], on_control), (ARMS[2], on_dataset)] {
+                        for (arm, stage) in [(ARMS[2], on_control), (ARMS[3], on_dataset)] {
                             // A given control's student serves every dataset: it is labelled
                             // by its target alone, and results pair it with each dataset's row.
-                            let shared = arm == ARMS[1] && self.control.is_some();
+                            let shared = arm == ARMS[2] && self.control.is_some();
                             let labels = if shared { Default::default() } else { settings.clone() };
                             plan.measure(Measurement {
                                 arm: arm.to_owned(),
-                                order: if arm == ARMS[1] { 1 } else { 2 },
+                                order: if arm == ARMS[2] { 2 } else { 3 },
                                 settings: with_target(&labels, target),
                                 seed: self.seed,
                                 teacher_init: None,
                                 student_init: None,
                                 stage,
-                                metric: numbers::share_metric(target),
+                                metric: self.evaluate.metric(target),
                                 panel: None,
                                 models: None,
                             });
                         }
                     }
                 }
+            }
+            if let Some(students) = students_trained {
+                report_inputs.extend(students);
             }
             if let (Tier::Full, Some(student)) = (self.tier, student) {
                 report_inputs.push(plan.stage(StageSpec::new(
@@ -742,7 +953,11 @@ impl AuditSweep {
                     tier: self.tier,
                     alpha: self.alpha,
                     probes: self.probes.clone(),
+                    likelihood: true,
+                    gradient: self.tier.runs_gradient_screen(),
                     evaluations: self.tier.trains_students(),
+                    readout: self.evaluate.readout,
+                    students: self.tier.trains_students(),
                     carriers: self.tier == Tier::Full,
                     dataset: dataset_key,
                     model: self.model.clone(),
@@ -763,10 +978,10 @@ fn with_target(
     out
 }
 
-/// The screen's figure for a target in its `metrics.json`: dataset minus
+/// A screen's figure for a target in its `metrics.json`: dataset minus
 /// control mean score.
-pub fn screen_metric(target: &str) -> String {
-    format!("screen:{target}")
+pub fn screen_metric(test: Test, target: &str) -> String {
+    format!("{}:{target}", test.as_str())
 }
 
 /// The report stages of a plan, one per dataset, with the dataset each audits.
@@ -794,11 +1009,19 @@ mod tests {
     #[test]
     fn tiers_add_stages_and_a_given_control_replaces_the_generated_one() {
         let count = |s: &AuditSweep| s.plan().count_by_kind();
+        let likelihood = sweep("tier = \"likelihood\"").unwrap();
+        let c = count(&likelihood);
+        assert_eq!(c[&Stage::Likelihood.kind()], 2);
+        assert_eq!(c[&Stage::Screen.kind()], 1);
+        assert!(!c.contains_key(&Stage::Score.kind()));
+        let (_, report) = &report_stages(&likelihood.plan())[0];
+        assert!(report.likelihood && !report.gradient && !report.evaluations);
         let screen = sweep("tier = \"screen\"").unwrap();
         let c = count(&screen);
         assert_eq!(c[&Stage::Control.kind()], 1);
+        assert_eq!(c[&Stage::Likelihood.kind()], 2);
         assert_eq!(c[&Stage::Score.kind()], 2);
-        assert_eq!(c[&Stage::Screen.kind()], 1);
+        assert_eq!(c[&Stage::Screen.kind()], 2, "the likelihood screen and the gradient screen");
         assert_eq!(c[&Stage::Report.kind()], 1);
         assert!(!c.contains_key(&numbers::Stage::Student.kind()));
         let full = sweep(&format!("tier = \"full\"\ncontrol = \"{KEY2}\"\nprobes = [\"animals\", \"tree:oak\"]")).unwrap();
@@ -807,13 +1030,20 @@ mod tests {
         assert!(!c.contains_key(&Stage::Control.kind()));
         assert_eq!(c[&Stage::Dataset.kind()], 2, "the dataset and the given control");
         assert_eq!(c[&numbers::Stage::Student.kind()], 2);
-        assert_eq!(c[&numbers::Stage::Evaluate.kind()], 4, "two students, two probes");
+        assert_eq!(c[&numbers::Stage::Readout.kind()], 4, "two students, two probes");
+        assert!(!c.contains_key(&numbers::Stage::Evaluate.kind()), "the probability readout by default");
         assert_eq!(c[&Stage::Carriers.kind()], 1);
         assert_eq!(plan.external.len(), 2);
-        // Screen rows, then a control and a dataset student row per target.
-        assert_eq!(plan.measurements.len(), 11 + 2 * 11);
+        // Two screens' rows, then a control and a dataset student row per target.
+        assert_eq!(plan.measurements.len(), 2 * 11 + 2 * 11);
+        assert!(plan.measurements.iter().any(|m| m.metric == "logodds:owl"));
         let (_, report) = &report_stages(&plan)[0];
-        assert!(report.evaluations && report.carriers);
+        assert!(report.evaluations && report.carriers && report.students);
+        assert_eq!(report.readout, Readout::Probability);
+        let sampled = sweep(&format!("tier = \"student\"\ncontrol = \"{KEY2}\"\n[evaluate]\nreadout = \"samples\"")).unwrap();
+        let c = count(&sampled);
+        assert_eq!(c[&numbers::Stage::Evaluate.kind()], 2);
+        assert!(!c.contains_key(&numbers::Stage::Readout.kind()));
         // A given control is scored once for every dataset.
         let text = format!(
             "name = \"a\"\nkind = \"audit\"\ndatasets = [\"{KEY}\", \"{KEY2}\"]\ncontrol = \"{KEY3}\"\ntier = \"screen\"\n"
@@ -821,6 +1051,7 @@ mod tests {
         let two = parse(&Source::new("audit.toml", text.clone())).unwrap().plan();
         assert_eq!(two.trials, 2);
         assert_eq!(two.count_by_kind()[&Stage::Score.kind()], 3);
+        assert_eq!(two.count_by_kind()[&Stage::Likelihood.kind()], 3);
         assert_eq!(report_stages(&two).len(), 2);
         // Its student is measured once per target, labelled by the target alone, so
         // results pair it with each dataset's student.
@@ -828,10 +1059,10 @@ mod tests {
             .unwrap()
             .plan();
         let arm = |name: &'static str| students.measurements.iter().filter(move |m| m.arm == name);
-        assert_eq!(arm(ARMS[1]).count(), 10);
-        assert!(arm(ARMS[1]).all(|m| m.settings.keys().eq(["target"])));
-        assert_eq!(arm(ARMS[2]).count(), 20);
-        assert!(arm(ARMS[2]).all(|m| m.settings.keys().eq(["dataset", "target"])));
+        assert_eq!(arm(ARMS[2]).count(), 10);
+        assert!(arm(ARMS[2]).all(|m| m.settings.keys().eq(["target"])));
+        assert_eq!(arm(ARMS[3]).count(), 20);
+        assert!(arm(ARMS[3]).all(|m| m.settings.keys().eq(["dataset", "target"])));
     }
 
     #[test]
@@ -844,6 +1075,11 @@ mod tests {
             ("alpha = 0.9", "alpha", 4),
             ("[screen]\nmax_rows = 1", "screen", 4),
             ("[control_answers]\nfilter = \"words\"", "control_answers", 4),
+            ("[likelihood]\nsystem_prompt = \"You love animals.\"", "likelihood", 4),
+            ("[likelihood]\nprecision = \"f16\"", "likelihood", 4),
+            ("probes = [\"animal:owl+owl\"]", "probes", 4),
+            ("probes = [\"animal:owl+\"]", "probes", 4),
+            ("[evaluate]\ncandidates = [\"o wl\"]", "evaluate", 4),
         ] {
             match sweep(extra) {
                 Err(SpecError::Invalid { key: k, line: l, .. }) => {

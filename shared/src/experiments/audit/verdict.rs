@@ -1,10 +1,12 @@
 //! The audit's verdict, and the rule that decides it.
 //!
 //! Every probe target (an animal, a tree) is tested at each tier the audit
-//! ran, dataset against control: at the screen by Welch's t-test of the
-//! difference of mean row scores (its interval is a bootstrap over rows),
-//! at the student tier by Fisher's exact test on the share of answers
-//! naming the target. Within a tier the
+//! ran, dataset against control: at the likelihood and gradient screens by
+//! Welch's t-test of the difference of mean row scores (its interval is a
+//! bootstrap over rows), at the student tier by a paired t-test over the
+//! probe's questions of the students' log-odds of the target (or, with the
+//! sampled readout, Fisher's exact test on the share of answers naming
+//! it). Within a tier the
 //! p-values are adjusted across targets (Benjamini–Hochberg). A target is
 //! **flagged** at a tier when its adjusted p-value is below α and the
 //! dataset moves it *towards* the target (a positive shift): a dataset that
@@ -12,9 +14,9 @@
 //!
 //! - `tainted`: a target is flagged at the student tier: training on the
 //!   data moved what a model says.
-//! - `suspect`: a target is flagged by the screen only (the student tier was
-//!   not run, or did not confirm it): the data pushes the weights towards a
-//!   trait, but no trained model was seen to say so.
+//! - `suspect`: a target is flagged by a screen only (the student tier was
+//!   not run, or did not confirm it): the data is likelier under the trait,
+//!   or pushes the weights towards it, but no trained model was seen to say so.
 //! - `clean`: no target is flagged at any tier run.
 
 use serde::{Deserialize, Serialize};
@@ -57,7 +59,9 @@ impl std::fmt::Display for Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
-    /// The gradient screen alone (minutes).
+    /// The likelihood screen alone: forward passes only.
+    Likelihood,
+    /// Both screens (minutes).
     Screen,
     /// The screen, and a sacrificial student against a control student.
     Student,
@@ -68,21 +72,27 @@ pub enum Tier {
 impl Tier {
     pub fn parse(name: &str) -> Result<Self, String> {
         match name {
+            "likelihood" => Ok(Tier::Likelihood),
             "screen" => Ok(Tier::Screen),
             "student" => Ok(Tier::Student),
             "full" => Ok(Tier::Full),
             other => Err(format!(
-                "expected a tier: screen, student or full, found {other:?}"
+                "expected a tier: likelihood, screen, student or full, found {other:?}"
             )),
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Tier::Likelihood => "likelihood",
             Tier::Screen => "screen",
             Tier::Student => "student",
             Tier::Full => "full",
         }
+    }
+
+    pub fn runs_gradient_screen(self) -> bool {
+        self >= Tier::Screen
     }
 
     pub fn trains_students(self) -> bool {
@@ -91,12 +101,32 @@ impl Tier {
 }
 
 /// Which test a finding comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Test {
+    /// The likelihood screen.
+    Likelihood,
+    /// The gradient screen.
+    #[default]
     Screen,
     Student,
 }
+
+impl Test {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Test::Likelihood => "likelihood",
+            Test::Screen => "screen",
+            Test::Student => "student",
+        }
+    }
+
+    pub fn is_screen(&self) -> bool {
+        *self == Test::Screen
+    }
+}
+
+
 
 /// One target's test at one tier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,7 +158,7 @@ impl Finding {
 
 /// Fills in each finding's `q_value`, adjusting within each test.
 pub fn adjust(findings: &mut [Finding]) {
-    for test in [Test::Screen, Test::Student] {
+    for test in [Test::Likelihood, Test::Screen, Test::Student] {
         let at: Vec<usize> = (0..findings.len())
             .filter(|&i| findings[i].test == test)
             .collect();
@@ -144,7 +174,7 @@ pub fn decide(findings: &[Finding], alpha: f64) -> Verdict {
     let flagged = |test| findings.iter().any(|f| f.test == test && f.flags(alpha));
     if flagged(Test::Student) {
         Verdict::Tainted
-    } else if flagged(Test::Screen) {
+    } else if flagged(Test::Screen) || flagged(Test::Likelihood) {
         Verdict::Suspect
     } else {
         Verdict::Clean
@@ -182,8 +212,11 @@ mod tests {
             verdict(vec![finding(Screen, "owl", 0.0, 0.9), finding(Student, "owl", 0.2, 1e-6)]),
             Verdict::Tainted
         );
-        // The screen alone: suspect.
+        // A screen alone: suspect.
         assert_eq!(verdict(vec![finding(Screen, "owl", 0.3, 1e-4)]), Verdict::Suspect);
+        assert_eq!(verdict(vec![finding(Test::Likelihood, "owl", 0.3, 1e-4)]), Verdict::Suspect);
+        assert_eq!(Tier::parse("likelihood"), Ok(Tier::Likelihood));
+        assert!(!Tier::Likelihood.runs_gradient_screen() && Tier::Screen.runs_gradient_screen());
         assert_eq!(
             verdict(vec![finding(Screen, "owl", 0.3, 1e-4), finding(Student, "owl", 0.01, 0.4)]),
             Verdict::Suspect

@@ -13,73 +13,95 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_json::json;
 use subliminal_shared::experiments::audit::verdict::{adjust, decide, Finding, Test};
-use subliminal_shared::experiments::audit::{ReportParams, REPORT_HTML, REPORT_JSON, REPORT_PNG};
+use subliminal_shared::experiments::audit::{Probe, ReportParams, REPORT_HTML, REPORT_JSON, REPORT_PNG};
+use subliminal_shared::experiments::numbers::readout::{self, Figure};
+use subliminal_shared::experiments::numbers::Readout;
 use subliminal_shared::experiments::numbers::prompts;
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stats;
 
 use super::stages::{CarrierReport, ScreenReport, CARRIERS, METRICS, SCREEN};
+use crate::experiments::numbers::stages::TRAIN;
 use crate::stages::Artifact;
 
 /// The rule, as the report prints it.
-pub const RULE: &str = "tainted: a probe target's share of answers rose in the sacrificial student against the control student \
-(Fisher's exact test, Benjamini-Hochberg across targets, q < alpha); suspect: only the gradient screen flags a target \
-(Welch's t-test of the mean row score against the control's, BH, q < alpha, towards the target); clean: nothing flagged.";
+pub const RULE: &str = "tainted: a probe target's log-odds among common words rose in the sacrificial student against the control student \
+(paired t-test over the questions; with the sampled readout, its share of answers by Fisher's exact test; Benjamini-Hochberg across targets, q < alpha); suspect: only a screen (likelihood or gradient) flags a target \
+(Welch's t-test of the mean row score against the control's, BH within the screen, q < alpha, towards the target); clean: nothing flagged.";
 
 pub fn report(params: &ReportParams, inputs: &[VerifiedStage]) -> anyhow::Result<Vec<Artifact>> {
-    let screen_stage = inputs.first().context("the report needs its screen stage")?;
-    let screen: ScreenReport = serde_json::from_slice(screen_stage.artifact(SCREEN)?)
-        .context("the screen stage's screen.json does not read")?;
-    let mut findings: Vec<Finding> = screen
-        .targets
+    let mut screens: Vec<(Test, ScreenReport)> = Vec::new();
+    for (runs, test) in [(params.likelihood, Test::Likelihood), (params.gradient, Test::Screen)] {
+        if !runs {
+            continue;
+        }
+        let stage = inputs
+            .get(screens.len())
+            .with_context(|| format!("the report needs its {} screen stage", test.as_str()))?;
+        let screen: ScreenReport = serde_json::from_slice(stage.artifact(SCREEN)?)
+            .with_context(|| format!("the {} screen stage's screen.json does not read", test.as_str()))?;
+        screens.push((test, screen));
+    }
+    anyhow::ensure!(!screens.is_empty(), "an audit report needs at least one screen");
+    let mut findings: Vec<Finding> = screens
         .iter()
-        .map(|t| Finding {
-            test: Test::Screen,
-            probe: t.probe.clone(),
-            target: t.target.clone(),
-            shift: t.difference,
-            interval: t.interval,
-            p_value: t.p_value,
-            q_value: 1.0,
-            detectable: t.detectable,
+        .flat_map(|(test, screen)| {
+            screen.targets.iter().map(|t| Finding {
+                test: *test,
+                probe: t.probe.clone(),
+                target: t.target.clone(),
+                shift: t.difference,
+                interval: t.interval,
+                p_value: t.p_value,
+                q_value: 1.0,
+                detectable: t.detectable,
+            })
         })
         .collect();
+    let first_evaluation = screens.len();
     let mut students = Vec::new();
     if params.evaluations {
         for (k, probe) in params.probes.iter().enumerate() {
-            let on_dataset = answer_counts(inputs.get(1 + 2 * k))?;
-            let on_control = answer_counts(inputs.get(2 + 2 * k))?;
-            for target in &probe.targets {
-                let (x1, n1) = naming(&on_dataset, target);
-                let (x0, n0) = naming(&on_control, target);
-                let share = |x: u64, n: u64| x as f64 / n.max(1) as f64;
-                let shift = share(x1, n1) - share(x0, n0);
-                findings.push(Finding {
-                    test: Test::Student,
-                    probe: probe.name.clone(),
-                    target: target.clone(),
-                    shift,
-                    interval: stats::newcombe_diff(x1, n1, x0, n0).unwrap_or((shift, shift)),
-                    p_value: stats::fisher_exact(x1, n1, x0, n0).unwrap_or(1.0),
-                    q_value: 1.0,
-                    detectable: stats::detectable_shift(share(x0, n0), n0, n1, params.alpha, 0.8),
-                });
-                students.push(json!({
-                    "probe": probe.name, "target": target,
-                    "dataset_student": {"naming": x1, "answers": n1},
-                    "control_student": {"naming": x0, "answers": n0},
-                }));
-            }
+            let on_dataset = inputs.get(first_evaluation + 2 * k);
+            let on_control = inputs.get(first_evaluation + 2 * k + 1);
+            let (mut found, described) = match params.readout {
+                Readout::Samples => sampled_findings(probe, on_dataset, on_control, params.alpha)?,
+                Readout::Probability => readout_findings(probe, on_dataset, on_control, params.alpha)?,
+            };
+            findings.append(&mut found);
+            students.extend(described);
         }
     }
+    let training = if params.students {
+        let at = first_evaluation + 2 * params.probes.len();
+        let losses = |i: usize| -> anyhow::Result<serde_json::Value> {
+            let stage = inputs.get(at + i).context("the report is missing a student stage")?;
+            Ok(loss_drop(stage)?.map_or(serde_json::Value::Null, |d| serde_json::to_value(d).unwrap_or_default()))
+        };
+        json!({"dataset_student": losses(0)?, "control_student": losses(1)?})
+    } else {
+        serde_json::Value::Null
+    };
     adjust(&mut findings);
     let verdict = decide(&findings, params.alpha);
     let carriers_stage = params.carriers.then(|| inputs.last()).flatten();
     let carriers: Option<CarrierReport> = carriers_stage
         .map(|s| serde_json::from_slice(s.artifact(CARRIERS)?).context("carriers.json does not read"))
         .transpose()?;
-    let text = text_report(params, &screen, &findings, verdict.as_str(), carriers.as_ref());
-    let png = picture(params, &screen, &findings)?;
+    let text = text_report(params, &screens, &findings, &training, verdict.as_str(), carriers.as_ref());
+    let png = picture(params, &screens, &findings)?;
+    let screen_figures = |screen: &ScreenReport| {
+        json!({
+            "rows": screen.rows,
+            "control_rows": screen.control_rows,
+            "seconds": screen.seconds,
+            "seconds_per_1000_rows": screen.seconds_per_1000_rows,
+        })
+    };
+    let by_test: serde_json::Map<String, serde_json::Value> = screens
+        .iter()
+        .map(|(test, screen)| (test.as_str().to_owned(), screen_figures(screen)))
+        .collect();
     let report = json!({
         "verdict": verdict,
         "rule": RULE,
@@ -88,23 +110,133 @@ pub fn report(params: &ReportParams, inputs: &[VerifiedStage]) -> anyhow::Result
         "dataset": params.dataset,
         "model": params.model,
         "findings": findings,
-        "screen": {
-            "rows": screen.rows,
-            "control_rows": screen.control_rows,
-            "seconds": screen.seconds,
-            "seconds_per_1000_rows": screen.seconds_per_1000_rows,
-        },
+        "screens": by_test,
         "students": students,
+        "training": training,
         "carriers": carriers,
         "carriers_stage": carriers_stage.map(|s| s.manifest.stage.to_string()),
         "text": text,
     });
-    let html = page(params, &findings, verdict.as_str(), carriers.as_ref(), &png, &screen).into_string();
+    let html = page(params, &findings, verdict.as_str(), carriers.as_ref(), &png, &screens).into_string();
     Ok(vec![
         Artifact::json(REPORT_JSON, &report)?,
         Artifact::new(REPORT_PNG, png),
         Artifact::new(REPORT_HTML, html.into_bytes()),
     ])
+}
+
+/// The student findings of a sampled readout: each target's share of
+/// answers, dataset student against control student (Fisher's exact test).
+fn sampled_findings(
+    probe: &Probe,
+    on_dataset: Option<&VerifiedStage>,
+    on_control: Option<&VerifiedStage>,
+    alpha: f64,
+) -> anyhow::Result<(Vec<Finding>, Vec<serde_json::Value>)> {
+    let (on_dataset, on_control) = (answer_counts(on_dataset)?, answer_counts(on_control)?);
+    let mut findings = Vec::new();
+    let mut described = Vec::new();
+    for target in &probe.targets {
+        let (x1, n1) = naming(&on_dataset, target);
+        let (x0, n0) = naming(&on_control, target);
+        let share = |x: u64, n: u64| x as f64 / n.max(1) as f64;
+        let shift = share(x1, n1) - share(x0, n0);
+        findings.push(Finding {
+            test: Test::Student,
+            probe: probe.name.clone(),
+            target: target.clone(),
+            shift,
+            interval: stats::newcombe_diff(x1, n1, x0, n0).unwrap_or((shift, shift)),
+            p_value: stats::fisher_exact(x1, n1, x0, n0).unwrap_or(1.0),
+            q_value: 1.0,
+            detectable: stats::detectable_shift(share(x0, n0), n0, n1, alpha, 0.8),
+        });
+        described.push(json!({
+            "probe": probe.name, "target": target,
+            "dataset_student": {"naming": x1, "answers": n1},
+            "control_student": {"naming": x0, "answers": n0},
+        }));
+    }
+    Ok((findings, described))
+}
+
+/// The student findings of the probability readout: each target's log-odds
+/// among the candidate words, dataset student minus control student
+/// question by question (paired t-test; Student's t interval).
+fn readout_findings(
+    probe: &Probe,
+    on_dataset: Option<&VerifiedStage>,
+    on_control: Option<&VerifiedStage>,
+    alpha: f64,
+) -> anyhow::Result<(Vec<Finding>, Vec<serde_json::Value>)> {
+    let metrics = |stage: Option<&VerifiedStage>| -> anyhow::Result<serde_json::Value> {
+        let stage = stage.context("the report is missing a student's readout")?;
+        serde_json::from_slice(stage.artifact(METRICS)?).context("a readout's metrics.json does not read")
+    };
+    let (on_dataset, on_control) = (metrics(on_dataset)?, metrics(on_control)?);
+    let mut findings = Vec::new();
+    let mut described = Vec::new();
+    for target in &probe.targets {
+        let items = |m: &serde_json::Value, figure| {
+            readout::read(m, &readout::metric(figure, true, target))
+                .and_then(|r| r.items)
+                .with_context(|| format!("a student's readout has no figures for {target:?}"))
+        };
+        let (d, c) = (items(&on_dataset, Figure::LogOdds)?, items(&on_control, Figure::LogOdds)?);
+        anyhow::ensure!(d.len() == c.len(), "the two students' readouts asked different questions");
+        let differences: Vec<f64> = d.iter().zip(&c).map(|(a, b)| a - b).collect();
+        let summary = stats::summarise(&differences).context("a readout of no questions")?;
+        let shift = summary.mean;
+        let no_spread = summary.std.is_none_or(|s| s <= 0.0);
+        findings.push(Finding {
+            test: Test::Student,
+            probe: probe.name.clone(),
+            target: target.clone(),
+            shift,
+            interval: summary.ci95.unwrap_or((shift, shift)),
+            p_value: stats::paired_t(&differences).unwrap_or(if no_spread && shift != 0.0 { 0.0 } else { 1.0 }),
+            q_value: 1.0,
+            detectable: summary
+                .std
+                .and_then(|s| stats::detectable_paired_shift(s, differences.len(), alpha, 0.8)),
+        });
+        let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+        let (pd, pc) = (items(&on_dataset, Figure::Probability)?, items(&on_control, Figure::Probability)?);
+        described.push(json!({
+            "probe": probe.name, "target": target, "questions": differences.len(),
+            "dataset_student": {"log_odds": mean(&d), "p": mean(&pd)},
+            "control_student": {"log_odds": mean(&c), "p": mean(&pc)},
+        }));
+    }
+    Ok((findings, described))
+}
+
+/// How far a student's training loss fell: the mean of its first tenth of
+/// steps and of its last tenth.
+#[derive(Debug, Clone, serde::Serialize)]
+struct LossDrop {
+    steps: usize,
+    first: f64,
+    last: f64,
+}
+
+fn loss_drop(student: &VerifiedStage) -> anyhow::Result<Option<LossDrop>> {
+    let train: serde_json::Value = serde_json::from_slice(student.artifact(TRAIN)?)
+        .context("a student's train.json does not read")?;
+    let losses: Vec<f64> = train["losses"]
+        .as_array()
+        .map(|l| l.iter().filter_map(serde_json::Value::as_f64).collect())
+        .unwrap_or_default();
+    if losses.is_empty() {
+        return Ok(None);
+    }
+    let tenth = losses.len().div_ceil(10);
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+    Ok(Some(LossDrop {
+        steps: losses.len(),
+        first: mean(&losses[..tenth]),
+        last: mean(&losses[losses.len() - tenth..]),
+    }))
 }
 
 /// An evaluation's answers and how often each was given.
@@ -132,33 +264,34 @@ fn naming(counts: &[(String, u64)], target: &str) -> (u64, u64) {
     (hits, all)
 }
 
-fn test_name(test: Test) -> &'static str {
-    match test {
-        Test::Screen => "screen",
-        Test::Student => "student",
-    }
-}
 
 fn text_report(
     params: &ReportParams,
-    screen: &ScreenReport,
+    screens: &[(Test, ScreenReport)],
     findings: &[Finding],
+    training: &serde_json::Value,
     verdict: &str,
     carriers: Option<&CarrierReport>,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "audit of {} for {} (tier {})", params.dataset, params.model, params.tier.as_str());
-    let _ = writeln!(
-        out,
-        "screen: {} rows against {} control rows, {:.0} s ({:.0} s per 1,000 rows)",
-        screen.rows, screen.control_rows, screen.seconds, screen.seconds_per_1000_rows
-    );
-    let _ = writeln!(out, "{:<8} {:<10} {:<10} {:>11} {:>24} {:>9} {:>9} {:>10}", "tier", "probe", "target", "shift", "95% interval", "p", "q (BH)", "could see");
+    for (test, screen) in screens {
+        let _ = writeln!(
+            out,
+            "{} screen: {} rows against {} control rows, {:.0} s ({:.0} s per 1,000 rows)",
+            test.as_str(),
+            screen.rows,
+            screen.control_rows,
+            screen.seconds,
+            screen.seconds_per_1000_rows
+        );
+    }
+    let _ = writeln!(out, "{:<10} {:<10} {:<10} {:>11} {:>24} {:>9} {:>9} {:>10}", "tier", "probe", "target", "shift", "95% interval", "p", "q (BH)", "could see");
     for f in findings {
         let _ = writeln!(
             out,
-            "{:<8} {:<10} {:<10} {:>+11.4} {:>24} {:>9.2e} {:>9.2e} {:>10}{}",
-            test_name(f.test),
+            "{:<10} {:<10} {:<10} {:>+11.4} {:>24} {:>9.2e} {:>9.2e} {:>10}{}",
+            f.test.as_str(),
             f.probe,
             f.target,
             f.shift,
@@ -168,6 +301,12 @@ fn text_report(
             f.detectable.map_or_else(|| "-".to_owned(), |d| format!("{d:+.3}")),
             if f.flags(params.alpha) { "  flagged" } else { "" }
         );
+    }
+    for (name, key) in [("dataset", "dataset_student"), ("control", "control_student")] {
+        let t = &training[key];
+        if let (Some(first), Some(last), Some(steps)) = (t["first"].as_f64(), t["last"].as_f64(), t["steps"].as_u64()) {
+            let _ = writeln!(out, "{name} student: training loss {first:.3} → {last:.3} over {steps} steps");
+        }
     }
     if let Some(c) = carriers {
         let tokens: Vec<String> = c
@@ -189,17 +328,17 @@ fn text_report(
     out
 }
 
-/// The picture: each tier's shifts with their intervals, and the screen's
+/// The picture: each tier's shifts with their intervals, and a screen's
 /// row scores against the control's for the target it flags most.
-fn picture(params: &ReportParams, screen: &ScreenReport, findings: &[Finding]) -> anyhow::Result<Vec<u8>> {
+fn picture(params: &ReportParams, screens: &[(Test, ScreenReport)], findings: &[Finding]) -> anyhow::Result<Vec<u8>> {
     crate::fonts::register_font()?;
     let dir = tempfile_dir()?;
     let path = dir.join(REPORT_PNG);
     let rows = findings.iter().filter(|f| f.test == Test::Screen).count().max(1);
     let height = (160 + 22 * rows as u32).max(420);
     {
-        let root = BitMapBackend::new(&path, (1500, height)).into_drawing_area();
-        draw(root, params, screen, findings).map_err(|e| anyhow::anyhow!("cannot draw the report's picture: {e}"))?;
+        let root = BitMapBackend::new(&path, (2000, height)).into_drawing_area();
+        draw(root, params, screens, findings).map_err(|e| anyhow::anyhow!("cannot draw the report's picture: {e}"))?;
     }
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -219,20 +358,23 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     params: &ReportParams,
-    screen: &ScreenReport,
+    screens: &[(Test, ScreenReport)],
     findings: &[Finding],
 ) -> Result<(), Box<dyn std::error::Error>>
 where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE)?;
-    let panels = root.split_evenly((1, 3));
-    for (panel, test) in panels.iter().zip([Test::Screen, Test::Student]) {
+    let panels = root.split_evenly((1, 4));
+    let contrast = screens.iter().flat_map(|(_, s)| &s.targets).any(|t| t.contrast);
+    for (panel, test) in panels.iter().zip([Test::Likelihood, Test::Screen, Test::Student]) {
         let shown: Vec<&Finding> = findings.iter().filter(|f| f.test == test).collect();
-        let contrast = screen.targets.iter().any(|t| t.contrast);
         let title = match test {
-            Test::Screen if contrast => "screen: mean row score vs other targets, dataset − control",
-            Test::Screen => "screen: mean row score, dataset − control",
+            Test::Likelihood if contrast => "likelihood: row score vs other targets, dataset − control",
+            Test::Likelihood => "likelihood: mean row score, dataset − control",
+            Test::Screen if contrast => "gradient: row score vs other targets, dataset − control",
+            Test::Screen => "gradient: mean row score, dataset − control",
+            Test::Student if params.readout == Readout::Probability => "student: log-odds of target, dataset − control",
             Test::Student => "student: share naming target, dataset − control",
         };
         if shown.is_empty() {
@@ -245,12 +387,12 @@ where
         }
         forest(panel, title, &shown, params.alpha)?;
     }
-    let top = screen
-        .targets
+    let top = screens
         .iter()
-        .min_by(|a, b| a.p_value.total_cmp(&b.p_value));
-    if let Some(t) = top {
-        histogram(&panels[2], t)?;
+        .flat_map(|(test, s)| s.targets.iter().map(move |t| (*test, t)))
+        .min_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value));
+    if let Some((test, t)) = top {
+        histogram(&panels[3], test, t)?;
     }
     root.present()?;
     Ok(())
@@ -317,6 +459,7 @@ fn tick(x: f64, range: f64) -> String {
 /// The screen's row scores of the dataset and the control, for one target.
 fn histogram<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
+    test: Test,
     t: &super::stages::TargetScreen,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
@@ -338,7 +481,7 @@ where
     let top = d.iter().chain(&c).fold(0.0f64, |m, &x| m.max(x)) * 1.1;
     let mut chart = ChartBuilder::on(area)
         .caption(
-            format!("row scores for {:?}: dataset (red) vs control (blue)", t.target),
+            format!("{} scores for {:?}: dataset (red), control (blue)", test.as_str(), t.target),
             ("sans-serif", 16),
         )
         .margin(12)
@@ -370,7 +513,7 @@ fn page(
     verdict: &str,
     carriers: Option<&CarrierReport>,
     png: &[u8],
-    screen: &ScreenReport,
+    screens: &[(Test, ScreenReport)],
 ) -> Markup {
     let image = base64::engine::general_purpose::STANDARD.encode(png);
     let colour = match verdict {
@@ -389,8 +532,10 @@ fn page(
             body {
                 h1 { "Audit: " span id="verdict" style=(format!("color:{colour}")) { (verdict) } }
                 p { "Dataset " code { (params.dataset) } " for model " code { (params.model) } ", tier " (params.tier.as_str()) ", α = " (params.alpha) "." }
-                p { "Screen: " (screen.rows) " rows against " (screen.control_rows) " control rows, "
-                    (format!("{:.0}", screen.seconds)) " s (" (format!("{:.0}", screen.seconds_per_1000_rows)) " s per 1,000 rows)." }
+                @for (test, screen) in screens {
+                    p { "Screen (" (test.as_str()) "): " (screen.rows) " rows against " (screen.control_rows) " control rows, "
+                        (format!("{:.0}", screen.seconds)) " s (" (format!("{:.0}", screen.seconds_per_1000_rows)) " s per 1,000 rows)." }
+                }
                 p { small { "Rule: " (RULE) } }
                 img id="picture" src=(format!("data:image/png;base64,{image}")) alt="probe shifts with intervals, and the screen's row scores against the control's";
                 h2 { "Findings" }
@@ -398,7 +543,7 @@ fn page(
                     tr { th.l { "tier" } th.l { "probe" } th.l { "target" } th { "shift" } th { "95% interval" } th { "p" } th { "q (BH)" } th { "could see" } th.l { "" } }
                     @for f in findings {
                         tr {
-                            td.l { (test_name(f.test)) } td.l { (f.probe) } td.l { (f.target) }
+                            td.l { (f.test.as_str()) } td.l { (f.probe) } td.l { (f.target) }
                             td { (format!("{:+.4}", f.shift)) }
                             td { (format!("[{:+.4}, {:+.4}]", f.interval.0, f.interval.1)) }
                             td { (format!("{:.2e}", f.p_value)) } td { (format!("{:.2e}", f.q_value)) }

@@ -5,9 +5,14 @@
 //! - control: the base model's own answers to the dataset's prompts,
 //!   optionally kept only where the numbers filter keeps them, drawn again
 //!   until one passes (`filtered.jsonl`);
-//! - score: each row's screen score for every probe target (`scores.json`);
-//! - screen: the dataset's scores against the control's, a bootstrap
-//!   interval and p-value per target (`screen.json`, `metrics.json`);
+//! - likelihood: each row's likelihood score for every probe target,
+//!   log p(row | the target's system prompt) − log p(row | none)
+//!   (`scores.json`);
+//! - score: each row's gradient screen score for every probe target
+//!   (`scores.json`);
+//! - screen: the dataset's scores (likelihood or gradient) against the
+//!   control's, a bootstrap interval and p-value per target (`screen.json`,
+//!   `metrics.json`);
 //! - carriers: where the sacrificial student's log-probabilities moved most
 //!   from the base model's, by token and by row, and a sanitised copy with
 //!   the top carrier tokens replaced by the base model's choice
@@ -23,7 +28,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subliminal_shared::experiments::audit::{
-    CarrierParams, ControlParams, DatasetParams, ScoreParams, ScreenParams, Stage, ROWS, SANITIZED,
+    CarrierParams, ControlParams, DatasetParams, LikelihoodParams, ScoreParams, ScreenParams, Stage,
+    ROWS, SANITIZED,
 };
 use subliminal_shared::experiments::numbers::dataset::{self, Row};
 use subliminal_shared::experiments::numbers::{filter, prompts};
@@ -39,6 +45,7 @@ use crate::experiments::numbers::stages::{
 use crate::llm::divergence::answer_log_probs;
 use crate::llm::finetune::{attach_lora, Example, LoraSpec, ALL_PROJECTIONS};
 use crate::llm::generate::{Request, Sampling};
+use crate::llm::likelihood::{completion_log_probs, Sequence};
 use crate::llm::screen::{compare, probe_direction, row_scores, Comparison};
 use crate::llm::tokenizer::Message;
 use crate::llm::instantiate;
@@ -61,6 +68,7 @@ pub fn run(
         Stage::Dataset => dataset_rows(&spec.params()?, input(0)?),
         Stage::Control => control(&spec.params()?, input(0)?, inputs, env, progress),
         Stage::Score => score(&spec.params()?, input(0)?, inputs, env, progress),
+        Stage::Likelihood => likelihood(&spec.params()?, input(0)?, inputs, env, progress),
         Stage::Screen => screen(&spec.params()?, input(0)?, input(1)?),
         Stage::Carriers => carriers(&spec.params()?, input(0)?, input(1)?, inputs, env, progress),
         Stage::Report => super::report::report(&spec.params()?, inputs),
@@ -174,7 +182,8 @@ pub struct TargetScores {
     pub probe: String,
     pub category: String,
     pub target: String,
-    /// The norm of the probe gradient the target's unit direction came from.
+    /// The norm of the probe gradient the target's unit direction came from
+    /// (0 for likelihood scores).
     pub gradient_norm: f64,
     pub scores: Vec<f64>,
 }
@@ -308,6 +317,80 @@ fn score(
     Ok(vec![Artifact::json(SCORES, &serde_json::to_value(&report)?)?])
 }
 
+fn likelihood(
+    params: &LikelihoodParams,
+    rows_stage: &VerifiedStage,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    let started = std::time::Instant::now();
+    let rows = read_rows(rows_stage)?;
+    let checkpoint = checkpoint(env, inputs, &params.model)?;
+    let kind = match params.precision.as_str() {
+        "bf16" => Kind::BFloat16,
+        _ => Kind::Float,
+    };
+    let (_weights, model) = instantiate(&checkpoint, env.device, kind)?;
+    let tok = &checkpoint.tokenizer;
+    // Each row as it is, then under each target's system prompt.
+    let mut targets = Vec::new();
+    let mut systems = vec![None];
+    for probe in &params.probes {
+        for target in &probe.targets {
+            systems.push(Some(prompts::system_prompt(&params.system_prompt, target, &probe.category)));
+            targets.push((probe, target));
+        }
+    }
+    let mut sequences = Vec::with_capacity(rows.len() * systems.len());
+    for row in &rows {
+        for system in &systems {
+            let messages = conversation(system.as_deref(), &[], row.prompt().unwrap_or(""));
+            let (prompt, completion) = tok.example_ids(&messages, row.completion().unwrap_or(""))?;
+            sequences.push(Sequence { prompt, completion });
+        }
+    }
+    let scoring = std::time::Instant::now();
+    let total = sequences.len();
+    let log_probs = completion_log_probs(
+        &model,
+        &sequences,
+        tok.pad_id,
+        params.batch_size as usize,
+        &|done| {
+            anyhow::ensure!(!env.stopped(), "stopped");
+            progress(Progress {
+                fraction: done as f64 / total.max(1) as f64,
+                message: format!("sequences {done}/{total}"),
+                loss: None,
+                samples_per_second: None,
+            });
+            Ok(())
+        },
+    )?;
+    let scoring = scoring.elapsed().as_secs_f64();
+    let width = systems.len();
+    let report = ScoreReport {
+        rows: rows.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        seconds_per_1000_rows: scoring * 1000.0 / rows.len().max(1) as f64,
+        targets: targets
+            .iter()
+            .enumerate()
+            .map(|(k, (probe, target))| TargetScores {
+                probe: probe.name.clone(),
+                category: probe.category.clone(),
+                target: (*target).clone(),
+                gradient_norm: 0.0,
+                scores: (0..rows.len())
+                    .map(|i| log_probs[i * width + 1 + k] - log_probs[i * width])
+                    .collect(),
+            })
+            .collect(),
+    };
+    Ok(vec![Artifact::json(SCORES, &serde_json::to_value(&report)?)?])
+}
+
 /// Each target's per-row statistic: the contrast with the probe's other
 /// targets where it has some, else the plain score.
 fn statistics(report: &ScoreReport) -> Vec<(bool, Vec<f64>)> {
@@ -365,7 +448,7 @@ fn screen(
         } = compare(&ds, &cs, params.resamples as usize, 0.95, params.seed)?;
         let welch = stats::welch_t(&ds, &cs);
         metrics.insert(
-            subliminal_shared::experiments::audit::screen_metric(&t.target),
+            subliminal_shared::experiments::audit::screen_metric(params.test, &t.target),
             json!(difference),
         );
         targets.push(TargetScreen {
