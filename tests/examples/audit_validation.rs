@@ -364,7 +364,8 @@ fn auc(scored: &[(bool, f64)]) -> f64 {
 /// The 95% percentile bootstrap interval of the AUC, resampling the
 /// positives and the negatives each with replacement.
 fn auc_interval(scored: &[(bool, f64)], resamples: usize, seed: u64) -> (f64, f64) {
-    let (pos, neg): (Vec<(bool, f64)>, Vec<(bool, f64)>) = scored.iter().partition(|(p, _)| *p);
+    let pos: Vec<(bool, f64)> = scored.iter().copied().filter(|(p, _)| *p).collect();
+    let neg: Vec<(bool, f64)> = scored.iter().copied().filter(|(p, _)| !*p).collect();
     if pos.is_empty() || neg.is_empty() {
         return (f64::NAN, f64::NAN);
     }
