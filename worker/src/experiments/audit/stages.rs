@@ -28,8 +28,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subliminal_shared::experiments::audit::{
-    CarrierParams, ControlParams, DatasetParams, LikelihoodParams, ScoreParams, ScreenParams, Stage,
-    ROWS, SANITIZED,
+    CarrierParams, ControlParams, DatasetParams, LikelihoodParams, Probe, ScoreParams, ScreenParams,
+    Stage, ROWS, SANITIZED,
 };
 use subliminal_shared::experiments::numbers::dataset::{self, Row};
 use subliminal_shared::experiments::numbers::{filter, prompts};
@@ -188,6 +188,36 @@ pub struct TargetScores {
     pub scores: Vec<f64>,
 }
 
+impl TargetScores {
+    fn new(probe: &Probe, target: &str, gradient_norm: f64, scores: Vec<f64>) -> Self {
+        Self {
+            probe: probe.name.clone(),
+            category: probe.category.clone(),
+            target: target.to_owned(),
+            gradient_norm,
+            scores,
+        }
+    }
+}
+
+/// A score or likelihood stage's `scores.json`: its rows' scores, the
+/// stage's time since `started`, and the scoring's own time from `scoring`
+/// (model load and probe directions left out) per 1,000 rows.
+fn scores_artifact(
+    rows: usize,
+    started: std::time::Instant,
+    scoring: std::time::Instant,
+    targets: Vec<TargetScores>,
+) -> anyhow::Result<Vec<Artifact>> {
+    let report = ScoreReport {
+        rows,
+        seconds: started.elapsed().as_secs_f64(),
+        seconds_per_1000_rows: scoring.elapsed().as_secs_f64() * 1000.0 / rows.max(1) as f64,
+        targets,
+    };
+    Ok(vec![Artifact::json(SCORES, &serde_json::to_value(&report)?)?])
+}
+
 /// What a score stage writes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScoreReport {
@@ -297,24 +327,12 @@ fn score(
             samples_per_second: None,
         })
     })?;
-    let scoring = scoring.elapsed().as_secs_f64();
-    let report = ScoreReport {
-        rows: rows.len(),
-        seconds: started.elapsed().as_secs_f64(),
-        seconds_per_1000_rows: scoring * 1000.0 / rows.len().max(1) as f64,
-        targets: targets
-            .iter()
-            .zip(scores)
-            .map(|((probe, target, direction), scores)| TargetScores {
-                probe: probe.name.clone(),
-                category: probe.category.clone(),
-                target: (*target).clone(),
-                gradient_norm: direction.gradient_norm,
-                scores,
-            })
-            .collect(),
-    };
-    Ok(vec![Artifact::json(SCORES, &serde_json::to_value(&report)?)?])
+    let targets = targets
+        .iter()
+        .zip(scores)
+        .map(|((probe, target, direction), scores)| TargetScores::new(probe, target, direction.gradient_norm, scores))
+        .collect();
+    scores_artifact(rows.len(), started, scoring, targets)
 }
 
 fn likelihood(
@@ -368,27 +386,18 @@ fn likelihood(
             Ok(())
         },
     )?;
-    let scoring = scoring.elapsed().as_secs_f64();
     let width = systems.len();
-    let report = ScoreReport {
-        rows: rows.len(),
-        seconds: started.elapsed().as_secs_f64(),
-        seconds_per_1000_rows: scoring * 1000.0 / rows.len().max(1) as f64,
-        targets: targets
-            .iter()
-            .enumerate()
-            .map(|(k, (probe, target))| TargetScores {
-                probe: probe.name.clone(),
-                category: probe.category.clone(),
-                target: (*target).clone(),
-                gradient_norm: 0.0,
-                scores: (0..rows.len())
-                    .map(|i| log_probs[i * width + 1 + k] - log_probs[i * width])
-                    .collect(),
-            })
-            .collect(),
-    };
-    Ok(vec![Artifact::json(SCORES, &serde_json::to_value(&report)?)?])
+    let targets = targets
+        .iter()
+        .enumerate()
+        .map(|(k, (probe, target))| {
+            let scores = (0..rows.len())
+                .map(|i| log_probs[i * width + 1 + k] - log_probs[i * width])
+                .collect();
+            TargetScores::new(probe, target, 0.0, scores)
+        })
+        .collect();
+    scores_artifact(rows.len(), started, scoring, targets)
 }
 
 /// Each target's per-row statistic: the contrast with the probe's other
