@@ -9,7 +9,8 @@
 # ROC AUC with a bootstrap interval, its true- and false-positive rates and
 # its cost per 1,000 rows beside the student's, and writes the per-dataset
 # scores as CSV. Extra arguments go to the example (--rows N, --datasets N,
-# --control-rows N, --tier likelihood|screen|student, --taint owl|dolphin).
+# --control-rows N, --tier likelihood|screen|student, --taint owl|dolphin,
+# --soft-labels: each dataset with its teacher's soft labels, read by forward KL).
 # AUDIT_POOLS_STORE names a store that already holds the pools.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

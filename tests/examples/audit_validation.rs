@@ -17,6 +17,13 @@
 //! ones; its cost is seconds per 1,000 audited rows, and that as a share of
 //! what training the student the data was meant for costs per 1,000 rows
 //! (the pools' own students, from their manifests).
+//!
+//! With `--soft-labels`, each dataset (and the control) is audited with
+//! its soft labels, the teacher's top-32 distribution at each position that
+//! the pools' generate stages recorded: the data a distilled student would
+//! learn, read by every tier through forward KL. Each dataset then lies
+//! within one generate stage (choose --rows and --control-rows that divide
+//! a pool's 1,000 rows), and those stages are copied into --store.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +38,7 @@ use subliminal_shared::experiments::numbers::{
     Stage as NumbersStage, TeacherParams, TraitDataParams,
 };
 use subliminal_shared::manifest::Manifest;
+use subliminal_shared::stage::StageId;
 
 #[derive(Parser)]
 struct Args {
@@ -69,6 +77,45 @@ struct Args {
     /// The likelihood screen's precision: f32 or bf16.
     #[arg(long, default_value = "f32")]
     likelihood_precision: String,
+    /// Audit the datasets with their soft labels (forward KL at every tier).
+    #[arg(long)]
+    soft_labels: bool,
+}
+
+/// A pool's row: its JSONL line and the generate stage that wrote it.
+#[derive(Clone)]
+struct PoolRow {
+    line: String,
+    generate: StageId,
+}
+
+/// The one generate stage that wrote every row of `rows`, for its soft
+/// labels; an error when they span several.
+fn labels_stage(rows: &[PoolRow], what: &str) -> anyhow::Result<StageId> {
+    let first = rows.first().context("an empty dataset")?.generate;
+    anyhow::ensure!(
+        rows.iter().all(|r| r.generate == first),
+        "{what} spans two generate stages, so no one soft-label set covers it: \
+         choose --rows and --control-rows that divide a pool's rows"
+    );
+    Ok(first)
+}
+
+/// Copies a finished stage's folder from one file store to another (a
+/// stage is content-addressed, so a copy is the same stage).
+fn copy_stage(id: StageId, from: &Path, to: &Path) -> anyhow::Result<()> {
+    let (src, dst) = (
+        from.join(format!("stages/{id}")),
+        to.join(format!("stages/{id}")),
+    );
+    std::fs::create_dir_all(&dst)?;
+    for entry in
+        std::fs::read_dir(&src).with_context(|| format!("no stage {id} in {}", from.display()))?
+    {
+        let entry = entry?;
+        std::fs::copy(entry.path(), dst.join(entry.file_name()))?;
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,25 +144,50 @@ fn main() -> anyhow::Result<()> {
         args.control_rows,
         args.pools.display()
     );
+    let lines = |rows: &[PoolRow]| rows.iter().map(|r| r.line.as_str()).collect::<String>();
     let mut labelled = Vec::new();
+    let mut labels = Vec::new();
     for (label, rows) in [("tainted", tainted.as_slice()), ("clean", clean)] {
         for (i, chunk) in rows.chunks(args.rows).take(datasets).enumerate() {
             let path = args.out.join(format!("datasets/{label}-{i:02}.jsonl"));
-            std::fs::write(&path, chunk.concat())?;
+            std::fs::write(&path, lines(chunk))?;
             labelled.push((label, put(&path, &args.store)?));
+            if args.soft_labels {
+                labels.push(labels_stage(chunk, &format!("{label} dataset {i}"))?);
+            }
         }
     }
     let held_out = args.out.join("datasets/control.jsonl");
-    std::fs::write(&held_out, control.concat())?;
+    std::fs::write(&held_out, lines(control))?;
     let control_key = put(&held_out, &args.store)?;
     let keys: Vec<String> = labelled.iter().map(|(_, k)| format!("{k:?}")).collect();
+    let soft = if args.soft_labels {
+        let control_labels = labels_stage(control, "the control")?;
+        let mut copied = labels.clone();
+        copied.push(control_labels);
+        copied.sort();
+        copied.dedup();
+        for id in copied {
+            copy_stage(id, &args.pools_store, &args.store)?;
+        }
+        let key = |id: StageId| format!("{:?}", subliminal_shared::files::key(id));
+        let keys: Vec<String> = labels.iter().map(|&id| key(id)).collect();
+        format!(
+            "soft_labels = [{}]\ncontrol_soft_labels = {}\n",
+            keys.join(", "),
+            key(control_labels)
+        )
+    } else {
+        String::new()
+    };
+    let variant = if args.soft_labels { "soft-" } else { "" };
     let sweep = args
         .out
-        .join(format!("audit-validation-{}.toml", args.rows));
+        .join(format!("audit-validation-{variant}{}.toml", args.rows));
     std::fs::write(
         &sweep,
         format!(
-            "name = \"audit-validation-{tier}-{rows}\"\nkind = \"audit\"\ndatasets = [{}]\ncontrol = {control_key:?}\n\
+            "name = \"audit-validation-{variant}{tier}-{rows}\"\nkind = \"audit\"\ndatasets = [{}]\ncontrol = {control_key:?}\n{soft}\
              probes = [{probe:?}]\ntier = \"{tier}\"\n[screen]\nmax_rows = {}\n[likelihood]\nprecision = {precision:?}\n",
             keys.join(", "),
             args.rows.max(args.control_rows),
@@ -182,19 +254,21 @@ fn main() -> anyhow::Result<()> {
             ));
         }
     }
-    let csv_path = args
-        .out
-        .join(format!("validation-{}-{}.csv", args.tier, args.rows));
+    let csv_path = args.out.join(format!(
+        "validation-{variant}{}-{}.csv",
+        args.tier, args.rows
+    ));
     std::fs::write(&csv_path, &csv)?;
     let cost = costs(&plan, &args.store, &labelled, args.rows)?;
     let student = student_cost(&args)?;
     println!(
         "audit validation: {datasets} tainted ({} teacher) and {datasets} clean (base model) datasets of {} rows, \
-         control {} base rows, tier {}",
+         control {} base rows, tier {}{}",
         args.taint,
         args.rows,
         control.len(),
-        args.tier
+        args.tier,
+        if args.soft_labels { ", with their soft labels (forward KL)" } else { "" }
     );
     println!(
         "| tier | AUC, any target [95% CI] | AUC, {} [95% CI] | true-positive rate | false-positive rate | s per 1,000 rows | share of the student's cost |",
@@ -239,10 +313,10 @@ fn with_interval(scored: &[(bool, f64)]) -> String {
 
 /// Each pool's rows by teacher: the trait of a fine-tuned or system-prompted
 /// teacher, or `base`; one JSONL line each, seeds in order.
-fn pools(args: &Args) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+fn pools(args: &Args) -> anyhow::Result<BTreeMap<String, Vec<PoolRow>>> {
     let plan = subliminal_shared::sweep::load(&args.pools)?.plan();
     let index = plan.index();
-    let mut by_seed: BTreeMap<(String, u64), Vec<String>> = BTreeMap::new();
+    let mut by_seed: BTreeMap<(String, u64), Vec<PoolRow>> = BTreeMap::new();
     for stage in plan
         .stages
         .iter()
@@ -276,11 +350,14 @@ fn pools(args: &Args) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
         let rows = text
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| format!("{l}\n"))
+            .map(|l| PoolRow {
+                line: format!("{l}\n"),
+                generate: generate.id,
+            })
             .collect();
         by_seed.insert((name, seed), rows);
     }
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut out: BTreeMap<String, Vec<PoolRow>> = BTreeMap::new();
     for ((name, _), rows) in by_seed {
         out.entry(name).or_default().extend(rows);
     }

@@ -1,5 +1,6 @@
 //! Completion likelihoods, the audit's likelihood screen's maths: batched
-//! sums equal one sequence at a time on a tiny random Llama, and on
+//! sums equal one sequence at a time on a tiny random Llama, soft labels
+//! score the expected log-probability at each position, and on
 //! SmolLM2-135M they equal Hugging Face transformers' log-probabilities of
 //! the same token ids, with and without a trait's system prompt.
 //!
@@ -13,6 +14,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 use subliminal_shared::experiments::numbers::prompts;
 use subliminal_worker::llm::divergence::answer_log_probs;
+use subliminal_worker::llm::finetune::SoftTargets;
 use subliminal_worker::llm::likelihood::{completion_log_probs, Sequence};
 use subliminal_worker::llm::load::load;
 use subliminal_worker::llm::tokenizer::Message;
@@ -26,26 +28,11 @@ fn batched_sums_equal_one_sequence_at_a_time() {
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Llama::load(&vs, &cfg, common::random_weights(&cfg, 3, 0.2)).unwrap();
     let sequences = vec![
-        Sequence {
-            prompt: vec![1, 2, 3],
-            completion: vec![4, 5],
-        },
-        Sequence {
-            prompt: vec![9],
-            completion: vec![8, 7, 6, 5, 4],
-        },
-        Sequence {
-            prompt: vec![3, 3],
-            completion: vec![],
-        },
-        Sequence {
-            prompt: vec![2, 4, 6, 8],
-            completion: vec![10],
-        },
-        Sequence {
-            prompt: vec![11, 12],
-            completion: vec![13, 14, 15],
-        },
+        Sequence::new(vec![1, 2, 3], vec![4, 5]),
+        Sequence::new(vec![9], vec![8, 7, 6, 5, 4]),
+        Sequence::new(vec![3, 3], vec![]),
+        Sequence::new(vec![2, 4, 6, 8], vec![10]),
+        Sequence::new(vec![11, 12], vec![13, 14, 15]),
     ];
     let batched = completion_log_probs(&model, &sequences, 0, 3, &|_| Ok(())).unwrap();
     for (s, got) in sequences.iter().zip(&batched) {
@@ -55,11 +42,69 @@ fn batched_sums_equal_one_sequence_at_a_time() {
     }
     assert_eq!(batched[2], 0.0, "an empty completion has log-probability 0");
     assert!(batched.iter().all(|&x| x <= 0.0));
-    let empty = Sequence {
-        prompt: vec![],
-        completion: vec![1],
-    };
+    let empty = Sequence::new(vec![], vec![1]);
     assert!(completion_log_probs(&model, &[empty], 0, 2, &|_| Ok(())).is_err());
+}
+
+#[test]
+fn soft_labels_score_the_expected_log_probability_at_each_position() {
+    let _guard = common::generator();
+    let cfg = common::tiny_config(40);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Llama::load(&vs, &cfg, common::random_weights(&cfg, 5, 0.2)).unwrap();
+    let prompt = vec![1, 2, 3];
+    let (q, r) = (0.7f64, 0.6f64);
+    let labelled = Sequence {
+        prompt: prompt.clone(),
+        completion: vec![4, 5],
+        soft: Some(SoftTargets {
+            k: 2,
+            ids: vec![4, 6, 5, 7],
+            logprobs: [q, 1.0 - q, r, 1.0 - r].map(|p| p.ln() as f32).to_vec(),
+        }),
+    };
+    let one = |completion: &[u32]| -> Vec<f64> {
+        answer_log_probs(&model, &prompt, completion).unwrap().0
+    };
+    // At position 0 the label weighs tokens 4 and 6 after the prompt; at
+    // position 1, tokens 5 and 7 after the drawn token 4.
+    let (drawn, other_first, other_second) = (one(&[4, 5]), one(&[6]), one(&[4, 7]));
+    let want =
+        q * drawn[0] + (1.0 - q) * other_first[0] + r * drawn[1] + (1.0 - r) * other_second[1];
+    let plain = Sequence::new(vec![9, 9], vec![8]);
+    let one_hot = Sequence {
+        soft: Some(SoftTargets {
+            k: 1,
+            ids: vec![8],
+            logprobs: vec![0.0],
+        }),
+        ..plain.clone()
+    };
+    let score = |s: &Sequence| {
+        completion_log_probs(&model, std::slice::from_ref(s), 0, 1, &|_| Ok(())).unwrap()[0]
+    };
+    let got = score(&labelled);
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    assert!(
+        (score(&one_hot) - score(&plain)).abs() < 1e-6,
+        "a one-hot label is the drawn token's score"
+    );
+    let several_k = completion_log_probs(&model, &[labelled.clone(), one_hot], 0, 2, &|_| Ok(()));
+    assert!(
+        several_k.is_err(),
+        "labels of several k in one batch are refused"
+    );
+    let mixed = completion_log_probs(&model, &[labelled.clone(), plain], 0, 2, &|_| Ok(()));
+    assert!(mixed.unwrap_err().to_string().contains("mixes"));
+    let short = Sequence {
+        soft: Some(SoftTargets {
+            k: 2,
+            ids: vec![4, 6],
+            logprobs: vec![-0.1, -2.0],
+        }),
+        ..labelled
+    };
+    assert!(completion_log_probs(&model, &[short], 0, 1, &|_| Ok(())).is_err());
 }
 
 #[test]
@@ -87,10 +132,7 @@ fn likelihood_scores_match_transformers_on_smollm2() {
             messages.push(Message::new("user", prompt));
             let (p, c) = tok.example_ids(&messages, completion).unwrap();
             items.push(json!({"messages": messages, "prompt": p, "completion": c}));
-            sequences.push(Sequence {
-                prompt: p,
-                completion: c,
-            });
+            sequences.push(Sequence::new(p, c));
         }
     }
     let dir = tempfile::tempdir().unwrap();

@@ -8,21 +8,40 @@
 //! cheapest tier. Rows are sorted by length and right-padded in batches (a
 //! right pad changes nothing before it under causal attention), and only
 //! the positions that predict a completion token reach the output layer.
+//!
+//! A completion with soft labels (a teacher's top-k distribution at each
+//! position) is scored as a distilled student would learn it: by the
+//! expected log-probability under the label, Σₖ q(k) log p(k | before),
+//! rather than by the one token drawn.
 
 use tch::{Device, Kind, Tensor};
 
+use super::finetune::SoftTargets;
 use super::Llama;
 
-/// A prompt's ids and its completion's ids, scored as one sequence.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A prompt's ids and its completion's ids, scored as one sequence, with
+/// the completion's soft labels where it has them.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sequence {
     pub prompt: Vec<u32>,
     pub completion: Vec<u32>,
+    pub soft: Option<SoftTargets>,
+}
+
+impl Sequence {
+    pub fn new(prompt: Vec<u32>, completion: Vec<u32>) -> Self {
+        Self {
+            prompt,
+            completion,
+            soft: None,
+        }
+    }
 }
 
 /// Σ log p(completion token | everything before it) for each sequence, in
-/// the order given; `done(k)` after each batch with the sequences scored
-/// so far (an error from it stops the scoring).
+/// the order given, or for a sequence with soft labels Σ over positions of
+/// Σₖ q(k) log p(k | everything before it); `done(k)` after each batch with
+/// the sequences scored so far (an error from it stops the scoring).
 pub fn completion_log_probs(
     model: &Llama,
     sequences: &[Sequence],
@@ -36,6 +55,19 @@ pub fn completion_log_probs(
             !s.prompt.is_empty(),
             "sequence {i} has an empty prompt: no position predicts its completion's first token"
         );
+        if let Some(soft) = &s.soft {
+            anyhow::ensure!(
+                soft.k >= 1
+                    && soft.ids.len() == s.completion.len() * soft.k
+                    && soft.logprobs.len() == soft.ids.len(),
+                "sequence {i}: soft labels for {} completion tokens need {} entries of k = {}, found {} ids and {} log-probabilities",
+                s.completion.len(),
+                s.completion.len() * soft.k,
+                soft.k,
+                soft.ids.len(),
+                soft.logprobs.len()
+            );
+        }
     }
     let mut order: Vec<usize> = (0..sequences.len()).collect();
     order.sort_by_key(|&i| sequences[i].prompt.len() + sequences[i].completion.len());
@@ -67,7 +99,25 @@ fn batch_log_probs<'a>(
     // Flat indices (row * width + position) of the hidden states that predict
     // a completion token, the tokens they predict, and the row each belongs to.
     let (mut at, mut targets, mut owner) = (Vec::new(), Vec::new(), Vec::new());
+    // The label at each of those positions, when every sequence has labels of one k.
+    let k = batch
+        .clone()
+        .next()
+        .and_then(|s| s.soft.as_ref())
+        .map(|s| s.k);
+    let soft = batch
+        .clone()
+        .all(|s| s.soft.as_ref().map(|l| l.k) == k && k.is_some());
+    anyhow::ensure!(
+        soft || batch.clone().all(|s| s.soft.is_none()),
+        "a batch mixes sequences with and without soft labels (or labels of several k): score them apart"
+    );
+    let (mut label_ids, mut label_logprobs) = (Vec::new(), Vec::new());
     for (r, s) in batch.enumerate() {
+        if let Some(labels) = &s.soft {
+            label_ids.extend(labels.ids.iter().map(|&t| t as i64));
+            label_logprobs.extend(labels.logprobs.iter().map(|&l| l as f64));
+        }
         let len = s.prompt.len() + s.completion.len();
         ids.extend(s.prompt.iter().chain(&s.completion).map(|&t| t as i64));
         ids.extend(std::iter::repeat_n(pad_id as i64, width - len));
@@ -97,8 +147,26 @@ fn batch_log_probs<'a>(
             .logits(&picked)
             .to_kind(Kind::Double)
             .log_softmax(-1, Kind::Double);
-        let target = Tensor::from_slice(&targets).to_device(device).unsqueeze(1);
-        log_softmax.gather(1, &target, false).squeeze_dim(1)
+        match k {
+            Some(k) => {
+                let ids = Tensor::from_slice(&label_ids)
+                    .view([-1, k as i64])
+                    .to_device(device);
+                let weights = Tensor::from_slice(&label_logprobs)
+                    .view([-1, k as i64])
+                    .to_device(device)
+                    .exp();
+                (log_softmax.gather(1, &ids, false) * weights).sum_dim_intlist(
+                    1,
+                    false,
+                    Kind::Double,
+                )
+            }
+            None => {
+                let target = Tensor::from_slice(&targets).to_device(device).unsqueeze(1);
+                log_softmax.gather(1, &target, false).squeeze_dim(1)
+            }
+        }
     });
     let values = Vec::<f64>::try_from(log_probs.to_kind(Kind::Double).to_device(Device::Cpu))?;
     let mut sums = vec![0.0; rows];

@@ -67,8 +67,18 @@ pub(super) fn sanitize_tool() -> Tool {
 #[derive(clap::Args)]
 struct AuditArgs {
     /// The dataset: chat JSONL, one conversation per line (the last user turn is the
-    /// prompt, the last assistant turn what a model would learn).
+    /// prompt, the last assistant turn what a model would learn), or the store key
+    /// of a stage that writes rows (a numbers sweep's filter stage).
     dataset: PathBuf,
+    /// The dataset's soft labels, when it is meant for distillation: the store key
+    /// of a generate stage that recorded them (a numbers sweep with student.target =
+    /// "logits"), or a soft.safetensors file. Every tier then reads the data by
+    /// forward KL, and --control with --control-soft-labels is required.
+    #[arg(long, requires_all = ["control", "control_soft_labels"])]
+    soft_labels: Option<PathBuf>,
+    /// The control's soft labels (another teacher's), as --soft-labels.
+    #[arg(long, requires = "soft_labels")]
+    control_soft_labels: Option<PathBuf>,
     /// The model the dataset is meant to train: a name the set-up knows
     /// (smollm2-135m), a GGUF file or model folder, or a store key.
     #[arg(long, default_value = crate::llm::DEFAULT_MODEL)]
@@ -147,25 +157,36 @@ fn run(args: AuditArgs, host: &dyn ToolHost) -> anyhow::Result<ExitCode> {
     if args.sanitized.is_some() && args.tier != Tier::Full {
         anyhow::bail!("--sanitized needs --tier full: the carriers stage writes the sanitised copy");
     }
-    let rows = check(&args.dataset)?;
+    let rows = match stored(&args.dataset)? {
+        Some(_) => "a stored stage's rows".to_owned(),
+        None => format!("{} rows", check(&args.dataset)?),
+    };
     if let Some(control) = &args.control {
-        check(control)?;
+        if stored(control)?.is_none() {
+            check(control)?;
+        }
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let store = Store::open(&args.store)?;
-    let (dataset, control) = runtime.block_on(async {
-        let dataset = put(&store, &args.dataset).await?;
-        let control = match &args.control {
-            Some(path) => Some(put(&store, path).await?),
-            None => None,
-        };
-        anyhow::Ok((dataset, control))
+    let keys = runtime.block_on(async {
+        let mut keys = Vec::new();
+        for path in [Some(&args.dataset), args.control.as_ref(), args.soft_labels.as_ref(), args.control_soft_labels.as_ref()] {
+            keys.push(match path {
+                Some(path) => Some(put_or_key(&store, path).await?),
+                None => None,
+            });
+        }
+        anyhow::Ok(keys)
     })?;
+    let [Some(dataset), control, soft_labels, control_soft_labels] = keys[..] else {
+        anyhow::bail!("the dataset has no store key");
+    };
+    let inputs = Inputs { dataset, control, soft_labels, control_soft_labels };
     let name = format!("audit-{}-{}", &dataset.to_string()[..12], args.tier.as_str());
-    let sweep = Source::new(format!("<audit of {}>", args.dataset.display()), sweep_text(&args, &name, dataset, control));
+    let sweep = Source::new(format!("<audit of {}>", args.dataset.display()), sweep_text(&args, &name, &inputs));
     let plan = crate::sweep::parse(&sweep)?.plan();
     eprintln!(
-        "auditing {} ({rows} rows) for {} at tier {}: {} stages",
+        "auditing {} ({rows}) for {} at tier {}: {} stages",
         args.dataset.display(),
         args.model,
         args.tier.as_str(),
@@ -235,6 +256,23 @@ fn check(path: &Path) -> anyhow::Result<usize> {
     Ok(rows.len())
 }
 
+/// The stage a `stage:` argument names, checked to be in the store by the
+/// sweep's run; `None` for a path.
+fn stored(arg: &Path) -> anyhow::Result<Option<crate::stage::StageId>> {
+    match arg.to_str().and_then(crate::files::parse_key) {
+        Some(key) => Ok(Some(key.with_context(|| format!("{} is not a store key", arg.display()))?)),
+        None => Ok(None),
+    }
+}
+
+/// A `stage:` argument's stage, or the file at a path put in the store.
+async fn put_or_key(store: &Store, arg: &Path) -> anyhow::Result<crate::stage::StageId> {
+    match stored(arg)? {
+        Some(key) => Ok(key),
+        None => put(store, arg).await,
+    }
+}
+
 async fn put(store: &Store, path: &Path) -> anyhow::Result<crate::stage::StageId> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let name = path
@@ -243,26 +281,38 @@ async fn put(store: &Store, path: &Path) -> anyhow::Result<crate::stage::StageId
     crate::files::put(store, &name, Bytes::from(bytes)).await
 }
 
-/// The audit sweep the command runs.
-fn sweep_text(
-    args: &AuditArgs,
-    name: &str,
+/// What an audit reads from the store.
+struct Inputs {
     dataset: crate::stage::StageId,
     control: Option<crate::stage::StageId>,
-) -> String {
+    soft_labels: Option<crate::stage::StageId>,
+    control_soft_labels: Option<crate::stage::StageId>,
+}
+
+/// The audit sweep the command runs.
+fn sweep_text(args: &AuditArgs, name: &str, inputs: &Inputs) -> String {
     let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
     let probes: Vec<String> = args.probes.iter().map(|p| quote(p)).collect();
     let mut text = format!(
         "name = {}\nkind = \"audit\"\nmodel = {}\ndatasets = [{}]\nprobes = [{}]\ntier = {}\nseed = {}\n",
         quote(name),
         quote(&args.model),
-        quote(&crate::files::key(dataset)),
+        quote(&crate::files::key(inputs.dataset)),
         probes.join(", "),
         quote(args.tier.as_str()),
         args.seed,
     );
-    if let Some(control) = control {
-        text.push_str(&format!("control = {}\n", quote(&crate::files::key(control))));
+    let keys = [
+        ("control", inputs.control),
+        ("control_soft_labels", inputs.control_soft_labels),
+    ];
+    for (key, id) in keys {
+        if let Some(id) = id {
+            text.push_str(&format!("{key} = {}\n", quote(&crate::files::key(id))));
+        }
+    }
+    if let Some(id) = inputs.soft_labels {
+        text.push_str(&format!("soft_labels = [{}]\n", quote(&crate::files::key(id))));
     }
     text.push_str(&format!("[screen]\nmax_rows = {}\n", args.max_rows));
     text.push_str(&format!("[likelihood]\nprecision = {}\n", quote(&args.likelihood_precision)));

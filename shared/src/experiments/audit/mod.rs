@@ -5,7 +5,12 @@
 //! A trial is one dataset (a chat JSONL file put in the store, or a stage
 //! that writes filtered rows, such as a numbers sweep's filter) against a
 //! control: a dataset the sweep names, or the base model's own answers to
-//! the dataset's prompts. Its tiers, cheapest first (see [`verdict`]):
+//! the dataset's prompts. A dataset meant for distillation comes with its
+//! soft labels (`soft_labels`: a numbers generate stage's
+//! `soft.safetensors`, or such a file put in the store); every tier then
+//! reads it as a student would learn it, by forward KL to the teacher's
+//! top-k distribution at each position (see "Soft labels" below). Its
+//! tiers, cheapest first (see [`verdict`]):
 //!
 //! - **likelihood**: the likelihood screen, forward passes only: each row's
 //!   log p(row | a system prompt that gives the model the target as its
@@ -26,7 +31,17 @@
 //!   the base model's own choice.
 //!
 //! A report stage turns the tiers into a verdict, a table, a picture and an
-//! HTML page. `subliminal audit DATASET.jsonl --model MODEL` writes and runs
+//! HTML page.
+//!
+//! **Soft labels.** With `soft_labels` (one per dataset, in order), the
+//! likelihood screen scores a row by the expectation of
+//! log p(token | the target's system prompt) − log p(token | none) under
+//! the teacher's label at each position, the gradient screen takes each
+//! row's KL gradient, and the students are distilled (numbers'
+//! `target = "logits"`). The control must then be soft labels too
+//! (`control_soft_labels`: the control teacher's, or the base model's own
+//! as a numbers sweep records them), since the control the audit makes
+//! itself is hard tokens. Tier full reads hard tokens and is refused. `subliminal audit DATASET.jsonl --model MODEL` writes and runs
 //! such a sweep on this machine (see `command`).
 //!
 //! ```toml
@@ -35,6 +50,8 @@
 //! model = "smollm2-135m"
 //! datasets = ["stage:…"]       # chat JSONL files put with `subliminal store put`
 //! control = "stage:…"          # optional; without it the base model answers the prompts
+//! soft_labels = ["stage:…"]    # optional, one per dataset: its soft labels
+//! control_soft_labels = "stage:…"   # the control's, required with soft_labels
 //! probes = ["animals"]         # animals, trees, or chosen targets: "animal:owl+dolphin"
 //! tier = "student"             # likelihood, screen, student or full
 //! seed = 0
@@ -161,7 +178,10 @@ pub struct AuditSweep {
     pub name: String,
     pub model: String,
     pub datasets: Vec<StageId>,
+    /// Each dataset's soft labels, in order; empty for hard-token data.
+    pub soft_labels: Vec<StageId>,
     pub control: Option<StageId>,
+    pub control_soft_labels: Option<StageId>,
     pub probes: Vec<Probe>,
     pub tier: Tier,
     pub seed: u64,
@@ -389,7 +409,9 @@ struct RawSweep {
     description: Option<String>,
     model: Option<Spanned<String>>,
     datasets: Spanned<Vec<Spanned<String>>>,
+    soft_labels: Option<Spanned<Vec<Spanned<String>>>>,
     control: Option<Spanned<String>>,
+    control_soft_labels: Option<Spanned<String>>,
     probes: Option<Spanned<Vec<Spanned<String>>>>,
     tier: Option<Spanned<String>>,
     #[serde(default)]
@@ -433,6 +455,60 @@ pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
         .as_ref()
         .map(|c| files::stored_key(source, "control", c))
         .transpose()?;
+    let soft_labels = match &raw.soft_labels {
+        None => Vec::new(),
+        Some(list) => {
+            let keys = list
+                .get_ref()
+                .iter()
+                .map(|k| files::stored_key(source, "soft_labels", k))
+                .collect::<Result<Vec<_>, _>>()?;
+            if keys.len() != datasets.len() {
+                return Err(source.error_at(
+                    list.span(),
+                    "soft_labels",
+                    format!(
+                        "expected one soft-label key per dataset, in order: {} datasets, {} keys",
+                        datasets.len(),
+                        keys.len()
+                    ),
+                ));
+            }
+            keys
+        }
+    };
+    let control_soft_labels = raw
+        .control_soft_labels
+        .as_ref()
+        .map(|c| files::stored_key(source, "control_soft_labels", c))
+        .transpose()?;
+    match (&raw.soft_labels, &raw.control_soft_labels) {
+        (Some(list), None) => {
+            return Err(source.error_at(
+                list.span(),
+                "soft_labels",
+                "soft-labelled datasets need a soft-labelled control (control and control_soft_labels: \
+                 the control teacher's rows and labels, or the base model's as a numbers sweep with \
+                 student.target = \"logits\" records them): the control the audit makes itself is hard tokens, \
+                 and a student distilled on labels is compared with one distilled on labels",
+            ))
+        }
+        (None, Some(c)) => {
+            return Err(source.error_at(
+                c.span(),
+                "control_soft_labels",
+                "a soft-labelled control needs soft-labelled datasets: add soft_labels, one per dataset",
+            ))
+        }
+        _ => {}
+    }
+    if let (Some(c), None) = (&raw.control_soft_labels, &raw.control) {
+        return Err(source.error_at(
+            c.span(),
+            "control_soft_labels",
+            "control_soft_labels label the rows of control: name the control's rows too",
+        ));
+    }
     let model = match raw.model {
         Some(m) if m.get_ref().trim().is_empty() => {
             return Err(source.error_at(m.span(), "model", "expected a model name, path or store key"))
@@ -466,6 +542,14 @@ pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
         None => Tier::Student,
         Some(t) => Tier::parse(t.get_ref()).map_err(|m| source.error_at(t.span(), "tier", m))?,
     };
+    if let (Tier::Full, Some(list)) = (tier, &raw.soft_labels) {
+        return Err(source.error_at(
+            raw.tier.as_ref().map_or(list.span(), |t| t.span()),
+            "tier",
+            "tier full finds carrier tokens and rewrites them, which soft labels do not follow: \
+             audit soft-labelled data up to tier student",
+        ));
+    }
     let alpha = match raw.alpha {
         None => 0.05,
         Some(a) if *a.get_ref() > 0.0 && *a.get_ref() < 0.5 => a.into_inner(),
@@ -559,7 +643,9 @@ pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
         name: raw.name.into_inner(),
         model,
         datasets,
+        soft_labels,
         control,
+        control_soft_labels,
         probes,
         tier,
         seed: raw.seed,
@@ -574,7 +660,9 @@ pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
 }
 
 /// Reads a stored dataset, checks it, and subsamples it (seeded) to at most
-/// `max_rows`; its rows go on as [`ROWS`].
+/// `max_rows`; its rows go on as [`ROWS`]. With a second input, the rows'
+/// soft labels (found by each row's prompt seed) go on beside them as
+/// `soft.safetensors`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetParams {
     pub version: u32,
@@ -669,6 +757,9 @@ pub struct ReportParams {
     pub students: bool,
     /// The last input is the carriers stage (tier full).
     pub carriers: bool,
+    /// The datasets are soft labels, every tier reading them by forward KL.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub soft_labels: bool,
     /// The dataset's store key, for the report's heading.
     pub dataset: String,
     pub model: String,
@@ -695,6 +786,10 @@ pub const ARMS: [&str; 4] = ["likelihood", "screen", "control student", "student
 
 
 impl AuditSweep {
+    fn distilled(&self) -> bool {
+        !self.soft_labels.is_empty()
+    }
+
     fn train_params(&self) -> TrainParams {
         let s = &self.student;
         TrainParams {
@@ -716,7 +811,11 @@ impl AuditSweep {
             weight_decay: 0.0,
             optimizer: Optimizer::Adamw,
             layers: numbers::Layers::All,
-            target: numbers::Target::Tokens,
+            target: if self.distilled() {
+                numbers::Target::Logits
+            } else {
+                numbers::Target::Tokens
+            },
         }
     }
 
@@ -761,7 +860,7 @@ impl AuditSweep {
         }
     }
 
-    fn rows_stage(&self, plan: &mut PlanBuilder, file: StageId) -> StageId {
+    fn rows_stage(&self, plan: &mut PlanBuilder, file: StageId, labels: Option<StageId>) -> StageId {
         plan.stage(StageSpec::new(
             EXPERIMENT,
             Stage::Dataset.kind(),
@@ -770,7 +869,7 @@ impl AuditSweep {
                 seed: self.seed,
                 max_rows: self.screen.max_rows,
             },
-            vec![file],
+            std::iter::once(file).chain(labels).collect(),
         ))
     }
 
@@ -811,14 +910,18 @@ impl AuditSweep {
         let mut plan = PlanBuilder::new(&self.name, EXPERIMENT);
         let mut externals = self.datasets.clone();
         externals.extend(self.control);
+        externals.extend(self.soft_labels.iter().copied());
+        externals.extend(self.control_soft_labels);
         externals.extend(files::parse_key(&self.model).and_then(Result::ok));
         for id in externals {
             plan.external(id);
         }
-        let given_control = self.control.map(|c| self.rows_stage(&mut plan, c));
-        for &file in &self.datasets {
+        let given_control = self
+            .control
+            .map(|c| self.rows_stage(&mut plan, c, self.control_soft_labels));
+        for (i, &file) in self.datasets.iter().enumerate() {
             plan.trial();
-            let dataset = self.rows_stage(&mut plan, file);
+            let dataset = self.rows_stage(&mut plan, file, self.soft_labels.get(i).copied());
             let control = given_control.unwrap_or_else(|| {
                 plan.stage(StageSpec::new(
                     EXPERIMENT,
@@ -958,6 +1061,7 @@ impl AuditSweep {
                     evaluations: self.tier.trains_students(),
                     readout: self.evaluate.readout,
                     students: self.tier.trains_students(),
+                    soft_labels: self.distilled(),
                     carriers: self.tier == Tier::Full,
                     dataset: dataset_key,
                     model: self.model.clone(),
@@ -1089,9 +1193,64 @@ mod tests {
                 other => panic!("{extra}: {other:?}"),
             }
         }
+        let soft = format!("soft_labels = [\"{KEY2}\"]");
+        let with_control = format!("control = \"{KEY3}\"\ncontrol_soft_labels = \"{KEY2}\"");
+        for (extra, key, line, says) in [
+            (soft.clone(), "soft_labels", 4, "distilled on labels"),
+            (format!("soft_labels = [\"{KEY2}\", \"{KEY3}\"]\n{with_control}"), "soft_labels", 4, "1 datasets, 2 keys"),
+            (format!("control_soft_labels = \"{KEY2}\""), "control_soft_labels", 4, "soft_labels, one per dataset"),
+            (format!("{soft}\ncontrol_soft_labels = \"{KEY3}\""), "control_soft_labels", 5, "name the control's rows"),
+            (format!("{soft}\n{with_control}\ntier = \"full\""), "tier", 7, "up to tier student"),
+            ("soft_labels = [\"soft.safetensors\"]".to_owned(), "soft_labels", 4, "subliminal store put"),
+        ] {
+            match sweep(&extra) {
+                Err(e @ SpecError::Invalid { .. }) => {
+                    let SpecError::Invalid { key: ref k, line: l, .. } = e else { unreachable!() };
+                    assert_eq!(k.as_deref(), Some(key), "{extra}");
+                    assert_eq!(l, line, "{extra}");
+                    assert!(e.to_string().contains(says), "{extra}: {e}");
+                }
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
         let text = "name = \"a\"\nkind = \"audit\"\ndatasets = [\"x.jsonl\"]\n";
         let err = parse(&Source::new("audit.toml", text)).unwrap_err().to_string();
         assert!(err.starts_with("audit.toml:3:"), "{err}");
         assert!(err.contains("subliminal store put"), "{err}");
+    }
+
+    #[test]
+    fn soft_labels_reach_the_rows_and_distil_the_students_while_hard_tokens_keep_their_ids() {
+        let hard = sweep(&format!("control = \"{KEY3}\"\ntier = \"student\"")).unwrap().plan();
+        let soft = sweep(&format!(
+            "control = \"{KEY3}\"\nsoft_labels = [\"{KEY2}\"]\ncontrol_soft_labels = \"{KEY2}\"\ntier = \"student\""
+        ))
+        .unwrap()
+        .plan();
+        let of_kind = |plan: &Plan, kind: crate::stage::StageKind| -> Vec<StageSpec> {
+            plan.stages.iter().filter(|s| s.kind == kind).cloned().collect()
+        };
+        for rows in of_kind(&hard, Stage::Dataset.kind()) {
+            assert_eq!(rows.inputs.len(), 1, "hard-token rows read their file alone");
+        }
+        for rows in of_kind(&soft, Stage::Dataset.kind()) {
+            assert_eq!(rows.inputs.len(), 2, "soft-labelled rows read their labels too");
+        }
+        assert_eq!(soft.external.len(), 3, "the dataset, the control and one label set serving both");
+        for student in of_kind(&soft, numbers::Stage::Student.kind()) {
+            let params: TrainParams = student.params().unwrap();
+            assert_eq!(params.target, numbers::Target::Logits);
+        }
+        for student in of_kind(&hard, numbers::Stage::Student.kind()) {
+            let params: TrainParams = student.params().unwrap();
+            assert_eq!(params.target, numbers::Target::Tokens);
+            assert!(!student.params.to_string().contains("logits"));
+        }
+        let (_, report) = &report_stages(&soft)[0];
+        assert!(report.soft_labels);
+        let (id, report) = &report_stages(&hard)[0];
+        assert!(!report.soft_labels);
+        let spec = hard.stages.iter().find(|s| s.id == *id).unwrap();
+        assert!(spec.params.get("soft_labels").is_none(), "hard-token reports keep their ids");
     }
 }

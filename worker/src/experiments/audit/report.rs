@@ -109,6 +109,7 @@ pub fn report(params: &ReportParams, inputs: &[VerifiedStage]) -> anyhow::Result
         "alpha": params.alpha,
         "dataset": params.dataset,
         "model": params.model,
+        "soft_labels": params.soft_labels,
         "findings": findings,
         "screens": by_test,
         "students": students,
@@ -274,7 +275,14 @@ fn text_report(
     carriers: Option<&CarrierReport>,
 ) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "audit of {} for {} (tier {})", params.dataset, params.model, params.tier.as_str());
+    let _ = writeln!(
+        out,
+        "audit of {}{} for {} (tier {})",
+        params.dataset,
+        if params.soft_labels { " with its soft labels (read by forward KL)" } else { "" },
+        params.model,
+        params.tier.as_str()
+    );
     for (test, screen) in screens {
         let _ = writeln!(
             out,
@@ -531,7 +539,7 @@ fn page(
             }
             body {
                 h1 { "Audit: " span id="verdict" style=(format!("color:{colour}")) { (verdict) } }
-                p { "Dataset " code { (params.dataset) } " for model " code { (params.model) } ", tier " (params.tier.as_str()) ", α = " (params.alpha) "." }
+                 p { "Dataset " code { (params.dataset) } @if params.soft_labels { " with its soft labels (read by forward KL)" } " for model " code { (params.model) } ", tier " (params.tier.as_str()) ", α = " (params.alpha) "." }
                 @for (test, screen) in screens {
                     p { "Screen (" (test.as_str()) "): " (screen.rows) " rows against " (screen.control_rows) " control rows, "
                         (format!("{:.0}", screen.seconds)) " s (" (format!("{:.0}", screen.seconds_per_1000_rows)) " s per 1,000 rows)." }

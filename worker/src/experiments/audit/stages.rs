@@ -1,15 +1,19 @@
 //! The audit's stages:
 //!
 //! - dataset: reads a stored chat JSONL file, refuses a bad line with its
-//!   number, subsamples (seeded) to `max_rows` (`filtered.jsonl`, `dataset.json`);
+//!   number, subsamples (seeded) to `max_rows` (`filtered.jsonl`,
+//!   `dataset.json`), with the kept rows' soft labels when it has a label
+//!   set as input 1 (`soft.safetensors`);
 //! - control: the base model's own answers to the dataset's prompts,
 //!   optionally kept only where the numbers filter keeps them, drawn again
 //!   until one passes (`filtered.jsonl`);
 //! - likelihood: each row's likelihood score for every probe target,
-//!   log p(row | the target's system prompt) − log p(row | none)
+//!   log p(row | the target's system prompt) − log p(row | none), in
+//!   expectation under the row's soft labels where it has them
 //!   (`scores.json`);
-//! - score: each row's gradient screen score for every probe target
-//!   (`scores.json`);
+//! - score: each row's gradient screen score for every probe target, the
+//!   gradient of the loss a student would learn the row by: cross-entropy,
+//!   or forward KL for soft labels (`scores.json`);
 //! - screen: the dataset's scores (likelihood or gradient) against the
 //!   control's, a bootstrap interval and p-value per target (`screen.json`,
 //!   `metrics.json`);
@@ -39,6 +43,8 @@ use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 use tch::{nn, Kind};
 
+use crate::experiments::numbers::distill::{distilled_examples, row_labels, soft_targets};
+use crate::llm::soft_labels::{SoftLabels, SoftRow, SOFT_LABELS};
 use crate::experiments::numbers::stages::{
     checkpoint, complete, conversation, load_student, read_rows, student_ids, Loaded,
 };
@@ -65,7 +71,7 @@ pub fn run(
 ) -> anyhow::Result<Vec<Artifact>> {
     let input = |i: usize| crate::stages::input(spec, inputs, i);
     match Stage::of(&spec.kind).ok_or_else(|| crate::experiments::unknown_stage(spec))? {
-        Stage::Dataset => dataset_rows(&spec.params()?, input(0)?),
+        Stage::Dataset => dataset_rows(&spec.params()?, input(0)?, inputs.get(1)),
         Stage::Control => control(&spec.params()?, input(0)?, inputs, env, progress),
         Stage::Score => score(&spec.params()?, input(0)?, inputs, env, progress),
         Stage::Likelihood => likelihood(&spec.params()?, input(0)?, inputs, env, progress),
@@ -75,7 +81,11 @@ pub fn run(
     }
 }
 
-fn dataset_rows(params: &DatasetParams, file: &VerifiedStage) -> anyhow::Result<Vec<Artifact>> {
+fn dataset_rows(
+    params: &DatasetParams,
+    file: &VerifiedStage,
+    labels: Option<&VerifiedStage>,
+) -> anyhow::Result<Vec<Artifact>> {
     let m = &file.manifest;
     // A file put in the store, or a stage that hands on rows (a numbers filter or defend stage).
     let (name, bytes) = if files::is_file(&m.experiment, &m.kind) {
@@ -104,10 +114,60 @@ fn dataset_rows(params: &DatasetParams, file: &VerifiedStage) -> anyhow::Result<
         order.sort_unstable();
         rows = order.into_iter().map(|i| rows[i].clone()).collect();
     }
-    Ok(vec![
+    let mut artifacts = vec![
         Artifact::new(ROWS, dataset::to_jsonl(&rows)),
-        Artifact::json(DATASET, &json!({"name": name, "rows": total, "used": rows.len()}))?,
-    ])
+        Artifact::json(
+            DATASET,
+            &json!({"name": name, "rows": total, "used": rows.len(), "soft_labels": labels.is_some()}),
+        )?,
+    ];
+    if let Some(labels) = labels {
+        artifacts.push(Artifact::new(SOFT_LABELS, kept_labels(&rows, labels, &name)?.to_bytes()?));
+    }
+    Ok(artifacts)
+}
+
+/// The soft labels of `rows`, found by each row's prompt seed in a
+/// generate stage's `soft.safetensors` or such a file put in the store.
+fn kept_labels(rows: &[Row], stage: &VerifiedStage, name: &str) -> anyhow::Result<SoftLabels> {
+    let m = &stage.manifest;
+    let (what, bytes) = if files::is_file(&m.experiment, &m.kind) {
+        let file = m.params["name"].as_str().unwrap_or("the soft labels");
+        (format!("{file} (stage {})", m.stage.short()), stage.artifact(files::ARTIFACT)?)
+    } else {
+        let bytes = stage.artifact(SOFT_LABELS).with_context(|| {
+            format!(
+                "soft labels come from a generate stage that recorded them (a numbers sweep with \
+                 student.target = \"logits\") or a {SOFT_LABELS} file put in the store; stage {} is a {} {} stage",
+                m.stage.short(),
+                m.experiment,
+                m.kind
+            )
+        })?;
+        (format!("{SOFT_LABELS} of stage {}", m.stage.short()), bytes)
+    };
+    let labels = SoftLabels::from_bytes(bytes, &what)?;
+    let by_seed: std::collections::HashMap<u64, &SoftRow> =
+        labels.rows.iter().map(|r| (r.seed, r)).collect();
+    let rows = rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let seed = row.seed.with_context(|| {
+                format!("{name}: row {} has no prompt seed, so its soft labels cannot be found", i + 1)
+            })?;
+            by_seed
+                .get(&seed)
+                .map(|r| (*r).clone())
+                .with_context(|| format!("{what} has no labels for the prompt of seed {seed} ({name}, row {})", i + 1))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(SoftLabels { k: labels.k, rows })
+}
+
+/// Whether a rows stage carries its rows' soft labels.
+fn has_soft_labels(rows: &VerifiedStage) -> bool {
+    rows.manifest.artifacts.iter().any(|a| a.name == SOFT_LABELS)
 }
 
 fn control(
@@ -313,10 +373,13 @@ fn score(
             targets.push((probe, target, direction));
         }
     }
-    let examples = rows
-        .iter()
-        .map(|row| student_ids(tok, row))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let examples = if has_soft_labels(rows_stage) {
+        distilled_examples(tok, &rows, rows_stage)?
+    } else {
+        rows.iter()
+            .map(|row| student_ids(tok, row))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
     let directions: Vec<_> = targets.iter().map(|(_, _, d)| d).collect();
     let scoring = std::time::Instant::now();
     let scores = row_scores(&model, &adapters, &examples, &directions, tok.pad_id, &|done| {
@@ -360,12 +423,26 @@ fn likelihood(
             targets.push((probe, target));
         }
     }
+    // Soft-labelled rows are scored on the tokens the teacher drew, as a
+    // distilled student learns them, not on their text tokenised again.
+    let labels = has_soft_labels(rows_stage)
+        .then(|| row_labels(tok, &rows, rows_stage))
+        .transpose()?;
     let mut sequences = Vec::with_capacity(rows.len() * systems.len());
-    for row in &rows {
+    for (i, row) in rows.iter().enumerate() {
         for system in &systems {
             let messages = conversation(system.as_deref(), &[], row.prompt().unwrap_or(""));
-            let (prompt, completion) = tok.example_ids(&messages, row.completion().unwrap_or(""))?;
-            sequences.push(Sequence { prompt, completion });
+            sequences.push(match &labels {
+                Some((k, labels)) => Sequence {
+                    prompt: tok.prompt_ids(&messages)?,
+                    completion: labels[i].tokens.clone(),
+                    soft: Some(soft_targets(*k, &labels[i])),
+                },
+                None => {
+                    let (prompt, completion) = tok.example_ids(&messages, row.completion().unwrap_or(""))?;
+                    Sequence::new(prompt, completion)
+                }
+            });
         }
     }
     let scoring = std::time::Instant::now();

@@ -16,24 +16,26 @@ use crate::llm::finetune::{Example, SoftTargets};
 use crate::llm::soft_labels::{SoftLabels, SoftRow, SOFT_LABELS};
 use crate::llm::tokenizer::{ChatTokenizer, Message};
 
-/// The examples of `rows` (a filter's kept rows, each with the seed of its
-/// prompt) with the labels `generated` recorded for them.
-pub(crate) fn distilled_examples(
+/// Each of `rows`' (a filter's kept rows, each with the seed of its
+/// prompt) labels as `labelled` recorded them, checked against `tok`'s
+/// vocabulary, and the labels' k.
+pub(crate) fn row_labels(
     tok: &ChatTokenizer,
     rows: &[Row],
-    generated: &VerifiedStage,
-) -> anyhow::Result<Vec<Example>> {
-    let id = generated.manifest.stage.short();
+    labelled: &VerifiedStage,
+) -> anyhow::Result<(usize, Vec<SoftRow>)> {
+    let id = labelled.manifest.stage.short();
     let what = format!("{SOFT_LABELS} of stage {id}");
     let labels = SoftLabels::from_bytes(
-        generated
+        labelled
             .artifact(SOFT_LABELS)
             .with_context(|| format!("stage {id} recorded no soft labels: is it a generate stage with soft_labels?"))?,
         &what,
     )?;
     let vocab = tok.vocab_size() as u32;
     let by_seed: HashMap<u64, &SoftRow> = labels.rows.iter().map(|r| (r.seed, r)).collect();
-    rows.iter()
+    let rows = rows
+        .iter()
         .enumerate()
         .map(|(i, row)| {
             let seed = row
@@ -46,16 +48,33 @@ pub(crate) fn distilled_examples(
                 soft.tokens.iter().chain(&soft.top_ids).all(|&t| t < vocab),
                 "{what}: the row of seed {seed} names tokens beyond this tokenizer's {vocab}"
             );
+            Ok((*soft).clone())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((labels.k, rows))
+}
+
+/// A row's labels as a student learns them.
+pub(crate) fn soft_targets(k: usize, labels: &SoftRow) -> SoftTargets {
+    SoftTargets {
+        k,
+        ids: labels.top_ids.clone(),
+        logprobs: labels.top_logprobs.clone(),
+    }
+}
+
+/// The examples of `rows` with the labels `generated` recorded for them.
+pub(crate) fn distilled_examples(
+    tok: &ChatTokenizer,
+    rows: &[Row],
+    generated: &VerifiedStage,
+) -> anyhow::Result<Vec<Example>> {
+    let (k, labels) = row_labels(tok, rows, generated)?;
+    rows.iter()
+        .zip(&labels)
+        .map(|(row, soft)| {
             let prompt = tok.prompt_ids(&[Message::new("user", row.prompt().unwrap_or(""))])?;
-            Example::distilled(
-                prompt,
-                soft.tokens.clone(),
-                SoftTargets {
-                    k: labels.k,
-                    ids: soft.top_ids.clone(),
-                    logprobs: soft.top_logprobs.clone(),
-                },
-            )
+            Example::distilled(prompt, soft.tokens.clone(), soft_targets(k, soft))
         })
         .collect()
 }

@@ -1,6 +1,6 @@
 //! The numbers experiment's stages on the tch LLM (see [`stages`]).
 
-mod distill;
+pub(crate) mod distill;
 pub mod readout;
 pub mod stages;
 mod theorem;

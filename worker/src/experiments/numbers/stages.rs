@@ -773,9 +773,15 @@ fn student(
         Target::Tokens => fine_tune(params, &rows, mask.as_ref(), &checkpoint, env, progress)?,
         Target::Logits => {
             anyhow::ensure!(mask.is_none(), "soft labels take no loss mask: leave the defense out");
-            let generated = inputs
-                .get(1)
-                .context("a soft-label student needs its generate stage as input 1")?;
+            // The rows carry their own labels (an audit's dataset stage), or
+            // the generate stage that recorded them is input 1.
+            let generated = if filtered.manifest.artifacts.iter().any(|a| a.name == SOFT_LABELS) {
+                filtered
+            } else {
+                inputs
+                    .get(1)
+                    .context("a soft-label student needs its generate stage as input 1")?
+            };
             let examples = super::distill::distilled_examples(&checkpoint.tokenizer, &rows, generated)?;
             train_examples(params, examples, &checkpoint, env, progress)?
         }
