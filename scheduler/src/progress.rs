@@ -15,7 +15,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use subliminal_shared::broker::{encode_body, queue_for, TaskBody, BODY_VERSION};
+use subliminal_shared::broker::{encode_body, TaskBody, BODY_VERSION};
+use subliminal_shared::experiments::queue_for;
 use subliminal_shared::plan::Plan;
 use subliminal_shared::stage::{StageId, StageKind};
 

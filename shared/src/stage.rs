@@ -352,3 +352,21 @@ mod tests {
         assert!(serde_json::from_str::<StageKind>("\"../x\"").is_err());
     }
 }
+
+/// The queues a stage can wait in: what kind of machine it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// Training and generation.
+    Gpu,
+    /// Evaluation, filtering and other light work.
+    Cpu,
+}
+
+impl Queue {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Queue::Gpu => "gpu",
+            Queue::Cpu => "cpu",
+        }
+    }
+}

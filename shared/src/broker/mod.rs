@@ -48,6 +48,8 @@ use serde::{Deserialize, Serialize};
 use crate::stage::StageId;
 
 /// Resource classes a worker can serve; a stage goes to one of them.
+pub use crate::stage::Queue;
+
 pub const QUEUES: &[&str] = &[Queue::Gpu.as_str(), Queue::Cpu.as_str()];
 
 pub fn now_ms() -> i64 {
@@ -773,30 +775,6 @@ impl Broker {
             .await?;
         Ok(r == 1)
     }
-}
-
-/// The queues a stage can wait in: what kind of machine it needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Queue {
-    /// Training and generation.
-    Gpu,
-    /// Evaluation, filtering and other light work.
-    Cpu,
-}
-
-impl Queue {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Queue::Gpu => "gpu",
-            Queue::Cpu => "cpu",
-        }
-    }
-}
-
-/// The queue a stage goes to, as its experiment kind says.
-pub fn queue_for(stage: &crate::stage::StageSpec) -> anyhow::Result<&'static str> {
-    let experiment = crate::experiments::get(&stage.experiment)?;
-    Ok(experiment.queue(&stage.kind).as_str())
 }
 
 #[cfg(test)]

@@ -17,10 +17,10 @@ use std::any::Any;
 use std::fmt;
 use std::process::ExitCode;
 
-use crate::broker::Queue;
 use crate::manifest::VerifiedStage;
 use crate::plan::Plan;
 use crate::spec::{Source, SpecError};
+use crate::stage::Queue;
 use crate::stage::StageKind;
 
 /// Lists every experiment kind once: `module::Type` declares the module and
@@ -239,4 +239,10 @@ mod tests {
         let err = get("no-such-kind").unwrap_err().to_string();
         assert!(err.contains(&names()), "{err}");
     }
+}
+
+/// The queue a stage goes to, as its experiment kind says.
+pub fn queue_for(stage: &crate::stage::StageSpec) -> anyhow::Result<&'static str> {
+    let experiment = get(&stage.experiment)?;
+    Ok(experiment.queue(&stage.kind).as_str())
 }

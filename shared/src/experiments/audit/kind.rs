@@ -1,7 +1,7 @@
 //! The audit behind the [`Experiment`] seam: which queue each stage waits
 //! in, how its figures are read, and the `subliminal audit` command.
 
-use crate::broker::Queue;
+use crate::stage::Queue;
 use crate::experiments::{number_metric, CheckedSweep, Experiment, GridLabels, Reading, Tool};
 use crate::plan::Plan;
 use crate::spec::{Source, SpecError};

@@ -2,7 +2,7 @@
 //! figures, which are the numbers experiment's (`share:WORD` of an
 //! evaluation's answers), read the same way.
 
-use crate::broker::Queue;
+use crate::stage::Queue;
 use crate::experiments::numbers::Numbers;
 use crate::experiments::{AnswerRecord, CheckedSweep, Experiment, GridLabels, Reading};
 use crate::manifest::VerifiedStage;

@@ -2,7 +2,7 @@
 //! are those of its probe: the numbers experiment's `share:WORD`, or the
 //! misalignment kind's share of coherent answers judged misaligned.
 
-use crate::broker::Queue;
+use crate::stage::Queue;
 use crate::experiments::misalignment::Misalignment;
 use crate::experiments::numbers::{Numbers, SHARE_PREFIX};
 use crate::experiments::{AnswerRecord, CheckedSweep, Experiment, GridLabels, Reading};

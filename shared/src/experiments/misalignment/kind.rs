@@ -2,7 +2,7 @@
 //! the figure is read from a judge stage's counts (a share of the coherent
 //! answers, with their number, so results give it an interval and a test).
 
-use crate::broker::Queue;
+use crate::stage::Queue;
 use crate::experiments::{CheckedSweep, Experiment, GridLabels, Reading};
 use crate::plan::Plan;
 use crate::spec::{Source, SpecError};

@@ -41,7 +41,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::broker::Queue;
+use crate::stage::Queue;
 use crate::experiments::{CheckedSweep, Experiment, GridLabels};
 use crate::plan::{Measurement, Plan, PlanBuilder};
 use crate::spec::{check_name, check_seeds, named_axis, setting, Axis, Source, SpecError};

@@ -30,7 +30,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::broker::Queue;
+use crate::stage::Queue;
 use crate::experiments::{CheckedSweep, Experiment, GridLabels};
 use crate::plan::{Measurement, Plan, PlanBuilder};
 use crate::spec::{check_name, check_seeds, setting, Axis, Source, SpecError};

@@ -2,7 +2,7 @@
 //! stage waits in, how a `share:WORD` measurement is read from an
 //! evaluation's answer counts, and the `filter numbers` command.
 
-use crate::broker::Queue;
+use crate::stage::Queue;
 use anyhow::Context;
 
 use crate::experiments::{

@@ -1,6 +1,9 @@
 //! The audit's own stages (see [`stages`] and [`report`]); its students and
-//! their evaluations are the numbers experiment's stages.
+//! their evaluations are the numbers experiment's stages. The artifacts
+//! they hand each other are typed in [`artifacts`], which both read, so
+//! the report does not depend on the stages.
 
+pub mod artifacts;
 pub mod report;
 pub mod stages;
 

@@ -20,7 +20,7 @@ use subliminal_shared::experiments::numbers::prompts;
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stats;
 
-use super::stages::{CarrierReport, ScreenReport, CARRIERS, METRICS, SCREEN};
+use super::artifacts::{CarrierReport, ScreenReport, TargetScreen, CARRIERS, METRICS, SCREEN};
 use crate::experiments::numbers::stages::TRAIN;
 use crate::stages::Artifact;
 
@@ -468,7 +468,7 @@ fn tick(x: f64, range: f64) -> String {
 fn histogram<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     test: Test,
-    t: &super::stages::TargetScreen,
+    t: &TargetScreen,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
     DB::ErrorType: 'static,

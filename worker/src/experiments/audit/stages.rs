@@ -29,10 +29,9 @@ use anyhow::Context;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subliminal_shared::experiments::audit::{
-    CarrierParams, ControlParams, DatasetParams, LikelihoodParams, Probe, ScoreParams, ScreenParams,
+    CarrierParams, ControlParams, DatasetParams, LikelihoodParams, ScoreParams, ScreenParams,
     Stage, ROWS, SANITIZED,
 };
 use subliminal_shared::experiments::numbers::dataset::{self, Row};
@@ -57,11 +56,11 @@ use crate::llm::tokenizer::Message;
 use crate::llm::instantiate;
 use crate::stages::{Artifact, Progress, StageEnv};
 
-pub const DATASET: &str = "dataset.json";
-pub const SCORES: &str = "scores.json";
-pub const SCREEN: &str = "screen.json";
-pub const CARRIERS: &str = "carriers.json";
-pub const METRICS: &str = "metrics.json";
+use super::artifacts::{
+    CarrierReport, CarrierRow, CarrierToken, ScoreReport, ScreenReport, TargetScores, TargetScreen, CARRIERS,
+    DATASET, METRICS, SCORES, SCREEN,
+};
+
 
 pub fn run(
     spec: &StageSpec,
@@ -236,30 +235,6 @@ fn control(
     ])
 }
 
-/// One target's row scores, as `scores.json` holds them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TargetScores {
-    pub probe: String,
-    pub category: String,
-    pub target: String,
-    /// The norm of the probe gradient the target's unit direction came from
-    /// (0 for likelihood scores).
-    pub gradient_norm: f64,
-    pub scores: Vec<f64>,
-}
-
-impl TargetScores {
-    fn new(probe: &Probe, target: &str, gradient_norm: f64, scores: Vec<f64>) -> Self {
-        Self {
-            probe: probe.name.clone(),
-            category: probe.category.clone(),
-            target: target.to_owned(),
-            gradient_norm,
-            scores,
-        }
-    }
-}
-
 /// A score or likelihood stage's `scores.json`: its rows' scores, the
 /// stage's time since `started`, and the scoring's own time from `scoring`
 /// (model load and probe directions left out) per 1,000 rows.
@@ -276,54 +251,6 @@ fn scores_artifact(
         targets,
     };
     Ok(vec![Artifact::json(SCORES, &serde_json::to_value(&report)?)?])
-}
-
-/// What a score stage writes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ScoreReport {
-    pub rows: usize,
-    pub seconds: f64,
-    /// Seconds per 1,000 rows of the scoring itself (model load and probe
-    /// directions left out).
-    pub seconds_per_1000_rows: f64,
-    pub targets: Vec<TargetScores>,
-}
-
-/// One target's screen, as `screen.json` holds it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TargetScreen {
-    pub probe: String,
-    pub category: String,
-    pub target: String,
-    /// Whether the scores are contrasts: the target's score minus the mean
-    /// of the probe's other targets' (probes of two or more targets).
-    pub contrast: bool,
-    pub dataset_mean: f64,
-    pub control_mean: f64,
-    pub difference: f64,
-    /// The bootstrap interval of the difference (rows resampled).
-    pub interval: (f64, f64),
-    /// Welch's t-test of the difference (the bootstrap's p-value where
-    /// Welch's is undefined: no spread in either set).
-    pub p_value: f64,
-    pub bootstrap_p_value: f64,
-    /// The smallest difference Welch's test would see (α 0.05, power 0.8).
-    pub detectable: Option<f64>,
-    /// The difference of the plain scores, before the contrast.
-    pub raw_difference: f64,
-    pub dataset_scores: Vec<f64>,
-    pub control_scores: Vec<f64>,
-}
-
-/// What the screen stage writes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ScreenReport {
-    pub rows: usize,
-    pub control_rows: usize,
-    /// The scoring time of both sets.
-    pub seconds: f64,
-    pub seconds_per_1000_rows: f64,
-    pub targets: Vec<TargetScreen>,
 }
 
 /// The answer a probe's direction teaches: the target as a one-word reply.
@@ -567,43 +494,6 @@ fn screen(
         Artifact::json(SCREEN, &serde_json::to_value(&report)?)?,
         Artifact::json(METRICS, &serde_json::Value::Object(metrics))?,
     ])
-}
-
-/// A token whose log-probability the sacrificial student raised most, summed
-/// over the dataset.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CarrierToken {
-    pub token: String,
-    pub count: u64,
-    /// Σ over its occurrences of log p(student) − log p(base), in nats.
-    pub divergence: f64,
-}
-
-/// A row that holds much of the divergence.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CarrierRow {
-    /// 1-based, in the audited (subsampled) rows.
-    pub row: usize,
-    pub completion: String,
-    /// Σ of its tokens' positive divergence, in nats.
-    pub divergence: f64,
-}
-
-/// What the carriers stage writes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CarrierReport {
-    pub rows: usize,
-    pub tokens: usize,
-    /// Mean log p(student) − log p(base) per completion token.
-    pub mean_divergence: f64,
-    /// The share of all positive divergence held by the top tenth of rows.
-    pub top_tenth_rows_share: f64,
-    pub top_tokens: Vec<CarrierToken>,
-    pub top_rows: Vec<CarrierRow>,
-    /// Tokens the sanitised copy replaced, and rows it changed.
-    pub replaced_tokens: usize,
-    pub changed_rows: usize,
-    pub seconds: f64,
 }
 
 fn carriers(
