@@ -298,14 +298,14 @@ fn text_report(
     for f in findings {
         let _ = writeln!(
             out,
-            "{:<10} {:<10} {:<10} {:>+11.4} {:>24} {:>9.2e} {:>9.2e} {:>10}{}",
+            "{:<10} {:<10} {:<10} {:>+11.4} {:>24} {:>9} {:>9} {:>10}{}",
             f.test.as_str(),
             f.probe,
             f.target,
             f.shift,
             format!("[{:+.4}, {:+.4}]", f.interval.0, f.interval.1),
-            f.p_value,
-            f.q_value,
+            p_text(f.p_value),
+            p_text(f.q_value),
             f.detectable.map_or_else(|| "-".to_owned(), |d| format!("{d:+.3}")),
             if f.flags(params.alpha) { "  flagged" } else { "" }
         );
@@ -554,7 +554,7 @@ fn page(
                             td.l { (f.test.as_str()) } td.l { (f.probe) } td.l { (f.target) }
                             td { (format!("{:+.4}", f.shift)) }
                             td { (format!("[{:+.4}, {:+.4}]", f.interval.0, f.interval.1)) }
-                            td { (format!("{:.2e}", f.p_value)) } td { (format!("{:.2e}", f.q_value)) }
+                            td { (p_text(f.p_value)) } td { (p_text(f.q_value)) }
                             td { (f.detectable.map_or_else(|| "-".to_owned(), |d| format!("{d:+.3}"))) }
                             td.l { @if f.flags(params.alpha) { span.flag { "flagged" } } }
                         }
@@ -577,5 +577,15 @@ fn page(
                 }
             }
         }
+    }
+}
+
+/// A p-value as the table prints it: one below what an f64 holds (a test
+/// whose tail underflowed) reads as a bound, not as 0.
+fn p_text(p: f64) -> String {
+    if p > 0.0 {
+        format!("{p:.2e}")
+    } else {
+        "<1e-300".to_owned()
     }
 }
