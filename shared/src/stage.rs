@@ -270,6 +270,24 @@ pub fn write_canonical(value: &serde_json::Value, out: &mut String) {
     }
 }
 
+/// The queues a stage can wait in: what kind of machine it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// Training and generation.
+    Gpu,
+    /// Evaluation, filtering and other light work.
+    Cpu,
+}
+
+impl Queue {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Queue::Gpu => "gpu",
+            Queue::Cpu => "cpu",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,23 +368,5 @@ mod tests {
         assert_eq!(json, "\"teacher\"");
         assert_eq!(serde_json::from_str::<StageKind>(&json).unwrap(), TEACHER);
         assert!(serde_json::from_str::<StageKind>("\"../x\"").is_err());
-    }
-}
-
-/// The queues a stage can wait in: what kind of machine it needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Queue {
-    /// Training and generation.
-    Gpu,
-    /// Evaluation, filtering and other light work.
-    Cpu,
-}
-
-impl Queue {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Queue::Gpu => "gpu",
-            Queue::Cpu => "cpu",
-        }
     }
 }

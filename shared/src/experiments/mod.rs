@@ -216,6 +216,12 @@ pub fn names() -> String {
         .join(", ")
 }
 
+/// The queue a stage goes to, as its experiment kind says.
+pub fn queue_for(stage: &crate::stage::StageSpec) -> anyhow::Result<&'static str> {
+    let experiment = get(&stage.experiment)?;
+    Ok(experiment.queue(&stage.kind).as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,10 +245,4 @@ mod tests {
         let err = get("no-such-kind").unwrap_err().to_string();
         assert!(err.contains(&names()), "{err}");
     }
-}
-
-/// The queue a stage goes to, as its experiment kind says.
-pub fn queue_for(stage: &crate::stage::StageSpec) -> anyhow::Result<&'static str> {
-    let experiment = get(&stage.experiment)?;
-    Ok(experiment.queue(&stage.kind).as_str())
 }
