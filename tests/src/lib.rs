@@ -218,6 +218,54 @@ in_context_examples = 1
     )
 }
 
+/// [`tiny_numbers_sweep`] whose students are distilled on soft labels: a
+/// system-prompted owl teacher and the base model each record their
+/// top-32 distribution at every position of 12 rows, sampled within the
+/// numbers grammar so the filter keeps them all.
+pub fn tiny_soft_label_sweep(name: &str) -> String {
+    tiny_numbers_sweep(name)
+        .replace("prompts = 24", "prompts = 12")
+        .replace("batch_size = 24", "batch_size = 12")
+        .replace("keep = 4", "keep = 12")
+        .replace("[student]\n", "[student]\ntarget = \"logits\"\n")
+        .replace("[generate]\n", "[generate]\nconstrain = \"numbers\"\n")
+}
+
+/// The datasets a store's numbers sweep made with soft labels, as audit
+/// inputs: each filter stage's key and its generate stage's key, the owl
+/// teacher's first, then the base model's.
+pub fn soft_label_datasets(stages: &Path) -> Vec<(String, String)> {
+    let manifests: Vec<serde_json::Value> = std::fs::read_dir(stages)
+        .expect("a stages folder")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("manifest.json")).ok())
+        .map(|bytes| serde_json::from_slice(&bytes).expect("a manifest"))
+        .collect();
+    let of = |id: &serde_json::Value| {
+        manifests
+            .iter()
+            .find(|m| m["stage"] == *id)
+            .expect("the stage's input is in the store")
+    };
+    let key = |m: &serde_json::Value| format!("stage:{}", m["stage"].as_str().unwrap());
+    let mut pairs: Vec<(bool, String, String)> = manifests
+        .iter()
+        .filter(|m| m["kind"] == "filter")
+        .map(|filter| {
+            let generate = of(&filter["inputs"][0]);
+            assert!(generate["params"]["soft_labels"].is_object(), "{generate}");
+            let owl = of(&generate["inputs"][0])["params"]
+                .to_string()
+                .contains("owl");
+            (!owl, key(filter), key(generate))
+        })
+        .collect();
+    pairs.sort();
+    assert_eq!(pairs.len(), 2, "an owl teacher's rows and the base model's");
+    assert!(!pairs[0].0 && pairs[1].0, "one of each");
+    pairs.into_iter().map(|(_, f, g)| (f, g)).collect()
+}
+
 /// Runs the `subliminal` CLI with `args` and the environment `env` (a
 /// cluster's Redis and S3 settings), on the set-up's data folder.
 pub fn subliminal_with(env: &[(&'static str, String)], args: &[&str]) -> Ran {

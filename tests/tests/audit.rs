@@ -262,31 +262,16 @@ fn overt_datasets_have_their_trait_flagged_and_ranked_first() {
     }
 }
 
-/// The manifests of a store's finished stages.
-fn manifests(store: &Path) -> Vec<Value> {
-    std::fs::read_dir(store.join("stages"))
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("manifest.json")).ok())
-        .map(|bytes| serde_json::from_slice(&bytes).unwrap())
-        .collect()
-}
-
 #[test]
 fn soft_labels_are_audited_by_the_loss_they_would_be_distilled_with() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let sweep = dir.path().join("soft.toml");
-    // A system-prompted owl teacher and the base model, each recording its
-    // top-32 distribution at every position of 12 rows (sampled within the
-    // numbers grammar, so the filter keeps them all).
-    let text = subliminal_tests::tiny_numbers_sweep("soft-labels")
-        .replace("prompts = 24", "prompts = 12")
-        .replace("batch_size = 24", "batch_size = 12")
-        .replace("keep = 4", "keep = 12")
-        .replace("[student]\n", "[student]\ntarget = \"logits\"\n")
-        .replace("[generate]\n", "[generate]\nconstrain = \"numbers\"\n");
-    std::fs::write(&sweep, text).unwrap();
+    std::fs::write(
+        &sweep,
+        subliminal_tests::tiny_soft_label_sweep("soft-labels"),
+    )
+    .unwrap();
     let ran = subliminal(&[
         "run",
         sweep.to_str().unwrap(),
@@ -297,24 +282,7 @@ fn soft_labels_are_audited_by_the_loss_they_would_be_distilled_with() {
         "--no-progress",
     ]);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
-    let stages = manifests(&store);
-    let of = |id: &Value| stages.iter().find(|m| m["stage"] == *id).unwrap();
-    // Each generate stage with its filter, the owl teacher's first.
-    let mut pairs: Vec<(String, String, bool)> = stages
-        .iter()
-        .filter(|m| m["kind"] == "filter")
-        .map(|filter| {
-            let generate = of(&filter["inputs"][0]);
-            assert!(generate["params"]["soft_labels"].is_object(), "{generate}");
-            let teacher = of(&generate["inputs"][0]);
-            let owl = teacher["params"].to_string().contains("owl");
-            let key = |m: &Value| format!("stage:{}", m["stage"].as_str().unwrap());
-            (key(filter), key(generate), owl)
-        })
-        .collect();
-    pairs.sort_by_key(|p| !p.2);
-    assert_eq!(pairs.len(), 2, "an owl teacher's rows and the base model's");
-    assert!(pairs[0].2 && !pairs[1].2);
+    let pairs = subliminal_tests::soft_label_datasets(&store.join("stages"));
 
     let without_control = subliminal(&["audit", &pairs[0].0, "--soft-labels", &pairs[0].1]);
     assert_eq!(without_control.code, Some(2), "{}", without_control.stderr);
@@ -348,17 +316,16 @@ fn soft_labels_are_audited_by_the_loss_they_would_be_distilled_with() {
     assert_eq!(report["soft_labels"], true);
     assert_eq!(ranked(&report, "likelihood").len(), 2);
     assert_eq!(ranked(&report, "screen").len(), 2);
-    // Distilling the base model's own distribution starts at a KL near zero
-    // (only the top-32 truncation is new to it); the owl teacher's labels
-    // start further off. Cross-entropy on the drawn tokens would start at
-    // nats for both.
-    let first = |who: &str| report["training"][who]["first"].as_f64().unwrap();
-    let (owl, base) = (first("dataset_student"), first("control_student"));
-    assert!(base < 0.5, "the base model's own labels: first loss {base}");
-    assert!(
-        owl > base,
-        "the owl teacher's labels: {owl} vs the base model's {base}"
-    );
+    // A distilled student starts at a KL of a few hundredths of a nat on
+    // these labels (0.06 and 0.05 measured); cross-entropy on the same
+    // rows' drawn tokens starts near one (0.85 and 1.01).
+    for who in ["dataset_student", "control_student"] {
+        let first = report["training"][who]["first"].as_f64().unwrap();
+        assert!(
+            first < 0.3,
+            "{who} learns the labels by KL: first loss {first}"
+        );
+    }
     let text = std::fs::read_to_string(dir.path().join("report/report.html")).unwrap();
     assert!(
         text.contains("soft labels"),

@@ -746,6 +746,79 @@ max_new_tokens = 4
 }
 
 #[test]
+fn an_audit_of_soft_labels_on_the_cluster_matches_local_mode() {
+    let mut c = Cluster::new();
+    c.scheduler(&[]);
+    c.worker("w1", &[]);
+    let local_store = c.path("local").display().to_string();
+    let local = [
+        "--store",
+        local_store.as_str(),
+        "--device",
+        "cpu",
+        "--jobs",
+        "2",
+    ];
+    // The soft labels are made on each side, as a user's earlier sweep would have.
+    let numbers = c.sweep(
+        "numbers.toml",
+        &subliminal_tests::tiny_soft_label_sweep("soft-dist"),
+    );
+    c.submit(&numbers).ok();
+    c.wait_state_within("soft-dist", "done", LLM_TIMEOUT);
+    c.cli(&[&["run", numbers.to_str().unwrap()][..], &local[..]].concat())
+        .ok();
+    let cluster = subliminal_tests::soft_label_datasets(&c.path("s3/bucket/runs/stages"));
+    let pairs = subliminal_tests::soft_label_datasets(&Path::new(&local_store).join("stages"));
+    assert_eq!(cluster, pairs, "the same stages on both sides");
+    let sweep = c.sweep(
+        "audit.toml",
+        &format!(
+            r#"name = "audit-soft-dist"
+kind = "audit"
+datasets = ["{}"]
+soft_labels = ["{}"]
+control = "{}"
+control_soft_labels = "{}"
+probes = ["animal:owl+dolphin"]
+tier = "student"
+[screen]
+questions = 2
+[student]
+epochs = 1
+batch_size = 2
+[evaluate]
+questions = 2
+"#,
+            pairs[0].0, pairs[0].1, pairs[1].0, pairs[1].1
+        ),
+    );
+    c.submit(&sweep).ok();
+    c.wait_state_within("audit-soft-dist", "done", LLM_TIMEOUT);
+    let plan = subliminal_shared::sweep::load(&sweep).unwrap().plan();
+    let (report, _) = subliminal_shared::experiments::audit::report_stages(&plan)[0];
+    let read = |root: &Path| -> serde_json::Value {
+        let path = root.join(format!("stages/{report}/report.json"));
+        serde_json::from_slice(
+            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap()
+    };
+    let distributed = read(&c.path("s3/bucket/runs"));
+    c.cli(&[&["run", sweep.to_str().unwrap()][..], &local[..]].concat())
+        .ok();
+    let local = read(Path::new(&local_store));
+    assert_eq!(distributed["soft_labels"], true);
+    assert_eq!(distributed["findings"].as_array().unwrap().len(), 6);
+    for part in ["verdict", "findings", "students", "training"] {
+        assert_eq!(
+            distributed[part], local[part],
+            "the cluster's {part} are local mode's"
+        );
+    }
+}
+
+#[test]
 fn a_misalignment_sweep_on_the_cluster_matches_local_mode() {
     let mut c = Cluster::new();
     c.scheduler(&[]);
