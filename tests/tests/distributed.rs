@@ -718,9 +718,24 @@ max_new_tokens = 4
             keys[0], keys[1]
         ),
     );
-    c.submit(&sweep).ok();
-    c.wait_state_within("audit-dist", "done", LLM_TIMEOUT);
-    let plan = subliminal_shared::sweep::load(&sweep).unwrap().plan();
+    // Local mode with one libtorch thread per stage, as the worker runs.
+    let args = ["--store", &local_store, "--device", "cpu", "--jobs", "2"];
+    let distributed = audit_matches_local_mode(&c, &sweep, "audit-dist", &args);
+    assert_eq!(distributed["findings"].as_array().unwrap().len(), 30);
+}
+
+/// Runs an audit sweep on the cluster and in local mode (`local`: the run's
+/// store and device arguments), checks that the two reports agree on the
+/// verdict, findings, students and training, and returns the cluster's.
+fn audit_matches_local_mode(
+    c: &Cluster,
+    sweep: &Path,
+    name: &str,
+    local: &[&str],
+) -> serde_json::Value {
+    c.submit(sweep).ok();
+    c.wait_state_within(name, "done", LLM_TIMEOUT);
+    let plan = subliminal_shared::sweep::load(sweep).unwrap().plan();
     let (report, _) = subliminal_shared::experiments::audit::report_stages(&plan)[0];
     let read = |root: &Path| -> serde_json::Value {
         let path = root.join(format!("stages/{report}/report.json"));
@@ -730,19 +745,17 @@ max_new_tokens = 4
         .unwrap()
     };
     let distributed = read(&c.path("s3/bucket/runs"));
-
-    // Local mode with one libtorch thread per stage, as the worker runs.
-    let args = ["--store", &local_store, "--device", "cpu", "--jobs", "2"];
-    c.cli(&[&["run", sweep.to_str().unwrap()][..], &args[..]].concat())
+    c.cli(&[&["run", sweep.to_str().unwrap()][..], local].concat())
         .ok();
-    let local = read(Path::new(&local_store));
-    assert_eq!(distributed["findings"].as_array().unwrap().len(), 30);
+    let store = local[local.iter().position(|a| *a == "--store").unwrap() + 1];
+    let local = read(Path::new(store));
     for part in ["verdict", "findings", "students", "training"] {
         assert_eq!(
             distributed[part], local[part],
             "the cluster's {part} are local mode's"
         );
     }
+    distributed
 }
 
 #[test]
@@ -793,29 +806,9 @@ questions = 2
             pairs[0].0, pairs[0].1, pairs[1].0, pairs[1].1
         ),
     );
-    c.submit(&sweep).ok();
-    c.wait_state_within("audit-soft-dist", "done", LLM_TIMEOUT);
-    let plan = subliminal_shared::sweep::load(&sweep).unwrap().plan();
-    let (report, _) = subliminal_shared::experiments::audit::report_stages(&plan)[0];
-    let read = |root: &Path| -> serde_json::Value {
-        let path = root.join(format!("stages/{report}/report.json"));
-        serde_json::from_slice(
-            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        )
-        .unwrap()
-    };
-    let distributed = read(&c.path("s3/bucket/runs"));
-    c.cli(&[&["run", sweep.to_str().unwrap()][..], &local[..]].concat())
-        .ok();
-    let local = read(Path::new(&local_store));
+    let distributed = audit_matches_local_mode(&c, &sweep, "audit-soft-dist", &local);
     assert_eq!(distributed["soft_labels"], true);
     assert_eq!(distributed["findings"].as_array().unwrap().len(), 6);
-    for part in ["verdict", "findings", "students", "training"] {
-        assert_eq!(
-            distributed[part], local[part],
-            "the cluster's {part} are local mode's"
-        );
-    }
 }
 
 #[test]
