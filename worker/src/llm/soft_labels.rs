@@ -115,6 +115,38 @@ pub struct SoftLabels {
     pub rows: Vec<SoftRow>,
 }
 
+impl SoftLabels {
+    /// The labels of each of `rows`, found by the row's prompt seed (`None`:
+    /// a row without one); `what` names these labels and `rows_name` the
+    /// rows in an error.
+    pub fn for_seeds(
+        &self,
+        seeds: &[Option<u64>],
+        what: &str,
+        rows_name: &str,
+    ) -> anyhow::Result<Vec<SoftRow>> {
+        let by_seed: HashMap<u64, &SoftRow> = self.rows.iter().map(|r| (r.seed, r)).collect();
+        seeds
+            .iter()
+            .enumerate()
+            .map(|(i, seed)| {
+                let seed = seed.with_context(|| {
+                    format!(
+                        "{rows_name}: row {} has no prompt seed to find its soft labels by",
+                        i + 1
+                    )
+                })?;
+                by_seed.get(&seed).map(|r| (*r).clone()).with_context(|| {
+                    format!(
+                        "{what} has no row for the prompt of seed {seed} ({rows_name}, row {})",
+                        i + 1
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
 fn le_bytes<T: Copy, const N: usize>(values: &[T], to: fn(T) -> [u8; N]) -> Vec<u8> {
     values.iter().flat_map(|&v| to(v)).collect()
 }

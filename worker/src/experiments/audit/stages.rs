@@ -43,7 +43,7 @@ use subliminal_shared::stage::StageSpec;
 use tch::{nn, Kind};
 
 use crate::experiments::numbers::distill::{distilled_examples, row_labels, soft_targets};
-use crate::llm::soft_labels::{SoftLabels, SoftRow, SOFT_LABELS};
+use crate::llm::soft_labels::{SoftLabels, SOFT_LABELS};
 use crate::experiments::numbers::stages::{
     checkpoint, complete, conversation, load_student, read_rows, student_ids, Loaded,
 };
@@ -146,21 +146,8 @@ fn kept_labels(rows: &[Row], stage: &VerifiedStage, name: &str) -> anyhow::Resul
         (format!("{SOFT_LABELS} of stage {}", m.stage.short()), bytes)
     };
     let labels = SoftLabels::from_bytes(bytes, &what)?;
-    let by_seed: std::collections::HashMap<u64, &SoftRow> =
-        labels.rows.iter().map(|r| (r.seed, r)).collect();
-    let rows = rows
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let seed = row.seed.with_context(|| {
-                format!("{name}: row {} has no prompt seed, so its soft labels cannot be found", i + 1)
-            })?;
-            by_seed
-                .get(&seed)
-                .map(|r| (*r).clone())
-                .with_context(|| format!("{what} has no labels for the prompt of seed {seed} ({name}, row {})", i + 1))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let seeds: Vec<Option<u64>> = rows.iter().map(|r| r.seed).collect();
+    let rows = labels.for_seeds(&seeds, &what, name)?;
     Ok(SoftLabels { k: labels.k, rows })
 }
 

@@ -6,7 +6,6 @@
 //! tokenised again, so each label sits at the position it was recorded
 //! at, whatever the tokenizer would make of the text.
 
-use std::collections::HashMap;
 
 use anyhow::Context;
 use subliminal_shared::chat::Row;
@@ -33,24 +32,15 @@ pub(crate) fn row_labels(
         &what,
     )?;
     let vocab = tok.vocab_size() as u32;
-    let by_seed: HashMap<u64, &SoftRow> = labels.rows.iter().map(|r| (r.seed, r)).collect();
-    let rows = rows
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let seed = row
-                .seed
-                .with_context(|| format!("row {} has no prompt seed to find its soft labels by", i + 1))?;
-            let soft = by_seed
-                .get(&seed)
-                .with_context(|| format!("{what} has no row for the prompt of seed {seed}"))?;
-            anyhow::ensure!(
-                soft.tokens.iter().chain(&soft.top_ids).all(|&t| t < vocab),
-                "{what}: the row of seed {seed} names tokens beyond this tokenizer's {vocab}"
-            );
-            Ok((*soft).clone())
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let seeds: Vec<Option<u64>> = rows.iter().map(|r| r.seed).collect();
+    let rows = labels.for_seeds(&seeds, &what, "the rows")?;
+    for soft in &rows {
+        anyhow::ensure!(
+            soft.tokens.iter().chain(&soft.top_ids).all(|&t| t < vocab),
+            "{what}: the row of seed {} names tokens beyond this tokenizer's {vocab}",
+            soft.seed
+        );
+    }
     Ok((labels.k, rows))
 }
 
