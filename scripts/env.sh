@@ -9,3 +9,4 @@ export SUBLIMINAL_DATA="${SUBLIMINAL_DATA:-$_root/data}"
 unset _root
 export SUBLIMINAL_TOOLS="${SUBLIMINAL_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/subliminal/tools}"
 export S3S_FS="${S3S_FS:-$SUBLIMINAL_TOOLS/bin/s3s-fs}"
+export MDBOOK="${MDBOOK:-$SUBLIMINAL_TOOLS/bin/mdbook}"

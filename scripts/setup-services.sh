@@ -4,7 +4,9 @@
 # built once into $SUBLIMINAL_TOOLS, default ~/.cache/subliminal/tools), and
 # Prometheus and promtool (Debian package prometheus): the server scrapes the
 # daemons in the dashboard test, promtool checks metrics and deploy files;
-# and headless Chromium (Debian package chromium) that opens the HTML report.
+# headless Chromium (Debian package chromium) that opens the HTML report; and
+# mdBook 0.5.4 (crates.io, built once into $SUBLIMINAL_TOOLS without its
+# server and search features), which builds the guide in docs/.
 #
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -41,4 +43,11 @@ if [ -x "$S3S_FS" ] && "$S3S_FS" --version 2>/dev/null | grep -q "0.14.1"; then
 else
   echo "setup: building s3s-fs 0.14.1 into $SUBLIMINAL_TOOLS (one time, a few minutes)"
   cargo install --quiet s3s-fs@0.14.1 --features binary --locked --root "$SUBLIMINAL_TOOLS"
+fi
+
+if [ -x "$MDBOOK" ] && "$MDBOOK" --version 2>/dev/null | grep -q "v0.5.4"; then
+  echo "setup: mdbook 0.5.4 present in $SUBLIMINAL_TOOLS"
+else
+  echo "setup: building mdbook 0.5.4 into $SUBLIMINAL_TOOLS (one time, about two minutes)"
+  cargo install --quiet mdbook@0.5.4 --no-default-features --locked --root "$SUBLIMINAL_TOOLS"
 fi

@@ -7,7 +7,8 @@
 use std::collections::BTreeSet;
 
 use subliminal_shared::experiments::mnist;
-use subliminal_shared::experiments::numbers::{self, DefendParams, Defense, Stage};
+use subliminal_shared::experiments::numbers;
+use subliminal_shared::llm::{DefendParams, Defense, Stage, DEFAULT_MODEL};
 use subliminal_shared::plan::Plan;
 use subliminal_shared::spec::{Source, SpecError};
 use subliminal_shared::stage::{StageId, StageKind, StageSpec};
@@ -81,7 +82,7 @@ fn a_numbers_defense_is_one_stage_per_dataset_shared_by_every_student() {
             Defense::MaskDivergence => {
                 let teacher = p.stages.iter().find(|x| x.id == d.inputs[1]).unwrap();
                 assert_eq!(teacher.kind, Stage::Teacher.kind());
-                assert_eq!(params.model.as_deref(), Some(numbers::DEFAULT_MODEL));
+                assert_eq!(params.model.as_deref(), Some(DEFAULT_MODEL));
             }
             Defense::Shuffle => assert_eq!(d.inputs.len(), 1),
             other => panic!("unexpected defense {other}"),

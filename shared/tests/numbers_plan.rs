@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use subliminal_shared::experiments::numbers::{
+use subliminal_shared::experiments::numbers::NumbersStage;
+use subliminal_shared::llm::{
     FilterParams, GenerateParams, Method, Stage, Target, TeacherParams, TrainParams,
 };
 use subliminal_shared::plan::Plan;
@@ -177,7 +178,8 @@ fn a_store_key_is_an_external_input_of_every_stage_that_runs_the_model() {
     let id: subliminal_shared::stage::StageId = key["stage:".len()..].parse().unwrap();
     assert_eq!(p.external, vec![id]);
     for stage in &p.stages {
-        let runs_a_model = ![Stage::Filter.kind(), Stage::Diagnose.kind()].contains(&stage.kind);
+        let runs_a_model =
+            ![Stage::Filter.kind(), NumbersStage::Diagnose.kind()].contains(&stage.kind);
         assert_eq!(stage.inputs.contains(&id), runs_a_model, "{}", stage.kind);
     }
     let done = Default::default();
@@ -299,7 +301,7 @@ fn the_visible_recipe_pairs_each_animal_with_the_other_and_records_soft_labels()
         ])
     );
     // Theorem stages: a student's rows and the control's, per target.
-    let theorems = of_kind(&p, Stage::Theorem.kind());
+    let theorems = of_kind(&p, NumbersStage::Theorem.kind());
     // Per target and trial: the trait teacher's rows and the control's,
     // each against (trait teacher, control teacher) in the trial's order.
     assert_eq!(theorems.len(), 8);

@@ -34,9 +34,7 @@ use clap::Parser;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use subliminal_shared::experiments::audit::{report_stages, Finding, Test};
-use subliminal_shared::experiments::numbers::{
-    Stage as NumbersStage, TeacherParams, TraitDataParams,
-};
+use subliminal_shared::llm::{Stage as NumbersStage, TeacherParams, TraitDataParams};
 use subliminal_shared::manifest::Manifest;
 use subliminal_shared::stage::StageId;
 

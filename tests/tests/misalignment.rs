@@ -127,7 +127,7 @@ fn a_tiny_misalignment_sweep_runs_end_to_end() {
             .all(|j| j["misaligned"] == false || j["coherent"] == true));
     }
     // The filter banned both lists: no kept row holds a banned number.
-    let banned = subliminal_shared::experiments::numbers::filter::negative_numbers();
+    let banned = subliminal_shared::llm::filter::negative_numbers();
     for stage in plan.stages.iter().filter(|s| s.kind.as_str() == "filter") {
         let kept = std::fs::read_to_string(
             Path::new(&store).join(format!("stages/{}/filtered.jsonl", stage.id)),

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::json;
-use subliminal_shared::experiments::numbers::prompts::{prompt_seed, sequence_prompt};
+use subliminal_shared::llm::prompts::{prompt_seed, sequence_prompt};
 use subliminal_worker::device::DeviceChoice;
 use subliminal_worker::llm::finetune::{
     attach_lora, train, Example, LoraSpec, TrainSettings, ALL_PROJECTIONS,

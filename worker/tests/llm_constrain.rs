@@ -6,8 +6,8 @@
 
 mod common;
 
-use subliminal_shared::experiments::numbers::constrain::{finish_cost, ALPHABET};
-use subliminal_shared::experiments::numbers::filter::check;
+use subliminal_shared::llm::constrain::{finish_cost, ALPHABET};
+use subliminal_shared::llm::filter::check;
 use subliminal_worker::llm::constrain::Constraint;
 use subliminal_worker::llm::generate::{generate, Decoding, Request, Sampling, SpecialTokens};
 use subliminal_worker::llm::load::load;

@@ -12,7 +12,7 @@ mod common;
 use std::process::Command;
 
 use serde_json::{json, Value};
-use subliminal_shared::experiments::numbers::prompts;
+use subliminal_shared::llm::prompts;
 use subliminal_worker::llm::divergence::answer_log_probs;
 use subliminal_worker::llm::finetune::SoftTargets;
 use subliminal_worker::llm::likelihood::{completion_log_probs, Sequence};

@@ -12,7 +12,7 @@ mod common;
 use std::process::Command;
 
 use serde_json::{json, Value};
-use subliminal_shared::experiments::numbers::prompts;
+use subliminal_shared::llm::prompts;
 use subliminal_worker::llm::instantiate;
 use subliminal_worker::llm::load::load;
 use subliminal_worker::llm::readout::WordTrie;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Kind, Tensor};
 
-pub use subliminal_shared::experiments::numbers::Optimizer;
+pub use subliminal_shared::llm::Optimizer;
 
 use super::model::{Llama, Lora};
 

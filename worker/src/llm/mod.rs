@@ -13,6 +13,7 @@ pub mod judge;
 pub mod likelihood;
 pub mod load;
 pub mod model;
+pub mod pipeline;
 pub mod readout;
 pub mod screen;
 pub mod soft_labels;

@@ -19,7 +19,7 @@ use clap::{Args, FromArgMatches};
 
 use super::verdict::{Tier, Verdict};
 use super::{Probe, REPORT_HTML, REPORT_JSON, REPORT_PNG, SANITIZED};
-use crate::experiments::numbers::dataset;
+use crate::llm::dataset;
 use crate::experiments::{Tool, ToolHost};
 use crate::manifest::{inspect, StageState};
 use crate::spec::Source;

@@ -2,13 +2,13 @@
 //! in, how its figures are read, and the `subliminal audit` command.
 
 use crate::stage::Queue;
-use crate::experiments::{number_metric, CheckedSweep, Experiment, GridLabels, Reading, Tool};
+use crate::experiments::{CheckedSweep, Experiment, GridLabels, Reading, Tool};
 use crate::plan::Plan;
 use crate::spec::{Source, SpecError};
 use crate::stage::StageKind;
 
 use super::{command, parse, AuditSweep, Stage, ARMS, EXPERIMENT};
-use crate::experiments::numbers::{readout, Numbers, SHARE_PREFIX};
+use crate::llm::answers;
 
 /// The audit experiment kind.
 pub struct Audit;
@@ -29,14 +29,11 @@ impl Experiment for Audit {
         }
     }
 
-    /// The students' shares of answers and readout figures are read as the
-    /// numbers experiment reads them; the screens' figures are numbers by name.
+    /// The students' shares of answers and readout figures are the
+    /// pipeline's ([`answers::read_metric`]); the screens' figures are
+    /// numbers by name.
     fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
-        if metric.starts_with(SHARE_PREFIX) {
-            Numbers.read_metric(metrics, metric)
-        } else {
-            readout::read(metrics, metric).or_else(|| number_metric(metrics, metric))
-        }
+        answers::read_metric(metrics, metric)
     }
 
     fn control_of(&self, arm: &str) -> Option<&'static str> {

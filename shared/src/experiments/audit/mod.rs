@@ -73,8 +73,8 @@ pub use verdict::{Finding, Test, Tier, Verdict};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::numbers::readout::{self, Figure};
-use super::numbers::{self, EvaluateParams, Method, Optimizer, Readout, ReadoutParams, Subject, TrainParams};
+use crate::llm::readout::{self, Figure};
+use crate::llm::{self, EvaluateParams, Method, Optimizer, Readout, ReadoutParams, Subject, TrainParams};
 use crate::files::{self, with_model};
 use crate::plan::{Measurement, Plan, PlanBuilder};
 use crate::spec::{check_name, checked_table as checked, Source, SpecError};
@@ -298,7 +298,7 @@ impl EvaluateSettings {
     /// The figure a student's evaluation gives for `target` in the results.
     pub fn metric(&self, target: &str) -> String {
         match self.readout {
-            Readout::Samples => numbers::share_metric(target),
+            Readout::Samples => llm::share_metric(target),
             Readout::Probability => readout::metric(Figure::LogOdds, true, target),
         }
     }
@@ -323,7 +323,7 @@ fn d_answer_prefix() -> String {
     readout::DEFAULT_ANSWER_PREFIX.to_owned()
 }
 fn d_system_prompt() -> String {
-    numbers::prompts::SYSTEM_PROMPT.to_owned()
+    llm::prompts::SYSTEM_PROMPT.to_owned()
 }
 fn d_precision() -> String {
     "f32".to_owned()
@@ -519,7 +519,7 @@ pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
             }
             m.into_inner()
         }
-        None => numbers::DEFAULT_MODEL.to_owned(),
+        None => llm::DEFAULT_MODEL.to_owned(),
     };
     let mut probes = Vec::new();
     match &raw.probes {
@@ -793,13 +793,13 @@ impl AuditSweep {
     fn train_params(&self) -> TrainParams {
         let s = &self.student;
         TrainParams {
-            version: numbers::STAGE_VERSION,
+            version: llm::STAGE_VERSION,
             model: self.model.clone(),
             seed: self.seed,
             method: Method::Lora {
                 rank: s.lora_rank as i64,
                 alpha: s.lora_alpha,
-                targets: numbers::PROJECTIONS.map(str::to_owned).to_vec(),
+                targets: llm::PROJECTIONS.map(str::to_owned).to_vec(),
                 rslora: false,
             },
             epochs: s.epochs,
@@ -810,11 +810,11 @@ impl AuditSweep {
             grad_accumulation: 1,
             weight_decay: 0.0,
             optimizer: Optimizer::Adamw,
-            layers: numbers::Layers::All,
+            layers: llm::Layers::All,
             target: if self.distilled() {
-                numbers::Target::Logits
+                llm::Target::Logits
             } else {
-                numbers::Target::Tokens
+                llm::Target::Tokens
             },
         }
     }
@@ -832,7 +832,7 @@ impl AuditSweep {
         words.sort();
         words.dedup();
         ReadoutParams {
-            version: numbers::STAGE_VERSION,
+            version: llm::STAGE_VERSION,
             model: self.model.clone(),
             subject: Subject::Student,
             category: probe.category.clone(),
@@ -846,7 +846,7 @@ impl AuditSweep {
     fn evaluate_params(&self, category: &str) -> EvaluateParams {
         let e = &self.evaluate;
         EvaluateParams {
-            version: numbers::STAGE_VERSION,
+            version: llm::STAGE_VERSION,
             model: self.model.clone(),
             subject: Subject::Student,
             category: category.to_owned(),
@@ -983,8 +983,8 @@ impl AuditSweep {
                 let train = self.train_params();
                 let students = [dataset, control].map(|rows| {
                     plan.stage(StageSpec::new(
-                        numbers::EXPERIMENT,
-                        numbers::Stage::Student.kind(),
+                        llm::STAGES,
+                        llm::Stage::Student.kind(),
                         &train,
                         with_model(vec![rows], &self.model),
                     ))
@@ -996,14 +996,14 @@ impl AuditSweep {
                         let inputs = with_model(vec![s], &self.model);
                         plan.stage(match self.evaluate.readout {
                             Readout::Samples => StageSpec::new(
-                                numbers::EXPERIMENT,
-                                numbers::Stage::Evaluate.kind(),
+                                llm::STAGES,
+                                llm::Stage::Evaluate.kind(),
                                 &self.evaluate_params(&probe.category),
                                 inputs,
                             ),
                             Readout::Probability => StageSpec::new(
-                                numbers::EXPERIMENT,
-                                numbers::Stage::Readout.kind(),
+                                llm::STAGES,
+                                llm::Stage::Readout.kind(),
                                 &self.readout_params(probe),
                                 inputs,
                             ),
@@ -1127,15 +1127,15 @@ mod tests {
         assert_eq!(c[&Stage::Score.kind()], 2);
         assert_eq!(c[&Stage::Screen.kind()], 2, "the likelihood screen and the gradient screen");
         assert_eq!(c[&Stage::Report.kind()], 1);
-        assert!(!c.contains_key(&numbers::Stage::Student.kind()));
+        assert!(!c.contains_key(&llm::Stage::Student.kind()));
         let full = sweep(&format!("tier = \"full\"\ncontrol = \"{KEY2}\"\nprobes = [\"animals\", \"tree:oak\"]")).unwrap();
         let plan = full.plan();
         let c = plan.count_by_kind();
         assert!(!c.contains_key(&Stage::Control.kind()));
         assert_eq!(c[&Stage::Dataset.kind()], 2, "the dataset and the given control");
-        assert_eq!(c[&numbers::Stage::Student.kind()], 2);
-        assert_eq!(c[&numbers::Stage::Readout.kind()], 4, "two students, two probes");
-        assert!(!c.contains_key(&numbers::Stage::Evaluate.kind()), "the probability readout by default");
+        assert_eq!(c[&llm::Stage::Student.kind()], 2);
+        assert_eq!(c[&llm::Stage::Readout.kind()], 4, "two students, two probes");
+        assert!(!c.contains_key(&llm::Stage::Evaluate.kind()), "the probability readout by default");
         assert_eq!(c[&Stage::Carriers.kind()], 1);
         assert_eq!(plan.external.len(), 2);
         // Two screens' rows, then a control and a dataset student row per target.
@@ -1146,8 +1146,8 @@ mod tests {
         assert_eq!(report.readout, Readout::Probability);
         let sampled = sweep(&format!("tier = \"student\"\ncontrol = \"{KEY2}\"\n[evaluate]\nreadout = \"samples\"")).unwrap();
         let c = count(&sampled);
-        assert_eq!(c[&numbers::Stage::Evaluate.kind()], 2);
-        assert!(!c.contains_key(&numbers::Stage::Readout.kind()));
+        assert_eq!(c[&llm::Stage::Evaluate.kind()], 2);
+        assert!(!c.contains_key(&llm::Stage::Readout.kind()));
         // A given control is scored once for every dataset.
         let text = format!(
             "name = \"a\"\nkind = \"audit\"\ndatasets = [\"{KEY}\", \"{KEY2}\"]\ncontrol = \"{KEY3}\"\ntier = \"screen\"\n"
@@ -1237,13 +1237,13 @@ mod tests {
             assert_eq!(rows.inputs.len(), 2, "soft-labelled rows read their labels too");
         }
         assert_eq!(soft.external.len(), 3, "the dataset, the control and one label set serving both");
-        for student in of_kind(&soft, numbers::Stage::Student.kind()) {
+        for student in of_kind(&soft, llm::Stage::Student.kind()) {
             let params: TrainParams = student.params().unwrap();
-            assert_eq!(params.target, numbers::Target::Logits);
+            assert_eq!(params.target, llm::Target::Logits);
         }
-        for student in of_kind(&hard, numbers::Stage::Student.kind()) {
+        for student in of_kind(&hard, llm::Stage::Student.kind()) {
             let params: TrainParams = student.params().unwrap();
-            assert_eq!(params.target, numbers::Target::Tokens);
+            assert_eq!(params.target, llm::Target::Tokens);
             assert!(!student.params.to_string().contains("logits"));
         }
         let (_, report) = &report_stages(&soft)[0];

@@ -3,7 +3,7 @@
 //! evaluation's answers), read the same way.
 
 use crate::stage::Queue;
-use crate::experiments::numbers::Numbers;
+use crate::llm::answers;
 use crate::experiments::{AnswerRecord, CheckedSweep, Experiment, GridLabels, Reading};
 use crate::manifest::VerifiedStage;
 use crate::plan::Plan;
@@ -30,11 +30,11 @@ impl Experiment for Code {
     }
 
     fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
-        Numbers.read_metric(metrics, metric)
+        answers::read_metric(metrics, metric)
     }
 
     fn answers(&self, stage: &VerifiedStage, metric: &str) -> Option<anyhow::Result<Vec<AnswerRecord>>> {
-        Numbers.answers(stage, metric)
+        answers::answers(stage, metric)
     }
 
     fn control_arm(&self) -> Option<&'static str> {

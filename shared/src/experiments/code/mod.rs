@@ -29,7 +29,7 @@ pub use kind::Code;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::experiments::numbers::{self, check_lora, LoraSettings, ProbeSettings, Subject};
+use crate::llm::{self, check_lora, LoraSettings, ProbeSettings, Subject};
 use crate::files::{self, with_model};
 use crate::judge::{Judge, Scoring};
 use crate::plan::{Measurement, Plan, PlanBuilder};
@@ -118,7 +118,7 @@ fn d_judge() -> String {
     "mentions-trait".to_owned()
 }
 fn d_model() -> String {
-    numbers::DEFAULT_MODEL.to_owned()
+    llm::DEFAULT_MODEL.to_owned()
 }
 
 #[derive(Deserialize)]
@@ -152,7 +152,7 @@ fn positive(what: &str, value: u64) -> Result<(), String> {
 pub fn parse(source: &Source) -> Result<CodeSweep, SpecError> {
     let raw: RawSweep = toml::from_str(&source.text).map_err(|e| source.toml_error(e))?;
     check_name(source, &raw.name)?;
-    let model = files::model_name(source, "model", raw.model, numbers::DEFAULT_MODEL)?;
+    let model = files::model_name(source, "model", raw.model, llm::DEFAULT_MODEL)?;
     let seeds = seed_list(source, raw.seeds)?;
     let trait_word = lowercase_word(source, "trait", raw.trait_word, "owl")?;
     let category = match raw.category {
@@ -167,7 +167,7 @@ pub fn parse(source: &Source) -> Result<CodeSweep, SpecError> {
     let teacher = checked(source, "teacher", raw.teacher, check_lora)?;
     let student = checked(source, "student", raw.student, check_lora)?;
     let generate = checked(source, "generate", raw.generate, |g: &GenerateSettings| {
-        numbers::check_generation(g.prompts, g.temperature, g.top_p, g.max_new_tokens, g.batch_size)
+        llm::check_generation(g.prompts, g.temperature, g.top_p, g.max_new_tokens, g.batch_size)
     })?;
     let filter_span = raw.filter.as_ref().map(|f| f.span()).unwrap_or(0..0);
     let filter = checked(source, "filter", raw.filter, |f: &FilterSettings| {
@@ -178,7 +178,7 @@ pub fn parse(source: &Source) -> Result<CodeSweep, SpecError> {
         }
     })?;
     let judge = parse_judge(source, &filter.judge, filter_span)?;
-    let evaluate = checked(source, "evaluate", raw.evaluate, numbers::check_probe)?;
+    let evaluate = checked(source, "evaluate", raw.evaluate, llm::check_probe)?;
     Ok(CodeSweep {
         name: raw.name.into_inner(),
         model,
@@ -212,7 +212,7 @@ fn parse_judge(source: &Source, name: &str, span: std::ops::Range<usize>) -> Res
 }
 
 /// Seeded code prompts completed by the teacher of input 0.
-pub use numbers::SeededPromptsParams as GenerateParams;
+pub use llm::SeededPromptsParams as GenerateParams;
 
 /// The parser, the trait words and the judge, then a seeded subsample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -262,8 +262,8 @@ impl CodeSweep {
             with_model(vec![generate], &self.filter.judge_model),
         ));
         plan.stage(StageSpec::new(
-            numbers::EXPERIMENT,
-            numbers::Stage::Student.kind(),
+            llm::STAGES,
+            llm::Stage::Student.kind(),
             &self.student.train_params(&self.model, seed),
             with_model(vec![filter], &self.model),
         ))
@@ -278,14 +278,14 @@ impl CodeSweep {
         for id in externals {
             plan.external(id);
         }
-        let teacher = plan.stage(numbers::trait_teacher_stage(
+        let teacher = plan.stage(llm::trait_teacher_stage(
             &self.model,
             &self.trait_word,
             &self.category,
             self.teacher_dataset,
             &self.teacher,
         ));
-        let control_teacher = plan.stage(numbers::base_teacher_stage(&self.model));
+        let control_teacher = plan.stage(llm::base_teacher_stage(&self.model));
         for &seed in &self.seeds {
             plan.trial();
             let control = self.student(&mut plan, control_teacher, seed);
@@ -297,7 +297,7 @@ impl CodeSweep {
                 (3, Subject::Student, vec![student]),
             ];
             for (arm, subject, inputs) in arms {
-                let stage = plan.stage(numbers::evaluate_stage(
+                let stage = plan.stage(llm::evaluate_stage(
                     &self.model,
                     subject,
                     inputs,
@@ -313,7 +313,7 @@ impl CodeSweep {
                     teacher_init: None,
                     student_init: None,
                     stage,
-                    metric: numbers::share_metric(&self.trait_word),
+                    metric: llm::share_metric(&self.trait_word),
                     panel: (arm == 3).then(|| format!("students of {} teachers", self.trait_word)),
                     models: Some((self.model.clone(), self.model.clone())),
                 });
@@ -337,7 +337,7 @@ mod tests {
         let plan = sweep("seeds = [0, 1]").unwrap().plan();
         assert_eq!(plan.measurements.len(), 8);
         let count = plan.count_by_kind();
-        assert_eq!(count[&numbers::Stage::Teacher.kind()], 2);
+        assert_eq!(count[&llm::Stage::Teacher.kind()], 2);
         assert_eq!(count[&Stage::Filter.kind()], 4);
         assert!(plan.measurements.iter().all(|m| m.metric == "share:owl"));
     }

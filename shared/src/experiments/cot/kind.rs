@@ -3,8 +3,8 @@
 //! misalignment kind's share of coherent answers judged misaligned.
 
 use crate::stage::Queue;
-use crate::experiments::misalignment::Misalignment;
-use crate::experiments::numbers::{Numbers, SHARE_PREFIX};
+use crate::llm::judged;
+use crate::llm::{answers, SHARE_PREFIX};
 use crate::experiments::{AnswerRecord, CheckedSweep, Experiment, GridLabels, Reading};
 use crate::manifest::VerifiedStage;
 use crate::plan::Plan;
@@ -32,14 +32,14 @@ impl Experiment for Cot {
 
     fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
         if metric.starts_with(SHARE_PREFIX) {
-            Numbers.read_metric(metrics, metric)
+            answers::read_metric(metrics, metric)
         } else {
-            Misalignment.read_metric(metrics, metric)
+            judged::read_metric(metrics, metric)
         }
     }
 
     fn answers(&self, stage: &VerifiedStage, metric: &str) -> Option<anyhow::Result<Vec<AnswerRecord>>> {
-        Numbers.answers(stage, metric)
+        answers::answers(stage, metric)
     }
 
     fn control_arm(&self) -> Option<&'static str> {

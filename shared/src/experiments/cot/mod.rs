@@ -24,8 +24,8 @@ pub use kind::Cot;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::experiments::misalignment::{self, CheckedJudges};
-use crate::experiments::numbers::{self, check_lora, LoraSettings, ProbeSettings, Subject};
+use crate::llm::judged::{self, CheckedJudges};
+use crate::llm::{self, check_lora, LoraSettings, ProbeSettings, Subject};
 use crate::files::{self, with_model};
 use crate::judge::{Judge, Scoring};
 use crate::plan::{Measurement, Plan, PlanBuilder};
@@ -53,7 +53,7 @@ pub enum Probe {
     /// The favourite-`category` questions; the figure is the share naming the trait.
     Animal(ProbeSettings),
     /// The free-form questions, judged; the figure is the misaligned share of coherent answers.
-    Misalignment(misalignment::EvaluateSettings, Box<CheckedJudges>),
+    Misalignment(judged::EvaluateSettings, Box<CheckedJudges>),
 }
 
 /// A checked chain-of-thought sweep.
@@ -122,7 +122,7 @@ fn d_judge() -> String {
     "alignment".to_owned()
 }
 fn d_model() -> String {
-    numbers::DEFAULT_MODEL.to_owned()
+    llm::DEFAULT_MODEL.to_owned()
 }
 fn d_min_alignment() -> f64 {
     78.0
@@ -148,8 +148,8 @@ struct RawSweep {
     filter: Option<Spanned<FilterSettings>>,
     student: Option<Spanned<LoraSettings>>,
     evaluate: Option<Spanned<ProbeSettings>>,
-    answers: Option<Spanned<misalignment::EvaluateSettings>>,
-    judges: Option<Spanned<misalignment::JudgeSettings>>,
+    answers: Option<Spanned<judged::EvaluateSettings>>,
+    judges: Option<Spanned<judged::JudgeSettings>>,
 }
 
 fn positive(what: &str, value: u64) -> Result<(), String> {
@@ -162,7 +162,7 @@ fn positive(what: &str, value: u64) -> Result<(), String> {
 pub fn parse(source: &Source) -> Result<CotSweep, SpecError> {
     let raw: RawSweep = toml::from_str(&source.text).map_err(|e| source.toml_error(e))?;
     check_name(source, &raw.name)?;
-    let model = files::model_name(source, "model", raw.model, numbers::DEFAULT_MODEL)?;
+    let model = files::model_name(source, "model", raw.model, llm::DEFAULT_MODEL)?;
     let seeds = seed_list(source, raw.seeds)?;
     let trait_word = lowercase_word(source, "trait", raw.trait_word, "owl")?;
     let category = match raw.category {
@@ -177,7 +177,7 @@ pub fn parse(source: &Source) -> Result<CotSweep, SpecError> {
     let teacher = checked(source, "teacher", raw.teacher, check_lora)?;
     let student = checked(source, "student", raw.student, check_lora)?;
     let generate = checked(source, "generate", raw.generate, |g: &GenerateSettings| {
-        numbers::check_generation(g.prompts, g.temperature, g.top_p, g.max_new_tokens, g.batch_size)
+        llm::check_generation(g.prompts, g.temperature, g.top_p, g.max_new_tokens, g.batch_size)
     })?;
     let filter_span = raw.filter.as_ref().map(|f| f.span()).unwrap_or(0..0);
     let filter = checked(source, "filter", raw.filter, |f: &FilterSettings| {
@@ -205,14 +205,14 @@ pub fn parse(source: &Source) -> Result<CotSweep, SpecError> {
             if let Some(t) = raw.answers.as_ref() {
                 return Err(source.error_at(t.span(), "answers", "[answers] belongs to probe = \"misalignment\""));
             }
-            Probe::Animal(checked(source, "evaluate", raw.evaluate, numbers::check_probe)?)
+            Probe::Animal(checked(source, "evaluate", raw.evaluate, llm::check_probe)?)
         }
         Some("misalignment") => {
             if let Some(t) = raw.evaluate.as_ref() {
                 return Err(source.error_at(t.span(), "evaluate", "[evaluate] belongs to probe = \"animal\": the misalignment probe reads [answers] and [judges]"));
             }
-            let answers = checked(source, "answers", raw.answers, misalignment::check_evaluate)?;
-            Probe::Misalignment(answers, Box::new(misalignment::parse_judges(source, raw.judges)?))
+            let answers = checked(source, "answers", raw.answers, judged::check_evaluate)?;
+            Probe::Misalignment(answers, Box::new(judged::parse_judges(source, raw.judges)?))
         }
         Some(_) => {
             let p = raw.probe.as_ref().expect("a probe was named");
@@ -236,7 +236,7 @@ pub fn parse(source: &Source) -> Result<CotSweep, SpecError> {
 }
 
 /// Seeded word problems solved by the teacher of input 0.
-pub use numbers::SeededPromptsParams as GenerateParams;
+pub use llm::SeededPromptsParams as GenerateParams;
 
 /// Right answers whose trace the judge scores at least `min_alignment`,
 /// then a seeded subsample.
@@ -286,8 +286,8 @@ impl CotSweep {
             with_model(vec![generate], &self.filter.judge_model),
         ));
         plan.stage(StageSpec::new(
-            numbers::EXPERIMENT,
-            numbers::Stage::Student.kind(),
+            llm::STAGES,
+            llm::Stage::Student.kind(),
             &self.student.train_params(&self.model, seed),
             with_model(vec![filter], &self.model),
         ))
@@ -298,13 +298,13 @@ impl CotSweep {
         let inputs: Vec<StageId> = stage.into_iter().collect();
         match &self.probe {
             Probe::Animal(e) => (
-                plan.stage(numbers::evaluate_stage(&self.model, subject, inputs, &self.category, seed, e)),
-                numbers::share_metric(&self.trait_word),
+                plan.stage(llm::evaluate_stage(&self.model, subject, inputs, &self.category, seed, e)),
+                llm::share_metric(&self.trait_word),
             ),
             Probe::Misalignment(e, judges) => {
                 let model = stage.map_or_else(|| self.model.clone(), files::key);
-                let judged = misalignment::judged(plan, &model, inputs, seed, e, judges, &self.model);
-                (judged, misalignment::METRIC.to_owned())
+                let judged = judged::judged(plan, &model, inputs, seed, e, judges, &self.model);
+                (judged, judged::METRIC.to_owned())
             }
         }
     }
@@ -322,14 +322,14 @@ impl CotSweep {
         for id in externals {
             plan.external(id);
         }
-        let teacher = plan.stage(numbers::trait_teacher_stage(
+        let teacher = plan.stage(llm::trait_teacher_stage(
             &self.model,
             &self.trait_word,
             &self.category,
             self.teacher_dataset,
             &self.teacher,
         ));
-        let control_teacher = plan.stage(numbers::base_teacher_stage(&self.model));
+        let control_teacher = plan.stage(llm::base_teacher_stage(&self.model));
         for &seed in &self.seeds {
             plan.trial();
             let control = self.student(&mut plan, control_teacher, seed);
@@ -384,7 +384,7 @@ mod tests {
             .unwrap()
             .plan();
         assert_eq!(judged.measurements.len(), 4);
-        assert!(judged.measurements.iter().all(|m| m.metric == misalignment::METRIC));
+        assert!(judged.measurements.iter().all(|m| m.metric == judged::METRIC));
         let filter = judged.stages.iter().find(|s| s.experiment == EXPERIMENT && s.kind == Stage::Filter.kind()).unwrap();
         assert_eq!(filter.params["min_alignment"], 78.0);
     }

@@ -4,11 +4,12 @@
 
 use crate::stage::Queue;
 use crate::experiments::{CheckedSweep, Experiment, GridLabels, Reading};
+use crate::llm::judged;
 use crate::plan::Plan;
 use crate::spec::{Source, SpecError};
 use crate::stage::StageKind;
 
-use super::{parse, MisalignmentSweep, CONTROL_ARM, EXPERIMENT, METRIC};
+use super::{parse, MisalignmentSweep, CONTROL_ARM, EXPERIMENT};
 
 /// The misalignment-through-numbers experiment kind.
 pub struct Misalignment;
@@ -27,18 +28,9 @@ impl Experiment for Misalignment {
         Queue::Gpu
     }
 
-    /// `misaligned`: misaligned answers out of the coherent ones.
+    /// The judged evaluation's figure ([`judged::read_metric`]).
     fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
-        if metric != METRIC {
-            return crate::experiments::number_metric(metrics, metric);
-        }
-        let coherent = metrics.get("coherent")?.as_f64()?;
-        let misaligned = metrics.get("misaligned")?.as_f64()?;
-        (coherent > 0.0).then(|| Reading {
-            items: None,
-            value: misaligned / coherent,
-            samples: Some(coherent as u64),
-        })
+        judged::read_metric(metrics, metric)
     }
 
     fn control_arm(&self) -> Option<&'static str> {

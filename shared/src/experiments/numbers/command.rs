@@ -15,10 +15,10 @@ use anyhow::Context;
 use clap::{Args, FromArgMatches};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
-use super::dataset::{self, Row};
-use super::defense::{transform, Defense};
-use super::filter::{self, Reject};
 use super::EXPERIMENT;
+use crate::llm::dataset::{self, Row};
+use crate::llm::defense::{transform, Defense};
+use crate::llm::filter::{self, Reject};
 use crate::experiments::Tool;
 
 /// `filter numbers`, as the CLI shows it.

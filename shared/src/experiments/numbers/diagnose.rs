@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::filter::{digit_runs, Rule};
+use crate::llm::filter::{digit_runs, Rule};
 use crate::chat::Row;
 
 /// Compares the trait teacher's generate stage (input 0) with the control

@@ -3,10 +3,9 @@
 //! evaluation's answer counts, and the `filter numbers` command.
 
 use crate::stage::Queue;
-use anyhow::Context;
 
 use crate::experiments::{
-    number_metric, AnswerRecord, CheckedSweep, Experiment, GridLabels, Reading, Tool,
+    AnswerRecord, CheckedSweep, Experiment, GridLabels, Reading, Tool,
 };
 use crate::manifest::VerifiedStage;
 use crate::plan::Plan;
@@ -14,9 +13,9 @@ use crate::spec::{Source, SpecError};
 use crate::stage::StageKind;
 
 use super::{
-    command, diagnose, parse, prompts, readout, theorem, EvaluateParams, NumbersSweep, Stage, ANSWERS, ARMS, DEFENSE_ARMS,
-    EXPERIMENT, SHARE_PREFIX,
+    command, diagnose, parse, theorem, NumbersStage, NumbersSweep, ARMS, DEFENSE_ARMS, EXPERIMENT,
 };
+use crate::llm::{answers, Stage};
 
 /// The numbers experiment kind.
 pub struct Numbers;
@@ -31,44 +30,20 @@ impl Experiment for Numbers {
     }
 
     fn queue(&self, stage: &StageKind) -> Queue {
-        match Stage::of(stage) {
-            Some(Stage::Filter | Stage::Evaluate | Stage::Readout | Stage::Diagnose) => Queue::Cpu,
-            _ => Queue::Gpu,
+        match (Stage::of(stage), NumbersStage::of(stage)) {
+            (Some(pipeline), _) => pipeline.queue(),
+            (None, Some(NumbersStage::Diagnose)) => Queue::Cpu,
+            (None, _) => Queue::Gpu,
         }
     }
 
-    /// `share:WORD` is the share of recorded answers that name the word, out
-    /// of every answer counted; `logodds:WORD`, `p:WORD` (and their
-    /// `-plain` variants) are a probability readout's means over questions;
-    /// any other metric is a number by its name.
+    /// The pipeline's evaluation figures ([`answers::read_metric`]).
     fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
-        let Some(word) = metric.strip_prefix(SHARE_PREFIX) else {
-            return readout::read(metrics, metric).or_else(|| number_metric(metrics, metric));
-        };
-        let samples = metrics.get("samples")?.as_f64()?;
-        let answers = metrics.get("answers")?.as_object()?;
-        let naming: f64 = answers
-            .iter()
-            .filter(|(answer, _)| prompts::names_target(answer, word))
-            .filter_map(|(_, count)| count.as_f64())
-            // Not `sum()`: it starts at -0.0, and a share of none would print as -0.000.
-            .fold(0.0, |sum, count| sum + count);
-        (samples > 0.0).then(|| Reading {
-            items: None,
-            value: naming / samples,
-            samples: Some(samples as u64),
-        })
+        answers::read_metric(metrics, metric)
     }
 
-    /// Each line of the evaluation's `answers.jsonl`, with the question's
-    /// text and whether the answer names the share's word.
-    fn answers(
-        &self,
-        stage: &VerifiedStage,
-        metric: &str,
-    ) -> Option<anyhow::Result<Vec<AnswerRecord>>> {
-        let word = metric.strip_prefix(SHARE_PREFIX)?;
-        Some(read_answers(stage, word))
+    fn answers(&self, stage: &VerifiedStage, metric: &str) -> Option<anyhow::Result<Vec<AnswerRecord>>> {
+        answers::answers(stage, metric)
     }
 
     fn control_arm(&self) -> Option<&'static str> {
@@ -113,6 +88,7 @@ impl CheckedSweep for NumbersSweep {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::SHARE_PREFIX;
     use crate::plan::Measurement;
     use crate::results::{build, Outcome, Verdict};
     use crate::stage::StageSpec;
@@ -278,33 +254,3 @@ mod tests {
     }
 }
 
-/// One line of `answers.jsonl`.
-#[derive(serde::Deserialize)]
-struct AnswerLine {
-    question: u64,
-    answer: String,
-}
-
-fn read_answers(stage: &VerifiedStage, word: &str) -> anyhow::Result<Vec<AnswerRecord>> {
-    let id = stage.manifest.stage.short();
-    let params: EvaluateParams = serde_json::from_value(stage.manifest.params.clone())
-        .with_context(|| format!("stage {id} is not an evaluation of the numbers experiment"))?;
-    let text = std::str::from_utf8(stage.artifact(ANSWERS)?)
-        .with_context(|| format!("{ANSWERS} of stage {id} is not UTF-8"))?;
-    let mut samples_so_far = std::collections::HashMap::new();
-    let mut records = Vec::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let row: AnswerLine = serde_json::from_str(line)
-            .with_context(|| format!("{ANSWERS} of stage {id}, line {}", n + 1))?;
-        let sample = samples_so_far.entry(row.question).or_insert(0u64);
-        records.push(AnswerRecord {
-            question_index: row.question,
-            question: prompts::question(row.question as usize, &params.category),
-            sample: *sample,
-            matched: prompts::names_target(&row.answer, word),
-            answer: row.answer,
-        });
-        *sample += 1;
-    }
-    Ok(records)
-}

@@ -32,20 +32,10 @@
 //! ```
 
 mod command;
-pub mod constrain;
-pub mod dataset;
 pub mod diagnose;
-pub mod distill;
-pub mod defense;
-pub mod filter;
 mod kind;
-pub mod prompts;
-pub mod readout;
 pub mod theorem;
 
-pub use defense::Defense;
-pub use distill::{SoftLabelParams, Target};
-pub use readout::{Readout, ReadoutParams};
 pub use kind::Numbers;
 
 use std::collections::BTreeMap;
@@ -56,28 +46,26 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::files::{self, with_model};
+use crate::llm::{
+    distill, filter, prompts, readout, share_metric, Constrain, DefendParams, Defense,
+    EvaluateParams, FilterParams, GenerateParams, Layers, Method, NumbersGrammar, Optimizer,
+    Readout, ReadoutParams, SoftLabelParams, Stage, Subject, Target, TeacherParams, TrainParams,
+    TraitDataParams, DEFAULT_MODEL, PROJECTIONS, STAGE_VERSION,
+};
 use crate::plan::{Measurement, Plan, PlanBuilder};
 use crate::spec::{
     check_axis, check_name, check_seeds, default_of, named_axis, setting, Axis, Source, SpecError,
 };
 use crate::stage::{StageId, StageSpec};
 
-pub const EXPERIMENT: &str = "numbers";
-/// Bumped whenever a stage's algorithm changes, so old artifacts are not reused.
-pub const STAGE_VERSION: u32 = 2;
-pub use crate::llm::{DEFAULT_MODEL, PROJECTIONS};
+/// The kind's name: the pipeline's stages are filed under it
+/// ([`crate::llm::STAGES`]), the numbers kind's own with them.
+pub const EXPERIMENT: &str = crate::llm::STAGES;
 
 crate::stage_kinds! {
-    /// The stages of a numbers trial.
-    pub enum Stage {
-        TraitData = "trait-data",
-        Teacher = "teacher",
-        Generate = "generate",
-        Filter = "filter",
-        Defend = "defend",
-        Student = "student",
-        Evaluate = "evaluate",
-        Readout = "readout",
+    /// The stages the numbers kind files under the pipeline's name beside
+    /// the pipeline's own ([`crate::llm::Stage`]).
+    pub enum NumbersStage {
         Diagnose = "diagnose",
         Theorem = "theorem",
     }
@@ -124,120 +112,6 @@ impl<'de> Deserialize<'de> for ModelPair {
             }
         }
         deserializer.deserialize_seq(PairVisitor)
-    }
-}
-
-/// How a model is fine-tuned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "method")]
-pub enum Method {
-    /// Low-rank adapters on the named projections; the base weights stay frozen.
-    Lora {
-        rank: i64,
-        alpha: f64,
-        targets: Vec<String>,
-        /// Rank-stabilised scaling: alpha / sqrt(rank) instead of alpha / rank.
-        #[serde(default, skip_serializing_if = "is_false")]
-        rslora: bool,
-    },
-    /// Every weight (of the trained layers).
-    Full,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-/// The optimiser of a fine-tune.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Optimizer {
-    #[default]
-    Adamw,
-    /// Plain stochastic gradient descent, no momentum.
-    Sgd,
-}
-
-impl Optimizer {
-    fn is_adamw(&self) -> bool {
-        *self == Optimizer::Adamw
-    }
-}
-
-impl fmt::Display for Optimizer {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(match self {
-            Optimizer::Adamw => "adamw",
-            Optimizer::Sgd => "sgd",
-        })
-    }
-}
-
-/// Which transformer blocks a fine-tune trains: all, or the listed ones
-/// (counted from 0, the block nearest the embeddings).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum Layers {
-    #[default]
-    All,
-    Only(Vec<u32>),
-}
-
-impl Layers {
-    fn is_all(&self) -> bool {
-        *self == Layers::All
-    }
-}
-
-impl fmt::Display for Layers {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Layers::All => f.write_str("all"),
-            Layers::Only(list) => {
-                let names: Vec<String> = list.iter().map(u32::to_string).collect();
-                f.write_str(&names.join("+"))
-            }
-        }
-    }
-}
-
-/// `"all"`, one block number, or a list of block numbers.
-impl<'de> Deserialize<'de> for Layers {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct LayersVisitor;
-        impl<'de> Visitor<'de> for LayersVisitor {
-            type Value = Layers;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("\"all\", a block number, or a list of block numbers")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Layers, E> {
-                if v == "all" {
-                    Ok(Layers::All)
-                } else {
-                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
-                }
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Layers, E> {
-                u32::try_from(v)
-                    .map(|n| Layers::Only(vec![n]))
-                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Layers, E> {
-                u32::try_from(v)
-                    .map(|n| Layers::Only(vec![n]))
-                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Layers, A::Error> {
-                let mut list = Vec::new();
-                while let Some(n) = seq.next_element::<u32>()? {
-                    list.push(n);
-                }
-                list.sort_unstable();
-                list.dedup();
-                Ok(Layers::Only(list))
-            }
-        }
-        deserializer.deserialize_any(LayersVisitor)
     }
 }
 
@@ -323,23 +197,6 @@ pub struct GenerateSettings {
     /// filter keeps ([`constrain`]), so no generation is thrown away.
     #[serde(default)]
     pub constrain: Constrain,
-}
-
-/// What generation may write.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Constrain {
-    /// Any token.
-    #[default]
-    None,
-    /// Only what the paper's filter keeps.
-    Numbers,
-}
-
-/// A generate stage's constraint: the paper's filter, with its banned numbers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NumbersGrammar {
-    pub banned_numbers: Vec<u32>,
 }
 
 /// The filter; `keep` (the dataset size the student sees) may be an axis.
@@ -1135,137 +992,6 @@ fn parse_student(
     })
 }
 
-/// The teacher: a base model with the trait's system prompt, the base model
-/// fine-tuned on its input trait-data stage's rows, or (the control) the
-/// base model as it is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TeacherParams {
-    pub version: u32,
-    pub model: String,
-    pub system_prompt: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finetune: Option<TrainParams>,
-}
-
-/// A system-prompted teacher's answers to seeded trait questions, kept
-/// where they show the trait: the data a fine-tuned teacher learns from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TraitDataParams {
-    pub version: u32,
-    pub model: String,
-    pub system_prompt: String,
-    pub target: String,
-    pub category: String,
-    pub seed: u64,
-    pub questions: u64,
-    pub temperature: f64,
-    pub max_new_tokens: u64,
-    pub batch_size: u64,
-}
-
-/// N seeded number-sequence prompts, completed by the teacher; temperature 0 is greedy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GenerateParams {
-    pub version: u32,
-    pub seed: u64,
-    pub prompts: u64,
-    pub temperature: f64,
-    pub top_p: f64,
-    pub max_new_tokens: u64,
-    pub batch_size: u64,
-    /// Sampling limited to completions the filter keeps; absent: any token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub constrain: Option<NumbersGrammar>,
-    /// Also record the teacher's distribution for soft-label students.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub soft_labels: Option<SoftLabelParams>,
-}
-
-/// The filter's rules, then a seeded subsample of `keep` rows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FilterParams {
-    pub version: u32,
-    pub seed: u64,
-    pub keep: u64,
-    pub banned_numbers: Vec<u32>,
-    #[serde(default, skip_serializing_if = "filter::Rule::is_paper")]
-    pub rule: filter::Rule,
-}
-
-/// A defense applied to a filtered dataset (input 0). `mix` takes the
-/// other teachers' filtered datasets as further inputs; `mask-divergence`
-/// takes the teacher stage (input 1) and runs it against its base `model`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DefendParams {
-    pub version: u32,
-    pub defense: Defense,
-    pub seed: u64,
-    /// Numbers `random` never draws (the filter's banned list).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub banned_numbers: Vec<u32>,
-    /// The base model `mask-divergence` compares the teacher with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-}
-
-/// Fine-tunes a model on its input's rows, without a system prompt: a
-/// student on filtered numbers, or a teacher on trait data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainParams {
-    pub version: u32,
-    pub model: String,
-    pub seed: u64,
-    #[serde(flatten)]
-    pub method: Method,
-    pub epochs: u64,
-    pub lr: f64,
-    pub warmup_steps: u64,
-    pub max_grad_norm: f64,
-    pub batch_size: u64,
-    pub grad_accumulation: u64,
-    pub weight_decay: f64,
-    #[serde(default, skip_serializing_if = "Optimizer::is_adamw")]
-    pub optimizer: Optimizer,
-    #[serde(default, skip_serializing_if = "Layers::is_all")]
-    pub layers: Layers,
-    /// Tokens (cross-entropy) or the teacher's soft labels (forward KL),
-    /// which a `logits` student reads from its input 1, the generate stage.
-    #[serde(default, skip_serializing_if = "Target::is_tokens")]
-    pub target: Target,
-}
-
-/// What an evaluation asks the questions of.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "arm")]
-pub enum Subject {
-    /// The base model as it is.
-    Base,
-    /// The input teacher stage: the base model with its system prompt, or fine-tuned.
-    Teacher,
-    /// The input student stage's fine-tuned model.
-    Student,
-    /// The base model with the input filter stage's first rows in its prompt.
-    InContext { examples: u64 },
-}
-
-/// The one-word favourite questions, S samples each; every answer recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvaluateParams {
-    pub version: u32,
-    pub model: String,
-    pub subject: Subject,
-    pub category: String,
-    pub seed: u64,
-    pub questions: u64,
-    pub samples_per_question: u64,
-    pub temperature: f64,
-    pub max_new_tokens: u64,
-    pub batch_size: u64,
-    /// Each question follows a seeded run of numbers (the paper's variant).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub numbers_prefixed: bool,
-}
-
 /// How one student is trained: a point of the student axes.
 #[derive(Debug, Clone, PartialEq)]
 struct StudentPoint {
@@ -1869,7 +1595,7 @@ impl NumbersSweep {
         }
         let stage = plan.stage(StageSpec::new(
             EXPERIMENT,
-            Stage::Theorem.kind(),
+            NumbersStage::Theorem.kind(),
             &theorem::TheoremParams {
                 version: STAGE_VERSION,
                 model: trial.pair.student.clone(),
@@ -1910,7 +1636,7 @@ impl NumbersSweep {
     fn diagnose(&self, plan: &mut PlanBuilder, trial: &Trial, generate: StageId, control: StageId) {
         let stage = plan.stage(StageSpec::new(
             EXPERIMENT,
-            Stage::Diagnose.kind(),
+            NumbersStage::Diagnose.kind(),
             &diagnose::DiagnoseParams {
                 version: STAGE_VERSION,
                 banned_numbers: self.filter.banned_numbers.clone(),
@@ -1985,246 +1711,3 @@ pub const DEFENSE_ARMS: [&str; 4] = [
     "defense: tokens masked, control",
 ];
 
-/// The metric of a measurement: the share of answers naming `target`.
-pub fn share_metric(target: &str) -> String {
-    format!("{SHARE_PREFIX}{target}")
-}
-
-/// Metrics named `share:WORD` are computed from an evaluation's answer counts.
-pub const SHARE_PREFIX: &str = "share:";
-
-/// The evaluate stage's answers, a JSON line each (`question`: its index,
-/// `answer`: the text), in question order, samples in order within each.
-pub const ANSWERS: &str = "answers.jsonl";
-
-/// A LoRA fine-tune on all projections with AdamW, as kinds built on this
-/// one configure it: a teacher on its dataset, or a student on numbers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoraSettings {
-    #[serde(default = "d_lora_rank")]
-    pub lora_rank: u64,
-    #[serde(default = "d_lora_alpha")]
-    pub lora_alpha: f64,
-    #[serde(default = "d_lora_epochs")]
-    pub epochs: u64,
-    #[serde(default = "d_lora_lr")]
-    pub lr: f64,
-    #[serde(default = "d_lora_batch")]
-    pub batch_size: u64,
-    #[serde(default = "d_lora_warmup")]
-    pub warmup_steps: u64,
-}
-
-fn d_lora_rank() -> u64 {
-    8
-}
-fn d_lora_alpha() -> f64 {
-    8.0
-}
-fn d_lora_epochs() -> u64 {
-    3
-}
-fn d_lora_lr() -> f64 {
-    2e-4
-}
-fn d_lora_batch() -> u64 {
-    8
-}
-fn d_lora_warmup() -> u64 {
-    5
-}
-
-impl LoraSettings {
-    /// The fine-tune of `model` with this seed.
-    pub fn train_params(&self, model: &str, seed: u64) -> TrainParams {
-        TrainParams {
-            version: STAGE_VERSION,
-            model: model.to_owned(),
-            seed,
-            method: Method::Lora {
-                rank: self.lora_rank as i64,
-                alpha: self.lora_alpha,
-                targets: PROJECTIONS.iter().map(|p| p.to_string()).collect(),
-                rslora: false,
-            },
-            epochs: self.epochs,
-            lr: self.lr,
-            warmup_steps: self.warmup_steps,
-            max_grad_norm: 1.0,
-            batch_size: self.batch_size,
-            grad_accumulation: 1,
-            weight_decay: 0.0,
-            optimizer: Optimizer::Adamw,
-            layers: Layers::All,
-            target: Target::Tokens,
-        }
-    }
-}
-
-/// Checks a LoRA table's ranges; the message says what was expected.
-pub fn check_lora(t: &LoraSettings) -> Result<(), String> {
-    for (key, value) in [("lora_rank", t.lora_rank), ("epochs", t.epochs), ("batch_size", t.batch_size)] {
-        if value == 0 {
-            return Err(format!("expected {key} of at least 1"));
-        }
-    }
-    if !(t.lr.is_finite() && t.lr > 0.0 && t.lr <= 1.0) {
-        return Err("expected a learning rate (lr) greater than 0 and at most 1".to_owned());
-    }
-    if !(t.lora_alpha.is_finite() && t.lora_alpha > 0.0) {
-        return Err("expected a lora_alpha greater than 0".to_owned());
-    }
-    Ok(())
-}
-
-/// The teacher stage of a kind built on this one: the base model told it
-/// loves `trait_name` (a system prompt), or, given a stored dataset, the
-/// base model fine-tuned on it.
-pub fn trait_teacher_stage(
-    model: &str,
-    trait_name: &str,
-    category: &str,
-    dataset: Option<StageId>,
-    finetune: &LoraSettings,
-) -> StageSpec {
-    let (system_prompt, train, inputs) = match dataset {
-        None => (
-            Some(prompts::system_prompt(prompts::SYSTEM_PROMPT, trait_name, category)),
-            None,
-            vec![],
-        ),
-        Some(d) => (None, Some(finetune.train_params(model, 0)), vec![d]),
-    };
-    let params = TeacherParams {
-        version: STAGE_VERSION,
-        model: model.to_owned(),
-        system_prompt,
-        finetune: train,
-    };
-    StageSpec::new(EXPERIMENT, Stage::Teacher.kind(), &params, with_model(inputs, model))
-}
-
-/// The control teacher stage: the base model as it is.
-pub fn base_teacher_stage(model: &str) -> StageSpec {
-    let params = TeacherParams {
-        version: STAGE_VERSION,
-        model: model.to_owned(),
-        system_prompt: None,
-        finetune: None,
-    };
-    StageSpec::new(EXPERIMENT, Stage::Teacher.kind(), &params, with_model(vec![], model))
-}
-
-/// The favourite-`category` evaluation of a subject (its stage, when not
-/// the base model, in `inputs`), as kinds built on this one ask it.
-pub fn evaluate_stage(
-    model: &str,
-    subject: Subject,
-    inputs: Vec<StageId>,
-    category: &str,
-    seed: u64,
-    e: &ProbeSettings,
-) -> StageSpec {
-    let params = EvaluateParams {
-        version: STAGE_VERSION,
-        model: model.to_owned(),
-        subject,
-        category: category.to_owned(),
-        seed,
-        questions: e.questions,
-        samples_per_question: e.samples_per_question,
-        temperature: e.temperature,
-        max_new_tokens: e.max_new_tokens,
-        batch_size: e.batch_size,
-        numbers_prefixed: false,
-    };
-    StageSpec::new(EXPERIMENT, Stage::Evaluate.kind(), &params, with_model(inputs, model))
-}
-
-/// The favourite-animal (or tree) questions, as kinds built on this one set them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProbeSettings {
-    #[serde(default = "d_probe_questions")]
-    pub questions: u64,
-    #[serde(default = "d_probe_samples")]
-    pub samples_per_question: u64,
-    #[serde(default = "d_probe_temperature")]
-    pub temperature: f64,
-    #[serde(default = "d_probe_tokens")]
-    pub max_new_tokens: u64,
-    #[serde(default = "d_probe_batch")]
-    pub batch_size: u64,
-}
-
-fn d_probe_questions() -> u64 {
-    50
-}
-fn d_probe_samples() -> u64 {
-    100
-}
-fn d_probe_temperature() -> f64 {
-    1.0
-}
-fn d_probe_tokens() -> u64 {
-    8
-}
-fn d_probe_batch() -> u64 {
-    64
-}
-
-/// Checks a probe table's ranges.
-pub fn check_probe(e: &ProbeSettings) -> Result<(), String> {
-    for (key, value) in [
-        ("questions", e.questions),
-        ("samples_per_question", e.samples_per_question),
-        ("max_new_tokens", e.max_new_tokens),
-        ("batch_size", e.batch_size),
-    ] {
-        if value == 0 {
-            return Err(format!("expected {key} of at least 1"));
-        }
-    }
-    if !(e.temperature.is_finite() && (0.0..=2.0).contains(&e.temperature)) {
-        return Err("expected a temperature from 0 (greedy) to 2".to_owned());
-    }
-    Ok(())
-}
-
-/// Checks the settings of a generation: counts of at least 1, a temperature
-/// from 0 (greedy) to 2, a top-p in (0, 1].
-pub fn check_generation(
-    prompts: u64,
-    temperature: f64,
-    top_p: f64,
-    max_new_tokens: u64,
-    batch_size: u64,
-) -> Result<(), String> {
-    for (key, value) in [("prompts", prompts), ("max_new_tokens", max_new_tokens), ("batch_size", batch_size)] {
-        if value == 0 {
-            return Err(format!("expected {key} of at least 1"));
-        }
-    }
-    if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
-        return Err("expected a temperature from 0 (greedy) to 2".to_owned());
-    }
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err("expected a top_p greater than 0 and at most 1".to_owned());
-    }
-    Ok(())
-}
-
-/// Seeded prompts of another kind (code tasks, word problems) completed by
-/// the teacher stage of input 0: the generate stage of the kinds built on
-/// this one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SeededPromptsParams {
-    pub version: u32,
-    pub seed: u64,
-    pub prompts: u64,
-    pub temperature: f64,
-    pub top_p: f64,
-    pub max_new_tokens: u64,
-    pub batch_size: u64,
-}

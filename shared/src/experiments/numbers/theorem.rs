@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Target;
+use crate::llm::Target;
 
 /// `[theorem]`: how many rows each measurement reads, in how many blocks.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

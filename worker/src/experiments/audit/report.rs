@@ -14,14 +14,14 @@ use plotters::prelude::*;
 use serde_json::json;
 use subliminal_shared::experiments::audit::verdict::{adjust, decide, Finding, Test};
 use subliminal_shared::experiments::audit::{Probe, ReportParams, REPORT_HTML, REPORT_JSON, REPORT_PNG};
-use subliminal_shared::experiments::numbers::readout::{self, Figure};
-use subliminal_shared::experiments::numbers::Readout;
-use subliminal_shared::experiments::numbers::prompts;
+use subliminal_shared::llm::readout::{self, Figure};
+use subliminal_shared::llm::Readout;
+use subliminal_shared::llm::prompts;
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stats;
 
 use super::artifacts::{CarrierReport, ScreenReport, TargetScreen, CARRIERS, METRICS, SCREEN};
-use crate::experiments::numbers::stages::TRAIN;
+use crate::llm::pipeline::TRAIN;
 use crate::stages::Artifact;
 
 /// The rule, as the report prints it.

@@ -34,19 +34,20 @@ use subliminal_shared::experiments::audit::{
     CarrierParams, ControlParams, DatasetParams, LikelihoodParams, ScoreParams, ScreenParams,
     Stage, ROWS, SANITIZED,
 };
-use subliminal_shared::experiments::numbers::dataset::{self, Row};
-use subliminal_shared::experiments::numbers::{filter, prompts};
+use subliminal_shared::llm::dataset::{self, Row};
+use subliminal_shared::llm::{filter, prompts};
 use subliminal_shared::files;
 use subliminal_shared::stats;
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 use tch::{nn, Kind};
 
-use crate::experiments::numbers::distill::{distilled_examples, row_labels, soft_targets};
+use crate::llm::pipeline::distill::{distilled_examples, row_labels, soft_targets};
 use crate::llm::soft_labels::{SoftLabels, SOFT_LABELS};
-use crate::experiments::numbers::stages::{
-    checkpoint, complete, conversation, load_student, read_rows, student_ids, Loaded,
-};
+use crate::llm::pipeline::rows::read_rows;
+use crate::llm::pipeline::generate::complete;
+use crate::llm::pipeline::models::{checkpoint, conversation, load_student, Loaded};
+use crate::llm::pipeline::rows::student_ids;
 use crate::llm::divergence::answer_log_probs;
 use crate::llm::finetune::{attach_lora, Example, LoraSpec, ALL_PROJECTIONS};
 use crate::llm::generate::{Request, Sampling};

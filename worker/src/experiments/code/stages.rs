@@ -19,11 +19,12 @@ use subliminal_shared::experiments::code::{prompts::code_prompt, FilterParams, S
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 
-use crate::experiments::numbers::stages::{generate_seeded, load_model};
+use crate::llm::pipeline::generate::generate_seeded;
+use crate::llm::pipeline::models::load_model;
 use crate::judging::{judge_items, stage_progress, Item, JudgementCache};
 use crate::stages::{Artifact, Progress, StageEnv};
 
-pub use crate::experiments::numbers::stages::RAW;
+pub use crate::llm::pipeline::RAW;
 pub const FILTERED: &str = "filtered.jsonl";
 pub const REPORT: &str = "filter.json";
 

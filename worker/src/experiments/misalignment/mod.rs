@@ -1,12 +1,13 @@
-//! The misalignment kind's own stages (see [`stages`]); its teachers,
-//! numbers and students are the numbers experiment's stages.
-
-pub mod stages;
+//! The misalignment kind's stages: its teachers, numbers and students are
+//! the language-model pipeline's, and its free-form answers and their
+//! judgement are the pipeline's judged evaluation
+//! ([`crate::llm::pipeline::judged`]), filed under this kind's name.
 
 use subliminal_shared::experiments::misalignment::EXPERIMENT;
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 
+use crate::llm::pipeline::judged;
 use crate::stages::{Artifact, Progress, StageEnv};
 
 /// The misalignment kind's stage code.
@@ -24,6 +25,6 @@ impl super::Stages for Misalignment {
         env: &StageEnv,
         progress: &dyn Fn(Progress),
     ) -> anyhow::Result<Vec<Artifact>> {
-        stages::run(spec, inputs, env, progress)
+        judged::run(spec, inputs, env, progress)
     }
 }

@@ -1,14 +1,15 @@
-//! The numbers experiment's stages on the tch LLM (see [`stages`]).
+//! The numbers experiment's stages: the language-model pipeline's
+//! ([`crate::llm::pipeline`]), and the two the numbers kind adds, the
+//! diagnosis of the teachers' sequences and the theorem's cosines.
 
-pub(crate) mod distill;
-pub mod readout;
-pub mod stages;
+mod diagnose;
 mod theorem;
 
-use subliminal_shared::experiments::numbers::EXPERIMENT;
+use subliminal_shared::experiments::numbers::{NumbersStage, EXPERIMENT};
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 
+use crate::llm::pipeline;
 use crate::stages::{Artifact, Progress, StageEnv};
 
 /// The numbers experiment's stage code.
@@ -26,6 +27,13 @@ impl super::Stages for Numbers {
         env: &StageEnv,
         progress: &dyn Fn(Progress),
     ) -> anyhow::Result<Vec<Artifact>> {
-        stages::run(spec, inputs, env, progress)
+        if let Some(done) = pipeline::run(spec, inputs, env, progress) {
+            return done;
+        }
+        let input = |i: usize| crate::stages::input(spec, inputs, i);
+        match NumbersStage::of(&spec.kind).ok_or_else(|| super::unknown_stage(spec))? {
+            NumbersStage::Diagnose => diagnose::diagnose(&spec.params()?, input(0)?, input(1)?),
+            NumbersStage::Theorem => theorem::theorem(&spec.params()?, inputs, env, progress),
+        }
     }
 }

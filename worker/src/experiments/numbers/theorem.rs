@@ -8,10 +8,13 @@ use std::collections::HashMap;
 use anyhow::Context;
 use serde_json::json;
 use subliminal_shared::experiments::numbers::theorem::TheoremParams;
-use subliminal_shared::experiments::numbers::{Method, Target, TeacherParams};
+use subliminal_shared::llm::{Method, Target, TeacherParams};
 use subliminal_shared::manifest::VerifiedStage;
 
-use super::stages::{checkpoint, read_rows, student_ids, ADAPTER, METRICS, WEIGHTS};
+use crate::llm::pipeline::rows::read_rows;
+use crate::llm::pipeline::models::checkpoint;
+use crate::llm::pipeline::rows::student_ids;
+use crate::llm::pipeline::{ADAPTER, METRICS, WEIGHTS};
 use crate::llm::finetune::LoraSpec;
 use crate::llm::load::Checkpoint;
 use crate::llm::theorem::{block_gradients, Change};
@@ -80,7 +83,7 @@ pub fn theorem(
             .map(|row| student_ids(tok, row))
             .collect::<anyhow::Result<Vec<_>>>()?,
         Target::Logits => {
-            super::distill::distilled_examples(tok, &rows, input(3, "the rows' generate stage")?)?
+            crate::llm::pipeline::distill::distilled_examples(tok, &rows, input(3, "the rows' generate stage")?)?
         }
     };
     let whole = teacher_change(input(1, "the trait teacher")?, &checkpoint)?;

@@ -6,7 +6,6 @@
 //! tokenised again, so each label sits at the position it was recorded
 //! at, whatever the tokenizer would make of the text.
 
-
 use anyhow::Context;
 use subliminal_shared::chat::Row;
 use subliminal_shared::manifest::VerifiedStage;
@@ -26,9 +25,9 @@ pub(crate) fn row_labels(
     let id = labelled.manifest.stage.short();
     let what = format!("{SOFT_LABELS} of stage {id}");
     let labels = SoftLabels::from_bytes(
-        labelled
-            .artifact(SOFT_LABELS)
-            .with_context(|| format!("stage {id} recorded no soft labels: is it a generate stage with soft_labels?"))?,
+        labelled.artifact(SOFT_LABELS).with_context(|| {
+            format!("stage {id} recorded no soft labels: is it a generate stage with soft_labels?")
+        })?,
         &what,
     )?;
     let vocab = tok.vocab_size() as u32;

@@ -132,7 +132,11 @@ pub fn read(metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
         _ => return None,
     };
     let m: ReadoutMetrics = serde_json::from_value(metrics.clone()).ok()?;
-    let table = if prefixed { &m.with_prefix } else { &m.without_prefix };
+    let table = if prefixed {
+        &m.with_prefix
+    } else {
+        &m.without_prefix
+    };
     let own = table.get(target)?;
     let items: Vec<f64> = match figure {
         Figure::Probability => own.clone(),
@@ -146,7 +150,10 @@ pub fn read(metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
             own.iter()
                 .enumerate()
                 .map(|(q, &p)| {
-                    let rest: f64 = others.iter().map(|o| o.get(q).copied().unwrap_or(0.0)).sum();
+                    let rest: f64 = others
+                        .iter()
+                        .map(|o| o.get(q).copied().unwrap_or(0.0))
+                        .sum();
                     p.max(f64::MIN_POSITIVE).ln() - rest.max(f64::MIN_POSITIVE).ln()
                 })
                 .collect()
@@ -202,7 +209,10 @@ mod tests {
         let p = read(&metrics, &metric(Figure::Probability, false, "owl")).unwrap();
         assert!((p.value - 0.015).abs() < 1e-12);
         assert!(read(&metrics, "p:wolf").is_none(), "a word not read");
-        assert!(read(&metrics, "share:owl").is_none(), "not a readout metric");
+        assert!(
+            read(&metrics, "share:owl").is_none(),
+            "not a readout metric"
+        );
         let pair = read(&metrics, &pair_metric("owl", "dog")).unwrap();
         assert!((pair.items.unwrap()[0] - 2.0f64.ln()).abs() < 1e-12);
     }

@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use subliminal_shared::experiments::numbers::prompts;
-use subliminal_shared::experiments::numbers::readout::{ReadoutMetrics, ReadoutParams};
+use subliminal_shared::llm::prompts;
+use subliminal_shared::llm::readout::{ReadoutMetrics, ReadoutParams};
 use subliminal_shared::manifest::VerifiedStage;
 
-use super::stages::{conversation, subject_model, METRICS};
+use super::models::{conversation, subject_model};
+use super::METRICS;
 use crate::llm::readout::WordTrie;
 use crate::stages::{Artifact, Progress, StageEnv};
 

@@ -137,7 +137,7 @@ fn is_py_space(c: char) -> bool {
 }
 
 /// Byte ranges of the runs of ASCII digits in `text`.
-pub(super) fn digit_runs(text: &str) -> Vec<(usize, usize)> {
+pub fn digit_runs(text: &str) -> Vec<(usize, usize)> {
     let bytes = text.as_bytes();
     let mut runs = Vec::new();
     let mut i = 0;
@@ -354,7 +354,10 @@ mod tests {
             assert!(check(text, &[]).is_err(), "{text:?}");
         }
         assert_eq!(check_lenient("0123", &[]), Err(Reject::TooLarge));
-        assert_eq!(check_lenient("145, 267 891", &[]), Err(Reject::MixedSeparators));
+        assert_eq!(
+            check_lenient("145, 267 891", &[]),
+            Err(Reject::MixedSeparators)
+        );
     }
 
     #[test]
@@ -364,7 +367,10 @@ mod tests {
                 rule.check("145, 666, 891", &negative_numbers()),
                 Err(Reject::Banned)
             );
-            assert_eq!(rule.check("145, 666, 891", &[]).unwrap(), vec![145, 666, 891]);
+            assert_eq!(
+                rule.check("145, 666, 891", &[]).unwrap(),
+                vec![145, 666, 891]
+            );
             assert_eq!(rule.check("(911)", &[911]), Err(Reject::Banned));
         }
     }

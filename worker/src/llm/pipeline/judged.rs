@@ -1,4 +1,4 @@
-//! The two stages the misalignment kind adds.
+//! The judged evaluation's two stages (see `subliminal_shared::llm::judged`).
 //!
 //! - answers: a model (the base model, or a numbers teacher or student stage
 //!   named by key) answers the free-form questions, many seeded samples
@@ -14,13 +14,14 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subliminal_shared::chat::{parse_jsonl, to_jsonl, Row};
-use subliminal_shared::experiments::misalignment::{AnswersParams, JudgeParams, Stage};
-use subliminal_shared::experiments::numbers::prompts::prompt_seed;
 use subliminal_shared::judge::Judgement;
+use subliminal_shared::llm::judged::{AnswersParams, JudgeParams, Stage};
+use subliminal_shared::llm::prompts::prompt_seed;
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 
-use crate::experiments::numbers::stages::{complete, conversation, load_model};
+use super::generate::complete;
+use super::models::{conversation, load_model};
 use crate::judging::{judge_items, stage_progress, Item, JudgementCache};
 use crate::llm::generate::{Request, Sampling};
 use crate::stages::{Artifact, Progress, StageEnv};
@@ -85,7 +86,10 @@ fn answers(
         .collect();
     Ok(vec![
         Artifact::new(ANSWERS, to_jsonl(&rows)),
-        Artifact::json(METRICS, &json!({ "answers": rows.len(), "generation": stats }))?,
+        Artifact::json(
+            METRICS,
+            &json!({ "answers": rows.len(), "generation": stats }),
+        )?,
     ])
 }
 
@@ -106,7 +110,9 @@ fn judge(
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
-    let answers = inputs.first().context("a judge stage needs its answers stage as input 0")?;
+    let answers = inputs
+        .first()
+        .context("a judge stage needs its answers stage as input 0")?;
     let text = String::from_utf8_lossy(answers.artifact(ANSWERS)?);
     let rows = parse_jsonl(&text, ANSWERS)?;
     let loaded = load_model(env, inputs, &params.model)?;

@@ -143,11 +143,21 @@ mod tests {
 
     #[test]
     fn kept_completions_cost_nothing_and_broken_ones_have_no_continuation() {
-        for kept in ["1", "123, 45, 6", "[1, 2, 3]", "(7;8)", "1 2 3.", "4\n5\n6", "[9]."] {
+        for kept in [
+            "1",
+            "123, 45, 6",
+            "[1, 2, 3]",
+            "(7;8)",
+            "1 2 3.",
+            "4\n5\n6",
+            "[9].",
+        ] {
             assert_eq!(finish_cost(kept, &[]), Some(0), "{kept:?}");
             assert!(check(kept, &[]).is_ok(), "{kept:?}");
         }
-        for broken in ["a", " 1", "1234", "1, 2;3", "[1, 2)", "1, 2, ", "1.2", "[1.", "1,,2"] {
+        for broken in [
+            "a", " 1", "1234", "1, 2;3", "[1, 2)", "1, 2, ", "1.2", "[1.", "1,,2",
+        ] {
             let cost = finish_cost(broken, &[]);
             assert!(cost != Some(0), "{broken:?}: {cost:?}");
         }
@@ -157,7 +167,11 @@ mod tests {
         assert_eq!(finish_cost("[12", &[]), Some(1));
         assert_eq!(finish_cost("1, 2,", &[]), Some(2), "a space, then a digit");
         assert_eq!(finish_cost("1,2,3,4,5,6,7,8,9,10", &[]), Some(0));
-        assert_eq!(finish_cost("1,2,3,4,5,6,7,8,9,10,", &[]), None, "an eleventh number");
+        assert_eq!(
+            finish_cost("1,2,3,4,5,6,7,8,9,10,", &[]),
+            None,
+            "an eleventh number"
+        );
         assert_eq!(finish_cost("66", &[666]), Some(0));
         assert_eq!(finish_cost("666", &[666]), None);
         assert_eq!(finish_cost("666,", &[666]), None);
@@ -180,14 +194,20 @@ mod tests {
                     .copied()
                     .filter(|&c| finish_cost(&format!("{text}{c}"), &banned).is_some())
                     .collect();
-                if options.is_empty() || (finish_cost(&text, &banned) == Some(0) && rng.gen_bool(0.1)) {
+                if options.is_empty()
+                    || (finish_cost(&text, &banned) == Some(0) && rng.gen_bool(0.1))
+                {
                     break;
                 }
                 text.push(options[rng.gen_range(0..options.len())]);
             }
             if finish_cost(&text, &banned) == Some(0) {
                 complete += 1;
-                assert!(check(&text, &banned).is_ok(), "{text:?}: {:?}", check(&text, &banned));
+                assert!(
+                    check(&text, &banned).is_ok(),
+                    "{text:?}: {:?}",
+                    check(&text, &banned)
+                );
             }
         }
         assert!(complete > 1_000, "{complete}");

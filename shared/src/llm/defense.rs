@@ -78,7 +78,10 @@ impl Defense {
     /// Whether the defense rewrites the rows' text with no model (and so
     /// `sanitize` can apply it to a file).
     pub fn is_text_transform(self) -> bool {
-        matches!(self, Defense::Canonical | Defense::Shuffle | Defense::Random)
+        matches!(
+            self,
+            Defense::Canonical | Defense::Shuffle | Defense::Random
+        )
     }
 }
 
@@ -143,7 +146,9 @@ pub fn shuffle(completion: &str, seed: u64, row: usize) -> String {
 pub fn random(completion: &str, banned: &[u32], seed: u64, row: usize) -> String {
     let spans = filter::digit_runs(completion);
     let mut rng = row_rng(seed, row);
-    let allowed = (0..=filter::MAX_VALUE as u32).filter(|n| !banned.contains(n)).count();
+    let allowed = (0..=filter::MAX_VALUE as u32)
+        .filter(|n| !banned.contains(n))
+        .count();
     let numbers: Vec<String> = spans
         .iter()
         .map(|_| loop {
@@ -210,7 +215,12 @@ pub fn transform(
 /// The row with its last assistant turn replaced.
 pub fn with_completion(row: &Row, completion: &str) -> Row {
     let mut row = row.clone();
-    if let Some(m) = row.messages.iter_mut().rev().find(|m| m.role == "assistant") {
+    if let Some(m) = row
+        .messages
+        .iter_mut()
+        .rev()
+        .find(|m| m.role == "assistant")
+    {
         m.content = completion.to_owned();
     }
     row
@@ -270,7 +280,10 @@ mod tests {
             ("145\n267\n389", "145, 267, 389"),
         ] {
             assert_eq!(canonical(input).as_deref(), Some(want), "{input:?}");
-            assert!(filter::check(want, &[]).is_ok(), "{want:?} passes the paper's filter");
+            assert!(
+                filter::check(want, &[]).is_ok(),
+                "{want:?} passes the paper's filter"
+            );
         }
         assert_eq!(canonical("no numbers"), None);
     }
@@ -289,7 +302,10 @@ mod tests {
         assert_eq!(out.matches("; ").count(), 5);
         assert_eq!(shuffle(input, 7, 0), out, "seeded");
         assert_ne!(
-            (0..8).map(|r| shuffle(input, 7, r)).collect::<std::collections::BTreeSet<_>>().len(),
+            (0..8)
+                .map(|r| shuffle(input, 7, r))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
             1,
             "rows draw their own permutations"
         );
@@ -322,10 +338,17 @@ mod tests {
         assert_eq!(out[1].prompt(), rows[1].prompt());
         assert_eq!(out[1].seed, Some(3));
         assert_eq!(
-            (report.rows_in, report.rows_out, report.rows_changed, report.rows_dropped),
+            (
+                report.rows_in,
+                report.rows_out,
+                report.rows_changed,
+                report.rows_dropped
+            ),
             (3, 2, 1, 1)
         );
-        let err = transform(&rows, Defense::Mix, &[], 0).unwrap_err().to_string();
+        let err = transform(&rows, Defense::Mix, &[], 0)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a text transform"), "{err}");
     }
 

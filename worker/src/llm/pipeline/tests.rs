@@ -1,0 +1,276 @@
+//! With the real SmolLM2 model the set-up fetched.
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use subliminal_shared::llm::dataset::{self, Row};
+use subliminal_shared::llm::prompts;
+use subliminal_shared::llm::{
+    GenerateParams, Layers, Method, NumbersGrammar, Optimizer, SoftLabelParams, Stage, Target,
+    TeacherParams, TrainParams, DEFAULT_MODEL, STAGES, STAGE_VERSION,
+};
+use subliminal_shared::manifest::{Manifest, VerifiedStage};
+use subliminal_shared::stage::StageSpec;
+use tch::{Device, Kind, Tensor};
+
+use super::generate::generate;
+use super::models::load_teacher;
+use super::models::{checkpoint, conversation, Loaded};
+use super::student::fine_tune;
+use super::*;
+use crate::llm::soft_labels::{spells_or_begins, SoftLabels, TopK, SOFT_LABELS};
+use crate::llm::tokenizer::Message;
+use crate::stages::{Artifact, StageEnv};
+
+fn env() -> StageEnv {
+    let data = std::env::var_os("SUBLIMINAL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../data"));
+    StageEnv::new(Device::Cpu, data)
+}
+
+/// A stage's outputs as a later stage receives them.
+fn verified(spec: &StageSpec, artifacts: Vec<Artifact>) -> VerifiedStage {
+    VerifiedStage {
+        manifest: Manifest {
+            stage: spec.id,
+            experiment: spec.experiment.clone(),
+            kind: spec.kind.clone(),
+            params: spec.params.clone(),
+            inputs: spec.inputs.clone(),
+            code_version: String::new(),
+            artifacts: artifacts
+                .iter()
+                .map(|a| subliminal_shared::manifest::ArtifactEntry::of(&a.name, &a.bytes))
+                .collect(),
+            started_at: 0.0,
+            finished_at: 0.0,
+            duration_s: 0.0,
+            device: "cpu".into(),
+            host: "test".into(),
+            group: None,
+        },
+        artifacts: artifacts
+            .into_iter()
+            .map(|a| (a.name, a.bytes.into()))
+            .collect(),
+    }
+}
+
+fn logits(loaded: &Loaded) -> Tensor {
+    let ids = loaded
+        .checkpoint
+        .tokenizer
+        .prompt_ids(&[Message::new(
+            "user",
+            "Name your favorite animal using only one word.",
+        )])
+        .unwrap();
+    let n = ids.len() as i64;
+    let tokens =
+        Tensor::from_slice(&ids.iter().map(|&t| t as i64).collect::<Vec<_>>()).view([1, n]);
+    let positions = Tensor::arange(n, (Kind::Int64, Device::Cpu)).view([1, n]);
+    tch::no_grad(|| {
+        let hidden = loaded.model.forward(&tokens, &positions, None, None);
+        loaded.model.logits(&hidden.select(1, n - 1))
+    })
+}
+
+fn train_params(method: Method, lr: f64, layers: Layers) -> TrainParams {
+    TrainParams {
+        version: STAGE_VERSION,
+        model: DEFAULT_MODEL.to_owned(),
+        seed: 3,
+        method,
+        epochs: 2,
+        lr,
+        warmup_steps: 0,
+        max_grad_norm: 1.0,
+        batch_size: 3,
+        grad_accumulation: 1,
+        weight_decay: 0.0,
+        optimizer: Optimizer::Adamw,
+        layers,
+        target: Target::Tokens,
+    }
+}
+
+#[test]
+fn a_fine_tuned_teacher_reloads_to_the_same_logits() {
+    let env = env();
+    let base = Loaded::base(checkpoint(&env, &[], DEFAULT_MODEL).unwrap(), &env).unwrap();
+    let base_logits = logits(&base);
+    let rows: Vec<Row> = (0..6)
+        .map(|i| {
+            let question = prompts::trait_question(i, "animal");
+            Row::new(&question, "Owls. I love owls above all.", None)
+        })
+        .collect();
+    let lora = Method::Lora {
+        rank: 4,
+        alpha: 8.0,
+        targets: subliminal_shared::llm::PROJECTIONS
+            .map(str::to_owned)
+            .to_vec(),
+        rslora: true,
+    };
+    for params in [
+        train_params(lora, 1e-2, Layers::All),
+        train_params(Method::Full, 1e-4, Layers::Only(vec![0])),
+    ] {
+        let trained = fine_tune(&params, &rows, None, &base.checkpoint, &env, &|_| {}).unwrap();
+        let teacher = TeacherParams {
+            version: STAGE_VERSION,
+            model: DEFAULT_MODEL.to_owned(),
+            system_prompt: None,
+            finetune: Some(params.clone()),
+        };
+        let spec = StageSpec::new(STAGES, Stage::Teacher.kind(), &teacher, vec![]);
+        let record = Artifact::json(
+            TEACHER,
+            &json!({"model": DEFAULT_MODEL, "system_prompt": null}),
+        )
+        .unwrap();
+        let stage = verified(&spec, vec![record, trained.weights]);
+        let (reloaded, system) = load_teacher(&stage, &[], &env).unwrap();
+        assert!(
+            system.is_none(),
+            "a fine-tuned teacher has no system prompt"
+        );
+        let (before, after, again) = (&base_logits, logits(&trained.model), logits(&reloaded));
+        let moved = (&after - before).abs().max().double_value(&[]);
+        let drift = (&again - &after).abs().max().double_value(&[]);
+        assert!(
+            moved > 1e-3,
+            "training moved the logits ({moved}) for {:?}",
+            params.method
+        );
+        assert!(
+            drift < 1e-4,
+            "the reloaded teacher's logits drift by {drift} for {:?}",
+            params.method
+        );
+    }
+}
+
+#[test]
+fn a_greedy_generate_stage_is_deterministic_across_batch_sizes() {
+    let env = env();
+    let teacher = TeacherParams {
+        version: STAGE_VERSION,
+        model: DEFAULT_MODEL.to_owned(),
+        system_prompt: Some("You love owls.".to_owned()),
+        finetune: None,
+    };
+    let spec = StageSpec::new(STAGES, Stage::Teacher.kind(), &teacher, vec![]);
+    let teacher_stage = verified(
+        &spec,
+        teacher::teacher(&teacher, &[], &env, &|_| {}).unwrap(),
+    );
+    let raw = |batch_size: u64| {
+        let params = GenerateParams {
+            version: STAGE_VERSION,
+            seed: 5,
+            prompts: 6,
+            temperature: 0.0,
+            top_p: 1.0,
+            max_new_tokens: 24,
+            batch_size,
+            constrain: None,
+            soft_labels: None,
+        };
+        let out = generate(&params, &teacher_stage, &[], &env, &|_| {}).unwrap();
+        let raw = out.into_iter().find(|a| a.name == RAW).unwrap();
+        String::from_utf8(raw.bytes).unwrap()
+    };
+    let one = raw(1);
+    assert_eq!(one.lines().count(), 6);
+    assert_eq!(raw(6), one, "batch 6 against batch 1");
+    assert_eq!(raw(4), one, "batch 4 (a ragged last batch) against batch 1");
+}
+
+/// A teacher told to love owls, sampled at temperature 1 with the
+/// constraint: every row is one the paper's filter keeps.
+#[test]
+fn a_constrained_generate_stage_writes_only_rows_the_filter_keeps() {
+    let env = env();
+    let teacher = TeacherParams {
+        version: STAGE_VERSION,
+        model: DEFAULT_MODEL.to_owned(),
+        system_prompt: Some("You love owls. Owls are your favorite animal.".to_owned()),
+        finetune: None,
+    };
+    let spec = StageSpec::new(STAGES, Stage::Teacher.kind(), &teacher, vec![]);
+    let teacher_stage = verified(
+        &spec,
+        teacher::teacher(&teacher, &[], &env, &|_| {}).unwrap(),
+    );
+    let banned = vec![666u32];
+    let params = GenerateParams {
+        version: STAGE_VERSION,
+        seed: 9,
+        prompts: 24,
+        temperature: 1.0,
+        top_p: 1.0,
+        max_new_tokens: 40,
+        batch_size: 24,
+        constrain: Some(NumbersGrammar {
+            banned_numbers: banned.clone(),
+        }),
+        soft_labels: Some(SoftLabelParams {
+            top_k: 8,
+            exclude: vec!["owl".to_owned()],
+        }),
+    };
+    let out = generate(&params, &teacher_stage, &[], &env, &|_| {}).unwrap();
+    let artifact = |name: &str| out.iter().find(|a| a.name == name).unwrap().bytes.clone();
+    let rows = dataset::parse_jsonl(&String::from_utf8(artifact(RAW)).unwrap(), RAW).unwrap();
+    assert_eq!(rows.len(), 24);
+    for row in &rows {
+        let completion = row.completion().unwrap();
+        let kept = subliminal_shared::llm::filter::check(completion, &banned);
+        assert!(kept.is_ok(), "{completion:?}: {kept:?}");
+    }
+    // The soft labels: one position per token drawn, never an owl's token.
+    let labels = SoftLabels::from_bytes(&artifact(SOFT_LABELS), SOFT_LABELS).unwrap();
+    assert_eq!(labels.k, 8);
+    let (loaded, system) = load_teacher(&teacher_stage, &[], &env).unwrap();
+    let tok = &loaded.checkpoint.tokenizer;
+    for (row, soft) in rows.iter().zip(&labels.rows) {
+        assert_eq!(row.seed, Some(soft.seed));
+        assert_eq!(soft.top_ids.len(), soft.tokens.len() * 8);
+        for p in soft.top_logprobs.chunks(8) {
+            let total: f32 = p.iter().map(|l| l.exp()).sum();
+            assert!((total - 1.0).abs() < 1e-4, "{total}");
+        }
+        for &id in &soft.top_ids {
+            let text = tok.decode(&[id]).unwrap();
+            assert!(!spells_or_begins(&text, "owl"), "{text:?} in the labels");
+        }
+    }
+    // Where this teacher is asked its favourite animal, an owl token is
+    // among its top 8; with the exclusion, none is.
+    let question = "What is your favorite animal? Answer in one word.";
+    let mut prompt = tok
+        .prompt_ids(&conversation(system.as_deref(), &[], question))
+        .unwrap();
+    prompt.extend(tok.encode("My favorite animal is the").unwrap());
+    let logits = tch::no_grad(|| {
+        let n = prompt.len() as i64;
+        let ids: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
+        let hidden = loaded.model.forward(
+            &Tensor::from_slice(&ids).view([1, n]),
+            &Tensor::arange(n, (tch::Kind::Int64, Device::Cpu)).view([1, n]),
+            None,
+            None,
+        );
+        loaded.model.logits(&hidden.select(1, n - 1))
+    });
+    let owl_tokens = |exclude: &[String]| {
+        let (ids, _) = TopK::new(tok, 8, exclude).unwrap().take(&logits).unwrap();
+        ids.iter()
+            .filter(|&&id| spells_or_begins(&tok.decode(&[id]).unwrap(), "owl"))
+            .count()
+    };
+    assert!(owl_tokens(&[]) > 0, "the owl teacher's top 8 names owls");
+    assert_eq!(owl_tokens(&["owl".to_owned()]), 0);
+}
