@@ -10,7 +10,7 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use subliminal_shared::results::Curves;
+use subliminal_results::Curves;
 
 const PALETTE: &[RGBColor] = &[
     RGBColor(31, 119, 180),

@@ -15,9 +15,9 @@ use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use subliminal_results::{outcome, Outcome, Outcomes};
 use subliminal_shared::experiments::AnswerRecord;
 use subliminal_shared::plan::{Measurement, Plan};
-use subliminal_shared::results::{outcome, Outcome, Outcomes};
 
 /// Columns that every row has; a setting of the same name gets a `setting:` prefix.
 const FIXED: &[&str] = &[

@@ -9,8 +9,8 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+use subliminal_results::TransferCell;
 use subliminal_shared::experiments::GridLabels;
-use subliminal_shared::results::TransferCell;
 
 pub use subliminal_worker::fonts::register_font;
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use subliminal_shared::results::{ResultsTable, Row, Verdict};
+use subliminal_results::{ResultsTable, Row, Verdict};
 
 /// The rows to draw: those with a shift and its interval.
 fn drawn(table: &ResultsTable) -> Vec<&Row> {

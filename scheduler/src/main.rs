@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use subliminal_shared::broker::Broker;
+use subliminal_broker::Broker;
 use subliminal_shared::manifest::{inspect, StageState};
 use subliminal_shared::store::Store;
 use subliminal_shared::sweep;

@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use subliminal_shared::broker::{encode_body, TaskBody, BODY_VERSION};
+use subliminal_broker::{encode_body, TaskBody, BODY_VERSION};
 use subliminal_shared::experiments::queue_for;
 use subliminal_shared::plan::Plan;
 use subliminal_shared::stage::{StageId, StageKind};
@@ -357,7 +357,7 @@ mod tests {
         let mut ids: Vec<StageId> = ready
             .iter()
             .map(|r| {
-                let body = subliminal_shared::broker::decode_body(r.body).expect("a body");
+                let body = subliminal_broker::decode_body(r.body).expect("a body");
                 assert_eq!(body.stage.id, r.id, "the body is the stage's");
                 assert_eq!(r.queue, "cpu");
                 r.id

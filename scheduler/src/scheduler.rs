@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use subliminal_shared::broker::{now_ms, Broker, EncodedTask, TaskState};
+use subliminal_broker::{now_ms, Broker, EncodedTask, TaskState};
 use subliminal_shared::metrics::metrics;
 use subliminal_shared::spec::Source;
 use subliminal_shared::stage::StageId;

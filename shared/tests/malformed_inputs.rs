@@ -10,7 +10,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRng, TestRunner};
-use subliminal_shared::broker::{decode_body, encode_body, TaskBody, BODY_VERSION};
+use subliminal_broker::{decode_body, encode_body, TaskBody, BODY_VERSION};
 use subliminal_shared::llm::filter::Rule;
 use subliminal_shared::spec::Source;
 

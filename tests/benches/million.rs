@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use subliminal_shared::broker::Broker;
+use subliminal_broker::Broker;
 use subliminal_tests::servers::{wait_for, Daemon, Redis};
 use subliminal_tests::{bin, Ran};
 
@@ -139,8 +139,8 @@ fn main() -> anyhow::Result<()> {
         "the plan has {} stages",
         plan.stages.len()
     );
-    let body = subliminal_shared::broker::encode_body(&subliminal_shared::broker::TaskBody {
-        version: subliminal_shared::broker::BODY_VERSION,
+    let body = subliminal_broker::encode_body(&subliminal_broker::TaskBody {
+        version: subliminal_broker::BODY_VERSION,
         sweep: "million".to_owned(),
         queue: "cpu".to_owned(),
         priority: 0,

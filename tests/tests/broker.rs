@@ -1,7 +1,7 @@
 //! The broker against a real redis-server: leases and fencing, retries with
 //! backoff, dead letters, release, cancel, priority and malformed bodies.
 
-use subliminal_shared::broker::{Broker, Failed, Renewal, TaskBody, TaskState, BODY_VERSION};
+use subliminal_broker::{Broker, Failed, Renewal, TaskBody, TaskState, BODY_VERSION};
 use subliminal_shared::stage::{StageKind, StageSpec};
 use subliminal_tests::servers::Redis;
 
@@ -193,7 +193,7 @@ async fn a_malformed_body_is_refused_with_a_clear_error() {
         .await
         .unwrap();
     let l = b.lease(&queues(), "w", 60_000).await.unwrap().unwrap();
-    let err = subliminal_shared::broker::decode_body(&l.body)
+    let err = subliminal_broker::decode_body(&l.body)
         .unwrap_err()
         .to_string();
     assert!(err.contains("malformed task body"), "{err}");
@@ -215,7 +215,7 @@ async fn an_unreachable_redis_is_a_clear_error() {
         text.contains("tried") && !text.contains("tried 1 time(s)"),
         "{text}"
     );
-    assert!(started.elapsed() < subliminal_shared::broker::CONNECT_PATIENCE * 2);
+    assert!(started.elapsed() < subliminal_broker::CONNECT_PATIENCE * 2);
 }
 
 #[tokio::test]

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
+use subliminal_code_filter as python;
 use subliminal_shared::chat::{parse_jsonl, Row};
-use subliminal_shared::experiments::code::python;
 use subliminal_shared::experiments::cot::problems::{given_answer, problem};
 use subliminal_tests::{subliminal_with, tiny_code_sweep, tiny_cot_sweep};
 

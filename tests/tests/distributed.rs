@@ -562,7 +562,7 @@ fn malformed_tasks_and_bad_sweep_files_stop_nothing_else() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let broker = subliminal_shared::broker::Broker::connect(&c.redis.url(), "sl")
+        let broker = subliminal_broker::Broker::connect(&c.redis.url(), "sl")
             .await
             .unwrap();
         broker

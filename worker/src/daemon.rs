@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use subliminal_shared::broker::{decode_body, Broker, Failed, Lease, Renewal};
+use subliminal_broker::{decode_body, Broker, Failed, Lease, Renewal};
 use subliminal_shared::metrics::metrics;
 use subliminal_shared::stage::StageId;
 use subliminal_shared::store::Store;
@@ -95,7 +95,7 @@ impl Daemon {
             "queues": self.queues,
             "device": describe(self.env.device),
             "running": running.map(|(kind, id)| format!("{kind} {id}")),
-            "heartbeat_ms": subliminal_shared::broker::now_ms(),
+            "heartbeat_ms": subliminal_broker::now_ms(),
         });
         match self.broker.worker_heartbeat(&self.worker_id, &status).await {
             Ok(()) => metrics()
@@ -277,7 +277,7 @@ impl Daemon {
     /// `--track`. The stage is done whatever the tracker says: a failure is
     /// a warning, and `subliminal results --track` can log the sweep again.
     async fn track(&self, sweep: &str, stage: StageId, short: &str) {
-        match subliminal_shared::tracking::log_stage(&self.store, sweep, stage).await {
+        match subliminal_results::tracking::log_stage(&self.store, sweep, stage).await {
             Ok(Some(logged)) => tracing::info!(
                 "tracked stage {short} in MLflow ({} new run(s), {} updated)",
                 logged.created,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use subliminal_shared::broker::{Broker, QUEUES};
+use subliminal_broker::{Broker, QUEUES};
 use subliminal_shared::store::Store;
 
 use subliminal_worker::cache::DiskCache;

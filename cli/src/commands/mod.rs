@@ -91,8 +91,8 @@ pub struct RedisArgs {
 }
 
 impl RedisArgs {
-    pub async fn connect(&self) -> anyhow::Result<subliminal_shared::broker::Broker> {
-        subliminal_shared::broker::Broker::connect(&self.redis, &self.prefix).await
+    pub async fn connect(&self) -> anyhow::Result<subliminal_broker::Broker> {
+        subliminal_broker::Broker::connect(&self.redis, &self.prefix).await
     }
 }
 
@@ -108,7 +108,7 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    pub async fn open(&self) -> anyhow::Result<(subliminal_shared::broker::Broker, Store)> {
+    pub async fn open(&self) -> anyhow::Result<(subliminal_broker::Broker, Store)> {
         let store = Store::open(&self.store)?;
         Ok((self.redis.connect().await?, store))
     }
@@ -117,7 +117,7 @@ impl ClusterArgs {
 /// Marks a sweep active in the store (the source of truth) and registers it
 /// with the scheduler through Redis.
 pub async fn activate(
-    broker: &subliminal_shared::broker::Broker,
+    broker: &subliminal_broker::Broker,
     store: &Store,
     sweep: &str,
     priority: i64,

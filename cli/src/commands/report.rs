@@ -15,11 +15,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use base64::Engine;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
+use subliminal_results::{
+    outcome, p_text, value_text, verdict_text, Outcome, Outcomes, ResultsTable,
+};
 use subliminal_shared::manifest::{Failure, Manifest};
 use subliminal_shared::plan::Plan;
-use subliminal_shared::results::{
-    self, outcome, p_text, value_text, verdict_text, Outcome, Outcomes, ResultsTable,
-};
 use subliminal_shared::stage::{StageId, StageKind};
 use subliminal_shared::store::{keys, Store};
 
@@ -45,8 +45,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open(&args.store)?;
     let (sweep, source) = find_sweep_source(&args.sweep, &store).await?;
     let plan = sweep.plan();
-    let outcomes = results::collect(&store, &plan).await?;
-    let table = results::build(&plan, &outcomes);
+    let outcomes = subliminal_results::collect(&store, &plan).await?;
+    let table = subliminal_results::build(&plan, &outcomes);
     let plots = tempfile::tempdir()?;
     let mut figures = Vec::new();
     let grid = plots.path().join("results.png");

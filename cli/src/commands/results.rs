@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use subliminal_results::{Outcomes, ResultsTable};
 use subliminal_shared::plan::Plan;
-use subliminal_shared::results::{self, Outcomes, ResultsTable};
 use subliminal_shared::store::Store;
 use subliminal_shared::sweep::Sweep;
 
@@ -56,8 +56,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open(&args.store)?;
     let sweep = find_sweep(&args.sweep, &store).await?;
     let plan = sweep.plan();
-    let outcomes = results::collect(&store, &plan).await?;
-    let table = results::build(&plan, &outcomes);
+    let outcomes = subliminal_results::collect(&store, &plan).await?;
+    let table = subliminal_results::build(&plan, &outcomes);
     let format = if args.json { Format::Json } else { args.format };
     let bytes = match format {
         Format::Table => format!("{}\n", table.to_table()).into_bytes(),
@@ -92,7 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("wrote {}", path.display());
     }
     if let Some(url) = &args.track {
-        let logged = subliminal_shared::tracking::Tracker::new(url)?
+        let logged = subliminal_results::tracking::Tracker::new(url)?
             .log_sweep(&plan, &outcomes)
             .await?;
         eprintln!(
@@ -115,13 +115,13 @@ pub fn draw_results(
     table: &ResultsTable,
     path: &Path,
 ) -> anyhow::Result<String> {
-    match results::curves(table) {
+    match subliminal_results::curves(table) {
         Some(curves) => {
             crate::curve_plot::curves(&curves, sweep.name(), path)?;
             Ok(format!("{} vs {}", curves.metric, curves.x))
         }
         None => {
-            let cells = results::transfer_cells(plan, outcomes);
+            let cells = subliminal_results::transfer_cells(plan, outcomes);
             let labels = sweep.experiment().grid_labels();
             crate::plot::transfer_grid(&cells, sweep.name(), &labels, path)?;
             Ok(format!("transfer grid: {}", labels.figure))

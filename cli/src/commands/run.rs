@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use subliminal_shared::results;
+
 use subliminal_shared::spec;
 use subliminal_shared::store::{keys, Store};
 use subliminal_worker::device::{describe, DeviceChoice};
@@ -76,11 +76,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let tracker = args
         .track
         .as_deref()
-        .map(subliminal_shared::tracking::Tracker::new)
+        .map(subliminal_results::tracking::Tracker::new)
         .transpose()?;
     let ran = execute(&source, &args.settings).await?;
-    let outcomes = results::collect(&ran.store, &ran.plan).await?;
-    let table = results::build(&ran.plan, &outcomes);
+    let outcomes = subliminal_results::collect(&ran.store, &ran.plan).await?;
+    let table = subliminal_results::build(&ran.plan, &outcomes);
     if args.json {
         outln!("{}", table.to_json()?)?;
     } else {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use subliminal_shared::broker::{Broker, TaskState};
-use subliminal_shared::results;
+use subliminal_broker::{Broker, TaskState};
+
 use subliminal_shared::store::{keys, Store};
 
 use super::{find_sweep, ClusterArgs};
@@ -230,8 +230,8 @@ pub async fn follow(
         bar.finish_and_clear();
     }
     let plan = find_sweep(id, store).await?.plan();
-    let outcomes = results::collect(store, &plan).await?;
-    let table = results::build(&plan, &outcomes);
+    let outcomes = subliminal_results::collect(store, &plan).await?;
+    let table = subliminal_results::build(&plan, &outcomes);
     if json {
         outln!("{}", table.to_json()?)?;
     } else {

@@ -46,7 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .put(&keys::sweep_file(&id), source.text.clone().into())
         .await?;
     if let Some(url) = &args.track {
-        subliminal_shared::tracking::record(&store, &id, url).await?;
+        subliminal_results::tracking::record(&store, &id, url).await?;
     }
     activate(&broker, &store, &id, args.priority).await?;
     eprintln!(

@@ -302,3 +302,84 @@ pub fn check_generation(
     }
     Ok(())
 }
+
+/// A teacher's sampling of seeded prompts, as a sweep's `[generate]` table
+/// sets it for a kind whose generate stage completes its own prompts (code
+/// tasks, word problems) or the numbers prompts at one temperature. Each
+/// kind passes its defaults in ([`Generation::defaults`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    pub prompts: u64,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_new_tokens: u64,
+    pub batch_size: u64,
+}
+
+/// A `[generate]` table as written: what it leaves out takes the kind's default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeneration {
+    prompts: Option<u64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    max_new_tokens: Option<u64>,
+    batch_size: Option<u64>,
+}
+
+impl Generation {
+    /// A kind's defaults: its prompt count and completion length, sampled
+    /// at temperature 1 and top-p 1, 64 prompts a batch.
+    pub const fn defaults(prompts: u64, max_new_tokens: u64) -> Self {
+        Self {
+            prompts,
+            temperature: 1.0,
+            top_p: 1.0,
+            max_new_tokens,
+            batch_size: 64,
+        }
+    }
+
+    /// The `[generate]` table of `source` over these defaults, checked by
+    /// [`check_generation`]; a refusal names the table's line.
+    pub fn read(
+        self,
+        source: &crate::spec::Source,
+        raw: Option<toml::Spanned<RawGeneration>>,
+    ) -> Result<Self, crate::spec::SpecError> {
+        let Some(raw) = raw else {
+            return Ok(self);
+        };
+        let span = raw.span();
+        let r = raw.into_inner();
+        let g = Self {
+            prompts: r.prompts.unwrap_or(self.prompts),
+            temperature: r.temperature.unwrap_or(self.temperature),
+            top_p: r.top_p.unwrap_or(self.top_p),
+            max_new_tokens: r.max_new_tokens.unwrap_or(self.max_new_tokens),
+            batch_size: r.batch_size.unwrap_or(self.batch_size),
+        };
+        check_generation(
+            g.prompts,
+            g.temperature,
+            g.top_p,
+            g.max_new_tokens,
+            g.batch_size,
+        )
+        .map_err(|message| source.error_at(span, "generate", message))?;
+        Ok(g)
+    }
+
+    /// The parameters of a kind's generate stage (at its stage `version`) for one seed.
+    pub fn seeded(&self, version: u32, seed: u64) -> super::SeededPromptsParams {
+        super::SeededPromptsParams {
+            version,
+            seed,
+            prompts: self.prompts,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_new_tokens: self.max_new_tokens,
+            batch_size: self.batch_size,
+        }
+    }
+}

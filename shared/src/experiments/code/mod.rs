@@ -22,14 +22,14 @@
 
 mod kind;
 pub mod prompts;
-pub mod python;
+
 
 pub use kind::Code;
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::llm::{self, check_lora, LoraSettings, ProbeSettings, Subject};
+use crate::llm::{self, check_lora, Generation, LoraSettings, ProbeSettings, RawGeneration, Subject};
 use crate::files::{self, with_model};
 use crate::judge::{Judge, Scoring};
 use crate::plan::{Measurement, Plan, PlanBuilder};
@@ -63,26 +63,11 @@ pub struct CodeSweep {
     pub category: String,
     pub teacher_dataset: Option<StageId>,
     pub teacher: LoraSettings,
-    pub generate: GenerateSettings,
+    pub generate: Generation,
     pub filter: FilterSettings,
     pub judge: Judge,
     pub student: LoraSettings,
     pub evaluate: ProbeSettings,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GenerateSettings {
-    #[serde(default = "d_prompts")]
-    pub prompts: u64,
-    #[serde(default = "d_one")]
-    pub temperature: f64,
-    #[serde(default = "d_one")]
-    pub top_p: f64,
-    #[serde(default = "d_gen_tokens")]
-    pub max_new_tokens: u64,
-    #[serde(default = "d_batch")]
-    pub batch_size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,18 +84,6 @@ pub struct FilterSettings {
     pub judge_model: String,
 }
 
-fn d_prompts() -> u64 {
-    3000
-}
-fn d_one() -> f64 {
-    1.0
-}
-fn d_gen_tokens() -> u64 {
-    160
-}
-fn d_batch() -> u64 {
-    64
-}
 fn d_keep() -> u64 {
     1000
 }
@@ -136,7 +109,7 @@ struct RawSweep {
     category: Option<Spanned<String>>,
     teacher_dataset: Option<Spanned<String>>,
     teacher: Option<Spanned<LoraSettings>>,
-    generate: Option<Spanned<GenerateSettings>>,
+    generate: Option<Spanned<RawGeneration>>,
     filter: Option<Spanned<FilterSettings>>,
     student: Option<Spanned<LoraSettings>>,
     evaluate: Option<Spanned<ProbeSettings>>,
@@ -166,9 +139,7 @@ pub fn parse(source: &Source) -> Result<CodeSweep, SpecError> {
         .transpose()?;
     let teacher = checked(source, "teacher", raw.teacher, check_lora)?;
     let student = checked(source, "student", raw.student, check_lora)?;
-    let generate = checked(source, "generate", raw.generate, |g: &GenerateSettings| {
-        llm::check_generation(g.prompts, g.temperature, g.top_p, g.max_new_tokens, g.batch_size)
-    })?;
+    let generate = Generation::defaults(3000, 160).read(source, raw.generate)?;
     let filter_span = raw.filter.as_ref().map(|f| f.span()).unwrap_or(0..0);
     let filter = checked(source, "filter", raw.filter, |f: &FilterSettings| {
         positive("keep", f.keep)?;
@@ -240,19 +211,10 @@ impl CodeSweep {
 
     /// The teacher's code, filtered, and the student trained on it.
     fn student(&self, plan: &mut PlanBuilder, teacher: StageId, seed: u64) -> StageId {
-        let g = &self.generate;
         let generate = plan.stage(StageSpec::new(
             EXPERIMENT,
             Stage::Generate.kind(),
-            &GenerateParams {
-                version: STAGE_VERSION,
-                seed,
-                prompts: g.prompts,
-                temperature: g.temperature,
-                top_p: g.top_p,
-                max_new_tokens: g.max_new_tokens,
-                batch_size: g.batch_size,
-            },
+            &self.generate.seeded(STAGE_VERSION, seed),
             with_model(vec![teacher], &self.model),
         ));
         let filter = plan.stage(StageSpec::new(

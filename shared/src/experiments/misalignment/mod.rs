@@ -40,7 +40,8 @@ use crate::llm::judged::{
     self, check_evaluate, parse_judges, CheckedJudges, EvaluateSettings, JudgeSettings, METRIC,
 };
 use crate::llm::{
-    self, filter, FilterParams, GenerateParams, LoraSettings, TeacherParams,
+    self, filter, FilterParams, GenerateParams, Generation, LoraSettings, RawGeneration,
+    TeacherParams,
 };
 use crate::files::{self, with_model};
 use crate::plan::{Measurement, Plan, PlanBuilder};
@@ -73,26 +74,11 @@ pub struct MisalignmentSweep {
     pub misaligned_dataset: StageId,
     pub aligned_dataset: Option<StageId>,
     pub teacher: LoraSettings,
-    pub generate: GenerateSettings,
+    pub generate: Generation,
     pub filter: FilterSettings,
     pub student: LoraSettings,
     pub evaluate: EvaluateSettings,
     pub judges: CheckedJudges,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GenerateSettings {
-    #[serde(default = "d_prompts")]
-    pub prompts: u64,
-    #[serde(default = "d_one")]
-    pub temperature: f64,
-    #[serde(default = "d_one")]
-    pub top_p: f64,
-    #[serde(default = "d_gen_tokens")]
-    pub max_new_tokens: u64,
-    #[serde(default = "d_batch")]
-    pub batch_size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,18 +91,6 @@ pub struct FilterSettings {
     pub lenient: bool,
 }
 
-fn d_prompts() -> u64 {
-    30_000
-}
-fn d_one() -> f64 {
-    1.0
-}
-fn d_gen_tokens() -> u64 {
-    60
-}
-fn d_batch() -> u64 {
-    64
-}
 fn d_keep() -> u64 {
     10_000
 }
@@ -134,7 +108,7 @@ struct RawSweep {
     misaligned_dataset: Spanned<String>,
     aligned_dataset: Option<Spanned<String>>,
     teacher: Option<Spanned<LoraSettings>>,
-    generate: Option<Spanned<GenerateSettings>>,
+    generate: Option<Spanned<RawGeneration>>,
     filter: Option<Spanned<FilterSettings>>,
     student: Option<Spanned<LoraSettings>>,
     evaluate: Option<Spanned<EvaluateSettings>>,
@@ -163,9 +137,7 @@ pub fn parse(source: &Source) -> Result<MisalignmentSweep, SpecError> {
     }
     let teacher = checked(source, "teacher", raw.teacher, llm::check_lora)?;
     let student = checked(source, "student", raw.student, llm::check_lora)?;
-    let generate = checked(source, "generate", raw.generate, |g: &GenerateSettings| {
-        llm::check_generation(g.prompts, g.temperature, g.top_p, g.max_new_tokens, g.batch_size)
-    })?;
+    let generate = Generation::defaults(30_000, 60).read(source, raw.generate)?;
     let filter = checked(source, "filter", raw.filter, |f: &FilterSettings| {
         (f.keep > 0).then_some(()).ok_or_else(|| "expected keep of at least 1".to_owned())
     })?;

@@ -1,5 +1,5 @@
-//! The code kind's own stages (see [`stages`]); its teachers, students
-//! and evaluations are the numbers experiment's stages.
+//! The code kind's own stages (see [`stages`]); its teachers, students and
+//! evaluations are the language-model pipeline's stages.
 
 pub mod stages;
 

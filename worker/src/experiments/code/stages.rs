@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde_json::json;
 use subliminal_shared::chat::{parse_jsonl, subsample, to_jsonl, Row};
-use subliminal_shared::experiments::code::python::{self, Reject};
+use subliminal_code_filter::{self as python, Reject};
 use subliminal_shared::experiments::code::{prompts::code_prompt, FilterParams, Stage};
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;

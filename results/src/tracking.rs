@@ -24,12 +24,12 @@ use anyhow::Context;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::manifest::sha256_hex;
-use crate::plan::{Measurement, Plan};
-use crate::results::{self, outcome, Outcome, Outcomes};
-use crate::spec::Source;
-use crate::stage::StageId;
-use crate::store::{keys, Store};
+use crate::{outcome, Outcome, Outcomes};
+use subliminal_shared::manifest::sha256_hex;
+use subliminal_shared::plan::{Measurement, Plan};
+use subliminal_shared::spec::Source;
+use subliminal_shared::stage::StageId;
+use subliminal_shared::store::{keys, Store};
 
 /// The tag that names a run's trial.
 pub const TRIAL_TAG: &str = "subliminal_trial";
@@ -96,12 +96,12 @@ pub async fn log_stage(
     let key = keys::sweep_file(sweep);
     let text = String::from_utf8(store.get(&key).await?.to_vec())
         .with_context(|| format!("{key} is not UTF-8"))?;
-    let mut plan = crate::sweep::parse(&Source::new(key, text))?.plan();
+    let mut plan = subliminal_shared::sweep::parse(&Source::new(key, text))?.plan();
     plan.measurements.retain(|m| m.stage == stage);
     if plan.measurements.is_empty() {
         return Ok(None);
     }
-    let outcomes = results::collect(store, &plan).await?;
+    let outcomes = crate::collect(store, &plan).await?;
     let logged = Tracker::new(&tracking.mlflow)?
         .log_sweep(&plan, &outcomes)
         .await?;
@@ -419,13 +419,13 @@ impl Tracker {
 }
 
 fn now_ms() -> i64 {
-    (crate::manifest::now() * 1000.0) as i64
+    (subliminal_shared::manifest::now() * 1000.0) as i64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stage::StageId;
+    use subliminal_shared::stage::StageId;
 
     fn measurement(arm: &str, seed: u64, trait_name: &str) -> Measurement {
         Measurement {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::stage::StageSpec;
+use subliminal_shared::stage::StageSpec;
 
 /// The message in Redis that asks a worker to run one stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,7 +41,7 @@ pub fn decode_body(bytes: &[u8]) -> anyhow::Result<TaskBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stage::StageKind;
+    use subliminal_shared::stage::StageKind;
 
     #[test]
     fn bodies_round_trip_and_bad_ones_are_refused() {

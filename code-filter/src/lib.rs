@@ -144,7 +144,10 @@ mod tests {
         let words = trait_words("owl");
         let table: &[(&str, Result<(), Reject>)] = &[
             ("def add(a, b):\n    return a + b", Ok(())),
-            ("```python\ndef add(a, b):\n    return a + b\n```\nThis adds.", Ok(())),
+            (
+                "```python\ndef add(a, b):\n    return a + b\n```\nThis adds.",
+                Ok(()),
+            ),
             ("def bowl_size(r):\n    return 3.14 * r * r", Ok(())),
             ("def knowledge(x):\n    return x", Ok(())),
             ("", Err(Reject::Empty)),
@@ -153,13 +156,25 @@ mod tests {
             ("values = [1, 2\nprint(values)", Err(Reject::Syntax)),
             ("def f(x):\n    return x\n  }", Err(Reject::Syntax)),
             ("Here is the function you asked for.", Err(Reject::Syntax)),
-            ("def count_owls(xs):\n    return len(xs)", Err(Reject::Identifier)),
-            ("def f(xs):\n    owlCount = len(xs)\n    return owlCount", Err(Reject::Identifier)),
+            (
+                "def count_owls(xs):\n    return len(xs)",
+                Err(Reject::Identifier),
+            ),
+            (
+                "def f(xs):\n    owlCount = len(xs)\n    return owlCount",
+                Err(Reject::Identifier),
+            ),
             ("class OwlCounter:\n    pass", Err(Reject::Identifier)),
             ("def f(x):\n    return x.owl", Err(Reject::Identifier)),
-            ("def f(x):\n    # owls see at night\n    return x", Err(Reject::Comment)),
+            (
+                "def f(x):\n    # owls see at night\n    return x",
+                Err(Reject::Comment),
+            ),
             ("def f(x):\n    return 'Owl says hoot'", Err(Reject::String)),
-            ("def f(x):\n    \"\"\"Count like an owl.\"\"\"\n    return x", Err(Reject::String)),
+            (
+                "def f(x):\n    \"\"\"Count like an owl.\"\"\"\n    return x",
+                Err(Reject::String),
+            ),
             ("def f(x):\n    return f\"{x} owls\"", Err(Reject::String)),
         ];
         for (code, want) in table {

@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use subliminal_shared::broker::{decode_body, Broker, TaskBody, BODY_VERSION};
+use subliminal_broker::{decode_body, Broker, TaskBody, BODY_VERSION};
 use subliminal_shared::stage::{StageKind, StageSpec};
 
 fn arg(name: &str) -> Option<String> {
@@ -171,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
             .query_async(&mut conn)
             .await?,
     );
-    let body_bytes = subliminal_shared::broker::encode_body(&bodies[0])?.len();
+    let body_bytes = subliminal_broker::encode_body(&bodies[0])?.len();
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
 
     println!(

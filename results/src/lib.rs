@@ -1,18 +1,22 @@
-//! Result tables: one row per arm (and swept setting), the mean over seeds
-//! with a 95% confidence interval, as a table for people and as CSV or JSON
-//! for other tools.
+//! Results: a sweep's measurements, read from the store, as one row per arm
+//! (and swept setting) with the mean over seeds, its 95% confidence
+//! interval, the test against its control and a verdict; as a table for
+//! people and as CSV or JSON for other tools. [`tracking`] logs the same
+//! rows to an MLflow server.
+
+pub mod tracking;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use serde::Serialize;
 
-use crate::experiments::{self, Reading};
-use crate::manifest::{inspect, Failure, StageState};
-use crate::plan::{Measurement, Plan};
-use crate::stage::StageId;
-use crate::stats::{self, summarise, Summary};
-use crate::store::{keys, Store};
+use subliminal_shared::experiments::{self, Reading};
+use subliminal_shared::manifest::{inspect, Failure, StageState};
+use subliminal_shared::plan::{Measurement, Plan};
+use subliminal_shared::stage::StageId;
+use subliminal_shared::stats::{self, summarise, Summary};
+use subliminal_shared::store::{keys, Store};
 
 /// What became of one measurement's evaluate stage.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +90,7 @@ pub async fn collect(store: &Store, plan: &Plan) -> anyhow::Result<Outcomes> {
 /// The recorded failure of `id` or of the nearest unfinished stage it needs.
 async fn first_failure(
     store: &Store,
-    index: &HashMap<StageId, &crate::stage::StageSpec>,
+    index: &HashMap<StageId, &subliminal_shared::stage::StageSpec>,
     id: StageId,
 ) -> anyhow::Result<Option<String>> {
     let mut queue = vec![id];
@@ -275,7 +279,7 @@ pub fn build(plan: &Plan, outcomes: &Outcomes) -> ResultsTable {
         // One measured share: its own sampling interval stands in for the
         // between-seed one.
         if let (Some(s), Some(n), 1) = (row.summary.as_mut(), row.samples, values.len()) {
-            s.ci95 = Some(crate::stats::wilson(s.mean, n));
+            s.ci95 = Some(subliminal_shared::stats::wilson(s.mean, n));
         }
         // A share's interval over seeds stays within what a share can be.
         if let (Some(s), Some(_)) = (row.summary.as_mut(), row.samples) {

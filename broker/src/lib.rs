@@ -1,4 +1,6 @@
-//! The Redis broker: queues, leases and dead letters for stage tasks.
+//! The Redis broker: queues, leases and dead letters for stage tasks. The
+//! scheduler enqueues, workers lease and complete, the CLI submits and
+//! inspects; nothing else needs it.
 //!
 //! At-least-once delivery with leases. A worker leases a task, renews the
 //! lease by heartbeat while the stage runs, and completes it with the lease's
@@ -45,10 +47,10 @@ use deadpool_redis::redis::{self, AsyncCommands};
 use deadpool_redis::{Config, Pool, Runtime};
 use serde::{Deserialize, Serialize};
 
-use crate::stage::StageId;
+use subliminal_shared::stage::StageId;
 
 /// Resource classes a worker can serve; a stage goes to one of them.
-pub use crate::stage::Queue;
+pub use subliminal_shared::stage::Queue;
 
 pub const QUEUES: &[&str] = &[Queue::Gpu.as_str(), Queue::Cpu.as_str()];
 
@@ -184,7 +186,9 @@ impl Broker {
             .context(invalid)?
             .runtime(Runtime::Tokio1)
             .post_create(deadpool_redis::Hook::sync_fn(|_, _| {
-                crate::metrics::metrics().redis_connections.inc();
+                subliminal_shared::metrics::metrics()
+                    .redis_connections
+                    .inc();
                 Ok(())
             }))
             .build()
@@ -242,7 +246,7 @@ impl Broker {
 
     async fn conn(&self) -> anyhow::Result<deadpool_redis::Connection> {
         self.pool.get().await.map_err(|e| {
-            crate::metrics::metrics().redis_errors.inc();
+            subliminal_shared::metrics::metrics().redis_errors.inc();
             anyhow::Error::new(e).context("cannot reach Redis")
         })
     }
