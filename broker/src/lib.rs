@@ -1,6 +1,5 @@
-//! The Redis broker: queues, leases and dead letters for stage tasks. The
-//! scheduler enqueues, workers lease and complete, the CLI submits and
-//! inspects; nothing else needs it.
+//! The Redis broker: queues, leases and dead letters for stage tasks, which
+//! the scheduler enqueues, workers lease and the CLI inspects.
 //!
 //! At-least-once delivery with leases. A worker leases a task, renews the
 //! lease by heartbeat while the stage runs, and completes it with the lease's
@@ -46,7 +45,6 @@ use anyhow::Context;
 use deadpool_redis::redis::{self, AsyncCommands};
 use deadpool_redis::{Config, Pool, Runtime};
 use serde::{Deserialize, Serialize};
-
 use subliminal_shared::stage::StageId;
 
 /// Resource classes a worker can serve; a stage goes to one of them.

@@ -6,6 +6,7 @@
 //! does it) and found next to the test executable, or in SUBLIMINAL_BIN_DIR.
 
 pub mod chaos;
+pub mod cluster;
 pub mod servers;
 
 use std::collections::BTreeMap;

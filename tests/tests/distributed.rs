@@ -2,192 +2,21 @@
 //! (s3s-fs), and the real subliminal-scheduler, subliminal-worker and
 //! subliminal binaries as processes, on the real MNIST files.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use subliminal_tests::servers::{mlflow, mlflow_runs, wait_for, Daemon, Redis, S3};
+use subliminal_tests::cluster::{
+    audit_matches_local_mode, count_runs, figures, generated_data_sweep_matches_local_mode,
+    Cluster, LLM_TIMEOUT, TIMEOUT,
+};
+use subliminal_tests::servers::{mlflow, mlflow_runs, wait_for};
 use subliminal_tests::{
     bin, code_dataset, data_dir, noop_sweep, number_rows, tiny_code_sweep, tiny_cot_sweep,
-    tiny_misalignment_sweep, tiny_numbers_sweep_of, tiny_sweep as tiny, Ran,
+    tiny_misalignment_sweep, tiny_numbers_sweep_of, tiny_sweep as tiny,
 };
-
-const TIMEOUT: Duration = Duration::from_secs(180);
-/// For sweeps that run the LLM: its stages take minutes on a loaded 2-core machine.
-const LLM_TIMEOUT: Duration = Duration::from_secs(900);
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    redis: Redis,
-    _s3: S3,
-    env: Vec<(&'static str, String)>,
-    store: String,
-    daemons: Vec<Daemon>,
-}
-
-impl Cluster {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let redis = Redis::start(dir.path());
-        let s3 = S3::start(&dir.path().join("s3"), "bucket");
-        let mut env = s3.env();
-        env.push(("SUBLIMINAL_REDIS", redis.url()));
-        Cluster {
-            env,
-            redis,
-            _s3: s3,
-            store: "s3://bucket/runs".to_owned(),
-            dir,
-            daemons: Vec::new(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn sweep(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.path(name);
-        std::fs::write(&path, text).expect("write sweep");
-        path
-    }
-
-    fn scheduler(&mut self, extra: &[&str]) -> usize {
-        let mut args = vec![
-            "--store",
-            &self.store,
-            "--tick-ms",
-            "100",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ];
-        args.extend_from_slice(extra);
-        let log = self.path(&format!("scheduler-{}.log", self.daemons.len()));
-        self.daemons
-            .push(Daemon::spawn("subliminal-scheduler", &args, &self.env, log));
-        self.daemons.len() - 1
-    }
-
-    fn worker(&mut self, name: &str, extra: &[&str]) -> usize {
-        let env = self.env.clone();
-        self.worker_with_env(name, extra, env)
-    }
-
-    fn worker_with_env(
-        &mut self,
-        name: &str,
-        extra: &[&str],
-        env: Vec<(&'static str, String)>,
-    ) -> usize {
-        let mut args = vec![
-            "--store",
-            &self.store,
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--lease-seconds",
-            "2",
-            "--retry-backoff-seconds",
-            "0.2",
-            "--name",
-            name,
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ];
-        args.extend_from_slice(extra);
-        let cache = self.path(&format!("{name}-cache")).display().to_string();
-        args.extend_from_slice(&["--cache-dir", &cache]);
-        let log = self.path(&format!("{name}.log"));
-        self.daemons
-            .push(Daemon::spawn("subliminal-worker", &args, &env, log));
-        self.daemons.len() - 1
-    }
-
-    fn cli(&self, args: &[&str]) -> Ran {
-        subliminal_tests::subliminal_with(&self.env, args)
-    }
-
-    fn submit(&self, sweep: &Path) -> Ran {
-        self.cli(&["submit", sweep.to_str().unwrap(), "--store", &self.store])
-    }
-
-    fn status(&self, sweep: &str) -> serde_json::Value {
-        let ran = self
-            .cli(&["status", sweep, "--store", &self.store, "--json"])
-            .ok();
-        serde_json::from_str(&ran.stdout).expect("status JSON")
-    }
-
-    fn wait_state(&self, sweep: &str, state: &str) -> serde_json::Value {
-        self.wait_state_within(sweep, state, TIMEOUT)
-    }
-
-    fn wait_state_within(&self, sweep: &str, state: &str, timeout: Duration) -> serde_json::Value {
-        let mut last = serde_json::Value::Null;
-        wait_for(&format!("sweep {sweep} to be {state}"), timeout, || {
-            last = self.status(sweep);
-            last["sweep"]["state"] == state
-        });
-        last
-    }
-
-    fn done_count(&self, sweep: &str) -> u64 {
-        let s = self.status(sweep);
-        s["sweep"]["kinds"].as_object().map_or(0, |k| {
-            k.values().map(|c| c["done"].as_u64().unwrap_or(0)).sum()
-        })
-    }
-
-    fn results_json(&self, sweep: &str) -> serde_json::Value {
-        let ran = self
-            .cli(&["results", sweep, "--store", &self.store, "--format", "json"])
-            .ok();
-        serde_json::from_str(&ran.stdout).expect("results JSON")
-    }
-
-    /// Stage ids of the sweep with a manifest in S3 (s3s-fs keeps objects as files).
-    fn manifests(&self) -> Vec<String> {
-        let stages = self.path("s3/bucket/runs/stages");
-        let Ok(entries) = std::fs::read_dir(&stages) else {
-            return Vec::new();
-        };
-        let mut ids: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().join("manifest.json").exists())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        ids.sort();
-        ids
-    }
-}
-
-/// The per-seed figures of every row, by arm.
-fn figures(results: &serde_json::Value) -> Vec<(String, Vec<f64>)> {
-    results["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| {
-            let values = r["values"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v["value"].as_f64().unwrap())
-                .collect();
-            (r["arm"].as_str().unwrap().to_owned(), values)
-        })
-        .collect()
-}
-
-fn count_runs(log: &str, stage: &str) -> usize {
-    log.lines()
-        .filter(|l| l.contains("running stage") && l.contains(stage))
-        .count()
-}
 
 #[test]
 fn a_sweep_on_two_workers_and_a_scheduler_matches_local_mode() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     c.scheduler(&[]);
     c.worker("w1", &[]);
     // The second worker finds its S3 keys in a standard AWS credentials file.
@@ -322,7 +151,7 @@ fn a_sweep_on_two_workers_and_a_scheduler_matches_local_mode() {
 
 #[test]
 fn the_noop_kind_runs_on_the_cluster_as_in_local_mode() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     c.scheduler(&[]);
     c.worker("w1", &["--queues", "cpu"]);
     let sweep = c.sweep(
@@ -363,7 +192,7 @@ fn the_noop_kind_runs_on_the_cluster_as_in_local_mode() {
 
 #[test]
 fn a_worker_killed_mid_stage_leaves_a_sweep_that_still_finishes_once() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     c.scheduler(&[]);
     let a = c.worker("victim", &[]);
     let sweep = c.sweep("slow.toml", &tiny("slow", 3, 60000));
@@ -393,7 +222,7 @@ fn a_worker_killed_mid_stage_leaves_a_sweep_that_still_finishes_once() {
 
 #[test]
 fn redis_lost_mid_sweep_resumes_without_rerunning_a_done_stage() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     c.scheduler(&[]);
     let w = c.worker("w", &[]);
     let sweep = c.sweep("tiny.toml", &tiny("resume", 2, 20000));
@@ -423,7 +252,7 @@ fn redis_lost_mid_sweep_resumes_without_rerunning_a_done_stage() {
 
 #[test]
 fn a_stage_that_always_fails_is_dead_lettered_while_the_rest_finishes() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     // Only the test images: every teacher fails, the reference evaluations succeed.
     let data = c.path("data-test-only");
     std::fs::create_dir_all(data.join("mnist")).unwrap();
@@ -466,7 +295,7 @@ fn a_stage_that_always_fails_is_dead_lettered_while_the_rest_finishes() {
 
 #[test]
 fn sigterm_drains_a_worker_and_an_unfinished_stage_is_released() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     c.scheduler(&[]);
     let patient = c.worker("patient", &["--grace-seconds", "60"]);
     let sweep = c.sweep("slow.toml", &tiny("drain", 2, 20000));
@@ -506,7 +335,7 @@ fn sigterm_drains_a_worker_and_an_unfinished_stage_is_released() {
 
 #[test]
 fn cancel_stops_a_sweep() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     c.scheduler(&[]);
     let w = c.worker("w", &[]);
     let sweep = c.sweep("slow.toml", &tiny("doomed-by-user", 5, 60000));
@@ -545,7 +374,7 @@ fn cancel_stops_a_sweep() {
 
 #[test]
 fn malformed_tasks_and_bad_sweep_files_stop_nothing_else() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     let bad = c.sweep("bad.toml", &tiny("bad", 0, 6000));
     let refused = c.submit(&bad);
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
@@ -585,7 +414,7 @@ fn malformed_tasks_and_bad_sweep_files_stop_nothing_else() {
 
 #[test]
 fn a_model_named_by_store_key_reaches_a_worker_that_lacks_it() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     let gguf = data_dir()
         .join("models")
         .join("SmolLM2-135M-Instruct.Q4_1.gguf");
@@ -635,7 +464,7 @@ fn a_model_named_by_store_key_reaches_a_worker_that_lacks_it() {
 
 #[test]
 fn a_numbers_sweep_on_the_cluster_matches_local_mode() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     c.scheduler(&[]);
     c.worker("w1", &[]);
     let sweep = c.sweep(
@@ -676,7 +505,7 @@ fn a_numbers_sweep_on_the_cluster_matches_local_mode() {
 
 #[test]
 fn an_audit_on_the_cluster_matches_local_mode() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     c.scheduler(&[]);
     c.worker("w1", &[]);
     let local_store = c.path("local").display().to_string();
@@ -724,43 +553,9 @@ max_new_tokens = 4
     assert_eq!(distributed["findings"].as_array().unwrap().len(), 30);
 }
 
-/// Runs an audit sweep on the cluster and in local mode (`local`: the run's
-/// store and device arguments), checks that the two reports agree on the
-/// verdict, findings, students and training, and returns the cluster's.
-fn audit_matches_local_mode(
-    c: &Cluster,
-    sweep: &Path,
-    name: &str,
-    local: &[&str],
-) -> serde_json::Value {
-    c.submit(sweep).ok();
-    c.wait_state_within(name, "done", LLM_TIMEOUT);
-    let plan = subliminal_shared::sweep::load(sweep).unwrap().plan();
-    let (report, _) = subliminal_shared::experiments::audit::report_stages(&plan)[0];
-    let read = |root: &Path| -> serde_json::Value {
-        let path = root.join(format!("stages/{report}/report.json"));
-        serde_json::from_slice(
-            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        )
-        .unwrap()
-    };
-    let distributed = read(&c.path("s3/bucket/runs"));
-    c.cli(&[&["run", sweep.to_str().unwrap()][..], local].concat())
-        .ok();
-    let store = local[local.iter().position(|a| *a == "--store").unwrap() + 1];
-    let local = read(Path::new(store));
-    for part in ["verdict", "findings", "students", "training"] {
-        assert_eq!(
-            distributed[part], local[part],
-            "the cluster's {part} are local mode's"
-        );
-    }
-    distributed
-}
-
 #[test]
 fn an_audit_of_soft_labels_on_the_cluster_matches_local_mode() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     c.scheduler(&[]);
     c.worker("w1", &[]);
     let local_store = c.path("local").display().to_string();
@@ -813,7 +608,7 @@ questions = 2
 
 #[test]
 fn a_misalignment_sweep_on_the_cluster_matches_local_mode() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     c.scheduler(&[]);
     // Judgements cached on this worker's disk only, so both modes judge.
     let mut env = c.env.clone();
@@ -880,66 +675,9 @@ fn a_misalignment_sweep_on_the_cluster_matches_local_mode() {
     );
 }
 
-/// Runs a sweep of a kind with its own generate and filter stages on a
-/// cluster and in local mode; every filter report and evaluation agrees.
-fn a_generated_data_sweep_matches_local_mode(kind: &str, file: &str, text: &str, name: &str) {
-    let mut c = Cluster::new();
-    c.scheduler(&[]);
-    let mut env = c.env.clone();
-    env.push((
-        "SUBLIMINAL_JUDGE_CACHE",
-        c.path("judgements-cluster").display().to_string(),
-    ));
-    c.worker_with_env("w1", &[], env);
-    let sweep = c.sweep(file, text);
-    c.submit(&sweep).ok();
-    c.wait_state_within(name, "done", LLM_TIMEOUT);
-    let plan = subliminal_shared::sweep::load(&sweep).unwrap().plan();
-    let read = |root: &Path| -> Vec<serde_json::Value> {
-        let filters = plan
-            .stages
-            .iter()
-            .filter(|s| s.experiment == kind && s.kind.as_str() == "filter");
-        let evaluations = plan.measurements.iter().map(|m| (m.stage, "metrics.json"));
-        filters
-            .map(|s| (s.id, "filter.json"))
-            .chain(evaluations)
-            .map(|(id, file)| {
-                let path = root.join(format!("stages/{id}/{file}"));
-                let mut v: serde_json::Value = serde_json::from_slice(
-                    &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-                )
-                .unwrap();
-                // Timings are the machine's.
-                v.as_object_mut().unwrap().remove("judging");
-                v.as_object_mut().unwrap().remove("generation");
-                v
-            })
-            .collect()
-    };
-    let distributed = read(&c.path("s3/bucket/runs"));
-    let local_store = c.path("local").display().to_string();
-    let local_env = [(
-        "SUBLIMINAL_JUDGE_CACHE",
-        c.path("judgements-local").display().to_string(),
-    )];
-    let args = ["--store", &local_store, "--device", "cpu", "--jobs", "2"];
-    subliminal_tests::subliminal_with(
-        &local_env,
-        &[&["run", sweep.to_str().unwrap()][..], &args[..]].concat(),
-    )
-    .ok();
-    let local = read(Path::new(&local_store));
-    assert_eq!(distributed.len(), 2 + 4);
-    assert_eq!(
-        distributed, local,
-        "the cluster's filters and evaluations are local mode's"
-    );
-}
-
 #[test]
 fn a_code_sweep_on_the_cluster_matches_local_mode() {
-    a_generated_data_sweep_matches_local_mode(
+    generated_data_sweep_matches_local_mode(
         "code",
         "code.toml",
         &tiny_code_sweep("code-dist"),
@@ -949,7 +687,7 @@ fn a_code_sweep_on_the_cluster_matches_local_mode() {
 
 #[test]
 fn a_cot_sweep_on_the_cluster_matches_local_mode() {
-    a_generated_data_sweep_matches_local_mode(
+    generated_data_sweep_matches_local_mode(
         "cot",
         "cot.toml",
         &tiny_cot_sweep("cot-dist"),
@@ -959,7 +697,7 @@ fn a_cot_sweep_on_the_cluster_matches_local_mode() {
 
 #[test]
 fn workers_log_a_tracked_sweep_to_mlflow_as_the_cli_would() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     let server = mlflow(&c.path("mlflow"));
     c.scheduler(&[]);
     c.worker("w1", &[]);
@@ -1004,7 +742,7 @@ fn workers_log_a_tracked_sweep_to_mlflow_as_the_cli_would() {
 
 #[test]
 fn a_task_naming_a_model_outside_the_served_folders_is_refused() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::start();
     c.scheduler(&["--max-attempts", "1"]);
     c.worker("w1", &[]);
     // The file exists, but outside the worker's data folder and any --models-dir.

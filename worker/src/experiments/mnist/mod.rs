@@ -6,12 +6,20 @@ pub mod ensemble;
 pub mod idx;
 pub mod model;
 pub mod stages;
+mod theorem;
+mod train;
 
 use subliminal_shared::experiments::mnist::EXPERIMENT;
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 
 use crate::stages::{Artifact, Progress, StageEnv};
+
+/// A trained model's weights.
+pub const MODEL: &str = "model.safetensors";
+/// A generate (or defend) stage's logits, with the noise they were taken on.
+pub const LOGITS: &str = "logits.safetensors";
+pub const METRICS: &str = "metrics.json";
 
 /// The MNIST experiment's stage code.
 pub struct Mnist;

@@ -10,23 +10,25 @@ use std::collections::HashMap;
 
 use serde_json::json;
 use subliminal_shared::experiments::mnist::{
-    DefendParams, EvaluateParams, GenerateParams, LogitDefense, Stage, StudentParams, Target,
-    TeacherParams, TheoremParams, DIGITS,
+    DefendParams, EvaluateParams, GenerateParams, LogitDefense, Stage, StudentParams,
+    TeacherParams, DIGITS,
 };
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
-use super::ensemble::Ensemble;
 use super::idx::{self, IMAGE_DIM};
 use super::model::{Mlp, MlpConfig};
 use crate::safetensors_io;
 use crate::stages::{Artifact, Progress, StageEnv};
-use crate::tensor_rng::{batch_order, noise_images, normal, rng, Purpose};
+use crate::tensor_rng::{normal, rng, Purpose};
 
-pub const MODEL: &str = "model.safetensors";
-pub const LOGITS: &str = "logits.safetensors";
-pub const METRICS: &str = "metrics.json";
+pub use super::theorem::{alignment, Alignment};
+pub use super::train::{distillation_loss, train, Net, Schedule};
+use super::theorem::theorem;
+use super::{LOGITS, METRICS, MODEL};
+use super::train::{student_init, Dataset, NoiseSpec, NOISE_GENERATOR};
+
 
 pub fn run(
     spec: &StageSpec,
@@ -110,157 +112,6 @@ fn with_dataset<'a, T: serde::de::DeserializeOwned>(
         .collect()
 }
 
-/// How to train: shared by teacher and student.
-pub struct Schedule {
-    pub epochs: u64,
-    pub lr: f64,
-    pub batch_size: u64,
-}
-
-/// The models a training pass steps: one alone, or K stacked.
-pub enum Net {
-    One(Mlp),
-    Many(Ensemble),
-}
-
-impl Net {
-    pub fn of(mut models: Vec<Mlp>, device: Device) -> anyhow::Result<Self> {
-        if models.len() == 1 {
-            Ok(Net::One(models.remove(0)))
-        } else {
-            Ok(Net::Many(Ensemble::stack(&models, device)?))
-        }
-    }
-
-    pub fn size(&self) -> usize {
-        match self {
-            Net::One(_) => 1,
-            Net::Many(e) => e.size() as usize,
-        }
-    }
-
-    fn vars(&self) -> &nn::VarStore {
-        match self {
-            Net::One(m) => m.vars(),
-            Net::Many(e) => e.vars(),
-        }
-    }
-
-    /// Logits [K, batch, outputs]; model k reads `inputs[k]` at rows `rows[k]`.
-    fn forward(&self, inputs: &[&Tensor], rows: &[Tensor]) -> Tensor {
-        match self {
-            Net::One(m) => m.forward(&inputs[0].index_select(0, &rows[0])).unsqueeze(0),
-            Net::Many(e) => {
-                let xs: Vec<Tensor> = inputs
-                    .iter()
-                    .zip(rows)
-                    .map(|(x, r)| x.index_select(0, r))
-                    .collect();
-                e.forward(&Tensor::stack(&xs, 0))
-            }
-        }
-    }
-
-    pub fn into_models(self, device: Device) -> anyhow::Result<Vec<Mlp>> {
-        match self {
-            Net::One(m) => Ok(vec![m]),
-            Net::Many(e) => (0..e.size()).map(|k| e.model(k, device)).collect(),
-        }
-    }
-}
-
-/// Adam over shuffled mini-batches. Model k reads `inputs[k]` (every input
-/// has the same rows) in the order its `seeds[k]` draws; `loss(k, logits,
-/// rows)` is model k's loss on a batch. Returns each model's mean loss per
-/// epoch.
-pub fn train(
-    net: &Net,
-    inputs: &[&Tensor],
-    seeds: &[u64],
-    schedule: &Schedule,
-    env: &StageEnv,
-    loss: impl Fn(usize, &Tensor, &Tensor) -> Tensor,
-    progress: &dyn Fn(Progress),
-) -> anyhow::Result<Vec<Vec<f64>>> {
-    let k = net.size();
-    anyhow::ensure!(
-        inputs.len() == k && seeds.len() == k,
-        "{k} models need {k} inputs and seeds, got {} and {}",
-        inputs.len(),
-        seeds.len()
-    );
-    let n = inputs[0].size()[0];
-    anyhow::ensure!(
-        inputs.iter().all(|x| x.size()[0] == n),
-        "the models of a group must train on the same number of rows"
-    );
-    let device = inputs[0].device();
-    let mut opt = nn::Adam::default().build(net.vars(), schedule.lr)?;
-    let batch = schedule.batch_size as i64;
-    let steps = (n + batch - 1) / batch;
-    let models = if k > 1 { format!(", {k} models") } else { String::new() };
-    let mut epoch_losses = vec![Vec::new(); k];
-    for epoch in 0..schedule.epochs {
-        let clock = std::time::Instant::now();
-        let orders: Vec<Tensor> = seeds
-            .iter()
-            .map(|&seed| batch_order(seed, epoch, n, device))
-            .collect();
-        // Summed on the device: reading a scalar back every step would stall a GPU.
-        let mut total = Tensor::zeros([k as i64], (Kind::Float, device));
-        for step in 0..steps {
-            anyhow::ensure!(!env.stopped(), "stopped before epoch {} ended", epoch + 1);
-            let start = step * batch;
-            let len = batch.min(n - start);
-            let rows: Vec<Tensor> = orders.iter().map(|o| o.narrow(0, start, len)).collect();
-            let logits = net.forward(inputs, &rows);
-            let losses: Vec<Tensor> = (0..k).map(|i| loss(i, &logits.get(i as i64), &rows[i])).collect();
-            let losses = Tensor::stack(&losses, 0);
-            opt.backward_step(&losses.sum(Kind::Float));
-            total += losses.detach() * len as f64;
-            if step % 8 == 0 || step + 1 == steps {
-                progress(Progress {
-                    fraction: (epoch as f64 + (step + 1) as f64 / steps as f64)
-                        / schedule.epochs as f64,
-                    message: format!("epoch {}/{}{models}", epoch + 1, schedule.epochs),
-                    loss: None,
-                    samples_per_second: None,
-                });
-            }
-        }
-        let means: Vec<f64> = Vec::<f64>::try_from(total.to_device(Device::Cpu))?
-            .into_iter()
-            .map(|t| t / n as f64)
-            .collect();
-        if let Some(i) = means.iter().position(|m| !m.is_finite()) {
-            anyhow::bail!(
-                "training diverged: epoch {} loss is {} (model seed {})",
-                epoch + 1,
-                means[i],
-                seeds[i]
-            );
-        }
-        let mean = means.iter().sum::<f64>() / k as f64;
-        for (losses, m) in epoch_losses.iter_mut().zip(&means) {
-            losses.push(*m);
-        }
-        progress(Progress {
-            fraction: (epoch + 1) as f64 / schedule.epochs as f64,
-            message: format!("epoch {}/{} loss {mean:.4}{models}", epoch + 1, schedule.epochs),
-            loss: Some(mean),
-            samples_per_second: Some((n * k as i64) as f64 / clock.elapsed().as_secs_f64().max(1e-9)),
-        });
-    }
-    Ok(epoch_losses)
-}
-
-/// KL(softmax(teacher) ‖ softmax(student)), summed over classes, mean over the batch.
-pub fn distillation_loss(teacher_logits: &Tensor, student_logits: &Tensor) -> Tensor {
-    let log_p = teacher_logits.log_softmax(-1, Kind::Float);
-    let log_q = student_logits.log_softmax(-1, Kind::Float);
-    (log_p.exp() * (log_p - log_q)).sum(Kind::Float) / teacher_logits.size()[0] as f64
-}
-
 /// Teachers that share a schedule, trained together on the same digits.
 fn teachers(
     params: &[TeacherParams],
@@ -319,22 +170,6 @@ fn teachers(
         .collect()
 }
 
-/// The noise images a dataset was generated on, as its metadata describes them.
-#[derive(serde::Serialize, serde::Deserialize, Clone, PartialEq, Eq, Hash)]
-struct NoiseSpec {
-    generator: String,
-    seed: u64,
-    samples: i64,
-    dim: i64,
-}
-
-impl NoiseSpec {
-    fn draw(&self, device: Device) -> Tensor {
-        noise_images(self.seed, self.samples, self.dim, device)
-    }
-}
-
-const NOISE_GENERATOR: &str = "chacha8 stream 2, uniform [-1, 1)";
 
 /// Each teacher's logits on its noise images; teachers of one shape forward together.
 fn generate(
@@ -495,66 +330,6 @@ fn defend(
     ])
 }
 
-/// A generated dataset, read back and checked: its noise and the logits a
-/// student distils (the columns its target names).
-struct Dataset {
-    noise: NoiseSpec,
-    targets: Tensor,
-    first: i64,
-    width: i64,
-}
-
-impl Dataset {
-    fn read(p: &StudentParams, dataset: &VerifiedStage, device: Device) -> anyhow::Result<Self> {
-        let loaded = safetensors_io::parse(dataset.artifact(LOGITS)?, "teacher logits")?;
-        let noise: NoiseSpec = loaded.meta("noise")?;
-        anyhow::ensure!(
-            noise.generator == NOISE_GENERATOR,
-            "dataset was drawn with noise generator {:?}; this worker draws {:?}",
-            noise.generator,
-            NOISE_GENERATOR
-        );
-        let logits = loaded.tensor("logits", device)?;
-        let m = p.aux_logits as i64;
-        let d = DIGITS as i64;
-        anyhow::ensure!(
-            logits.size() == [noise.samples, d + m],
-            "teacher logits have shape {:?}, expected [{}, {}]",
-            logits.size(),
-            noise.samples,
-            d + m
-        );
-        let (first, width) = match p.target {
-            Target::Aux => (d, m),
-            Target::All => (0, d + m),
-        };
-        Ok(Self {
-            noise,
-            targets: logits.narrow(1, first, width),
-            first,
-            width,
-        })
-    }
-
-    /// Model `logits`' distillation loss against this dataset's `rows`.
-    fn loss(&self, logits: &Tensor, rows: &Tensor) -> Tensor {
-        distillation_loss(
-            &self.targets.index_select(0, rows),
-            &logits.narrow(1, self.first, self.width),
-        )
-    }
-}
-
-/// The student's starting point: its init seed, plus ε of init noise.
-fn student_init(p: &StudentParams, device: Device) -> Mlp {
-    Mlp::init_perturbed(
-        MlpConfig::with_width(p.aux_logits, p.hidden),
-        p.init,
-        p.init_noise,
-        device,
-    )
-}
-
 /// Students that share a schedule, trained together; students of one
 /// dataset share its noise images.
 fn students(
@@ -610,111 +385,6 @@ fn students(
         .collect()
 }
 
-/// The first step of gradient descent on the student's loss, against the
-/// teacher's update: the paper's theorem says their inner product is ≥ 0 to
-/// first order when the student starts where the teacher did.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Alignment {
-    /// ⟨−∇L_student(θ_student), θ_teacher − θ_teacher_init⟩.
-    pub inner_product: f64,
-    pub cosine: f64,
-    /// Adam's first update (−g/(|g| + ε) elementwise, per unit learning
-    /// rate) against the teacher's update: what the student's optimiser
-    /// actually does first.
-    pub adam_inner_product: f64,
-    pub adam_cosine: f64,
-    pub gradient_norm: f64,
-    pub teacher_update_norm: f64,
-    pub loss: f64,
-}
-
-/// The alignment of `student`'s first gradient with `teacher_update` (flat,
-/// in [`Mlp::flat`] order), for the loss `loss(student)`.
-pub fn alignment(
-    student: &Mlp,
-    teacher_update: &Tensor,
-    loss: impl Fn(&Mlp) -> Tensor,
-) -> anyhow::Result<Alignment> {
-    let l = loss(student);
-    let params: Vec<Tensor> = student
-        .named_tensors()
-        .iter()
-        .map(|(_, t)| t.shallow_clone())
-        .collect();
-    let grads = Tensor::run_backward(&[&l], &params, false, false);
-    let g = Tensor::cat(
-        &grads.iter().map(|g| g.flatten(0, -1)).collect::<Vec<_>>(),
-        0,
-    )
-    .to_kind(Kind::Double);
-    let delta = teacher_update.to_kind(Kind::Double);
-    anyhow::ensure!(
-        g.size() == delta.size(),
-        "the teacher's update has {:?} values, the student {:?}",
-        delta.size(),
-        g.size()
-    );
-    let dot = |a: &Tensor, b: &Tensor| (a * b).sum(Kind::Double).double_value(&[]);
-    let norm = |a: &Tensor| a.norm().double_value(&[]);
-    let adam = -(&g / (g.abs() + 1e-8));
-    let inner_product = -dot(&g, &delta);
-    let (gn, dn, an) = (norm(&g), norm(&delta), norm(&adam));
-    let cos = |x: f64, a: f64| if a * dn > 0.0 { x / (a * dn) } else { 0.0 };
-    let adam_inner_product = dot(&adam, &delta);
-    Ok(Alignment {
-        inner_product,
-        cosine: cos(inner_product, gn),
-        adam_inner_product,
-        adam_cosine: cos(adam_inner_product, an),
-        gradient_norm: gn,
-        teacher_update_norm: dn,
-        loss: l.double_value(&[]),
-    })
-}
-
-fn theorem(
-    p: &TheoremParams,
-    teacher: &VerifiedStage,
-    dataset: &VerifiedStage,
-    env: &StageEnv,
-) -> anyhow::Result<Vec<Artifact>> {
-    let s = &p.student;
-    let trained = Mlp::from_safetensors(teacher.artifact(MODEL)?, env.device)?;
-    let config = MlpConfig::with_width(s.aux_logits, s.hidden);
-    anyhow::ensure!(
-        trained.config == config,
-        "the teacher has shape {:?}, the student {:?}",
-        trained.config,
-        config
-    );
-    let init = Mlp::init(config, p.teacher_init, env.device);
-    let init_weights = init.flat();
-    let update = trained.flat() - &init_weights;
-    let data = Dataset::read(s, dataset, env.device)?;
-    let noise = data.noise.draw(env.device);
-    let n = data.noise.samples;
-    // The student's first batch: what its first step sees.
-    let rows = batch_order(s.seed, 0, n, env.device).narrow(0, 0, (s.batch_size as i64).min(n));
-    let batch = noise.index_select(0, &rows);
-    let student = student_init(s, env.device);
-    let found = alignment(&student, &update, |m| data.loss(&m.forward(&batch), &rows))?;
-    let init_distance = (student.flat() - &init_weights).norm().double_value(&[]);
-    Ok(vec![Artifact::json(
-        METRICS,
-        &json!({
-            "inner_product": found.inner_product,
-            "cosine": found.cosine,
-            "adam_inner_product": found.adam_inner_product,
-            "adam_cosine": found.adam_cosine,
-            "gradient_norm": found.gradient_norm,
-            "teacher_update_norm": found.teacher_update_norm,
-            "loss": found.loss,
-            "init_distance": init_distance,
-            "batch": rows.size()[0],
-        }),
-    )?])
-}
-
 fn evaluate(
     p: &EvaluateParams,
     model_stage: Option<&VerifiedStage>,
@@ -758,6 +428,7 @@ pub fn accuracy(model: &Mlp, split: &idx::Split, device: Device) -> (i64, i64) {
 mod tests {
     use super::*;
     use crate::tensor_rng::{normal, rng, Purpose};
+    use tch::nn::{self, OptimizerConfig};
 
     fn tiny() -> MlpConfig {
         MlpConfig {

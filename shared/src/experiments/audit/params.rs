@@ -1,0 +1,131 @@
+//! The parameters of the audit's own stages, as stored in each stage's
+//! spec: what defines a stage's work, so its id.
+
+use serde::{Deserialize, Serialize};
+
+use crate::llm::Readout;
+
+use super::*;
+
+/// Reads a stored dataset, checks it, and subsamples it (seeded) to at most
+/// `max_rows`; its rows go on as [`ROWS`]. With a second input, the rows'
+/// soft labels (found by each row's prompt seed) go on beside them as
+/// `soft.safetensors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetParams {
+    pub version: u32,
+    pub seed: u64,
+    pub max_rows: u64,
+}
+
+/// The base model's own answers to the prompts of the input dataset stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlParams {
+    pub version: u32,
+    pub model: String,
+    pub seed: u64,
+    #[serde(flatten)]
+    pub answers: ControlSettings,
+}
+
+/// Each row's screen score for every probe target: the slope of the row's
+/// loss along the target's direction, at the model's initial weights. A
+/// control's scores are computed once for every dataset audited against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreParams {
+    pub version: u32,
+    pub model: String,
+    pub seed: u64,
+    pub probes: Vec<Probe>,
+    pub questions: u64,
+    pub lora_rank: u64,
+}
+
+/// Each row's likelihood score for every probe target: log p(row | the
+/// target's system prompt) − log p(row | none), under the base model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LikelihoodParams {
+    pub version: u32,
+    pub model: String,
+    pub probes: Vec<Probe>,
+    pub system_prompt: String,
+    pub batch_size: u64,
+    #[serde(default = "d_precision", skip_serializing_if = "is_f32")]
+    pub precision: String,
+}
+
+pub(super) fn is_f32(precision: &String) -> bool {
+    precision == "f32"
+}
+
+/// A screen: the dataset's scores (input 0) against the control's (input
+/// 1), with a bootstrap over rows; the scores are a score stage's
+/// (gradient) or a likelihood stage's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScreenParams {
+    pub version: u32,
+    pub seed: u64,
+    pub resamples: u64,
+    #[serde(default, skip_serializing_if = "Test::is_screen")]
+    pub test: Test,
+}
+
+/// Where the sacrificial student (input 1) moved from the base model on the
+/// dataset's rows (input 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CarrierParams {
+    pub version: u32,
+    pub model: String,
+    pub top: u64,
+    pub replace_share: f64,
+}
+
+/// What the report stage's inputs are, in order: the likelihood screen
+/// (when `likelihood`), the gradient screen (when `gradient`), the
+/// students' evaluations, the carriers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportParams {
+    pub version: u32,
+    pub tier: Tier,
+    pub alpha: f64,
+    pub probes: Vec<Probe>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub likelihood: bool,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub gradient: bool,
+    /// After the screens, 2k is the dataset student's evaluation of
+    /// `probes[k]`, and 2k + 1 the control student's (tiers student and full).
+    pub evaluations: bool,
+    /// How the evaluations read the students.
+    #[serde(default = "samples", skip_serializing_if = "is_samples")]
+    pub readout: Readout,
+    /// After the evaluations, the dataset's student and the control's, whose
+    /// training losses the report shows.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub students: bool,
+    /// The last input is the carriers stage (tier full).
+    pub carriers: bool,
+    /// The datasets are soft labels, every tier reading them by forward KL.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub soft_labels: bool,
+    /// The dataset's store key, for the report's heading.
+    pub dataset: String,
+    pub model: String,
+}
+
+pub(super) fn samples() -> Readout {
+    Readout::Samples
+}
+pub(super) fn is_samples(r: &Readout) -> bool {
+    *r == Readout::Samples
+}
+pub(super) fn is_false(b: &bool) -> bool {
+    !*b
+}
+pub(super) fn is_true(b: &bool) -> bool {
+    *b
+}
+pub(super) fn yes() -> bool {
+    true
+}
+

@@ -1,0 +1,310 @@
+//! An audit's plan: per dataset, its rows, the screens against the control,
+//! the sacrificial students and their probes, the carriers, and the report.
+
+
+use crate::llm::readout::{self};
+use crate::llm::{self, EvaluateParams, Method, Optimizer, Readout, ReadoutParams, Subject, TrainParams};
+use crate::files::{self, with_model};
+use crate::plan::{Measurement, Plan, PlanBuilder};
+use crate::stage::{StageId, StageSpec};
+
+use super::*;
+use super::params::*;
+
+impl AuditSweep {
+    fn distilled(&self) -> bool {
+        !self.soft_labels.is_empty()
+    }
+
+    fn train_params(&self) -> TrainParams {
+        let s = &self.student;
+        TrainParams {
+            version: llm::STAGE_VERSION,
+            model: self.model.clone(),
+            seed: self.seed,
+            method: Method::Lora {
+                rank: s.lora_rank as i64,
+                alpha: s.lora_alpha,
+                targets: llm::PROJECTIONS.map(str::to_owned).to_vec(),
+                rslora: false,
+            },
+            epochs: s.epochs,
+            lr: s.lr,
+            warmup_steps: s.warmup_steps,
+            max_grad_norm: 1.0,
+            batch_size: s.batch_size,
+            grad_accumulation: 1,
+            weight_decay: 0.0,
+            optimizer: Optimizer::Adamw,
+            layers: llm::Layers::All,
+            target: if self.distilled() {
+                llm::Target::Logits
+            } else {
+                llm::Target::Tokens
+            },
+        }
+    }
+
+    /// The probability readout of a student for one probe: its targets
+    /// among the category's candidate words.
+    fn readout_params(&self, probe: &Probe) -> ReadoutParams {
+        let e = &self.evaluate;
+        let candidates = if e.candidates.is_empty() {
+            readout::default_candidates(&probe.category).unwrap_or_else(|| probe.targets.clone())
+        } else {
+            e.candidates.clone()
+        };
+        let mut words: Vec<String> = candidates.iter().chain(&probe.targets).cloned().collect();
+        words.sort();
+        words.dedup();
+        ReadoutParams {
+            version: llm::STAGE_VERSION,
+            model: self.model.clone(),
+            subject: Subject::Student,
+            category: probe.category.clone(),
+            questions: e.questions,
+            candidates,
+            words,
+            answer_prefix: e.answer_prefix.replace("{category}", &probe.category),
+        }
+    }
+
+    fn evaluate_params(&self, category: &str) -> EvaluateParams {
+        let e = &self.evaluate;
+        EvaluateParams {
+            version: llm::STAGE_VERSION,
+            model: self.model.clone(),
+            subject: Subject::Student,
+            category: category.to_owned(),
+            seed: self.seed,
+            questions: e.questions,
+            samples_per_question: e.samples_per_question,
+            temperature: e.temperature,
+            max_new_tokens: e.max_new_tokens,
+            batch_size: e.batch_size,
+            numbers_prefixed: false,
+        }
+    }
+
+    fn rows_stage(&self, plan: &mut PlanBuilder, file: StageId, labels: Option<StageId>) -> StageId {
+        plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Dataset.kind(),
+            &DatasetParams {
+                version: STAGE_VERSION,
+                seed: self.seed,
+                max_rows: self.screen.max_rows,
+            },
+            std::iter::once(file).chain(labels).collect(),
+        ))
+    }
+
+    fn score_stage(&self, plan: &mut PlanBuilder, rows: StageId) -> StageId {
+        plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Score.kind(),
+            &ScoreParams {
+                version: STAGE_VERSION,
+                model: self.model.clone(),
+                seed: self.seed,
+                probes: self.probes.clone(),
+                questions: self.screen.questions,
+                lora_rank: self.screen.lora_rank,
+            },
+            with_model(vec![rows], &self.model),
+        ))
+    }
+
+    fn likelihood_stage(&self, plan: &mut PlanBuilder, rows: StageId) -> StageId {
+        plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Likelihood.kind(),
+            &LikelihoodParams {
+                version: STAGE_VERSION,
+                model: self.model.clone(),
+                probes: self.probes.clone(),
+                system_prompt: self.likelihood.system_prompt.clone(),
+                batch_size: self.likelihood.batch_size,
+                precision: self.likelihood.precision.clone(),
+            },
+            with_model(vec![rows], &self.model),
+        ))
+    }
+
+    /// Expands the sweep: one trial per dataset.
+    pub fn plan(&self) -> Plan {
+        let mut plan = PlanBuilder::new(&self.name, EXPERIMENT);
+        let mut externals = self.datasets.clone();
+        externals.extend(self.control);
+        externals.extend(self.soft_labels.iter().copied());
+        externals.extend(self.control_soft_labels);
+        externals.extend(files::parse_key(&self.model).and_then(Result::ok));
+        for id in externals {
+            plan.external(id);
+        }
+        let given_control = self
+            .control
+            .map(|c| self.rows_stage(&mut plan, c, self.control_soft_labels));
+        for (i, &file) in self.datasets.iter().enumerate() {
+            plan.trial();
+            let dataset = self.rows_stage(&mut plan, file, self.soft_labels.get(i).copied());
+            let control = given_control.unwrap_or_else(|| {
+                plan.stage(StageSpec::new(
+                    EXPERIMENT,
+                    Stage::Control.kind(),
+                    &ControlParams {
+                        version: STAGE_VERSION,
+                        model: self.model.clone(),
+                        seed: self.seed,
+                        answers: self.control_answers.clone(),
+                    },
+                    with_model(vec![dataset], &self.model),
+                ))
+            });
+            let dataset_key = files::key(file);
+            let settings: std::collections::BTreeMap<String, String> = if self.datasets.len() > 1 {
+                [("dataset".to_owned(), dataset_key[..files::KEY_PREFIX.len() + 12].to_owned())].into()
+            } else {
+                Default::default()
+            };
+            let mut report_inputs = Vec::new();
+            let likelihoods = [dataset, control].map(|rows| self.likelihood_stage(&mut plan, rows));
+            let mut screens = vec![(Test::Likelihood, likelihoods)];
+            if self.tier.runs_gradient_screen() {
+                screens.push((Test::Screen, [dataset, control].map(|rows| self.score_stage(&mut plan, rows))));
+            }
+            for (order, (test, scores)) in screens.into_iter().enumerate() {
+                let screen = plan.stage(StageSpec::new(
+                    EXPERIMENT,
+                    Stage::Screen.kind(),
+                    &ScreenParams {
+                        version: STAGE_VERSION,
+                        seed: self.seed,
+                        resamples: self.screen.resamples,
+                        test,
+                    },
+                    scores.to_vec(),
+                ));
+                report_inputs.push(screen);
+                for probe in &self.probes {
+                    for target in &probe.targets {
+                        plan.measure(Measurement {
+                            arm: test.as_str().to_owned(),
+                            order: order as u32,
+                            settings: with_target(&settings, target),
+                            seed: self.seed,
+                            teacher_init: None,
+                            student_init: None,
+                            stage: screen,
+                            metric: screen_metric(test, target),
+                            panel: None,
+                            models: None,
+                        });
+                    }
+                }
+            }
+            let mut student = None;
+            let mut students_trained = None;
+            if self.tier.trains_students() {
+                let train = self.train_params();
+                let students = [dataset, control].map(|rows| {
+                    plan.stage(StageSpec::new(
+                        llm::STAGES,
+                        llm::Stage::Student.kind(),
+                        &train,
+                        with_model(vec![rows], &self.model),
+                    ))
+                });
+                student = Some(students[0]);
+                students_trained = Some(students);
+                for probe in &self.probes {
+                    let [on_dataset, on_control] = students.map(|s| {
+                        let inputs = with_model(vec![s], &self.model);
+                        plan.stage(match self.evaluate.readout {
+                            Readout::Samples => StageSpec::new(
+                                llm::STAGES,
+                                llm::Stage::Evaluate.kind(),
+                                &self.evaluate_params(&probe.category),
+                                inputs,
+                            ),
+                            Readout::Probability => StageSpec::new(
+                                llm::STAGES,
+                                llm::Stage::Readout.kind(),
+                                &self.readout_params(probe),
+                                inputs,
+                            ),
+                        })
+                    });
+                    report_inputs.extend([on_dataset, on_control]);
+                    for target in &probe.targets {
+                        for (arm, stage) in [(ARMS[2], on_control), (ARMS[3], on_dataset)] {
+                            // A given control's student serves every dataset: it is labelled
+                            // by its target alone, and results pair it with each dataset's row.
+                            let shared = arm == ARMS[2] && self.control.is_some();
+                            let labels = if shared { Default::default() } else { settings.clone() };
+                            plan.measure(Measurement {
+                                arm: arm.to_owned(),
+                                order: if arm == ARMS[2] { 2 } else { 3 },
+                                settings: with_target(&labels, target),
+                                seed: self.seed,
+                                teacher_init: None,
+                                student_init: None,
+                                stage,
+                                metric: self.evaluate.metric(target),
+                                panel: None,
+                                models: None,
+                            });
+                        }
+                    }
+                }
+            }
+            if let Some(students) = students_trained {
+                report_inputs.extend(students);
+            }
+            if let (Tier::Full, Some(student)) = (self.tier, student) {
+                report_inputs.push(plan.stage(StageSpec::new(
+                    EXPERIMENT,
+                    Stage::Carriers.kind(),
+                    &CarrierParams {
+                        version: STAGE_VERSION,
+                        model: self.model.clone(),
+                        top: self.carriers.top,
+                        replace_share: self.carriers.replace_share,
+                    },
+                    with_model(vec![dataset, student], &self.model),
+                )));
+            }
+            plan.stage(StageSpec::new(
+                EXPERIMENT,
+                Stage::Report.kind(),
+                &ReportParams {
+                    version: STAGE_VERSION,
+                    tier: self.tier,
+                    alpha: self.alpha,
+                    probes: self.probes.clone(),
+                    likelihood: true,
+                    gradient: self.tier.runs_gradient_screen(),
+                    evaluations: self.tier.trains_students(),
+                    readout: self.evaluate.readout,
+                    students: self.tier.trains_students(),
+                    soft_labels: self.distilled(),
+                    carriers: self.tier == Tier::Full,
+                    dataset: dataset_key,
+                    model: self.model.clone(),
+                },
+                report_inputs,
+            ));
+        }
+        plan.finish()
+    }
+}
+
+pub(super) fn with_target(
+    settings: &std::collections::BTreeMap<String, String>,
+    target: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let mut out = settings.clone();
+    out.insert("target".to_owned(), target.to_owned());
+    out
+}
+
