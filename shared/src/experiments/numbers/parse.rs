@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use crate::files::{self};
 use crate::llm::{
-    distill, prompts, Defense, Layers, Method, Optimizer, Target, DEFAULT_MODEL, PROJECTIONS,
+    defense, distill, prompts, Defense, Layers, Method, Optimizer, Target, DEFAULT_MODEL, PROJECTIONS,
 };
 use crate::spec::{
     check_axis, check_name, check_seeds, default_of, named_axis, setting, Axis, Source, SpecError,
@@ -315,13 +315,17 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
             "soft labels belong to the rows as the teacher wrote them, so \"logits\" takes no defense (leave grid.defense out)",
         ));
     }
-    if defense.values().contains(&Defense::MaskDivergence) {
+    let same_tokenizer = defense
+        .values()
+        .iter()
+        .find(|d| defense::rule(**d).is_some_and(|r| r.same_tokenizer()));
+    if let Some(d) = same_tokenizer {
         if let Some(pair) = model_pairs.values().iter().find(|p| !p.same_model()) {
             return Err(source.error_at(
                 model_pairs_span.clone().unwrap_or(0..0),
                 "grid.model_pairs",
                 format!(
-                    "mask-divergence masks tokens as the teacher's tokenizer splits them, so every pair must train the teacher's own model; {pair} does not"
+                    "{d} masks tokens as the teacher's tokenizer splits them, so every pair must train the teacher's own model; {pair} does not"
                 ),
             ));
         }
@@ -357,10 +361,10 @@ pub(super) fn parse_defense(
     };
     named_axis(source, "grid.defense", raw, &Defense::names(), |name| {
         match Defense::parse(name) {
-            Some(Defense::Paraphrase) => Err("paraphrase rewrites free text, and a number completion has none: \
-                 expected none, canonical, shuffle, random, mix or mask-divergence"
-                .to_owned()),
-            Some(d) => Ok(d),
+            Some(d) => match defense::rule(d).and_then(|r| r.refusal_for_numbers()) {
+                Some(why) => Err(why.to_owned()),
+                None => Ok(d),
+            },
             None => Err(format!(
                 "unknown defense {name:?}: expected one of {}",
                 Defense::names()
@@ -375,7 +379,10 @@ pub(super) fn parse_mix_traits(
     raw: Option<Spanned<RawDefense>>,
     defense: &Axis<Defense>,
 ) -> Result<Vec<String>, SpecError> {
-    let mixes = defense.values().contains(&Defense::Mix);
+    let mixes = defense
+        .values()
+        .iter()
+        .any(|d| defense::rule(*d).is_some_and(|r| r.needs().other_teachers));
     let (span, traits) = match raw.and_then(|r| r.into_inner().mix_traits) {
         Some(t) => (t.span(), t.into_inner()),
         None if mixes => {

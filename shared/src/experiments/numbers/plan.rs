@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::files::{self, with_model};
 use crate::llm::{
-    filter, prompts, readout, share_metric, Constrain, DefendParams, Defense,
+    defense, filter, prompts, readout, share_metric, Constrain, DefendParams, Defense,
     EvaluateParams, FilterParams, GenerateParams, Layers, Method, NumbersGrammar, Optimizer,
     Readout, ReadoutParams, SoftLabelParams, Stage, Subject, Target, TeacherParams, TrainParams,
     TraitDataParams, STAGE_VERSION,
@@ -387,22 +387,22 @@ impl NumbersSweep {
         teacher: StageId,
         trial: &Trial,
     ) -> StageId {
+        let Some(rule) = defense::rule(trial.defense) else {
+            return filter;
+        };
+        let needs = rule.needs();
         let mut inputs = vec![filter];
         let mut model = None;
-        match trial.defense {
-            Defense::None => return filter,
-            Defense::Mix => {
-                for other in self.mix_traits.iter().filter(|t| *t != trial.trait_name) {
-                    let teacher = self.trait_teacher(plan, other, &trial.pair.teacher);
-                    inputs.push(self.numbers_chain(plan, teacher, trial));
-                }
+        if needs.other_teachers {
+            for other in self.mix_traits.iter().filter(|t| *t != trial.trait_name) {
+                let teacher = self.trait_teacher(plan, other, &trial.pair.teacher);
+                inputs.push(self.numbers_chain(plan, teacher, trial));
             }
-            Defense::MaskDivergence => {
-                inputs.push(teacher);
-                model = Some(trial.pair.teacher.clone());
-                inputs = with_model(inputs, &trial.pair.teacher);
-            }
-            Defense::Canonical | Defense::Shuffle | Defense::Random | Defense::Paraphrase => {}
+        }
+        if needs.teacher_and_base {
+            inputs.push(teacher);
+            model = Some(trial.pair.teacher.clone());
+            inputs = with_model(inputs, &trial.pair.teacher);
         }
         plan.stage(StageSpec::new(
             EXPERIMENT,
@@ -411,9 +411,10 @@ impl NumbersSweep {
                 version: STAGE_VERSION,
                 defense: trial.defense,
                 seed: trial.seed,
-                banned_numbers: match trial.defense {
-                    Defense::Random => self.filter.banned_numbers.clone(),
-                    _ => Vec::new(),
+                banned_numbers: if needs.banned_numbers {
+                    self.filter.banned_numbers.clone()
+                } else {
+                    Vec::new()
                 },
                 model,
             },

@@ -2,6 +2,7 @@
 //! the batched ensemble of K MLPs, and the stages (teacher, generate,
 //! student, evaluate, theorem).
 
+mod defense;
 pub mod ensemble;
 pub mod idx;
 pub mod model;

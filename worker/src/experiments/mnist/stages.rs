@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use serde_json::json;
 use subliminal_shared::experiments::mnist::{
-    DefendParams, EvaluateParams, GenerateParams, LogitDefense, Stage, StudentParams,
+    DefendParams, EvaluateParams, GenerateParams, Stage, StudentParams,
     TeacherParams, DIGITS,
 };
 use subliminal_shared::manifest::VerifiedStage;
@@ -21,10 +21,10 @@ use super::idx::{self, IMAGE_DIM};
 use super::model::{Mlp, MlpConfig};
 use crate::safetensors_io;
 use crate::stages::{Artifact, Progress, StageEnv};
-use crate::tensor_rng::{normal, rng, Purpose};
 
 pub use super::theorem::{alignment, Alignment};
 pub use super::train::{distillation_loss, train, Net, Schedule};
+pub use super::defense::apply_defense;
 use super::theorem::theorem;
 use super::{LOGITS, METRICS, MODEL};
 use super::train::{student_init, Dataset, NoiseSpec, NOISE_GENERATOR};
@@ -245,28 +245,6 @@ fn generate(
     Ok(outputs)
 }
 
-/// `logits` with a defense applied; `stream` keeps the noise drawn for
-/// the dataset apart from the noise drawn for the test images.
-pub fn apply_defense(
-    logits: &Tensor,
-    defense: LogitDefense,
-    seed: u64,
-    stream: u64,
-) -> Tensor {
-    match defense {
-        LogitDefense::None => logits.shallow_clone(),
-        LogitDefense::Round { decimals } => {
-            let scale = 10f64.powi(decimals as i32);
-            (logits * scale).round() / scale
-        }
-        LogitDefense::Noise { sigma } => {
-            let mut rng = rng(seed.wrapping_mul(1_000_003).wrapping_add(stream), Purpose::DefenseNoise);
-            logits + normal(&mut rng, &logits.size(), sigma).to_device(logits.device())
-        }
-        LogitDefense::Temperature { t } => logits / t,
-    }
-}
-
 /// A dataset's logits after a defense, and what the defense cost: the
 /// teacher's digit accuracy on the test images under the same defense, and
 /// how much of the auxiliary logits' ranking survives.
@@ -428,6 +406,7 @@ pub fn accuracy(model: &Mlp, split: &idx::Split, device: Device) -> (i64, i64) {
 mod tests {
     use super::*;
     use crate::tensor_rng::{normal, rng, Purpose};
+    use subliminal_shared::experiments::mnist::LogitDefense;
     use tch::nn::{self, OptimizerConfig};
 
     fn tiny() -> MlpConfig {

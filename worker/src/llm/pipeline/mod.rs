@@ -17,6 +17,7 @@
 //! - evaluate: the one-word favourite questions, every answer counted (`metrics.json`);
 //! - readout: the exact probability of each word of a category (`metrics.json`).
 
+pub(crate) mod defense;
 pub(crate) mod distill;
 pub mod evaluate;
 pub mod filter;
@@ -70,7 +71,7 @@ pub fn run(
         Stage::Filter => spec.params().and_then(|p| filter::filter(&p, input(0)?)),
         Stage::Defend => spec
             .params()
-            .and_then(|p| filter::defend(&p, inputs, env, progress)),
+            .and_then(|p| defense::defend(&p, inputs, env, progress)),
         Stage::Student => spec
             .params()
             .and_then(|p| student::student(&p, input(0)?, inputs, env, progress)),

@@ -20,15 +20,25 @@
 //! The text transforms live here, without libtorch, so `subliminal sanitize
 //! numbers` applies the very code a defense stage runs.
 
+mod canonical;
+mod mask_divergence;
+mod mix;
+mod paraphrase;
+mod random;
+mod shuffle;
+
+pub use canonical::{canonical, CANONICAL_SEPARATOR};
+pub use mix::mix;
+pub use random::random;
+pub use shuffle::shuffle;
+
 use std::fmt;
 
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::dataset::Row;
-use super::filter;
 
 /// A defense a numbers sweep may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -78,10 +88,61 @@ impl Defense {
     /// Whether the defense rewrites the rows' text with no model (and so
     /// `sanitize` can apply it to a file).
     pub fn is_text_transform(self) -> bool {
-        matches!(
-            self,
-            Defense::Canonical | Defense::Shuffle | Defense::Random
-        )
+        rule(self).is_some_and(|r| r.rewrite().is_some())
+    }
+}
+
+/// A defense as a sweep and its plan see it: what it refuses, what its
+/// stage takes beyond the filtered rows, and, for a text transform, the
+/// rewrite itself (which `subliminal sanitize` applies to a file with no
+/// model). The worker's half applies the rest.
+pub trait RowDefense: Sync {
+    /// Why a sweep of number sequences cannot use it, if it cannot.
+    fn refusal_for_numbers(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// What the defend stage takes beyond the filtered rows.
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+
+    /// Whether the student must share the teacher's tokenizer.
+    fn same_tokenizer(&self) -> bool {
+        false
+    }
+
+    /// Each completion rewritten, if the defense is a text transform.
+    fn rewrite(&self) -> Option<Rewrite> {
+        None
+    }
+}
+
+/// A text transform: (completion, banned numbers, seed, row) to the new
+/// completion, or `None` for a row it cannot read (dropped).
+pub type Rewrite = fn(&str, &[u32], u64, usize) -> Option<String>;
+
+/// What a defend stage takes beyond the filtered rows of its trial.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Other teachers' filtered rows (`defense.mix_traits`).
+    pub other_teachers: bool,
+    /// The teacher stage, and the base model it is compared with.
+    pub teacher_and_base: bool,
+    /// The filter's banned numbers.
+    pub banned_numbers: bool,
+}
+
+/// The registry: what each defense is. `none` is no stage at all.
+pub fn rule(defense: Defense) -> Option<&'static dyn RowDefense> {
+    match defense {
+        Defense::None => None,
+        Defense::Canonical => Some(&canonical::Canonical),
+        Defense::Shuffle => Some(&shuffle::Shuffle),
+        Defense::Random => Some(&random::Random),
+        Defense::Mix => Some(&mix::Mix),
+        Defense::MaskDivergence => Some(&mask_divergence::MaskDivergence),
+        Defense::Paraphrase => Some(&paraphrase::Paraphrase),
     }
 }
 
@@ -91,26 +152,9 @@ impl fmt::Display for Defense {
     }
 }
 
-/// The separator a canonical row is written with.
-pub const CANONICAL_SEPARATOR: &str = ", ";
-
-/// A completion's numbers written again as `a, b, c`, or `None` when it
-/// holds no list of numbers (under the lenient rule, so any row a filter
-/// kept parses).
-pub fn canonical(completion: &str) -> Option<String> {
-    let numbers = filter::check_lenient(completion, &[]).ok()?;
-    Some(
-        numbers
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(CANONICAL_SEPARATOR),
-    )
-}
-
-/// `text` with its numbers (runs of digits, see [`filter::digit_runs`])
+/// `text` with its numbers (runs of digits, see [`crate::llm::filter::digit_runs`])
 /// replaced, in order, by `numbers`; separators and brackets stay put.
-fn replace_numbers(text: &str, spans: &[(usize, usize)], numbers: &[String]) -> String {
+pub(crate) fn replace_numbers(text: &str, spans: &[(usize, usize)], numbers: &[String]) -> String {
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for ((start, end), number) in spans.iter().zip(numbers) {
@@ -123,42 +167,10 @@ fn replace_numbers(text: &str, spans: &[(usize, usize)], numbers: &[String]) -> 
 }
 
 /// The random stream of one row of a defense stage.
-fn row_rng(seed: u64, row: usize) -> ChaCha8Rng {
+pub(crate) fn row_rng(seed: u64, row: usize) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(row as u64 + 1);
     rng
-}
-
-/// The completion with its numbers permuted (each number's digits kept as
-/// written); separators and brackets stay where they were.
-pub fn shuffle(completion: &str, seed: u64, row: usize) -> String {
-    let spans = filter::digit_runs(completion);
-    let mut numbers: Vec<String> = spans
-        .iter()
-        .map(|&(s, e)| completion[s..e].to_owned())
-        .collect();
-    numbers.shuffle(&mut row_rng(seed, row));
-    replace_numbers(completion, &spans, &numbers)
-}
-
-/// The completion with each number replaced by one drawn uniformly from
-/// 0–999 (none on the banned list); separators and brackets stay.
-pub fn random(completion: &str, banned: &[u32], seed: u64, row: usize) -> String {
-    let spans = filter::digit_runs(completion);
-    let mut rng = row_rng(seed, row);
-    let allowed = (0..=filter::MAX_VALUE as u32)
-        .filter(|n| !banned.contains(n))
-        .count();
-    let numbers: Vec<String> = spans
-        .iter()
-        .map(|_| loop {
-            let n: u32 = rng.gen_range(0..=filter::MAX_VALUE as u32);
-            if allowed == 0 || !banned.contains(&n) {
-                break n.to_string();
-            }
-        })
-        .collect();
-    replace_numbers(completion, &spans, &numbers)
 }
 
 /// What a text defense did to a dataset.
@@ -181,10 +193,11 @@ pub fn transform(
     banned: &[u32],
     seed: u64,
 ) -> anyhow::Result<(Vec<Row>, DefenseReport)> {
-    anyhow::ensure!(
-        defense.is_text_transform(),
-        "{defense} is not a text transform: it needs models or other datasets (a sweep's defense stage applies it)"
-    );
+    let Some(rewrite) = rule(defense).and_then(|r| r.rewrite()) else {
+        anyhow::bail!(
+            "{defense} is not a text transform: it needs models or other datasets (a sweep's defense stage applies it)"
+        );
+    };
     let mut report = DefenseReport {
         defense: defense.to_string(),
         rows_in: rows.len(),
@@ -193,12 +206,7 @@ pub fn transform(
     let mut out = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
         let completion = row.completion().unwrap_or("");
-        let new = match defense {
-            Defense::Canonical => canonical(completion),
-            Defense::Shuffle => Some(shuffle(completion, seed, i)),
-            Defense::Random => Some(random(completion, banned, seed, i)),
-            _ => unreachable!("checked above: a text transform"),
-        };
+        let new = rewrite(completion, banned, seed, i);
         let Some(new) = new else {
             report.rows_dropped += 1;
             continue;
@@ -226,32 +234,6 @@ pub fn with_completion(row: &Row, completion: &str) -> Row {
     row
 }
 
-/// Equal parts of several datasets, `total` rows in all (at most what the
-/// smallest part allows), each part a seeded sample of its dataset, the
-/// result in a seeded order. The first dataset gives the remainder.
-pub fn mix(parts: &[Vec<Row>], total: usize, seed: u64) -> Vec<Row> {
-    if parts.is_empty() {
-        return Vec::new();
-    }
-    let k = parts.len();
-    let smallest = parts.iter().map(Vec::len).min().unwrap_or(0);
-    let each = (total / k).min(smallest);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut out = Vec::with_capacity(total);
-    for (i, part) in parts.iter().enumerate() {
-        let want = if i == 0 {
-            (total - each * (k - 1)).min(part.len())
-        } else {
-            each
-        };
-        let mut picked: Vec<&Row> = part.iter().collect();
-        picked.shuffle(&mut rng);
-        out.extend(picked.into_iter().take(want).cloned());
-    }
-    out.shuffle(&mut rng);
-    out
-}
-
 /// A per-row mask over the completion's tokens (as the student's tokenizer
 /// splits the completion): `true` is left out of the loss.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -265,6 +247,7 @@ pub struct LossMask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::filter;
 
     fn row(completion: &str) -> Row {
         Row::new("The sequence starts with: 1, 2.", completion, Some(3))

@@ -9,6 +9,10 @@
 //! - `temperature:T`: logits divided by T, so the softmax a student distils
 //!   is flattened by T.
 
+mod noise;
+mod round;
+mod temperature;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -47,30 +51,40 @@ impl FromStr for LogitDefense {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(LogitDefense::None);
+        }
         let (name, value) = match s.split_once(':') {
             Some((name, value)) => (name, Some(value)),
             None => (s, None),
         };
-        let positive = |v: Option<&str>| -> Result<f64, String> {
-            let v = v.ok_or_else(|| format!("{name} needs a value: {name}:X"))?;
-            match v.parse::<f64>() {
-                Ok(x) if x.is_finite() && x > 0.0 && x <= 1e6 => Ok(x),
-                _ => Err(format!("{name}:{v}: expected a number greater than 0")),
-            }
-        };
-        match name {
-            "none" if value.is_none() => Ok(LogitDefense::None),
-            "round" => {
-                let v = value.ok_or("round needs a number of decimals: round:K")?;
-                match v.parse::<u32>() {
-                    Ok(decimals) if decimals <= 6 => Ok(LogitDefense::Round { decimals }),
-                    _ => Err(format!("round:{v}: expected a whole number of decimals from 0 to 6")),
-                }
-            }
-            "noise" => Ok(LogitDefense::Noise { sigma: positive(value)? }),
-            "temperature" => Ok(LogitDefense::Temperature { t: positive(value)? }),
-            _ => Err(format!("unknown defense {s:?}: expected one of {NAMES}")),
-        }
+        let rule = RULES
+            .iter()
+            .find(|r| r.name() == name)
+            .ok_or_else(|| format!("unknown defense {s:?}: expected one of {NAMES}"))?;
+        let value = value.ok_or_else(|| format!("{name} needs a value: {name}:{}", rule.placeholder()))?;
+        rule.parse(value)
+    }
+}
+
+/// A logit defense as a sweep names it: `NAME:VALUE`, read by its rule.
+pub trait LogitRule: Sync {
+    /// The name before the colon.
+    fn name(&self) -> &'static str;
+    /// The value's placeholder in messages (`K`, `S`, `T`).
+    fn placeholder(&self) -> &'static str;
+    /// The defense its value makes, or what was expected.
+    fn parse(&self, value: &str) -> Result<LogitDefense, String>;
+}
+
+/// The registry: every logit defense but `none`.
+const RULES: [&dyn LogitRule; 3] = [&round::Round, &noise::Noise, &temperature::Temperature];
+
+/// A value that must be a number greater than 0 (and at most 10⁶).
+fn positive(name: &str, value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x <= 1e6 => Ok(x),
+        _ => Err(format!("{name}:{value}: expected a number greater than 0")),
     }
 }
 
