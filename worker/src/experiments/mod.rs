@@ -11,8 +11,8 @@ use subliminal_shared::stage::StageSpec;
 
 use crate::stages::{Artifact, Progress, StageEnv};
 
-/// Lists every kind's stages once: `module::Type` declares the module and
-/// registers the type.
+/// Lists every kind's stages once: `module::ITEM` declares the module and
+/// registers the item (a [`KindStages`], or a type of the kind's own).
 macro_rules! registry {
     ($($module:ident :: $kind:ident),+ $(,)?) => {
         $(pub mod $module;)+
@@ -24,12 +24,39 @@ macro_rules! registry {
 
 registry! {
     mnist::Mnist,
-    numbers::Numbers,
-    noop::Noop,
-    audit::Audit,
-    misalignment::Misalignment,
-    code::Code,
-    cot::Cot,
+    numbers::NUMBERS,
+    noop::NOOP,
+    audit::AUDIT,
+    misalignment::MISALIGNMENT,
+    code::CODE,
+    cot::COT,
+}
+
+/// What [`Stages::run`] does, as a function.
+pub type RunStage =
+    fn(&StageSpec, &[VerifiedStage], &StageEnv, &dyn Fn(Progress)) -> anyhow::Result<Vec<Artifact>>;
+
+/// The stages of a kind that runs each stage alone: its name and its
+/// stage function. A kind that groups stages implements [`Stages`] itself.
+pub struct KindStages {
+    pub experiment: &'static str,
+    pub run: RunStage,
+}
+
+impl Stages for KindStages {
+    fn experiment(&self) -> &'static str {
+        self.experiment
+    }
+
+    fn run(
+        &self,
+        spec: &StageSpec,
+        inputs: &[VerifiedStage],
+        env: &StageEnv,
+        progress: &dyn Fn(Progress),
+    ) -> anyhow::Result<Vec<Artifact>> {
+        (self.run)(spec, inputs, env, progress)
+    }
 }
 
 /// The stages of one experiment kind.

@@ -8,26 +8,9 @@ pub mod report;
 pub mod stages;
 
 use subliminal_shared::experiments::audit::EXPERIMENT;
-use subliminal_shared::manifest::VerifiedStage;
-use subliminal_shared::stage::StageSpec;
-
-use crate::stages::{Artifact, Progress, StageEnv};
 
 /// The audit's stage code.
-pub struct Audit;
-
-impl super::Stages for Audit {
-    fn experiment(&self) -> &'static str {
-        EXPERIMENT
-    }
-
-    fn run(
-        &self,
-        spec: &StageSpec,
-        inputs: &[VerifiedStage],
-        env: &StageEnv,
-        progress: &dyn Fn(Progress),
-    ) -> anyhow::Result<Vec<Artifact>> {
-        stages::run(spec, inputs, env, progress)
-    }
-}
+pub static AUDIT: super::KindStages = super::KindStages {
+    experiment: EXPERIMENT,
+    run: stages::run,
+};

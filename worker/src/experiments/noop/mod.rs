@@ -24,27 +24,20 @@ pub const METRICS: &str = "metrics.json";
 const SLICE: Duration = Duration::from_millis(20);
 
 /// The noop experiment's stage code.
-pub struct Noop;
+pub static NOOP: super::KindStages = super::KindStages {
+    experiment: EXPERIMENT,
+    run,
+};
 
-impl super::Stages for Noop {
-    fn experiment(&self) -> &'static str {
-        EXPERIMENT
-    }
-
-    fn run(
-        &self,
-        spec: &StageSpec,
-        inputs: &[VerifiedStage],
-        env: &StageEnv,
-        progress: &dyn Fn(Progress),
-    ) -> anyhow::Result<Vec<Artifact>> {
-        match Stage::of(&spec.kind).ok_or_else(|| super::unknown_stage(spec))? {
-            Stage::Work => work(&spec.params()?, inputs.first(), env, progress),
-            Stage::Evaluate => evaluate(
-                &spec.params()?,
-                crate::stages::input(spec, inputs, 0)?,
-            ),
-        }
+fn run(
+    spec: &StageSpec,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    match Stage::of(&spec.kind).ok_or_else(|| super::unknown_stage(spec))? {
+        Stage::Work => work(&spec.params()?, inputs.first(), env, progress),
+        Stage::Evaluate => evaluate(&spec.params()?, crate::stages::input(spec, inputs, 0)?),
     }
 }
 

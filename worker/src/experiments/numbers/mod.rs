@@ -13,27 +13,24 @@ use crate::llm::pipeline;
 use crate::stages::{Artifact, Progress, StageEnv};
 
 /// The numbers experiment's stage code.
-pub struct Numbers;
+pub static NUMBERS: super::KindStages = super::KindStages {
+    experiment: EXPERIMENT,
+    run,
+};
 
-impl super::Stages for Numbers {
-    fn experiment(&self) -> &'static str {
-        EXPERIMENT
+/// The pipeline's stages, then the kind's own.
+fn run(
+    spec: &StageSpec,
+    inputs: &[VerifiedStage],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<Artifact>> {
+    if let Some(done) = pipeline::run(spec, inputs, env, progress) {
+        return done;
     }
-
-    fn run(
-        &self,
-        spec: &StageSpec,
-        inputs: &[VerifiedStage],
-        env: &StageEnv,
-        progress: &dyn Fn(Progress),
-    ) -> anyhow::Result<Vec<Artifact>> {
-        if let Some(done) = pipeline::run(spec, inputs, env, progress) {
-            return done;
-        }
-        let input = |i: usize| crate::stages::input(spec, inputs, i);
-        match NumbersStage::of(&spec.kind).ok_or_else(|| super::unknown_stage(spec))? {
-            NumbersStage::Diagnose => diagnose::diagnose(&spec.params()?, input(0)?, input(1)?),
-            NumbersStage::Theorem => theorem::theorem(&spec.params()?, inputs, env, progress),
-        }
+    let input = |i: usize| crate::stages::input(spec, inputs, i);
+    match NumbersStage::of(&spec.kind).ok_or_else(|| super::unknown_stage(spec))? {
+        NumbersStage::Diagnose => diagnose::diagnose(&spec.params()?, input(0)?, input(1)?),
+        NumbersStage::Theorem => theorem::theorem(&spec.params()?, inputs, env, progress),
     }
 }
