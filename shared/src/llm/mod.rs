@@ -21,6 +21,7 @@ pub mod prompts;
 pub mod readout;
 pub mod settings;
 pub mod stages;
+pub mod teaching;
 
 pub use defense::Defense;
 pub use distill::{SoftLabelParams, Target};

@@ -25,12 +25,13 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::llm::judged::{self, CheckedJudges};
-use crate::llm::{self, check_lora, Generation, LoraSettings, ProbeSettings, RawGeneration, Subject};
-use crate::files::{self, with_model};
+use crate::llm::teaching::{OwnStages, RawTraitTeaching, TraitTeaching};
+use crate::llm::{self, Generation, LoraSettings, ProbeSettings, RawGeneration, Subject};
+use crate::files::{self};
 use crate::judge::{Judge, Scoring};
 use crate::plan::{Measurement, Plan, PlanBuilder};
-use crate::spec::{check_name, checked_table as checked, lowercase_word, seed_list, Source, SpecError};
-use crate::stage::{StageId, StageSpec};
+use crate::spec::{check_name, checked_table as checked, Source, SpecError};
+use crate::stage::StageId;
 
 pub const EXPERIMENT: &str = "cot";
 /// Bumped whenever a stage's algorithm changes, so old artifacts are not reused.
@@ -60,16 +61,10 @@ pub enum Probe {
 #[derive(Debug, Clone)]
 pub struct CotSweep {
     pub name: String,
-    pub model: String,
-    pub seeds: Vec<u64>,
-    pub trait_word: String,
-    pub category: String,
-    pub teacher_dataset: Option<StageId>,
-    pub teacher: LoraSettings,
-    pub generate: Generation,
+    /// The model, seeds, trait, teachers, generation and students.
+    pub teaching: TraitTeaching,
     pub filter: FilterSettings,
     pub judge: Judge,
-    pub student: LoraSettings,
     pub probe: Probe,
 }
 
@@ -135,21 +130,20 @@ fn positive(what: &str, value: u64) -> Result<(), String> {
 pub fn parse(source: &Source) -> Result<CotSweep, SpecError> {
     let raw: RawSweep = toml::from_str(&source.text).map_err(|e| source.toml_error(e))?;
     check_name(source, &raw.name)?;
-    let model = files::model_name(source, "model", raw.model, llm::DEFAULT_MODEL)?;
-    let seeds = seed_list(source, raw.seeds)?;
-    let trait_word = lowercase_word(source, "trait", raw.trait_word, "owl")?;
-    let category = match raw.category {
-        None => "animal".to_owned(),
-        Some(c) => lowercase_word(source, "category", c, "animal")?,
-    };
-    let teacher_dataset = raw
-        .teacher_dataset
-        .as_ref()
-        .map(|d| files::stored_key(source, "teacher_dataset", d))
-        .transpose()?;
-    let teacher = checked(source, "teacher", raw.teacher, check_lora)?;
-    let student = checked(source, "student", raw.student, check_lora)?;
-    let generate = Generation::defaults(3000, 200).read(source, raw.generate)?;
+    let teaching = TraitTeaching::read(
+        source,
+        RawTraitTeaching {
+            model: raw.model,
+            seeds: raw.seeds,
+            trait_word: raw.trait_word,
+            category: raw.category,
+            teacher_dataset: raw.teacher_dataset,
+            teacher: raw.teacher,
+            generate: raw.generate,
+            student: raw.student,
+        },
+        Generation::defaults(3000, 200),
+    )?;
     let filter_span = raw.filter.as_ref().map(|f| f.span()).unwrap_or(0..0);
     let filter = checked(source, "filter", raw.filter, |f: &FilterSettings| {
         positive("keep", f.keep)?;
@@ -192,16 +186,9 @@ pub fn parse(source: &Source) -> Result<CotSweep, SpecError> {
     };
     Ok(CotSweep {
         name: raw.name.into_inner(),
-        model,
-        seeds,
-        trait_word,
-        category,
-        teacher_dataset,
-        teacher,
-        generate,
+        teaching,
         judge,
         filter,
-        student,
         probe,
     })
 }
@@ -233,69 +220,48 @@ impl CotSweep {
         }
     }
 
-    /// The teacher's traces, filtered, and the student trained on them.
-    fn student(&self, plan: &mut PlanBuilder, teacher: StageId, seed: u64) -> StageId {
-        let generate = plan.stage(StageSpec::new(
-            EXPERIMENT,
-            Stage::Generate.kind(),
-            &self.generate.seeded(STAGE_VERSION, seed),
-            with_model(vec![teacher], &self.model),
-        ));
-        let filter = plan.stage(StageSpec::new(
-            EXPERIMENT,
-            Stage::Filter.kind(),
-            &self.filter_params(seed),
-            with_model(vec![generate], &self.filter.judge_model),
-        ));
-        plan.stage(StageSpec::new(
-            llm::STAGES,
-            llm::Stage::Student.kind(),
-            &self.student.train_params(&self.model, seed),
-            with_model(vec![filter], &self.model),
-        ))
+    /// The kind's own stages between a teacher and its student, for one seed.
+    fn own_stages(&self, seed: u64) -> OwnStages<'_, FilterParams> {
+        OwnStages {
+            experiment: EXPERIMENT,
+            version: STAGE_VERSION,
+            generate: Stage::Generate.kind(),
+            filter: Stage::Filter.kind(),
+            filter_params: self.filter_params(seed),
+            filter_model: &self.filter.judge_model,
+        }
     }
 
     /// The probe's stage for one subject and its figure's metric.
     fn probe(&self, plan: &mut PlanBuilder, subject: Subject, stage: Option<StageId>, seed: u64) -> (StageId, String) {
+        let t = &self.teaching;
         let inputs: Vec<StageId> = stage.into_iter().collect();
         match &self.probe {
             Probe::Animal(e) => (
-                plan.stage(llm::evaluate_stage(&self.model, subject, inputs, &self.category, seed, e)),
-                llm::share_metric(&self.trait_word),
+                plan.stage(llm::evaluate_stage(&t.model, subject, inputs, &t.category, seed, e)),
+                llm::share_metric(&t.trait_word),
             ),
             Probe::Misalignment(e, judges) => {
-                let model = stage.map_or_else(|| self.model.clone(), files::key);
-                let judged = judged::judged(plan, &model, inputs, seed, e, judges, &self.model);
+                let model = stage.map_or_else(|| t.model.clone(), files::key);
+                let judged = judged::judged(plan, &model, inputs, seed, e, judges, &t.model);
                 (judged, judged::METRIC.to_owned())
             }
         }
     }
 
     pub fn plan(&self) -> Plan {
+        let t = &self.teaching;
         let mut plan = PlanBuilder::new(&self.name, EXPERIMENT);
-        let mut externals: Vec<StageId> = self.teacher_dataset.into_iter().collect();
-        let mut models = vec![&self.model, &self.filter.judge_model];
+        let mut models = vec![self.filter.judge_model.as_str()];
         if let Probe::Misalignment(_, j) = &self.probe {
             models.push(&j.model);
         }
-        for model in models {
-            externals.extend(files::parse_key(model).and_then(Result::ok));
-        }
-        for id in externals {
-            plan.external(id);
-        }
-        let teacher = plan.stage(llm::trait_teacher_stage(
-            &self.model,
-            &self.trait_word,
-            &self.category,
-            self.teacher_dataset,
-            &self.teacher,
-        ));
-        let control_teacher = plan.stage(llm::base_teacher_stage(&self.model));
-        for &seed in &self.seeds {
+        let (teacher, control_teacher) = t.teachers(&mut plan, &models);
+        for &seed in &t.seeds {
             plan.trial();
-            let control = self.student(&mut plan, control_teacher, seed);
-            let student = self.student(&mut plan, teacher, seed);
+            let own = self.own_stages(seed);
+            let control = t.student(&mut plan, &own, control_teacher, seed);
+            let student = t.student(&mut plan, &own, teacher, seed);
             let arms = [
                 (0, Subject::Base, None),
                 (1, Subject::Teacher, Some(teacher)),
@@ -303,7 +269,7 @@ impl CotSweep {
                 (3, Subject::Student, Some(student)),
             ];
             for (arm, subject, stage) in arms {
-                if arm == 1 && self.teacher_dataset.is_none() && matches!(self.probe, Probe::Misalignment(..)) {
+                if arm == 1 && t.teacher_dataset.is_none() && matches!(self.probe, Probe::Misalignment(..)) {
                     // Free-form answers come from a model's weights, and a
                     // prompted teacher's trait is in its system prompt.
                     continue;
@@ -318,8 +284,8 @@ impl CotSweep {
                     student_init: None,
                     stage,
                     metric,
-                    panel: (arm == 3).then(|| format!("students of {} teachers", self.trait_word)),
-                    models: Some((self.model.clone(), self.model.clone())),
+                    panel: (arm == 3).then(|| format!("students of {} teachers", t.trait_word)),
+                    models: Some((t.model.clone(), t.model.clone())),
                 });
             }
         }
