@@ -19,8 +19,8 @@ use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 
 use crate::llm::pipeline::generate::generate_seeded;
-use crate::llm::pipeline::models::load_model;
-use crate::judging::{judge_items, stage_progress, Item, JudgementCache};
+use crate::llm::pipeline::models::{load_model, JudgedPart};
+use crate::judging::Item;
 use crate::stages::{Artifact, Progress, StageEnv};
 
 pub use crate::llm::pipeline::RAW;
@@ -66,16 +66,17 @@ fn filter(
             trait_word: None,
         })
         .collect();
-    let started = std::time::Instant::now();
-    let (judgements, stats) = judge_items(
+    let (judgements, stats) = loaded.judge(
         &params.judge,
-        &loaded.model,
-        &loaded.checkpoint.tokenizer,
         &params.judge_model,
         &items,
-        &JudgementCache::default_location(),
-        &|| env.stopped(),
-        &mut stage_progress(progress, started, 0, items.len()),
+        env,
+        progress,
+        JudgedPart {
+            started: std::time::Instant::now(),
+            offset: 0,
+            total: items.len(),
+        },
     )?;
     let mut passed = Vec::new();
     for (&i, j) in correct.iter().zip(&judgements) {

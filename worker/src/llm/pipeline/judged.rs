@@ -21,8 +21,8 @@ use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 
 use super::generate::complete;
-use super::models::{conversation, load_model};
-use crate::judging::{judge_items, stage_progress, Item, JudgementCache};
+use super::models::{conversation, load_model, JudgedPart};
+use crate::judging::Item;
 use crate::llm::generate::{Request, Sampling};
 use crate::stages::{Artifact, Progress, StageEnv};
 
@@ -124,20 +124,15 @@ fn judge(
             trait_word: None,
         })
         .collect();
-    let cache = JudgementCache::default_location();
     let started = std::time::Instant::now();
     let total = 2 * items.len();
     let run = |judge, offset: usize| {
-        judge_items(
-            judge,
-            &loaded.model,
-            &loaded.checkpoint.tokenizer,
-            &params.model,
-            &items,
-            &cache,
-            &|| env.stopped(),
-            &mut stage_progress(progress, started, offset, total),
-        )
+        let part = JudgedPart {
+            started,
+            offset,
+            total,
+        };
+        loaded.judge(judge, &params.model, &items, env, progress, part)
     };
     let (alignment, alignment_stats) = run(&params.alignment, 0)?;
     let (coherence, coherence_stats) = run(&params.coherence, items.len())?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::Deserialize;
 use subliminal_shared::files;
+use subliminal_shared::judge::{Judge, Judgement};
 use subliminal_shared::llm::dataset::Row;
 use subliminal_shared::llm::{Method, Stage, Subject, TeacherParams, TrainParams, STAGES};
 use subliminal_shared::manifest::VerifiedStage;
@@ -15,6 +16,7 @@ use tch::nn;
 
 use super::rows::read_rows;
 use super::*;
+use crate::judging::{judge_items, stage_progress, Item, JudgementCache, JudgingStats};
 use crate::llm::finetune::{self, LoraSpec};
 use crate::llm::load::{load_cached, Checkpoint};
 use crate::llm::tokenizer::Message;
@@ -278,4 +280,38 @@ pub(crate) fn load_teacher(
         None => load_model(env, inputs, &record.model)?,
     };
     Ok((loaded, record.system_prompt))
+}
+
+/// Items `offset..offset + items.len()` of a stage's `total` judgements,
+/// the first of which began at `started`.
+pub(crate) struct JudgedPart {
+    pub started: std::time::Instant,
+    pub offset: usize,
+    pub total: usize,
+}
+
+impl Loaded {
+    /// `judge` asked of every item by this model (`model_id` names it in
+    /// the cache), through this machine's judgement cache; the stage's
+    /// progress counts this part of its judgements.
+    pub(crate) fn judge(
+        &self,
+        judge: &Judge,
+        model_id: &str,
+        items: &[Item],
+        env: &StageEnv,
+        progress: &dyn Fn(Progress),
+        part: JudgedPart,
+    ) -> anyhow::Result<(Vec<Judgement>, JudgingStats)> {
+        judge_items(
+            judge,
+            &self.model,
+            &self.checkpoint.tokenizer,
+            model_id,
+            items,
+            &JudgementCache::default_location(),
+            &|| env.stopped(),
+            &mut stage_progress(progress, part.started, part.offset, part.total),
+        )
+    }
 }
