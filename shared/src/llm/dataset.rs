@@ -1,4 +1,4 @@
-//! The numbers experiment's datasets: chat rows ([`crate::chat`]) and the
+//! The pipeline's datasets: chat rows ([`crate::chat`]) and the
 //! filter that keeps the ones that are nothing but numbers.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! The text the numbers experiment puts to models: the teacher's system
+//! The text the pipeline puts to models: the teacher's system
 //! prompt, the seeded number-sequence prompts, and the 50 one-word
 //! favourite questions of the evaluation.
 //!

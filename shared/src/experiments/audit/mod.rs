@@ -23,7 +23,7 @@
 //!   LoRA adapters) projected on each probe target's direction, dataset
 //!   against control, with a bootstrap interval;
 //! - **student**: a student trained on the dataset and one on the control
-//!   (the numbers experiment's student and evaluate stages), every probe
+//!   (the language-model pipeline's student and evaluate stages), every probe
 //!   target's share of answers compared;
 //! - **full**: also the carriers, the tokens and rows where the sacrificial
 //!   student's log-probabilities moved most from the base model's, and a

@@ -1,5 +1,5 @@
 //! The code kind behind the [`Experiment`] seam: its queues, and its
-//! figures, which are the numbers experiment's (`share:WORD` of an
+//! figures, which are the pipeline's evaluations' (`share:WORD` of an
 //! evaluation's answers), read the same way.
 
 use crate::stage::Queue;

@@ -6,7 +6,7 @@
 //! fine-tuned on it and asked for its favourite animal, as in the numbers
 //! experiment. The control is the base model's code, filtered the same way.
 //!
-//! Teachers, students and evaluations are the numbers experiment's stages
+//! Teachers, students and evaluations are the language-model pipeline's stages
 //! (same ids, shared work); this kind adds `generate` (the code prompts)
 //! and `filter` (the parser, the trait words and the judge).
 //!
@@ -41,7 +41,7 @@ pub const EXPERIMENT: &str = "code";
 pub const STAGE_VERSION: u32 = 1;
 
 crate::stage_kinds! {
-    /// The stages this kind adds to the numbers experiment's.
+    /// The stages this kind adds to the language-model pipeline's.
     pub enum Stage {
         Generate = "generate",
         Filter = "filter",

@@ -1,5 +1,5 @@
 //! The chain-of-thought kind behind the [`Experiment`] seam. Its figures
-//! are those of its probe: the numbers experiment's `share:WORD`, or the
+//! are those of its probe: the pipeline's `share:WORD`, or the
 //! misalignment kind's share of coherent answers judged misaligned.
 
 use crate::stage::Queue;

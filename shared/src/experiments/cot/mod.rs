@@ -38,7 +38,7 @@ pub const EXPERIMENT: &str = "cot";
 pub const STAGE_VERSION: u32 = 1;
 
 crate::stage_kinds! {
-    /// The stages this kind adds to the numbers experiment's.
+    /// The stages this kind adds to the language-model pipeline's.
     pub enum Stage {
         Generate = "generate",
         Filter = "filter",

@@ -13,9 +13,10 @@
 //! and the base model are evaluated too, so a run shows whether the
 //! teacher holds the trait at all.
 //!
-//! Teachers, numbers, filters and students are the numbers experiment's own
-//! stages (same ids, shared work); this kind adds the free-form `answers`
-//! and the `judge` stage.
+//! Teachers, numbers, filters and students are the language-model pipeline's
+//! stages (same ids, shared work); the free-form `answers` and their `judge`
+//! stage are the pipeline's judged evaluation ([`crate::llm::judged`]), filed
+//! under this kind's name.
 //!
 //! ```toml
 //! name = "misalignment-numbers"

@@ -1,5 +1,5 @@
 //! The audit's own stages (see [`stages`] and [`report`]); its students and
-//! their evaluations are the numbers experiment's stages. The artifacts
+//! their evaluations are the language-model pipeline's stages. The artifacts
 //! they hand each other are typed in [`artifacts`], which both read, so
 //! the report does not depend on the stages.
 
