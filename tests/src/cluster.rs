@@ -182,9 +182,11 @@ pub fn figures(results: &serde_json::Value) -> Vec<(String, Vec<f64>)> {
         .collect()
 }
 
-pub fn count_runs(log: &str, stage: &str) -> usize {
+/// How many times a worker computed the stage `stage` (its full id) in `log`.
+/// A lease that finds the stage already in the store is not a run.
+pub fn count_computed(log: &str, stage: &str) -> usize {
     log.lines()
-        .filter(|l| l.contains("running stage") && l.contains(stage))
+        .filter(|l| l.contains("finished stage") && l.contains(stage))
         .count()
 }
 

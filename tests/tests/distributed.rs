@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use subliminal_tests::cluster::{
-    audit_matches_local_mode, count_runs, figures, generated_data_sweep_matches_local_mode,
+    audit_matches_local_mode, count_computed, figures, generated_data_sweep_matches_local_mode,
     Cluster, LLM_TIMEOUT, TIMEOUT,
 };
 use subliminal_tests::servers::{mlflow, mlflow_runs, wait_for};
@@ -238,7 +238,7 @@ fn redis_lost_mid_sweep_resumes_without_rerunning_a_done_stage() {
     let after = c.daemons[w].log_text()[log_before..].to_owned();
     for id in &done_before {
         assert_eq!(
-            count_runs(&after, id),
+            count_computed(&after, id),
             0,
             "stage {id} was done before Redis was lost, and ran again:\n{after}"
         );
