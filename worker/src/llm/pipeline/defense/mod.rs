@@ -35,13 +35,16 @@ pub(crate) struct Job<'a> {
     pub progress: &'a dyn Fn(Progress),
 }
 
-/// The registry: the worker half of each defense a stage can apply.
+/// The registry: the worker half of each defense a stage can apply. Every
+/// text transform (a defense whose shared rule has a rewrite) is [`text`]'s.
 fn applier(defense: Defense) -> Option<&'static dyn ApplyDefense> {
+    if defense.is_text_transform() {
+        return Some(&text::Text);
+    }
     match defense {
-        Defense::Canonical | Defense::Shuffle | Defense::Random => Some(&text::Text),
         Defense::Mix => Some(&mix::Mix),
         Defense::MaskDivergence => Some(&mask_divergence::MaskDivergence),
-        Defense::None | Defense::Paraphrase => None,
+        _ => None,
     }
 }
 
