@@ -116,7 +116,8 @@ fn a_numbers_defense_is_one_stage_per_dataset_shared_by_every_student() {
         .filter(|m| m.arm.starts_with("defense:"))
         .map(|m| m.arm.as_str())
         .collect();
-    assert_eq!(costs, numbers::DEFENSE_ARMS.into_iter().collect());
+    // No label defense here, so no label figures.
+    assert_eq!(costs, numbers::DEFENSE_ARMS[..4].iter().copied().collect());
 }
 
 #[test]
@@ -141,6 +142,41 @@ fn mix_brings_in_the_other_teachers_rows() {
 }
 
 #[test]
+fn a_label_defense_reads_the_labels_generate_recorded_and_keeps_its_cut() {
+    let p = plan(
+        NUMBERS,
+        "defense = [\"none\", \"label-top-p\", \"label-threshold\"]\n\
+         [student]\ntarget = \"logits\"\n[defense]\nlabel_top_p = 0.9\n",
+    );
+    let defends = of_kind(&p, Stage::Defend.kind());
+    // Per seed and label defense: owl's, cat's and the control's rows.
+    assert_eq!(defends.len(), 2 * 2 * 3);
+    for d in &defends {
+        let params: DefendParams = d.params().unwrap();
+        let kinds: Vec<StageKind> = d
+            .inputs
+            .iter()
+            .map(|id| p.stages.iter().find(|x| x.id == *id).unwrap().kind.clone())
+            .collect();
+        assert_eq!(kinds, vec![Stage::Filter.kind(), Stage::Generate.kind()]);
+        let want = match params.defense {
+            Defense::LabelTopP => 0.9,
+            Defense::LabelThreshold => 0.05,
+            other => panic!("{other}"),
+        };
+        assert_eq!(params.cut, Some(want));
+    }
+    let arms: BTreeSet<&str> = p.measurements.iter().map(|m| m.arm.as_str()).collect();
+    assert!(
+        arms.contains("defense: label mass cut, control"),
+        "{arms:?}"
+    );
+    // The label defenses leave the undefended stages as they were.
+    let plain = plan(NUMBERS, "[student]\ntarget = \"logits\"\n");
+    assert!(ids(&plain).is_subset(&ids(&p)));
+}
+
+#[test]
 fn bad_defenses_are_refused_where_they_stand() {
     let err = refusal(NUMBERS, "defense = [\"none\", \"blur\"]\n");
     assert!(err.starts_with("d.toml:8:20: `grid.defense`"), "{err}");
@@ -162,6 +198,27 @@ fn bad_defenses_are_refused_where_they_stand() {
         "defense = \"mask-divergence\"\nmodel_pairs = [[\"smollm2-135m\", \"other.gguf\"]]\n",
     );
     assert!(err.contains("mask-divergence masks tokens"), "{err}");
+    let err = refusal(NUMBERS, "defense = \"label-top-p\"\n");
+    assert!(
+        err.contains("`student.target`") && err.contains("\"tokens\" student"),
+        "{err}"
+    );
+    let err = refusal(
+        NUMBERS,
+        "defense = \"label-top-p\"\n[student]\ntarget = \"logits\"\n[defense]\nlabel_top_p = 1.5\n",
+    );
+    assert!(
+        err.contains("`defense.label_top_p`") && err.contains("at most 1"),
+        "{err}"
+    );
+    let err = refusal(
+        NUMBERS,
+        "defense = \"label-top-p\"\n[student]\ntarget = \"logits\"\n[defense]\nlabel_threshold = 0.1\n",
+    );
+    assert!(
+        err.contains("only the label-threshold defense reads it"),
+        "{err}"
+    );
 
     let err = refusal(MNIST, "defense = [\"none\", \"blur:2\"]\n");
     assert!(err.starts_with("d.toml:8:20: `grid.defense`"), "{err}");

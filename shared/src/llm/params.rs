@@ -79,6 +79,10 @@ pub struct DefendParams {
     /// The base model `mask-divergence` compares the teacher with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Where a label defense cuts: `label-top-p`'s p, `label-threshold`'s
+    /// threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<f64>,
 }
 
 /// Fine-tunes a model on its input's rows, without a system prompt: a

@@ -453,7 +453,13 @@ pub fn batch_loss(model: &Llama, batch: &[&Example], pad_id: u32) -> Option<(Ten
             .view([-1, k as i64])
             .to_device(device);
         let student = logits.log_softmax(-1, Kind::Float).gather(1, &ids, false);
-        let kl = (teacher.exp() * (&teacher - student)).sum_dim_intlist(1, false, Kind::Float);
+        // A label defense leaves cut tokens at −∞ (probability 0): clamped,
+        // they add 0 · finite instead of 0 · ∞.
+        let kl = (teacher.exp() * (teacher.clamp_min(-1e4) - student)).sum_dim_intlist(
+            1,
+            false,
+            Kind::Float,
+        );
         return Some((kl.mean(Kind::Float), count));
     }
     let target = Tensor::from_slice(&target).to_device(device);

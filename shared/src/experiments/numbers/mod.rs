@@ -48,9 +48,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::llm::{
-    Defense, Method,
-};
+use crate::llm::{defense, Defense, Method};
 use crate::spec::Axis;
 use crate::stage::StageId;
 
@@ -159,10 +157,40 @@ pub struct NumbersSweep {
     pub defense: Axis<Defense>,
     /// The traits whose teachers' rows the `mix` defense mixes in.
     pub mix_traits: Vec<String>,
+    /// `label-top-p`'s p and `label-threshold`'s threshold.
+    pub label_cuts: LabelCuts,
     /// Whose numbers the control student learns from.
     pub control: ControlTeacher,
     /// Measure the theorem's cosines for every student.
     pub theorem: Option<theorem::TheoremSettings>,
+}
+
+/// Where the label defenses cut (`[defense] label_top_p`,
+/// `label_threshold`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LabelCuts {
+    pub top_p: f64,
+    pub threshold: f64,
+}
+
+impl Default for LabelCuts {
+    fn default() -> Self {
+        Self {
+            top_p: defense::DEFAULT_TOP_P,
+            threshold: defense::DEFAULT_THRESHOLD,
+        }
+    }
+}
+
+impl LabelCuts {
+    /// The cut of a label defense; `None` for any other.
+    pub fn of(&self, d: Defense) -> Option<f64> {
+        match d {
+            Defense::LabelTopP => Some(self.top_p),
+            Defense::LabelThreshold => Some(self.threshold),
+            _ => None,
+        }
+    }
 }
 
 /// The teacher of a trial's control student.
@@ -189,10 +217,12 @@ pub const ARMS: [&str; 7] = [
 
 
 /// The rows that say what a defense cost; none is compared with a control.
-pub const DEFENSE_ARMS: [&str; 4] = [
+pub const DEFENSE_ARMS: [&str; 6] = [
     "defense: rows kept",
     "defense: rows kept, control",
     "defense: tokens masked",
     "defense: tokens masked, control",
+    "defense: label mass cut",
+    "defense: label mass cut, control",
 ];
 

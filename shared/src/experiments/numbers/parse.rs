@@ -67,6 +67,8 @@ pub(super) struct RawSweep {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDefense {
     mix_traits: Option<Spanned<Vec<String>>>,
+    label_top_p: Option<Spanned<f64>>,
+    label_threshold: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -305,16 +307,10 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
     let student_span = raw.student.as_ref().map_or(0..0, |s| s.span());
     let student = parse_student(source, raw.student)?;
     let defense = parse_defense(source, g.defense)?;
-    let mix_traits = parse_mix_traits(source, raw.defense, &defense)?;
-    if student.target.values().contains(&Target::Logits)
-        && defense.values().iter().any(|d| *d != Defense::None)
-    {
-        return Err(source.error_at(
-            student_span.clone(),
-            "student.target",
-            "soft labels belong to the rows as the teacher wrote them, so \"logits\" takes no defense (leave grid.defense out)",
-        ));
-    }
+    let raw_defense = raw.defense.map(Spanned::into_inner);
+    let label_cuts = parse_label_cuts(source, raw_defense.as_ref(), &defense)?;
+    let mix_traits = parse_mix_traits(source, raw_defense, &defense)?;
+    check_defense_targets(source, student_span.clone(), &student.target, &defense)?;
     let same_tokenizer = defense
         .values()
         .iter()
@@ -345,6 +341,7 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
         evaluate,
         defense,
         mix_traits,
+        label_cuts,
         control,
         theorem,
     })
@@ -373,17 +370,77 @@ pub(super) fn parse_defense(
     })
 }
 
+/// A `logits` student learns labels that sit on the teacher's own tokens,
+/// so it takes no defense that rewrites or drops them, and a label defense
+/// has nothing to cut for a `tokens` student.
+fn check_defense_targets(
+    source: &Source,
+    span: std::ops::Range<usize>,
+    targets: &Axis<Target>,
+    defense: &Axis<Defense>,
+) -> Result<(), SpecError> {
+    let defenses = defense.values().iter().filter(|d| **d != Defense::None);
+    for d in defenses {
+        let (target, why) = if d.cuts_labels() {
+            (Target::Tokens, "it cuts soft labels, which a \"tokens\" student has none of: set student.target = \"logits\"")
+        } else {
+            (Target::Logits, "soft labels belong to the rows as the teacher wrote them, so \"logits\" takes only label-top-p or label-threshold (or no defense)")
+        };
+        if targets.values().contains(&target) {
+            return Err(source.error_at(
+                span,
+                "student.target",
+                format!("grid.defense names {d}: {why}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `defense.label_top_p` and `defense.label_threshold`: each read only by
+/// its defense, a probability in (0, 1].
+fn parse_label_cuts(
+    source: &Source,
+    raw: Option<&RawDefense>,
+    defense: &Axis<Defense>,
+) -> Result<LabelCuts, SpecError> {
+    let mut cuts = LabelCuts::default();
+    let Some(raw) = raw else {
+        return Ok(cuts);
+    };
+    let fields = [
+        ("defense.label_top_p", &raw.label_top_p, Defense::LabelTopP, &mut cuts.top_p),
+        ("defense.label_threshold", &raw.label_threshold, Defense::LabelThreshold, &mut cuts.threshold),
+    ];
+    for (key, value, owner, cut) in fields {
+        let Some(value) = value else { continue };
+        if !defense.values().contains(&owner) {
+            return Err(source.error_at(
+                value.span(),
+                key,
+                format!("only the {owner} defense reads it: add \"{owner}\" to grid.defense, or remove this key"),
+            ));
+        }
+        let v = *value.get_ref();
+        if !(v > 0.0 && v <= 1.0) {
+            return Err(source.error_at(value.span(), key, "a probability above 0 and at most 1"));
+        }
+        *cut = v;
+    }
+    Ok(cuts)
+}
+
 /// `defense.mix_traits`: needed by `mix`, and only by it.
 pub(super) fn parse_mix_traits(
     source: &Source,
-    raw: Option<Spanned<RawDefense>>,
+    raw: Option<RawDefense>,
     defense: &Axis<Defense>,
 ) -> Result<Vec<String>, SpecError> {
     let mixes = defense
         .values()
         .iter()
         .any(|d| defense::rule(*d).is_some_and(|r| r.needs().other_teachers));
-    let (span, traits) = match raw.and_then(|r| r.into_inner().mix_traits) {
+    let (span, traits) = match raw.and_then(|r| r.mix_traits) {
         Some(t) => (t.span(), t.into_inner()),
         None if mixes => {
             return Err(source.error_at_top(

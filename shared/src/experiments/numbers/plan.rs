@@ -383,7 +383,7 @@ impl NumbersSweep {
     fn defended(
         &self,
         plan: &mut PlanBuilder,
-        filter: StageId,
+        (generate, filter): (StageId, StageId),
         teacher: StageId,
         trial: &Trial,
     ) -> StageId {
@@ -398,6 +398,9 @@ impl NumbersSweep {
                 let teacher = self.trait_teacher(plan, other, &trial.pair.teacher);
                 inputs.push(self.numbers_chain(plan, teacher, trial));
             }
+        }
+        if needs.soft_labels {
+            inputs.push(generate);
         }
         if needs.teacher_and_base {
             inputs.push(teacher);
@@ -417,6 +420,7 @@ impl NumbersSweep {
                     Vec::new()
                 },
                 model,
+                cut: self.label_cuts.of(trial.defense),
             },
             inputs,
         ))
@@ -493,8 +497,9 @@ impl NumbersSweep {
             let teachers = (teacher, control_teacher);
             self.measure_theorem(&mut plan, &trial, teachers, (generate, filter), false);
             self.measure_theorem(&mut plan, &trial, teachers, (control_generate, control_filter), true);
-            let filter = self.defended(&mut plan, filter, teacher, &trial);
-            let control_filter = self.defended(&mut plan, control_filter, control_teacher, &trial);
+            let filter = self.defended(&mut plan, (generate, filter), teacher, &trial);
+            let control_filter =
+                self.defended(&mut plan, (control_generate, control_filter), control_teacher, &trial);
             self.measure_defense(&mut plan, &trial, filter, control_filter);
             let student = self.student(&mut plan, &trial, filter, generate);
             let control = self.student(&mut plan, &trial, control_filter, control_generate);
@@ -701,7 +706,12 @@ impl NumbersSweep {
             figures.push((DEFENSE_ARMS[2], "masked_share", defended));
             figures.push((DEFENSE_ARMS[3], "masked_share", control));
         }
-        for (i, (arm, metric, stage)) in figures.into_iter().enumerate() {
+        if trial.defense.cuts_labels() {
+            figures.push((DEFENSE_ARMS[4], "label_mass_cut", defended));
+            figures.push((DEFENSE_ARMS[5], "label_mass_cut", control));
+        }
+        for (arm, metric, stage) in figures {
+            let i = DEFENSE_ARMS.iter().position(|a| *a == arm).unwrap_or(0);
             plan.measure(Measurement {
                 arm: arm.to_owned(),
                 order: (ARMS.len() + 1 + i) as u32,

@@ -16,11 +16,15 @@
 //!   runs both models).
 //! - `paraphrase`: the base model rewrites each completion; for kinds with
 //!   free text, so a numbers sweep refuses it.
+//! - `label-top-p`, `label-threshold`: for soft-labelled rows
+//!   (`student.target = "logits"`), the rows as they are and each
+//!   position's label cut to its head (see [`labels`]).
 //!
 //! The text transforms live here, without libtorch, so `subliminal sanitize
 //! numbers` applies the very code a defense stage runs.
 
 mod canonical;
+mod labels;
 mod mask_divergence;
 mod mix;
 mod paraphrase;
@@ -28,6 +32,7 @@ mod random;
 mod shuffle;
 
 pub use canonical::{canonical, CANONICAL_SEPARATOR};
+pub use labels::{cut_label, LabelCut, DEFAULT_THRESHOLD, DEFAULT_TOP_P};
 pub use mix::mix;
 pub use random::random;
 pub use shuffle::shuffle;
@@ -51,10 +56,12 @@ pub enum Defense {
     Mix,
     MaskDivergence,
     Paraphrase,
+    LabelTopP,
+    LabelThreshold,
 }
 
 impl Defense {
-    pub const ALL: [Defense; 7] = [
+    pub const ALL: [Defense; 9] = [
         Defense::None,
         Defense::Canonical,
         Defense::Shuffle,
@@ -62,6 +69,8 @@ impl Defense {
         Defense::Mix,
         Defense::MaskDivergence,
         Defense::Paraphrase,
+        Defense::LabelTopP,
+        Defense::LabelThreshold,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +82,8 @@ impl Defense {
             Defense::Mix => "mix",
             Defense::MaskDivergence => "mask-divergence",
             Defense::Paraphrase => "paraphrase",
+            Defense::LabelTopP => "label-top-p",
+            Defense::LabelThreshold => "label-threshold",
         }
     }
 
@@ -89,6 +100,13 @@ impl Defense {
     /// `sanitize` can apply it to a file).
     pub fn is_text_transform(self) -> bool {
         rule(self).is_some_and(|r| r.rewrite().is_some())
+    }
+
+    /// Whether the defense cuts soft labels and keeps the rows (so only a
+    /// `logits` student can take it, and it is the only kind such a student
+    /// can take).
+    pub fn cuts_labels(self) -> bool {
+        rule(self).is_some_and(|r| r.cuts_labels())
     }
 }
 
@@ -116,6 +134,11 @@ pub trait RowDefense: Sync {
     fn rewrite(&self) -> Option<Rewrite> {
         None
     }
+
+    /// Whether it cuts the rows' soft labels rather than the rows.
+    fn cuts_labels(&self) -> bool {
+        false
+    }
 }
 
 /// A text transform: (completion, banned numbers, seed, row) to the new
@@ -131,6 +154,8 @@ pub struct Needs {
     pub teacher_and_base: bool,
     /// The filter's banned numbers.
     pub banned_numbers: bool,
+    /// The generate stage that recorded the rows' soft labels.
+    pub soft_labels: bool,
 }
 
 /// The registry: what each defense is. `none` is no stage at all.
@@ -143,6 +168,8 @@ pub fn rule(defense: Defense) -> Option<&'static dyn RowDefense> {
         Defense::Mix => Some(&mix::Mix),
         Defense::MaskDivergence => Some(&mask_divergence::MaskDivergence),
         Defense::Paraphrase => Some(&paraphrase::Paraphrase),
+        Defense::LabelTopP => Some(&labels::LabelTopP),
+        Defense::LabelThreshold => Some(&labels::LabelThreshold),
     }
 }
 

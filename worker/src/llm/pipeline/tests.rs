@@ -274,3 +274,119 @@ fn a_constrained_generate_stage_writes_only_rows_the_filter_keeps() {
     assert!(owl_tokens(&[]) > 0, "the owl teacher's top 8 names owls");
     assert_eq!(owl_tokens(&["owl".to_owned()]), 0);
 }
+
+/// The base model's constrained numbers with their labels, then
+/// `label-threshold`: the rows come out as they went in, every position
+/// keeps its top token and loses those under the threshold, and a
+/// distilled student learns from the cut labels with a finite loss.
+#[test]
+fn a_label_defense_cuts_each_position_and_a_student_learns_from_it() {
+    use subliminal_shared::llm::defense::Defense;
+    use subliminal_shared::llm::DefendParams;
+    let env = env();
+    let teacher = TeacherParams {
+        version: STAGE_VERSION,
+        model: DEFAULT_MODEL.to_owned(),
+        system_prompt: None,
+        finetune: None,
+    };
+    let spec = StageSpec::new(STAGES, Stage::Teacher.kind(), &teacher, vec![]);
+    let teacher_stage = verified(
+        &spec,
+        teacher::teacher(&teacher, &[], &env, &|_| {}).unwrap(),
+    );
+    let params = GenerateParams {
+        version: STAGE_VERSION,
+        seed: 4,
+        prompts: 12,
+        temperature: 1.0,
+        top_p: 1.0,
+        max_new_tokens: 24,
+        batch_size: 12,
+        constrain: Some(NumbersGrammar {
+            banned_numbers: vec![],
+        }),
+        soft_labels: Some(SoftLabelParams {
+            top_k: 8,
+            exclude: vec!["owl".to_owned()],
+        }),
+    };
+    let out = generate(&params, &teacher_stage, &[], &env, &|_| {}).unwrap();
+    let generated = verified(
+        &StageSpec::new(STAGES, Stage::Generate.kind(), &params, vec![spec.id]),
+        out.clone(),
+    );
+    let raw = out.iter().find(|a| a.name == RAW).unwrap().bytes.clone();
+    let filtered = verified(
+        &StageSpec::new(
+            STAGES,
+            Stage::Filter.kind(),
+            &json!({"rows": "all"}),
+            vec![],
+        ),
+        vec![Artifact::new(FILTERED, raw.clone())],
+    );
+    let defend = DefendParams {
+        version: STAGE_VERSION,
+        defense: Defense::LabelThreshold,
+        seed: 0,
+        banned_numbers: vec![],
+        model: None,
+        cut: Some(0.05),
+    };
+    let inputs = [filtered, generated.clone()];
+    let defended = defense::defend(&defend, &inputs, &env, &|_| {}).unwrap();
+    let defended = verified(
+        &StageSpec::new(STAGES, Stage::Defend.kind(), &defend, vec![]),
+        defended,
+    );
+    assert_eq!(
+        defended.artifact(FILTERED).unwrap(),
+        &raw[..],
+        "rows unchanged"
+    );
+    let before = SoftLabels::from_bytes(generated.artifact(SOFT_LABELS).unwrap(), "g").unwrap();
+    let after = SoftLabels::from_bytes(defended.artifact(SOFT_LABELS).unwrap(), "d").unwrap();
+    assert_eq!(after.rows.len(), before.rows.len());
+    let mut cut = 0;
+    for (a, b) in after.rows.iter().zip(&before.rows) {
+        assert_eq!(
+            (a.seed, &a.tokens, &a.top_ids),
+            (b.seed, &b.tokens, &b.top_ids)
+        );
+        for (pa, pb) in a.top_logprobs.chunks(8).zip(b.top_logprobs.chunks(8)) {
+            let kept: Vec<f32> = pa.iter().map(|l| l.exp()).collect();
+            assert!((kept.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+            for (q, l) in kept.iter().zip(pb) {
+                assert_eq!(*q == 0.0, l.exp() < 0.05 && *l < pb[0], "{pb:?}");
+            }
+            cut += kept.iter().filter(|&&q| q == 0.0).count();
+        }
+    }
+    assert!(cut > 0, "the base model's labels have tokens under 0.05");
+    let metrics: serde_json::Value =
+        serde_json::from_slice(defended.artifact(METRICS).unwrap()).unwrap();
+    let mass = metrics["label_mass_cut"].as_f64().unwrap();
+    assert!(mass > 0.0 && mass < 0.5, "{metrics}");
+    let lora = Method::Lora {
+        rank: 4,
+        alpha: 8.0,
+        targets: subliminal_shared::llm::PROJECTIONS
+            .map(str::to_owned)
+            .to_vec(),
+        rslora: true,
+    };
+    let mut train = train_params(lora, 1e-3, Layers::All);
+    train.target = Target::Logits;
+    train.epochs = 1;
+    let trained = student::student(&train, &defended, &[], &env, &|_| {}).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&trained.iter().find(|a| a.name == TRAIN).unwrap().bytes).unwrap();
+    let losses = report["losses"].as_array().unwrap();
+    assert!(
+        losses
+            .iter()
+            .all(|l| l.as_f64().is_some_and(f64::is_finite)),
+        "{report}"
+    );
+}

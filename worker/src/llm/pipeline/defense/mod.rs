@@ -4,6 +4,7 @@
 //! [`applier`]; the text transforms share one ([`text`]), since their
 //! rewrite is the shared crate's.
 
+mod labels;
 mod mask_divergence;
 mod mix;
 mod text;
@@ -40,6 +41,9 @@ pub(crate) struct Job<'a> {
 fn applier(defense: Defense) -> Option<&'static dyn ApplyDefense> {
     if defense.is_text_transform() {
         return Some(&text::Text);
+    }
+    if defense.cuts_labels() {
+        return Some(&labels::Labels);
     }
     match defense {
         Defense::Mix => Some(&mix::Mix),
