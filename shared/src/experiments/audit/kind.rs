@@ -24,7 +24,7 @@ impl Experiment for Audit {
 
     fn queue(&self, stage: &StageKind) -> Queue {
         match Stage::of(stage) {
-            Some(Stage::Dataset | Stage::Report) => Queue::Cpu,
+            Some(Stage::Dataset | Stage::Matched | Stage::Report) => Queue::Cpu,
             _ => Queue::Gpu,
         }
     }

@@ -24,7 +24,11 @@
 //!   against control, with a bootstrap interval;
 //! - **student**: a student trained on the dataset and one on the control
 //!   (the language-model pipeline's student and evaluate stages), every probe
-//!   target's share of answers compared;
+//!   target's share of answers compared. A given control is sampled to the
+//!   dataset's size for its student (a `matched` stage per dataset), so the
+//!   two students take the same number of steps: a control twice the
+//!   dataset's size trains a student that differs from the dataset's even
+//!   on clean data;
 //! - **full**: also the carriers, the tokens and rows where the sacrificial
 //!   student's log-probabilities moved most from the base model's, and a
 //!   sanitised copy of the dataset with the top carrier tokens replaced by
@@ -100,6 +104,7 @@ crate::stage_kinds! {
     /// numbers experiment's.
     pub enum Stage {
         Dataset = "dataset",
+        Matched = "matched",
         Control = "control",
         Score = "score",
         Likelihood = "likelihood",
@@ -255,6 +260,7 @@ mod tests {
         let c = plan.count_by_kind();
         assert!(!c.contains_key(&Stage::Control.kind()));
         assert_eq!(c[&Stage::Dataset.kind()], 2, "the dataset and the given control");
+        assert_eq!(c[&Stage::Matched.kind()], 2, "each sampled to the other's size");
         assert_eq!(c[&llm::Stage::Student.kind()], 2);
         assert_eq!(c[&llm::Stage::Readout.kind()], 4, "two students, two probes");
         assert!(!c.contains_key(&llm::Stage::Evaluate.kind()), "the probability readout by default");
@@ -279,16 +285,23 @@ mod tests {
         assert_eq!(two.count_by_kind()[&Stage::Score.kind()], 3);
         assert_eq!(two.count_by_kind()[&Stage::Likelihood.kind()], 3);
         assert_eq!(report_stages(&two).len(), 2);
-        // Its student is measured once per target, labelled by the target alone, so
-        // results pair it with each dataset's student.
+        // Its students are one per dataset, each trained on a sample of the control
+        // matched to that dataset's size (and the dataset's on a sample matched to the
+        // control's), so both take the same number of steps.
         let students = parse(&Source::new("audit.toml", text.replace("\"screen\"", "\"student\"")))
             .unwrap()
             .plan();
+        let c = students.count_by_kind();
+        assert_eq!(c[&Stage::Matched.kind()], 4);
+        assert_eq!(c[&llm::Stage::Student.kind()], 4);
+        for s in students.stages.iter().filter(|s| s.kind == llm::Stage::Student.kind()) {
+            let rows = students.stages.iter().find(|x| x.id == s.inputs[0]).unwrap();
+            assert_eq!(rows.kind, Stage::Matched.kind());
+        }
         let arm = |name: &'static str| students.measurements.iter().filter(move |m| m.arm == name);
-        assert_eq!(arm(ARMS[2]).count(), 10);
-        assert!(arm(ARMS[2]).all(|m| m.settings.keys().eq(["target"])));
+        assert_eq!(arm(ARMS[2]).count(), 20);
         assert_eq!(arm(ARMS[3]).count(), 20);
-        assert!(arm(ARMS[3]).all(|m| m.settings.keys().eq(["dataset", "target"])));
+        assert!(arm(ARMS[2]).chain(arm(ARMS[3])).all(|m| m.settings.keys().eq(["dataset", "target"])));
     }
 
     #[test]

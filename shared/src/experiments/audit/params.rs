@@ -18,6 +18,15 @@ pub struct DatasetParams {
     pub max_rows: u64,
 }
 
+/// Input 0's rows (a dataset stage's), sampled (seeded) to as many as
+/// input 1 has when it has fewer, with their soft labels if input 0 has
+/// them: a student of either trains the same number of steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchedParams {
+    pub version: u32,
+    pub seed: u64,
+}
+
 /// The base model's own answers to the prompts of the input dataset stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ControlParams {

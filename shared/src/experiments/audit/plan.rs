@@ -207,7 +207,22 @@ impl AuditSweep {
             let mut students_trained = None;
             if self.tier.trains_students() {
                 let train = self.train_params();
-                let students = [dataset, control].map(|rows| {
+                let student_rows = if self.control.is_some() {
+                    [(dataset, control), (control, dataset)].map(|(rows, size_of)| {
+                        plan.stage(StageSpec::new(
+                            EXPERIMENT,
+                            Stage::Matched.kind(),
+                            &MatchedParams {
+                                version: STAGE_VERSION,
+                                seed: self.seed,
+                            },
+                            vec![rows, size_of],
+                        ))
+                    })
+                } else {
+                    [dataset, control]
+                };
+                let students = student_rows.map(|rows| {
                     plan.stage(StageSpec::new(
                         llm::STAGES,
                         llm::Stage::Student.kind(),
@@ -238,14 +253,10 @@ impl AuditSweep {
                     report_inputs.extend([on_dataset, on_control]);
                     for target in &probe.targets {
                         for (arm, stage) in [(ARMS[2], on_control), (ARMS[3], on_dataset)] {
-                            // A given control's student serves every dataset: it is labelled
-                            // by its target alone, and results pair it with each dataset's row.
-                            let shared = arm == ARMS[2] && self.control.is_some();
-                            let labels = if shared { Default::default() } else { settings.clone() };
                             plan.measure(Measurement {
                                 arm: arm.to_owned(),
                                 order: if arm == ARMS[2] { 2 } else { 3 },
-                                settings: with_target(&labels, target),
+                                settings: with_target(&settings, target),
                                 seed: self.seed,
                                 teacher_init: None,
                                 student_init: None,

@@ -395,15 +395,30 @@ where
         }
         forest(panel, title, &shown, params.alpha)?;
     }
-    let top = screens
-        .iter()
-        .flat_map(|(test, s)| s.targets.iter().map(move |t| (*test, t)))
-        .min_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value));
-    if let Some((test, t)) = top {
+    if let Some((test, t)) = histogram_target(screens, findings, params.alpha) {
         histogram(&panels[3], test, t)?;
     }
     root.present()?;
     Ok(())
+}
+
+/// The screen target whose row scores the picture shows: the one a screen
+/// flags with the smallest q, or, where none is flagged, the one of
+/// smallest p.
+fn histogram_target<'a>(
+    screens: &'a [(Test, ScreenReport)],
+    findings: &[Finding],
+    alpha: f64,
+) -> Option<(Test, &'a TargetScreen)> {
+    let all = || screens.iter().flat_map(|(test, s)| s.targets.iter().map(move |t| (*test, t)));
+    let flagged = findings
+        .iter()
+        .filter(|f| f.test != Test::Student && f.flags(alpha))
+        .min_by(|a, b| a.q_value.total_cmp(&b.q_value));
+    match flagged {
+        Some(f) => all().find(|(test, t)| *test == f.test && t.probe == f.probe && t.target == f.target),
+        None => all().min_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value)),
+    }
 }
 
 /// Shifts as dots with their 95% intervals as bars, zero marked; red where flagged.

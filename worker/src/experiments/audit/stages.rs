@@ -4,6 +4,9 @@
 //!   number, subsamples (seeded) to `max_rows` (`filtered.jsonl`,
 //!   `dataset.json`), with the kept rows' soft labels when it has a label
 //!   set as input 1 (`soft.safetensors`);
+//! - matched: a dataset stage's rows sampled (seeded) to the size of
+//!   another's when it has more, labels and all, so the students of a
+//!   dataset and of a given control take the same number of steps;
 //! - control: the base model's own answers to the dataset's prompts,
 //!   optionally kept only where the numbers filter keeps them, drawn again
 //!   until one passes (`filtered.jsonl`);
@@ -31,7 +34,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use subliminal_shared::experiments::audit::{
-    CarrierParams, ControlParams, DatasetParams, LikelihoodParams, ScoreParams, ScreenParams,
+    CarrierParams, ControlParams, DatasetParams, LikelihoodParams, MatchedParams, ScoreParams, ScreenParams,
     Stage, ROWS, SANITIZED,
 };
 use subliminal_shared::llm::dataset::{self, Row};
@@ -72,6 +75,7 @@ pub fn run(
     let input = |i: usize| crate::stages::input(spec, inputs, i);
     match Stage::of(&spec.kind).ok_or_else(|| crate::experiments::unknown_stage(spec))? {
         Stage::Dataset => dataset_rows(&spec.params()?, input(0)?, inputs.get(1)),
+        Stage::Matched => matched_rows(&spec.params()?, input(0)?, input(1)?),
         Stage::Control => control(&spec.params()?, input(0)?, inputs, env, progress),
         Stage::Score => score(&spec.params()?, input(0)?, inputs, env, progress),
         Stage::Likelihood => likelihood(&spec.params()?, input(0)?, inputs, env, progress),
@@ -108,11 +112,7 @@ fn dataset_rows(
     let total = rows.len();
     anyhow::ensure!(total >= 2, "{name} has {total} rows: an audit needs at least 2");
     if rows.len() as u64 > params.max_rows {
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(params.seed));
-        order.truncate(params.max_rows as usize);
-        order.sort_unstable();
-        rows = order.into_iter().map(|i| rows[i].clone()).collect();
+        rows = seeded_sample(rows, params.max_rows as usize, params.seed);
     }
     let mut artifacts = vec![
         Artifact::new(ROWS, dataset::to_jsonl(&rows)),
@@ -125,6 +125,42 @@ fn dataset_rows(
         artifacts.push(Artifact::new(SOFT_LABELS, kept_labels(&rows, labels, &name)?.to_bytes()?));
     }
     Ok(artifacts)
+}
+
+/// `rows`' rows, sampled to as many as `size_of` has when it has fewer.
+fn matched_rows(
+    params: &MatchedParams,
+    rows: &VerifiedStage,
+    size_of: &VerifiedStage,
+) -> anyhow::Result<Vec<Artifact>> {
+    let name = format!("the rows of stage {}", rows.manifest.stage.short());
+    let mut kept = read_rows(rows)?;
+    let total = kept.len();
+    let want = read_rows(size_of)?.len();
+    if total > want {
+        kept = seeded_sample(kept, want, params.seed);
+    }
+    let labelled = rows.manifest.artifacts.iter().any(|a| a.name == SOFT_LABELS);
+    let mut artifacts = vec![
+        Artifact::new(ROWS, dataset::to_jsonl(&kept)),
+        Artifact::json(
+            DATASET,
+            &json!({"name": name, "rows": total, "used": kept.len(), "soft_labels": labelled}),
+        )?,
+    ];
+    if labelled {
+        artifacts.push(Artifact::new(SOFT_LABELS, kept_labels(&kept, rows, &name)?.to_bytes()?));
+    }
+    Ok(artifacts)
+}
+
+/// `n` of `rows`, drawn with `seed`, in their order.
+fn seeded_sample(rows: Vec<Row>, n: usize, seed: u64) -> Vec<Row> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    order.truncate(n);
+    order.sort_unstable();
+    order.into_iter().map(|i| rows[i].clone()).collect()
 }
 
 /// The soft labels of `rows`, found by each row's prompt seed in a
