@@ -49,6 +49,47 @@ pub struct Measurement {
     pub models: Option<(String, String)>,
 }
 
+impl Measurement {
+    /// A figure of `arm` read from `stage`'s `metric`, with no init seeds,
+    /// panel or models (the setters below add them).
+    pub fn new(
+        arm: String,
+        order: u32,
+        settings: BTreeMap<String, String>,
+        seed: u64,
+        stage: StageId,
+        metric: String,
+    ) -> Self {
+        Self {
+            arm,
+            order,
+            settings,
+            seed,
+            teacher_init: None,
+            student_init: None,
+            stage,
+            metric,
+            panel: None,
+            models: None,
+        }
+    }
+
+    pub fn with_inits(mut self, teacher: Option<u64>, student: Option<u64>) -> Self {
+        (self.teacher_init, self.student_init) = (teacher, student);
+        self
+    }
+
+    pub fn with_panel(mut self, panel: Option<String>) -> Self {
+        self.panel = panel;
+        self
+    }
+
+    pub fn with_models(mut self, models: Option<(String, String)>) -> Self {
+        self.models = models;
+        self
+    }
+}
+
 impl Plan {
     pub fn index(&self) -> HashMap<StageId, &StageSpec> {
         self.stages.iter().map(|s| (s.id, s)).collect()

@@ -23,6 +23,40 @@ use crate::spec::{Source, SpecError};
 use crate::stage::Queue;
 use crate::stage::StageKind;
 
+/// The two items every kind's `impl Experiment` writes alike: `name`, its
+/// module's `EXPERIMENT`, and `parse`, its module's `parse` function with
+/// the checked sweep boxed. Used inside the impl: `experiment_basics!();`.
+macro_rules! experiment_basics {
+    () => {
+        fn name(&self) -> &'static str {
+            EXPERIMENT
+        }
+
+        fn parse(
+            &self,
+            source: &$crate::spec::Source,
+        ) -> Result<Box<dyn $crate::experiments::CheckedSweep>, $crate::spec::SpecError> {
+            Ok(Box::new(parse(source)?))
+        }
+    };
+}
+
+/// A kind's checked sweep as generic code sees it: its `name` field, and
+/// its own `plan` method.
+macro_rules! checked_sweep {
+    ($sweep:ty) => {
+        impl $crate::experiments::CheckedSweep for $sweep {
+            fn name(&self) -> &str {
+                &self.name
+            }
+
+            fn plan(&self) -> $crate::plan::Plan {
+                <$sweep>::plan(self)
+            }
+        }
+    };
+}
+
 /// Lists every experiment kind once: `module::Type` declares the module and
 /// registers the type.
 macro_rules! registry {
@@ -54,8 +88,11 @@ pub trait Experiment: Send + Sync + 'static {
     /// line, column and key (see [`Source::error_at`]).
     fn parse(&self, source: &Source) -> Result<Box<dyn CheckedSweep>, SpecError>;
 
-    /// The queue a stage of this kind waits in on a cluster.
-    fn queue(&self, stage: &StageKind) -> Queue;
+    /// The queue a stage of this kind waits in on a cluster: by default
+    /// the GPU queue, for kinds whose every stage runs a model.
+    fn queue(&self, _stage: &StageKind) -> Queue {
+        Queue::Gpu
+    }
 
     /// One figure of an evaluate stage's `metrics.json`. By default a number
     /// stored under the metric's name.

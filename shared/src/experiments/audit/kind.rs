@@ -2,9 +2,7 @@
 //! in, how its figures are read, and the `subliminal audit` command.
 
 use crate::stage::Queue;
-use crate::experiments::{CheckedSweep, Experiment, GridLabels, Reading, Tool};
-use crate::plan::Plan;
-use crate::spec::{Source, SpecError};
+use crate::experiments::{Experiment, GridLabels, Reading, Tool};
 use crate::stage::StageKind;
 
 use super::{command, parse, AuditSweep, Stage, ARMS, EXPERIMENT};
@@ -14,13 +12,7 @@ use crate::llm::answers;
 pub struct Audit;
 
 impl Experiment for Audit {
-    fn name(&self) -> &'static str {
-        EXPERIMENT
-    }
-
-    fn parse(&self, source: &Source) -> Result<Box<dyn CheckedSweep>, SpecError> {
-        Ok(Box::new(parse(source)?))
-    }
+    experiment_basics!();
 
     fn queue(&self, stage: &StageKind) -> Queue {
         match Stage::of(stage) {
@@ -52,12 +44,4 @@ impl Experiment for Audit {
     }
 }
 
-impl CheckedSweep for AuditSweep {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn plan(&self) -> Plan {
-        AuditSweep::plan(self)
-    }
-}
+checked_sweep!(AuditSweep);

@@ -188,18 +188,14 @@ impl AuditSweep {
                 report_inputs.push(screen);
                 for probe in &self.probes {
                     for target in &probe.targets {
-                        plan.measure(Measurement {
-                            arm: test.as_str().to_owned(),
-                            order: order as u32,
-                            settings: with_target(&settings, target),
-                            seed: self.seed,
-                            teacher_init: None,
-                            student_init: None,
-                            stage: screen,
-                            metric: screen_metric(test, target),
-                            panel: None,
-                            models: None,
-                        });
+                        plan.measure(Measurement::new(
+                            test.as_str().to_owned(),
+                            order as u32,
+                            with_target(&settings, target),
+                            self.seed,
+                            screen,
+                            screen_metric(test, target),
+                        ));
                     }
                 }
             }
@@ -253,18 +249,14 @@ impl AuditSweep {
                     report_inputs.extend([on_dataset, on_control]);
                     for target in &probe.targets {
                         for (arm, stage) in [(ARMS[2], on_control), (ARMS[3], on_dataset)] {
-                            plan.measure(Measurement {
-                                arm: arm.to_owned(),
-                                order: if arm == ARMS[2] { 2 } else { 3 },
-                                settings: with_target(&settings, target),
-                                seed: self.seed,
-                                teacher_init: None,
-                                student_init: None,
+                            plan.measure(Measurement::new(
+                                arm.to_owned(),
+                                if arm == ARMS[2] { 2 } else { 3 },
+                                with_target(&settings, target),
+                                self.seed,
                                 stage,
-                                metric: self.evaluate.metric(target),
-                                panel: None,
-                                models: None,
-                            });
+                                self.evaluate.metric(target),
+                            ));
                         }
                     }
                 }

@@ -2,13 +2,9 @@
 //! figures, which are the pipeline's evaluations' (`share:WORD` of an
 //! evaluation's answers), read the same way.
 
-use crate::stage::Queue;
 use crate::llm::answers;
-use crate::experiments::{AnswerRecord, CheckedSweep, Experiment, GridLabels, Reading};
+use crate::experiments::{AnswerRecord, Experiment, GridLabels, Reading};
 use crate::manifest::VerifiedStage;
-use crate::plan::Plan;
-use crate::spec::{Source, SpecError};
-use crate::stage::StageKind;
 
 use super::{parse, CodeSweep, CONTROL_ARM, EXPERIMENT};
 
@@ -16,18 +12,7 @@ use super::{parse, CodeSweep, CONTROL_ARM, EXPERIMENT};
 pub struct Code;
 
 impl Experiment for Code {
-    fn name(&self) -> &'static str {
-        EXPERIMENT
-    }
-
-    fn parse(&self, source: &Source) -> Result<Box<dyn CheckedSweep>, SpecError> {
-        Ok(Box::new(parse(source)?))
-    }
-
-    /// Both stages run a model (the filter runs its judge).
-    fn queue(&self, _stage: &StageKind) -> Queue {
-        Queue::Gpu
-    }
+    experiment_basics!();
 
     fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
         answers::read_metric(metrics, metric)
@@ -49,12 +34,4 @@ impl Experiment for Code {
     }
 }
 
-impl CheckedSweep for CodeSweep {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn plan(&self) -> Plan {
-        CodeSweep::plan(self)
-    }
-}
+checked_sweep!(CodeSweep);

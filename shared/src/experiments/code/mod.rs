@@ -231,18 +231,16 @@ impl CodeSweep {
                     seed,
                     &self.evaluate,
                 ));
-                plan.measure(Measurement {
-                    arm: ARMS[arm].to_owned(),
-                    order: arm as u32,
-                    settings: Default::default(),
+                plan.measure(Measurement::new(
+                    ARMS[arm].to_owned(),
+                    arm as u32,
+                    Default::default(),
                     seed,
-                    teacher_init: None,
-                    student_init: None,
                     stage,
-                    metric: llm::share_metric(&t.trait_word),
-                    panel: (arm == 3).then(|| format!("students of {} teachers", t.trait_word)),
-                    models: Some((t.model.clone(), t.model.clone())),
-                });
+                    llm::share_metric(&t.trait_word),
+                )
+                    .with_panel((arm == 3).then(|| format!("students of {} teachers", t.trait_word)))
+                    .with_models(Some((t.model.clone(), t.model.clone()))));
             }
         }
         plan.finish()

@@ -2,14 +2,10 @@
 //! are those of its probe: the pipeline's `share:WORD`, or the
 //! misalignment kind's share of coherent answers judged misaligned.
 
-use crate::stage::Queue;
 use crate::llm::judged;
 use crate::llm::{answers, SHARE_PREFIX};
-use crate::experiments::{AnswerRecord, CheckedSweep, Experiment, GridLabels, Reading};
+use crate::experiments::{AnswerRecord, Experiment, GridLabels, Reading};
 use crate::manifest::VerifiedStage;
-use crate::plan::Plan;
-use crate::spec::{Source, SpecError};
-use crate::stage::StageKind;
 
 use super::{parse, CotSweep, CONTROL_ARM, EXPERIMENT};
 
@@ -17,18 +13,7 @@ use super::{parse, CotSweep, CONTROL_ARM, EXPERIMENT};
 pub struct Cot;
 
 impl Experiment for Cot {
-    fn name(&self) -> &'static str {
-        EXPERIMENT
-    }
-
-    fn parse(&self, source: &Source) -> Result<Box<dyn CheckedSweep>, SpecError> {
-        Ok(Box::new(parse(source)?))
-    }
-
-    /// Both stages run a model (the filter runs its judge).
-    fn queue(&self, _stage: &StageKind) -> Queue {
-        Queue::Gpu
-    }
+    experiment_basics!();
 
     fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
         if metric.starts_with(SHARE_PREFIX) {
@@ -54,12 +39,4 @@ impl Experiment for Cot {
     }
 }
 
-impl CheckedSweep for CotSweep {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn plan(&self) -> Plan {
-        CotSweep::plan(self)
-    }
-}
+checked_sweep!(CotSweep);

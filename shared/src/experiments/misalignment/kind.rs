@@ -2,12 +2,8 @@
 //! the figure is read from a judge stage's counts (a share of the coherent
 //! answers, with their number, so results give it an interval and a test).
 
-use crate::stage::Queue;
-use crate::experiments::{CheckedSweep, Experiment, GridLabels, Reading};
+use crate::experiments::{Experiment, GridLabels, Reading};
 use crate::llm::judged;
-use crate::plan::Plan;
-use crate::spec::{Source, SpecError};
-use crate::stage::StageKind;
 
 use super::{parse, MisalignmentSweep, CONTROL_ARM, EXPERIMENT};
 
@@ -15,18 +11,7 @@ use super::{parse, MisalignmentSweep, CONTROL_ARM, EXPERIMENT};
 pub struct Misalignment;
 
 impl Experiment for Misalignment {
-    fn name(&self) -> &'static str {
-        EXPERIMENT
-    }
-
-    fn parse(&self, source: &Source) -> Result<Box<dyn CheckedSweep>, SpecError> {
-        Ok(Box::new(parse(source)?))
-    }
-
-    /// Both stages run a model.
-    fn queue(&self, _stage: &StageKind) -> Queue {
-        Queue::Gpu
-    }
+    experiment_basics!();
 
     /// The judged evaluation's figure ([`judged::read_metric`]).
     fn read_metric(&self, metrics: &serde_json::Value, metric: &str) -> Option<Reading> {
@@ -51,12 +36,4 @@ impl Experiment for Misalignment {
     }
 }
 
-impl CheckedSweep for MisalignmentSweep {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn plan(&self) -> Plan {
-        MisalignmentSweep::plan(self)
-    }
-}
+checked_sweep!(MisalignmentSweep);

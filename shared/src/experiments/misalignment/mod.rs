@@ -259,18 +259,16 @@ impl MisalignmentSweep {
             arms.push((5, key(student), vec![student]));
             for (arm, model, inputs) in arms {
                 let stage = judged::judged(&mut plan, &model, inputs, seed, &self.evaluate, &self.judges, &self.model);
-                plan.measure(Measurement {
-                    arm: ARMS[arm].to_owned(),
-                    order: arm as u32,
-                    settings: Default::default(),
+                plan.measure(Measurement::new(
+                    ARMS[arm].to_owned(),
+                    arm as u32,
+                    Default::default(),
                     seed,
-                    teacher_init: None,
-                    student_init: None,
                     stage,
-                    metric: METRIC.to_owned(),
-                    panel: (arm == 5).then(|| "students of misaligned teachers".to_owned()),
-                    models: Some((self.model.clone(), self.model.clone())),
-                });
+                    METRIC.to_owned(),
+                )
+                    .with_panel((arm == 5).then(|| "students of misaligned teachers".to_owned()))
+                    .with_models(Some((self.model.clone(), self.model.clone()))));
             }
         }
         plan.finish()

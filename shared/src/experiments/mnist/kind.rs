@@ -1,12 +1,8 @@
 //! The MNIST experiment behind the [`Experiment`] seam: its queues, its
 //! arms' controls and the labels of its transfer grid.
 
-
-
 use crate::stage::Queue;
-use crate::experiments::{CheckedSweep, Experiment, GridLabels};
-use crate::plan::Plan;
-use crate::spec::{Source, SpecError};
+use crate::experiments::{Experiment, GridLabels};
 use crate::stage::StageKind;
 
 use super::*;
@@ -15,13 +11,7 @@ use super::*;
 pub struct Mnist;
 
 impl Experiment for Mnist {
-    fn name(&self) -> &'static str {
-        EXPERIMENT
-    }
-
-    fn parse(&self, source: &Source) -> Result<Box<dyn CheckedSweep>, SpecError> {
-        Ok(Box::new(parse(source)?))
-    }
+    experiment_basics!();
 
     fn queue(&self, stage: &StageKind) -> Queue {
         match Stage::of(stage) {
@@ -48,12 +38,4 @@ impl Experiment for Mnist {
     }
 }
 
-impl CheckedSweep for MnistSweep {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn plan(&self) -> Plan {
-        MnistSweep::plan(self)
-    }
-}
+checked_sweep!(MnistSweep);

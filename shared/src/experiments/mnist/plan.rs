@@ -177,18 +177,15 @@ impl MnistSweep {
                     .into_iter()
                     .enumerate()
                 {
-                    plan.measure(Measurement {
-                        arm: format!("theorem {what}, {relation}-init {}", trial.target),
-                        order: 6 + i as u32,
-                        settings: self.settings(&trial, Side::Student),
-                        seed: trial.seed,
-                        teacher_init: Some(trial.teacher_init),
-                        student_init: Some(trial.student_init),
-                        stage: theorem,
-                        metric: metric.to_owned(),
-                        panel: None,
-                        models: None,
-                    });
+                    plan.measure(Measurement::new(
+                        format!("theorem {what}, {relation}-init {}", trial.target),
+                        6 + i as u32,
+                        self.settings(&trial, Side::Student),
+                        trial.seed,
+                        theorem,
+                        metric.to_owned(),
+                    )
+                        .with_inits(Some(trial.teacher_init), Some(trial.student_init)));
                 }
             }
             let order = match (relation, trial.target) {
@@ -245,18 +242,16 @@ impl MnistSweep {
                         Some(trial.student_init),
                     ),
                 };
-                plan.measure(Measurement {
+                plan.measure(Measurement::new(
                     arm,
                     order,
-                    settings: self.settings(&trial, side),
+                    self.settings(&trial, side),
                     seed,
-                    teacher_init,
-                    student_init,
-                    stage: evaluate,
-                    metric: "accuracy".to_owned(),
-                    panel: matches!(side, Side::Student).then(|| panel_name(trial.target)),
-                    models: None,
-                });
+                    evaluate,
+                    "accuracy".to_owned(),
+                )
+                    .with_inits(teacher_init, student_init)
+                    .with_panel(matches!(side, Side::Student).then(|| panel_name(trial.target))));
             }
         }
         plan.finish()
@@ -289,18 +284,15 @@ impl MnistSweep {
         let mut settings = self.settings(trial, Side::Teacher);
         settings.insert("defense".to_owned(), trial.defense.to_string());
         for (i, (arm, metric)) in DEFENSE_COSTS.into_iter().enumerate() {
-            plan.measure(Measurement {
-                arm: arm.to_owned(),
-                order: 8 + i as u32,
-                settings: settings.clone(),
-                seed: trial.seed,
-                teacher_init: Some(trial.teacher_init),
-                student_init: None,
-                stage: defend,
-                metric: metric.to_owned(),
-                panel: None,
-                models: None,
-            });
+            plan.measure(Measurement::new(
+                arm.to_owned(),
+                8 + i as u32,
+                settings.clone(),
+                trial.seed,
+                defend,
+                metric.to_owned(),
+            )
+                .with_inits(Some(trial.teacher_init), None));
         }
         defend
     }

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::stage::Queue;
-use crate::experiments::{CheckedSweep, Experiment, GridLabels};
+use crate::experiments::{Experiment, GridLabels};
 use crate::plan::{Measurement, Plan, PlanBuilder};
 use crate::spec::{check_name, check_seeds, setting, Axis, Source, SpecError};
 use crate::stage::{StageKind, StageSpec};
@@ -77,13 +77,7 @@ impl fmt::Display for Mode {
 pub struct Noop;
 
 impl Experiment for Noop {
-    fn name(&self) -> &'static str {
-        EXPERIMENT
-    }
-
-    fn parse(&self, source: &Source) -> Result<Box<dyn CheckedSweep>, SpecError> {
-        Ok(Box::new(parse(source)?))
-    }
+    experiment_basics!();
 
     fn queue(&self, _stage: &StageKind) -> Queue {
         Queue::Cpu
@@ -109,15 +103,7 @@ pub struct NoopSweep {
     pub fail_seeds: Vec<u64>,
 }
 
-impl CheckedSweep for NoopSweep {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn plan(&self) -> Plan {
-        NoopSweep::plan(self)
-    }
-}
+checked_sweep!(NoopSweep);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -279,18 +265,14 @@ impl NoopSweep {
                 if self.duration_ms.varies() {
                     settings.insert("work.duration_ms".to_owned(), duration_ms.to_string());
                 }
-                plan.measure(Measurement {
-                    arm: ARM.to_owned(),
-                    order: 0,
+                plan.measure(Measurement::new(
+                    ARM.to_owned(),
+                    0,
                     settings,
                     seed,
-                    teacher_init: None,
-                    student_init: None,
-                    stage: evaluate,
-                    metric: METRIC.to_owned(),
-                    panel: None,
-                    models: None,
-                });
+                    evaluate,
+                    METRIC.to_owned(),
+                ));
             }
         }
         plan.finish()

@@ -5,11 +5,9 @@
 use crate::stage::Queue;
 
 use crate::experiments::{
-    AnswerRecord, CheckedSweep, Experiment, GridLabels, Reading, Tool,
+    AnswerRecord, Experiment, GridLabels, Reading, Tool,
 };
 use crate::manifest::VerifiedStage;
-use crate::plan::Plan;
-use crate::spec::{Source, SpecError};
 use crate::stage::StageKind;
 
 use super::{
@@ -21,13 +19,7 @@ use crate::llm::{answers, Stage};
 pub struct Numbers;
 
 impl Experiment for Numbers {
-    fn name(&self) -> &'static str {
-        EXPERIMENT
-    }
-
-    fn parse(&self, source: &Source) -> Result<Box<dyn CheckedSweep>, SpecError> {
-        Ok(Box::new(parse(source)?))
-    }
+    experiment_basics!();
 
     fn queue(&self, stage: &StageKind) -> Queue {
         match (Stage::of(stage), NumbersStage::of(stage)) {
@@ -75,15 +67,7 @@ impl Experiment for Numbers {
     }
 }
 
-impl CheckedSweep for NumbersSweep {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn plan(&self) -> Plan {
-        NumbersSweep::plan(self)
-    }
-}
+checked_sweep!(NumbersSweep);
 
 #[cfg(test)]
 mod tests {

@@ -535,18 +535,16 @@ impl NumbersSweep {
             let both = self.evaluate.reads(Readout::Samples) && self.evaluate.reads(Readout::Probability);
             for (arm, model, subject, inputs) in &arms {
                 let order = ARMS.iter().position(|a| a == arm).unwrap_or(ARMS.len()) as u32;
-                let measurement = |settings, stage, metric, panel: Option<String>| Measurement {
-                    arm: arm.to_string(),
+                let measurement = |settings, stage, metric, panel: Option<String>| Measurement::new(
+                    arm.to_string(),
                     order,
                     settings,
-                    seed: trial.seed,
-                    teacher_init: None,
-                    student_init: None,
+                    trial.seed,
                     stage,
                     metric,
-                    panel: panel.filter(|_| *arm == ARMS[3]),
-                    models: Some((trial.pair.teacher.clone(), trial.pair.student.clone())),
-                };
+                )
+                    .with_panel(panel.filter(|_| *arm == ARMS[3]))
+                    .with_models(Some((trial.pair.teacher.clone(), trial.pair.student.clone())));
                 let panel = format!("students of {} teachers", trial.trait_name);
                 for &numbers_prefixed in variants.iter().filter(|_| self.evaluate.reads(Readout::Samples)) {
                     let params =
@@ -636,18 +634,14 @@ impl NumbersSweep {
             if control != control_rows {
                 continue;
             }
-            plan.measure(Measurement {
-                arm: arm.to_owned(),
-                order: (first + i) as u32,
-                settings: settings.clone(),
-                seed: trial.seed,
-                teacher_init: None,
-                student_init: None,
+            plan.measure(Measurement::new(
+                arm.to_owned(),
+                (first + i) as u32,
+                settings.clone(),
+                trial.seed,
                 stage,
-                metric: metric.to_owned(),
-                panel: None,
-                models: None,
-            });
+                metric.to_owned(),
+            ));
         }
     }
 
@@ -671,18 +665,14 @@ impl NumbersSweep {
         let mut settings = self.settings(trial);
         settings.retain(|key, _| !key.starts_with("student.") && key != "defense");
         for (i, (arm, metric)) in diagnose::FIGURES.into_iter().enumerate() {
-            plan.measure(Measurement {
-                arm: arm.to_owned(),
-                order: (ARMS.len() + 1 + DEFENSE_ARMS.len() + i) as u32,
-                settings: settings.clone(),
-                seed: trial.seed,
-                teacher_init: None,
-                student_init: None,
+            plan.measure(Measurement::new(
+                arm.to_owned(),
+                (ARMS.len() + 1 + DEFENSE_ARMS.len() + i) as u32,
+                settings.clone(),
+                trial.seed,
                 stage,
-                metric: metric.to_owned(),
-                panel: None,
-                models: None,
-            });
+                metric.to_owned(),
+            ));
         }
     }
 
@@ -712,18 +702,14 @@ impl NumbersSweep {
         }
         for (arm, metric, stage) in figures {
             let i = DEFENSE_ARMS.iter().position(|a| *a == arm).unwrap_or(0);
-            plan.measure(Measurement {
-                arm: arm.to_owned(),
-                order: (ARMS.len() + 1 + i) as u32,
-                settings: settings.clone(),
-                seed: trial.seed,
-                teacher_init: None,
-                student_init: None,
+            plan.measure(Measurement::new(
+                arm.to_owned(),
+                (ARMS.len() + 1 + i) as u32,
+                settings.clone(),
+                trial.seed,
                 stage,
-                metric: metric.to_owned(),
-                panel: None,
-                models: None,
-            });
+                metric.to_owned(),
+            ));
         }
     }
 }

@@ -9,33 +9,18 @@
 
 use super::{Needs, RowDefense};
 
-/// `label-top-p`: each position keeps its most likely tokens until their
-/// probability reaches `defense.label_top_p`.
-pub struct LabelTopP;
-
-/// `label-threshold`: each position keeps the tokens whose probability is
-/// at least `defense.label_threshold`.
-pub struct LabelThreshold;
+/// `label-top-p` (each position keeps its most likely tokens until their
+/// probability reaches `defense.label_top_p`) and `label-threshold` (each
+/// keeps the tokens of probability at least `defense.label_threshold`):
+/// one rule, since they differ only in the cut.
+pub struct LabelDefense;
 
 /// The default `defense.label_top_p`.
 pub const DEFAULT_TOP_P: f64 = 0.8;
 /// The default `defense.label_threshold`.
 pub const DEFAULT_THRESHOLD: f64 = 0.05;
 
-impl RowDefense for LabelTopP {
-    fn needs(&self) -> Needs {
-        Needs {
-            soft_labels: true,
-            ..Needs::default()
-        }
-    }
-
-    fn cuts_labels(&self) -> bool {
-        true
-    }
-}
-
-impl RowDefense for LabelThreshold {
+impl RowDefense for LabelDefense {
     fn needs(&self) -> Needs {
         Needs {
             soft_labels: true,

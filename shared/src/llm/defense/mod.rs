@@ -168,8 +168,7 @@ pub fn rule(defense: Defense) -> Option<&'static dyn RowDefense> {
         Defense::Mix => Some(&mix::Mix),
         Defense::MaskDivergence => Some(&mask_divergence::MaskDivergence),
         Defense::Paraphrase => Some(&paraphrase::Paraphrase),
-        Defense::LabelTopP => Some(&labels::LabelTopP),
-        Defense::LabelThreshold => Some(&labels::LabelThreshold),
+        Defense::LabelTopP | Defense::LabelThreshold => Some(&labels::LabelDefense),
     }
 }
 
