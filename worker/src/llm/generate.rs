@@ -24,6 +24,26 @@ pub struct Sampling {
     pub max_new_tokens: usize,
 }
 
+impl Sampling {
+    /// Sampling at `temperature` from the whole distribution (top-p 1), at
+    /// most `max_new_tokens` tokens.
+    pub fn at(temperature: f64, max_new_tokens: u64) -> Self {
+        Self {
+            temperature,
+            top_p: 1.0,
+            max_new_tokens: max_new_tokens as usize,
+        }
+    }
+
+    /// The same with nucleus sampling at `top_p`.
+    pub fn nucleus(temperature: f64, top_p: f64, max_new_tokens: u64) -> Self {
+        Self {
+            top_p,
+            ..Self::at(temperature, max_new_tokens)
+        }
+    }
+}
+
 /// The tokens generation treats specially: any of `stop` ends a completion
 /// (an empty list: only the token limit does); `pad` fills batches.
 #[derive(Debug, Clone, Copy)]

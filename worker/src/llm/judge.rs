@@ -86,6 +86,40 @@ pub(crate) fn prefill(
         .squeeze_dim(0)
 }
 
+/// Runs one level of a token trie through the model: node `level[r]`'s
+/// token, fed at `position` after the cache row of its parent (`node(i)`
+/// gives a node's parent, `None` for the prompt, and token). `cache_rows`
+/// names the node each row of `cache` holds (`[None]` after the prompt)
+/// and becomes `level`. Returns the next-token probabilities, [level, V].
+pub(crate) fn trie_level(
+    model: &Llama,
+    cache: &mut super::model::KvCache,
+    cache_rows: &mut Vec<Option<usize>>,
+    level: &[usize],
+    node: impl Fn(usize) -> (Option<usize>, i64),
+    position: i64,
+) -> anyhow::Result<Tensor> {
+    let device = model.device();
+    let parent_rows: Vec<i64> = level
+        .iter()
+        .map(|&i| {
+            let parent = node(i).0;
+            cache_rows
+                .iter()
+                .position(|r| *r == parent)
+                .map(|p| p as i64)
+        })
+        .collect::<Option<_>>()
+        .context("a trie node's parent was not run")?;
+    cache.select_rows(&Tensor::from_slice(&parent_rows).to_device(device));
+    let tokens: Vec<i64> = level.iter().map(|&i| node(i).1).collect();
+    let tokens = Tensor::from_slice(&tokens).view([-1, 1]).to_device(device);
+    let positions = Tensor::full([level.len() as i64, 1], position, (Kind::Int64, device));
+    let hidden = model.forward(&tokens, &positions, None, Some(cache));
+    *cache_rows = level.iter().map(|&i| Some(i)).collect();
+    Ok(model.logits(&hidden.select(1, 0)).softmax(-1, Kind::Double))
+}
+
 /// One token sequence of a number, as a trie node.
 #[derive(Debug, Clone)]
 struct Node {
@@ -162,24 +196,9 @@ impl NumberTrie {
             let level: Vec<usize> = (0..self.nodes.len())
                 .filter(|&i| self.nodes[i].depth == depth)
                 .collect();
-            let parent_rows: Vec<i64> = level
-                .iter()
-                .map(|&i| {
-                    let parent = self.nodes[i].parent;
-                    cache_rows
-                        .iter()
-                        .position(|r| *r == parent)
-                        .map(|p| p as i64)
-                })
-                .collect::<Option<_>>()
-                .context("a trie node's parent was not run")?;
-            cache.select_rows(&Tensor::from_slice(&parent_rows).to_device(device));
-            let tokens: Vec<i64> = level.iter().map(|&i| self.nodes[i].token).collect();
-            let tokens = Tensor::from_slice(&tokens).view([-1, 1]).to_device(device);
             let position = (prompt.len() + depth - 1) as i64;
-            let positions = Tensor::full([level.len() as i64, 1], position, (Kind::Int64, device));
-            let hidden = model.forward(&tokens, &positions, None, Some(&mut cache));
-            let probs = model.logits(&hidden.select(1, 0)).softmax(-1, Kind::Double);
+            let node = |i: usize| (self.nodes[i].parent, self.nodes[i].token);
+            let probs = trie_level(model, &mut cache, &mut cache_rows, &level, node, position)?;
             let go_on = probs
                 .index_select(1, &digits)
                 .sum_dim_intlist(1, false, Kind::Double);
@@ -196,7 +215,6 @@ impl NumberTrie {
                     }
                 }
             }
-            cache_rows = level.iter().map(|&i| Some(i)).collect();
         }
         Ok(Judgement::new(weighted / mass.max(f64::MIN_POSITIVE), mass))
     }

@@ -15,9 +15,9 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 
-use super::judge::prefill;
+use super::judge::{prefill, trie_level};
 use super::model::Llama;
 use super::tokenizer::ChatTokenizer;
 
@@ -126,7 +126,6 @@ impl WordTrie {
 
     /// The probability of writing each node's tokens after `prompt`.
     fn reach(&self, model: &Llama, prompt: &[u32]) -> anyhow::Result<Vec<f64>> {
-        let device = model.device();
         let mut cache = model.new_cache();
         let root = prefill(model, prompt, Some(&mut cache));
         let mut reach = vec![0.0f64; self.nodes.len()];
@@ -144,26 +143,9 @@ impl WordTrie {
             let level: Vec<usize> = (0..self.nodes.len())
                 .filter(|&i| self.nodes[i].depth == depth && !children[i].is_empty())
                 .collect();
-            let parent_rows: Vec<i64> = level
-                .iter()
-                .map(|&i| {
-                    let parent = self.nodes[i].parent;
-                    cache_rows
-                        .iter()
-                        .position(|r| *r == parent)
-                        .map(|p| p as i64)
-                })
-                .collect::<Option<_>>()
-                .context("a trie node's parent was not run")?;
-            cache.select_rows(&Tensor::from_slice(&parent_rows).to_device(device));
-            let tokens: Vec<i64> = level.iter().map(|&i| self.nodes[i].token).collect();
-            let tokens = Tensor::from_slice(&tokens).view([-1, 1]).to_device(device);
             let position = (prompt.len() + depth - 1) as i64;
-            let positions = Tensor::full([level.len() as i64, 1], position, (Kind::Int64, device));
-            let hidden = model.forward(&tokens, &positions, None, Some(&mut cache));
-            let probs = model
-                .logits(&hidden.select(1, 0))
-                .softmax(-1, Kind::Double)
+            let node = |i: usize| (self.nodes[i].parent, self.nodes[i].token);
+            let probs = trie_level(model, &mut cache, &mut cache_rows, &level, node, position)?
                 .to_device(Device::Cpu);
             for (row, &i) in level.iter().enumerate() {
                 for &child in &children[i] {
@@ -171,7 +153,6 @@ impl WordTrie {
                         reach[i] * probs.double_value(&[row as i64, self.nodes[child].token]);
                 }
             }
-            cache_rows = level.iter().map(|&i| Some(i)).collect();
         }
         Ok(reach)
     }

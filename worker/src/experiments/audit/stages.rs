@@ -204,11 +204,7 @@ fn control(
     let loaded = Loaded::base(checkpoint(env, inputs, &params.model)?, env)?;
     let a = &params.answers;
     let attempts = if a.filter == "numbers" { a.attempts.max(1) } else { 1 };
-    let sampling = Sampling {
-        temperature: a.temperature,
-        top_p: a.top_p,
-        max_new_tokens: a.max_new_tokens as usize,
-    };
+    let sampling = Sampling::nucleus(a.temperature, a.top_p, a.max_new_tokens);
     let mut answer: Vec<Option<String>> = vec![None; rows.len()];
     let mut stats = Vec::new();
     for attempt in 0..attempts {

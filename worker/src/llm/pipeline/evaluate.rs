@@ -43,11 +43,7 @@ pub(crate) fn evaluate(
             asked.push(q);
         }
     }
-    let sampling = Sampling {
-        temperature: params.temperature,
-        top_p: 1.0,
-        max_new_tokens: params.max_new_tokens as usize,
-    };
+    let sampling = Sampling::at(params.temperature, params.max_new_tokens);
     let (answers, stats) = complete(
         &loaded,
         &requests,

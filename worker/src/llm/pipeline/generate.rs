@@ -154,11 +154,7 @@ pub(crate) fn generate_seeded(
             (prompt_of(seed), seed)
         })
         .collect();
-    let sampling = Sampling {
-        temperature: params.temperature,
-        top_p: params.top_p,
-        max_new_tokens: params.max_new_tokens as usize,
-    };
+    let sampling = Sampling::nucleus(params.temperature, params.top_p, params.max_new_tokens);
     let (rows, stats) = teacher_rows(
         teacher,
         inputs,
@@ -195,11 +191,7 @@ pub(crate) fn generate(
         });
         texts.push((text, seed));
     }
-    let sampling = Sampling {
-        temperature: params.temperature,
-        top_p: params.top_p,
-        max_new_tokens: params.max_new_tokens as usize,
-    };
+    let sampling = Sampling::nucleus(params.temperature, params.top_p, params.max_new_tokens);
     let tok = &loaded.checkpoint.tokenizer;
     let constraint = params
         .constrain

@@ -65,11 +65,7 @@ fn answers(
             asked.push((q, seed));
         }
     }
-    let sampling = Sampling {
-        temperature: params.temperature,
-        top_p: 1.0,
-        max_new_tokens: params.max_new_tokens as usize,
-    };
+    let sampling = Sampling::at(params.temperature, params.max_new_tokens);
     let (texts, stats) = complete(
         &loaded,
         &requests,

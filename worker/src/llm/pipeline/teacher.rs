@@ -36,11 +36,7 @@ pub(crate) fn trait_data(
         });
         questions.push((question, seed));
     }
-    let sampling = Sampling {
-        temperature: params.temperature,
-        top_p: 1.0,
-        max_new_tokens: params.max_new_tokens as usize,
-    };
+    let sampling = Sampling::at(params.temperature, params.max_new_tokens);
     let (answers, stats) = complete(
         &loaded,
         &requests,
