@@ -418,10 +418,8 @@ impl Broker {
 
     pub async fn renew(&self, lease: &Lease, lease_ms: i64) -> anyhow::Result<Renewal> {
         let mut conn = self.conn().await?;
-        let r: i64 = scripts::RENEW
-            .arg(&self.prefix)
-            .arg(&lease.stage)
-            .arg(lease.token)
+        let r: i64 = self
+            .on_lease(&scripts::RENEW, lease)
             .arg(now_ms() + lease_ms)
             .invoke_async(&mut conn)
             .await?;
@@ -432,13 +430,23 @@ impl Broker {
         })
     }
 
+    /// `script` with the arguments every lease operation starts with: the
+    /// key prefix, the stage and the lease's token.
+    fn on_lease<'a>(
+        &self,
+        script: &'a redis::Script,
+        lease: &Lease,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut call = script.prepare_invoke();
+        call.arg(&self.prefix).arg(&lease.stage).arg(lease.token);
+        call
+    }
+
     /// Acknowledges a finished task; false when the lease was no longer ours.
     pub async fn complete(&self, lease: &Lease) -> anyhow::Result<bool> {
         let mut conn = self.conn().await?;
-        let r: i64 = scripts::COMPLETE
-            .arg(&self.prefix)
-            .arg(&lease.stage)
-            .arg(lease.token)
+        let r: i64 = self
+            .on_lease(&scripts::COMPLETE, lease)
             .invoke_async(&mut conn)
             .await?;
         Ok(r == 1)
@@ -479,10 +487,8 @@ impl Broker {
         permanent: bool,
     ) -> anyhow::Result<Failed> {
         let mut conn = self.conn().await?;
-        let r: i64 = scripts::FAIL
-            .arg(&self.prefix)
-            .arg(&lease.stage)
-            .arg(lease.token)
+        let r: i64 = self
+            .on_lease(&scripts::FAIL, lease)
             .arg(now_ms())
             .arg(error)
             .arg(backoff_ms)
@@ -500,10 +506,8 @@ impl Broker {
     /// Gives a leased task back without counting an attempt (worker shutdown).
     pub async fn release(&self, lease: &Lease) -> anyhow::Result<bool> {
         let mut conn = self.conn().await?;
-        let r: i64 = scripts::RELEASE
-            .arg(&self.prefix)
-            .arg(&lease.stage)
-            .arg(lease.token)
+        let r: i64 = self
+            .on_lease(&scripts::RELEASE, lease)
             .invoke_async(&mut conn)
             .await?;
         Ok(r == 1)

@@ -72,11 +72,7 @@ fn filter(
         &items,
         env,
         progress,
-        JudgedPart {
-            started: std::time::Instant::now(),
-            offset: 0,
-            total: items.len(),
-        },
+        JudgedPart::whole(items.len()),
     )?;
     let mut passed = Vec::new();
     for (&i, j) in correct.iter().zip(&judgements) {

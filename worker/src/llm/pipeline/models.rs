@@ -290,6 +290,17 @@ pub(crate) struct JudgedPart {
     pub total: usize,
 }
 
+impl JudgedPart {
+    /// All of a stage's `total` judgements, beginning now.
+    pub(crate) fn whole(total: usize) -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            offset: 0,
+            total,
+        }
+    }
+}
+
 impl Loaded {
     /// `judge` asked of every item by this model (`model_id` names it in
     /// the cache), through this machine's judgement cache; the stage's
