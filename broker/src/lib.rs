@@ -34,8 +34,11 @@
 //! sl:leader                STRING  the scheduler holding leadership, with a TTL
 //! ```
 
+mod connect;
 mod scripts;
 mod task;
+
+use connect::{unreachable, with_password};
 
 pub use task::{decode_body, encode_body, TaskBody, BODY_VERSION};
 
@@ -131,40 +134,6 @@ pub enum TaskState {
 
 /// How long [`Broker::connect`] retries a refused or reset connection.
 pub const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Whether an error is a connection that could not be made or was dropped
-/// (worth retrying), rather than a refusal by a server that answered.
-fn unreachable(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        let redis = cause.downcast_ref::<redis::RedisError>().or_else(|| {
-            match cause.downcast_ref::<deadpool_redis::PoolError>() {
-                Some(deadpool_redis::PoolError::Backend(e)) => Some(e),
-                _ => None,
-            }
-        });
-        redis.is_some_and(|e| {
-            e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped()
-        }) || cause.downcast_ref::<std::io::Error>().is_some()
-    })
-}
-
-/// `url` with `password` as its password, unless it names one already. The
-/// user name, if any, stays; the password is percent-encoded, so any
-/// character may be in it.
-fn with_password(url: &str, password: Option<&str>) -> String {
-    let Some(password) = password else {
-        return url.to_owned();
-    };
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_none() => {
-            match parsed.set_password(Some(password)) {
-                Ok(()) => parsed.to_string(),
-                Err(()) => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
 
 impl Broker {
     /// Connects to `url` (`redis://` or `rediss://` for TLS; a user name and
@@ -780,24 +749,5 @@ impl Broker {
             .invoke_async(&mut conn)
             .await?;
         Ok(r == 1)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_password;
-
-    #[test]
-    fn the_password_from_the_environment_joins_the_url_once() {
-        assert_eq!(
-            with_password("redis://subliminal@h:1/", Some("p@ss/w:rd")),
-            "redis://subliminal:p%40ss%2Fw%3Ard@h:1/"
-        );
-        assert_eq!(with_password("redis://h:1/", Some("x")), "redis://:x@h:1/");
-        assert_eq!(
-            with_password("rediss://:given@h:1/0", Some("x")),
-            "rediss://:given@h:1/0"
-        );
-        assert_eq!(with_password("redis://h:1/", None), "redis://h:1/");
     }
 }
