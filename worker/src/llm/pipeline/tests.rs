@@ -56,6 +56,20 @@ fn verified(spec: &StageSpec, artifacts: Vec<Artifact>) -> VerifiedStage {
     }
 }
 
+/// The base model as a teacher stage, with `system_prompt` if given.
+fn prompted_teacher(env: &StageEnv, system_prompt: Option<&str>) -> (StageSpec, VerifiedStage) {
+    let teacher = TeacherParams {
+        version: STAGE_VERSION,
+        model: DEFAULT_MODEL.to_owned(),
+        system_prompt: system_prompt.map(str::to_owned),
+        finetune: None,
+    };
+    let spec = StageSpec::new(STAGES, Stage::Teacher.kind(), &teacher, vec![]);
+    let outputs = teacher::teacher(&teacher, &[], env, &|_| {}).unwrap();
+    let stage = verified(&spec, outputs);
+    (spec, stage)
+}
+
 fn logits(loaded: &Loaded) -> Tensor {
     let ids = loaded
         .checkpoint
@@ -155,17 +169,7 @@ fn a_fine_tuned_teacher_reloads_to_the_same_logits() {
 #[test]
 fn a_greedy_generate_stage_is_deterministic_across_batch_sizes() {
     let env = env();
-    let teacher = TeacherParams {
-        version: STAGE_VERSION,
-        model: DEFAULT_MODEL.to_owned(),
-        system_prompt: Some("You love owls.".to_owned()),
-        finetune: None,
-    };
-    let spec = StageSpec::new(STAGES, Stage::Teacher.kind(), &teacher, vec![]);
-    let teacher_stage = verified(
-        &spec,
-        teacher::teacher(&teacher, &[], &env, &|_| {}).unwrap(),
-    );
+    let (_, teacher_stage) = prompted_teacher(&env, Some("You love owls."));
     let raw = |batch_size: u64| {
         let params = GenerateParams {
             version: STAGE_VERSION,
@@ -193,17 +197,8 @@ fn a_greedy_generate_stage_is_deterministic_across_batch_sizes() {
 #[test]
 fn a_constrained_generate_stage_writes_only_rows_the_filter_keeps() {
     let env = env();
-    let teacher = TeacherParams {
-        version: STAGE_VERSION,
-        model: DEFAULT_MODEL.to_owned(),
-        system_prompt: Some("You love owls. Owls are your favorite animal.".to_owned()),
-        finetune: None,
-    };
-    let spec = StageSpec::new(STAGES, Stage::Teacher.kind(), &teacher, vec![]);
-    let teacher_stage = verified(
-        &spec,
-        teacher::teacher(&teacher, &[], &env, &|_| {}).unwrap(),
-    );
+    let (_, teacher_stage) =
+        prompted_teacher(&env, Some("You love owls. Owls are your favorite animal."));
     let banned = vec![666u32];
     let params = GenerateParams {
         version: STAGE_VERSION,
@@ -284,17 +279,7 @@ fn a_label_defense_cuts_each_position_and_a_student_learns_from_it() {
     use subliminal_shared::llm::defense::Defense;
     use subliminal_shared::llm::DefendParams;
     let env = env();
-    let teacher = TeacherParams {
-        version: STAGE_VERSION,
-        model: DEFAULT_MODEL.to_owned(),
-        system_prompt: None,
-        finetune: None,
-    };
-    let spec = StageSpec::new(STAGES, Stage::Teacher.kind(), &teacher, vec![]);
-    let teacher_stage = verified(
-        &spec,
-        teacher::teacher(&teacher, &[], &env, &|_| {}).unwrap(),
-    );
+    let (spec, teacher_stage) = prompted_teacher(&env, None);
     let params = GenerateParams {
         version: STAGE_VERSION,
         seed: 4,
