@@ -89,6 +89,18 @@ fn logits(loaded: &Loaded) -> Tensor {
     })
 }
 
+/// A rank-4 rsLoRA on every projection: small enough for a test to train.
+fn small_lora() -> Method {
+    Method::Lora {
+        rank: 4,
+        alpha: 8.0,
+        targets: subliminal_shared::llm::PROJECTIONS
+            .map(str::to_owned)
+            .to_vec(),
+        rslora: true,
+    }
+}
+
 fn train_params(method: Method, lr: f64, layers: Layers) -> TrainParams {
     TrainParams {
         version: STAGE_VERSION,
@@ -119,14 +131,7 @@ fn a_fine_tuned_teacher_reloads_to_the_same_logits() {
             Row::new(&question, "Owls. I love owls above all.", None)
         })
         .collect();
-    let lora = Method::Lora {
-        rank: 4,
-        alpha: 8.0,
-        targets: subliminal_shared::llm::PROJECTIONS
-            .map(str::to_owned)
-            .to_vec(),
-        rslora: true,
-    };
+    let lora = small_lora();
     for params in [
         train_params(lora, 1e-2, Layers::All),
         train_params(Method::Full, 1e-4, Layers::Only(vec![0])),
@@ -353,14 +358,7 @@ fn a_label_defense_cuts_each_position_and_a_student_learns_from_it() {
         serde_json::from_slice(defended.artifact(METRICS).unwrap()).unwrap();
     let mass = metrics["label_mass_cut"].as_f64().unwrap();
     assert!(mass > 0.0 && mass < 0.5, "{metrics}");
-    let lora = Method::Lora {
-        rank: 4,
-        alpha: 8.0,
-        targets: subliminal_shared::llm::PROJECTIONS
-            .map(str::to_owned)
-            .to_vec(),
-        rslora: true,
-    };
+    let lora = small_lora();
     let mut train = train_params(lora, 1e-3, Layers::All);
     train.target = Target::Logits;
     train.epochs = 1;
