@@ -116,6 +116,20 @@ pub struct SoftLabels {
 }
 
 impl SoftLabels {
+    /// The labels of `rows` (by prompt seed) in the artifact `bytes`, which
+    /// `what` names; `rows_name` names the rows in an error.
+    pub fn read_for_rows(
+        bytes: &[u8],
+        what: &str,
+        rows: &[subliminal_shared::llm::dataset::Row],
+        rows_name: &str,
+    ) -> anyhow::Result<Self> {
+        let labels = Self::from_bytes(bytes, what)?;
+        let seeds: Vec<Option<u64>> = rows.iter().map(|r| r.seed).collect();
+        let rows = labels.for_seeds(&seeds, what, rows_name)?;
+        Ok(Self { k: labels.k, rows })
+    }
+
     /// The labels of each of `rows`, found by the row's prompt seed (`None`:
     /// a row without one); `what` names these labels and `rows_name` the
     /// rows in an error.

@@ -140,7 +140,7 @@ fn matched_rows(
     if total > want {
         kept = seeded_sample(kept, want, params.seed);
     }
-    let labelled = rows.manifest.artifacts.iter().any(|a| a.name == SOFT_LABELS);
+    let labelled = has_soft_labels(rows);
     let mut artifacts = vec![
         Artifact::new(ROWS, dataset::to_jsonl(&kept)),
         Artifact::json(
@@ -182,10 +182,7 @@ fn kept_labels(rows: &[Row], stage: &VerifiedStage, name: &str) -> anyhow::Resul
         })?;
         (format!("{SOFT_LABELS} of stage {}", m.stage.short()), bytes)
     };
-    let labels = SoftLabels::from_bytes(bytes, &what)?;
-    let seeds: Vec<Option<u64>> = rows.iter().map(|r| r.seed).collect();
-    let rows = labels.for_seeds(&seeds, &what, name)?;
-    Ok(SoftLabels { k: labels.k, rows })
+    SoftLabels::read_for_rows(bytes, &what, rows, name)
 }
 
 /// Whether a rows stage carries its rows' soft labels.

@@ -24,15 +24,16 @@ pub(crate) fn row_labels(
 ) -> anyhow::Result<(usize, Vec<SoftRow>)> {
     let id = labelled.manifest.stage.short();
     let what = format!("{SOFT_LABELS} of stage {id}");
-    let labels = SoftLabels::from_bytes(
+    let labels = SoftLabels::read_for_rows(
         labelled.artifact(SOFT_LABELS).with_context(|| {
             format!("stage {id} recorded no soft labels: is it a generate stage with soft_labels?")
         })?,
         &what,
+        rows,
+        "the rows",
     )?;
     let vocab = tok.vocab_size() as u32;
-    let seeds: Vec<Option<u64>> = rows.iter().map(|r| r.seed).collect();
-    let rows = labels.for_seeds(&seeds, &what, "the rows")?;
+    let rows = labels.rows;
     for soft in &rows {
         anyhow::ensure!(
             soft.tokens.iter().chain(&soft.top_ids).all(|&t| t < vocab),

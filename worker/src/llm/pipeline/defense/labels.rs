@@ -37,10 +37,12 @@ impl ApplyDefense for Labels {
             })?;
         let id = generated.manifest.stage.short();
         let what = format!("{SOFT_LABELS} of stage {id}");
-        let labels = SoftLabels::from_bytes(generated.artifact(SOFT_LABELS)?, &what)?;
-        let seeds: Vec<Option<u64>> = job.rows.iter().map(|r| r.seed).collect();
-        let mut rows = labels.for_seeds(&seeds, &what, "the filtered rows")?;
-        let k = labels.k;
+        let SoftLabels { k, mut rows } = SoftLabels::read_for_rows(
+            generated.artifact(SOFT_LABELS)?,
+            &what,
+            &job.rows,
+            "the filtered rows",
+        )?;
         let (mut positions, mut removed, mut kept_tokens) = (0usize, 0.0f64, 0usize);
         for row in &mut rows {
             for label in row.top_logprobs.chunks_mut(k) {
