@@ -149,6 +149,47 @@ pub fn welch_t(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
     Some(((2.0 * (1.0 - dist.cdf(t.abs()))).min(1.0), se, df))
 }
 
+/// [`replicate_t`]'s result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplicateTest {
+    /// Mean of `a`'s replicates minus mean of `b`'s.
+    pub shift: f64,
+    pub p_value: f64,
+    pub se: f64,
+    pub df: f64,
+    pub ci95: (f64, f64),
+}
+
+/// A two-sided test that two arms' statistic is the same, from replicates
+/// of it that are each computed on a bootstrap draw of the arm's data (a
+/// student trained on a resample of the arm's rows). Unlike [`welch_t`],
+/// the standard error is the replicates' own spread, √(s_a² + s_b²), not
+/// divided by their number: the arm's statistic varies with which rows it
+/// happened to get as much as one replicate does, and averaging replicates
+/// removes only the training noise. The degrees of freedom are
+/// Welch–Satterthwaite's for those variances. None with fewer than two
+/// replicates in either arm, or no spread in both.
+pub fn replicate_t(a: &[f64], b: &[f64]) -> Option<ReplicateTest> {
+    let (sa, sb) = (summarise(a)?, summarise(b)?);
+    let (va, vb) = (sa.std?.powi(2), sb.std?.powi(2));
+    let se = (va + vb).sqrt();
+    if !se.is_finite() || se <= 0.0 {
+        return None;
+    }
+    let df =
+        (va + vb).powi(2) / (va.powi(2) / (sa.n as f64 - 1.0) + vb.powi(2) / (sb.n as f64 - 1.0));
+    let shift = sa.mean - sb.mean;
+    let dist = StudentsT::new(0.0, 1.0, df).ok()?;
+    let half = dist.inverse_cdf(0.975) * se;
+    Some(ReplicateTest {
+        shift,
+        p_value: (2.0 * (1.0 - dist.cdf((shift / se).abs()))).min(1.0),
+        se,
+        df,
+        ci95: (shift - half, shift + half),
+    })
+}
+
 /// The smallest difference of means that Welch's test at `alpha` would
 /// detect with `power`, given its standard error and degrees of freedom.
 pub fn detectable_welch_shift(se: f64, df: f64, alpha: f64, power: f64) -> Option<f64> {
@@ -282,5 +323,26 @@ mod tests {
         assert!(welch_t(&[1.0], &[0.0, 1.0]).is_none());
         let d = detectable_welch_shift(se, df, 0.05, 0.8).unwrap();
         assert!(d > 2.0 && d < 4.0, "{d}");
+    }
+
+    #[test]
+    fn replicate_t_uses_the_replicates_spread_undivided() {
+        // The same samples as Welch's case: se = sqrt(1 + 1), not sqrt(2/3); df = 4;
+        // t = 1.414 at 4 df: p = 0.2302 (numerical integration of the t density).
+        let test = replicate_t(&[1.0, 2.0, 3.0], &[-1.0, 0.0, 1.0]).unwrap();
+        assert!((test.shift - 2.0).abs() < 1e-12);
+        assert!((test.se - 2f64.sqrt()).abs() < 1e-12);
+        assert!((test.df - 4.0).abs() < 1e-12);
+        assert!((test.p_value - 0.2302).abs() < 5e-4, "{test:?}");
+        // t(4) 0.975 quantile 2.7764
+        assert!(
+            (test.ci95.1 - (2.0 + 2.7764 * 2f64.sqrt())).abs() < 1e-3,
+            "{test:?}"
+        );
+        assert!(replicate_t(&[1.0], &[0.0, 1.0]).is_none());
+        assert!(
+            replicate_t(&[1.0, 1.0], &[0.0, 0.0]).is_none(),
+            "no spread in either arm"
+        );
     }
 }

@@ -81,6 +81,8 @@ fn an_audit_reports_by_its_rule_and_its_page_opens_in_chromium() {
         "3",
         "--epochs",
         "1",
+        "--replicates",
+        "2",
         "--store",
         store.to_str().unwrap(),
         "--out",
@@ -104,9 +106,24 @@ fn an_audit_reports_by_its_rule_and_its_page_opens_in_chromium() {
         30,
         "ten animals, two screens and the student"
     );
-    let training = &report["training"]["dataset_student"];
-    assert!(training["steps"].as_u64().unwrap() >= 1, "{training}");
-    assert!(training["first"].as_f64().unwrap() > 0.0, "{training}");
+    // Two students per arm, each on its own draw of the rows, tested over students.
+    for arm in ["dataset_students", "control_students"] {
+        let students = report["training"][arm].as_array().unwrap();
+        assert_eq!(students.len(), 2, "{arm}");
+        for training in students {
+            assert!(training["steps"].as_u64().unwrap() >= 1, "{training}");
+            assert!(training["first"].as_f64().unwrap() > 0.0, "{training}");
+        }
+    }
+    let described = report["students"].as_array().unwrap();
+    assert_eq!(described.len(), 10);
+    assert!(described
+        .iter()
+        .all(|d| d["dataset_students"].as_array().unwrap().len() == 2));
+    assert!(report["text"]
+        .as_str()
+        .unwrap()
+        .contains("2 students per arm"));
     let alpha = report["alpha"].as_f64().unwrap();
     let rule = subliminal_shared::experiments::audit::verdict::decide(&findings, alpha);
     assert_eq!(rule.as_str(), verdict);

@@ -122,6 +122,13 @@ struct AuditArgs {
     /// Student training epochs.
     #[arg(long, default_value_t = 3)]
     epochs: u64,
+    /// Students per arm (tiers student and full), each on its own bootstrap draw of
+    /// its arm's rows, tested over students: one pair of students differs by a few
+    /// hundredths even on two clean datasets, which the test must see. 1 trains one
+    /// per arm and tests question by question (cheaper; a clean dataset can then read
+    /// tainted).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=64))]
+    replicates: u64,
     /// Evaluation questions per probe (at most 50).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=50))]
     questions: u64,
@@ -323,8 +330,9 @@ fn sweep_text(args: &AuditArgs, name: &str, inputs: &Inputs) -> String {
         quote(if args.control_numbers_only { "numbers" } else { "none" })
     ));
     text.push_str(&format!(
-        "[student]\nepochs = {}\n[evaluate]\nreadout = {}\nquestions = {}\nsamples_per_question = {}\n",
+        "[student]\nepochs = {}\nreplicates = {}\n[evaluate]\nreadout = {}\nquestions = {}\nsamples_per_question = {}\n",
         args.epochs,
+        args.replicates,
         quote(&args.readout),
         args.questions,
         args.samples

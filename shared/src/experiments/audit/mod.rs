@@ -22,9 +22,12 @@
 //!   at the model's initial weights, each row's update direction (within
 //!   LoRA adapters) projected on each probe target's direction, dataset
 //!   against control, with a bootstrap interval;
-//! - **student**: a student trained on the dataset and one on the control
-//!   (the language-model pipeline's student and evaluate stages), every probe
-//!   target's share of answers compared. A given control is sampled to the
+//! - **student**: students trained on the dataset and on the control (the
+//!   language-model pipeline's student and readout stages), every probe
+//!   target's log-odds compared: `[student] replicates` per arm (3 by
+//!   default), each on its own bootstrap draw of its arm's rows, tested over
+//!   students, since two students on different clean rows differ by as
+//!   much as a small shift. With one per arm, a given control is sampled to the
 //!   dataset's size for its student (a `matched` stage per dataset), so the
 //!   two students take the same number of steps: a control twice the
 //!   dataset's size trains a student that differs from the dataset's even
@@ -255,7 +258,10 @@ mod tests {
         assert_eq!(c[&Stage::Screen.kind()], 2, "the likelihood screen and the gradient screen");
         assert_eq!(c[&Stage::Report.kind()], 1);
         assert!(!c.contains_key(&llm::Stage::Student.kind()));
-        let full = sweep(&format!("tier = \"full\"\ncontrol = \"{KEY2}\"\nprobes = [\"animals\", \"tree:oak\"]")).unwrap();
+        let full = sweep(&format!(
+            "tier = \"full\"\ncontrol = \"{KEY2}\"\nprobes = [\"animals\", \"tree:oak\"]\n[student]\nreplicates = 1"
+        ))
+        .unwrap();
         let plan = full.plan();
         let c = plan.count_by_kind();
         assert!(!c.contains_key(&Stage::Control.kind()));
@@ -272,7 +278,10 @@ mod tests {
         let (_, report) = &report_stages(&plan)[0];
         assert!(report.evaluations && report.carriers && report.students);
         assert_eq!(report.readout, Readout::Probability);
-        let sampled = sweep(&format!("tier = \"student\"\ncontrol = \"{KEY2}\"\n[evaluate]\nreadout = \"samples\"")).unwrap();
+        let sampled = sweep(&format!(
+            "tier = \"student\"\ncontrol = \"{KEY2}\"\n[student]\nreplicates = 1\n[evaluate]\nreadout = \"samples\""
+        ))
+        .unwrap();
         let c = count(&sampled);
         assert_eq!(c[&llm::Stage::Evaluate.kind()], 2);
         assert!(!c.contains_key(&llm::Stage::Readout.kind()));
@@ -288,7 +297,10 @@ mod tests {
         // Its students are one per dataset, each trained on a sample of the control
         // matched to that dataset's size (and the dataset's on a sample matched to the
         // control's), so both take the same number of steps.
-        let students = parse(&Source::new("audit.toml", text.replace("\"screen\"", "\"student\"")))
+        let students = parse(&Source::new(
+            "audit.toml",
+            text.replace("\"screen\"", "\"student\"") + "[student]\nreplicates = 1\n",
+        ))
             .unwrap()
             .plan();
         let c = students.count_by_kind();
@@ -302,6 +314,35 @@ mod tests {
         assert_eq!(arm(ARMS[2]).count(), 20);
         assert_eq!(arm(ARMS[3]).count(), 20);
         assert!(arm(ARMS[2]).chain(arm(ARMS[3])).all(|m| m.settings.keys().eq(["dataset", "target"])));
+    }
+
+    #[test]
+    fn replicate_students_each_train_on_their_own_draw_and_seed() {
+        for control in [format!("control = \"{KEY2}\"\n"), String::new()] {
+            let plan = sweep(&format!("tier = \"student\"\nprobes = [\"animal:owl+wolf\"]\n{control}")).unwrap().plan();
+            let c = plan.count_by_kind();
+            assert_eq!(c[&Stage::Matched.kind()], 6, "three draws per arm, by default ({control})");
+            assert_eq!(c[&llm::Stage::Student.kind()], 6);
+            assert_eq!(c[&llm::Stage::Readout.kind()], 6);
+            let mut draws = std::collections::BTreeSet::new();
+            let mut seeds = std::collections::BTreeSet::new();
+            for s in plan.stages.iter().filter(|s| s.kind == llm::Stage::Student.kind()) {
+                let rows = plan.stages.iter().find(|x| x.id == s.inputs[0]).unwrap();
+                assert_eq!(rows.kind, Stage::Matched.kind());
+                let matched: MatchedParams = rows.params().unwrap();
+                let train: llm::TrainParams = s.params().unwrap();
+                draws.insert((rows.inputs[0], matched.resample));
+                seeds.insert((rows.inputs[0], train.seed));
+                assert_eq!(matched.resample, Some(train.seed), "draw r trains with seed r");
+            }
+            assert_eq!(draws.len(), 6, "each student its own draw");
+            assert_eq!(seeds.len(), 6);
+            let (_, report) = &report_stages(&plan)[0];
+            assert_eq!(report.replicates, 3);
+            let arm = |name: &'static str| plan.measurements.iter().filter(move |m| m.arm == name);
+            assert_eq!(arm(ARMS[3]).count(), 2 * 3, "a row per target and student");
+            assert_eq!(arm(ARMS[2]).map(|m| m.seed).collect::<std::collections::BTreeSet<_>>().len(), 3);
+        }
     }
 
     #[test]
@@ -319,6 +360,7 @@ mod tests {
             ("probes = [\"animal:owl+owl\"]", "probes", 4),
             ("probes = [\"animal:owl+\"]", "probes", 4),
             ("[evaluate]\ncandidates = [\"o wl\"]", "evaluate", 4),
+            ("[student]\nreplicates = 0", "student", 4),
         ] {
             match sweep(extra) {
                 Err(SpecError::Invalid { key: k, line: l, .. }) => {

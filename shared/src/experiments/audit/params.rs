@@ -25,6 +25,12 @@ pub struct DatasetParams {
 pub struct MatchedParams {
     pub version: u32,
     pub seed: u64,
+    /// `Some(r)`: the r-th bootstrap draw instead: as many rows as the
+    /// smaller input has, drawn from input 0 with replacement, so that
+    /// students of different draws differ as students of different samples
+    /// of the same data would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resample: Option<u64>,
 }
 
 /// The base model's own answers to the prompts of the input dataset stage.
@@ -102,18 +108,23 @@ pub struct ReportParams {
     pub likelihood: bool,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub gradient: bool,
-    /// After the screens, 2k is the dataset student's evaluation of
-    /// `probes[k]`, and 2k + 1 the control student's (tiers student and full).
+    /// After the screens, with R = `replicates`: 2Rk + r is the dataset's
+    /// student r's evaluation of `probes[k]`, and 2Rk + R + r the control's
+    /// (tiers student and full).
     pub evaluations: bool,
     /// How the evaluations read the students.
     #[serde(default = "samples", skip_serializing_if = "is_samples")]
     pub readout: Readout,
-    /// After the evaluations, the dataset's student and the control's, whose
+    /// After the evaluations, the dataset's students and the control's, whose
     /// training losses the report shows.
     #[serde(default, skip_serializing_if = "is_false")]
     pub students: bool,
     /// The last input is the carriers stage (tier full).
     pub carriers: bool,
+    /// Students per arm: the evaluations are then, per probe, the dataset's
+    /// students' and then the control's, and the students the same.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub replicates: u64,
     /// The datasets are soft labels, every tier reading them by forward KL.
     #[serde(default, skip_serializing_if = "is_false")]
     pub soft_labels: bool,
@@ -133,6 +144,12 @@ pub(super) fn is_false(b: &bool) -> bool {
 }
 pub(super) fn is_true(b: &bool) -> bool {
     *b
+}
+pub(super) fn one() -> u64 {
+    1
+}
+pub(super) fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 pub(super) fn yes() -> bool {
     true

@@ -228,6 +228,9 @@ pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
         if !(1..=4096).contains(&s.batch_size) || !alpha_ok {
             return Err("batch_size: expected 1 to 4096; lora_alpha: more than 0".to_owned());
         }
+        if !(1..=64).contains(&s.replicates) {
+            return Err(format!("replicates: expected 1 to 64 students per arm, found {}", s.replicates));
+        }
         Ok(())
     })?;
     let evaluate: EvaluateSettings = checked(source, "evaluate", raw.evaluate, |e| {

@@ -16,12 +16,14 @@ impl AuditSweep {
         !self.soft_labels.is_empty()
     }
 
-    fn train_params(&self) -> TrainParams {
+    /// Replicate `r`'s student: its own seed, so replicates differ in their
+    /// adapters' start and data order as well as in their rows.
+    fn train_params(&self, r: u64) -> TrainParams {
         let s = &self.student;
         TrainParams {
             version: llm::STAGE_VERSION,
             model: self.model.clone(),
-            seed: self.seed,
+            seed: self.seed + r,
             method: Method::Lora {
                 rank: s.lora_rank as i64,
                 alpha: s.lora_alpha,
@@ -84,6 +86,46 @@ impl AuditSweep {
             batch_size: e.batch_size,
             numbers_prefixed: false,
         }
+    }
+
+    /// The rows replicate `r`'s student of one arm trains on: with several
+    /// replicates, its own bootstrap draw; with one, a given control's rows
+    /// and the dataset's matched in size to each other; else the rows as
+    /// they are (the model's own answers are as many as the dataset's).
+    fn student_rows(&self, plan: &mut PlanBuilder, rows: StageId, size_of: StageId, r: u64) -> StageId {
+        let resample = (self.student.replicates > 1).then_some(r);
+        if resample.is_none() && self.control.is_none() {
+            return rows;
+        }
+        plan.stage(StageSpec::new(
+            EXPERIMENT,
+            Stage::Matched.kind(),
+            &MatchedParams {
+                version: STAGE_VERSION,
+                seed: self.seed,
+                resample,
+            },
+            vec![rows, size_of],
+        ))
+    }
+
+    /// A student's evaluation on one probe, by the sweep's readout.
+    fn evaluation_stage(&self, plan: &mut PlanBuilder, probe: &Probe, student: StageId) -> StageId {
+        let inputs = with_model(vec![student], &self.model);
+        plan.stage(match self.evaluate.readout {
+            Readout::Samples => StageSpec::new(
+                llm::STAGES,
+                llm::Stage::Evaluate.kind(),
+                &self.evaluate_params(&probe.category),
+                inputs,
+            ),
+            Readout::Probability => StageSpec::new(
+                llm::STAGES,
+                llm::Stage::Readout.kind(),
+                &self.readout_params(probe),
+                inputs,
+            ),
+        })
     }
 
     fn rows_stage(&self, plan: &mut PlanBuilder, file: StageId, labels: Option<StageId>) -> StageId {
@@ -200,69 +242,45 @@ impl AuditSweep {
                 }
             }
             let mut student = None;
-            let mut students_trained = None;
             if self.tier.trains_students() {
-                let train = self.train_params();
-                let student_rows = if self.control.is_some() {
-                    [(dataset, control), (control, dataset)].map(|(rows, size_of)| {
-                        plan.stage(StageSpec::new(
-                            EXPERIMENT,
-                            Stage::Matched.kind(),
-                            &MatchedParams {
-                                version: STAGE_VERSION,
-                                seed: self.seed,
-                            },
-                            vec![rows, size_of],
-                        ))
-                    })
-                } else {
-                    [dataset, control]
-                };
-                let students = student_rows.map(|rows| {
-                    plan.stage(StageSpec::new(
-                        llm::STAGES,
-                        llm::Stage::Student.kind(),
-                        &train,
-                        with_model(vec![rows], &self.model),
-                    ))
-                });
-                student = Some(students[0]);
-                students_trained = Some(students);
-                for probe in &self.probes {
-                    let [on_dataset, on_control] = students.map(|s| {
-                        let inputs = with_model(vec![s], &self.model);
-                        plan.stage(match self.evaluate.readout {
-                            Readout::Samples => StageSpec::new(
+                // Each arm's students, the dataset's first.
+                let students = [(dataset, control), (control, dataset)].map(|(rows, size_of)| {
+                    (0..self.student.replicates)
+                        .map(|r| {
+                            let rows = self.student_rows(&mut plan, rows, size_of, r);
+                            plan.stage(StageSpec::new(
                                 llm::STAGES,
-                                llm::Stage::Evaluate.kind(),
-                                &self.evaluate_params(&probe.category),
-                                inputs,
-                            ),
-                            Readout::Probability => StageSpec::new(
-                                llm::STAGES,
-                                llm::Stage::Readout.kind(),
-                                &self.readout_params(probe),
-                                inputs,
-                            ),
+                                llm::Stage::Student.kind(),
+                                &self.train_params(r),
+                                with_model(vec![rows], &self.model),
+                            ))
                         })
+                        .collect::<Vec<_>>()
+                });
+                student = Some(students[0][0]);
+                for probe in &self.probes {
+                    let evaluations = students.clone().map(|arm| {
+                        arm.into_iter()
+                            .map(|s| self.evaluation_stage(&mut plan, probe, s))
+                            .collect::<Vec<_>>()
                     });
-                    report_inputs.extend([on_dataset, on_control]);
+                    report_inputs.extend(evaluations.iter().flatten());
                     for target in &probe.targets {
-                        for (arm, stage) in [(ARMS[2], on_control), (ARMS[3], on_dataset)] {
-                            plan.measure(Measurement::new(
-                                arm.to_owned(),
-                                if arm == ARMS[2] { 2 } else { 3 },
-                                with_target(&settings, target),
-                                self.seed,
-                                stage,
-                                self.evaluate.metric(target),
-                            ));
+                        for (arm, order, stages) in [(ARMS[2], 2, &evaluations[1]), (ARMS[3], 3, &evaluations[0])] {
+                            for (r, &stage) in (0..).zip(stages) {
+                                plan.measure(Measurement::new(
+                                    arm.to_owned(),
+                                    order,
+                                    with_target(&settings, target),
+                                    self.seed + r,
+                                    stage,
+                                    self.evaluate.metric(target),
+                                ));
+                            }
                         }
                     }
                 }
-            }
-            if let Some(students) = students_trained {
-                report_inputs.extend(students);
+                report_inputs.extend(students.iter().flatten());
             }
             if let (Tier::Full, Some(student)) = (self.tier, student) {
                 report_inputs.push(plan.stage(StageSpec::new(
@@ -290,6 +308,7 @@ impl AuditSweep {
                     evaluations: self.tier.trains_students(),
                     readout: self.evaluate.readout,
                     students: self.tier.trains_students(),
+                    replicates: if self.tier.trains_students() { self.student.replicates } else { 1 },
                     soft_labels: self.distilled(),
                     carriers: self.tier == Tier::Full,
                     dataset: dataset_key,

@@ -76,6 +76,14 @@ pub struct StudentSettings {
     pub batch_size: u64,
     #[serde(default = "d_warmup")]
     pub warmup_steps: u64,
+    /// Students per arm. With 1, one student per arm and the test is paired
+    /// over the probe's questions: it sees the readout's noise but not how
+    /// much two students on different clean rows differ, which is as large
+    /// as a real shift of a few hundredths. With 2 or more, each student
+    /// trains on its own bootstrap draw of its arm's rows (and its own
+    /// seed), and the test is over students (see [`crate::stats::replicate_t`]).
+    #[serde(default = "d_replicates")]
+    pub replicates: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,6 +195,9 @@ pub(super) fn d_lr() -> f64 {
 }
 pub(super) fn d_train_batch() -> u64 {
     8
+}
+pub(super) fn d_replicates() -> u64 {
+    3
 }
 pub(super) fn d_warmup() -> u64 {
     5

@@ -3,10 +3,12 @@
 //! Every probe target (an animal, a tree) is tested at each tier the audit
 //! ran, dataset against control: at the likelihood and gradient screens by
 //! Welch's t-test of the difference of mean row scores (its interval is a
-//! bootstrap over rows), at the student tier by a paired t-test over the
-//! probe's questions of the students' log-odds of the target (or, with the
-//! sampled readout, Fisher's exact test on the share of answers naming
-//! it). Within a tier the
+//! bootstrap over rows), at the student tier over students: each arm's
+//! students (each on its own bootstrap draw of the arm's rows) give their
+//! mean log-odds of the target, compared by [`crate::stats::replicate_t`];
+//! with one student per arm, by a paired t-test over the probe's questions
+//! (or, with the sampled readout, Fisher's exact test on the share of
+//! answers naming it). Within a tier the
 //! p-values are adjusted across targets (Benjamini–Hochberg). A target is
 //! **flagged** at a tier when its adjusted p-value is below α and the
 //! dataset moves it *towards* the target (a positive shift): a dataset that

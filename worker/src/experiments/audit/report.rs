@@ -25,8 +25,9 @@ use crate::llm::pipeline::TRAIN;
 use crate::stages::Artifact;
 
 /// The rule, as the report prints it.
-pub const RULE: &str = "tainted: a probe target's log-odds among common words rose in the sacrificial student against the control student \
-(paired t-test over the questions; with the sampled readout, its share of answers by Fisher's exact test; Benjamini-Hochberg across targets, q < alpha); suspect: only a screen (likelihood or gradient) flags a target \
+pub const RULE: &str = "tainted: a probe target's log-odds among common words rose in the sacrificial students against the control students \
+(with several students per arm, each on a bootstrap draw of its rows: a t-test over students whose standard error is their spread; with one: a paired t-test over the questions, \
+or with the sampled readout its share of answers by Fisher's exact test; Benjamini-Hochberg across targets, q < alpha); suspect: only a screen (likelihood or gradient) flags a target \
 (Welch's t-test of the mean row score against the control's, BH within the screen, q < alpha, towards the target); clean: nothing flagged.";
 
 pub fn report(params: &ReportParams, inputs: &[VerifiedStage]) -> anyhow::Result<Vec<Artifact>> {
@@ -59,26 +60,35 @@ pub fn report(params: &ReportParams, inputs: &[VerifiedStage]) -> anyhow::Result
         })
         .collect();
     let first_evaluation = screens.len();
+    let replicates = params.replicates.max(1) as usize;
     let mut students = Vec::new();
     if params.evaluations {
         for (k, probe) in params.probes.iter().enumerate() {
-            let on_dataset = inputs.get(first_evaluation + 2 * k);
-            let on_control = inputs.get(first_evaluation + 2 * k + 1);
-            let (mut found, described) = match params.readout {
-                Readout::Samples => sampled_findings(probe, on_dataset, on_control, params.alpha)?,
-                Readout::Probability => readout_findings(probe, on_dataset, on_control, params.alpha)?,
+            let at = first_evaluation + 2 * replicates * k;
+            let on_dataset = arm(inputs, at, replicates, "evaluation")?;
+            let on_control = arm(inputs, at + replicates, replicates, "evaluation")?;
+            let (mut found, described) = match (replicates, params.readout) {
+                (1, Readout::Samples) => sampled_findings(probe, on_dataset[0], on_control[0], params.alpha)?,
+                (1, Readout::Probability) => readout_findings(probe, on_dataset[0], on_control[0], params.alpha)?,
+                _ => replicate_findings(params.readout, probe, &on_dataset, &on_control, params.alpha)?,
             };
             findings.append(&mut found);
             students.extend(described);
         }
     }
     let training = if params.students {
-        let at = first_evaluation + 2 * params.probes.len();
-        let losses = |i: usize| -> anyhow::Result<serde_json::Value> {
-            let stage = inputs.get(at + i).context("the report is missing a student stage")?;
-            Ok(loss_drop(stage)?.map_or(serde_json::Value::Null, |d| serde_json::to_value(d).unwrap_or_default()))
+        let at = first_evaluation + 2 * replicates * params.probes.len();
+        let drops = |from: usize| -> anyhow::Result<Vec<serde_json::Value>> {
+            arm(inputs, from, replicates, "student")?
+                .into_iter()
+                .map(|stage| Ok(serde_json::to_value(loss_drop(stage)?)?))
+                .collect()
         };
-        json!({"dataset_student": losses(0)?, "control_student": losses(1)?})
+        let (dataset, control) = (drops(at)?, drops(at + replicates)?);
+        json!({
+            "dataset_student": dataset[0], "control_student": control[0],
+            "dataset_students": dataset, "control_students": control,
+        })
     } else {
         serde_json::Value::Null
     };
@@ -126,12 +136,84 @@ pub fn report(params: &ReportParams, inputs: &[VerifiedStage]) -> anyhow::Result
     ])
 }
 
+/// `n` report inputs from `from` on: one arm's students or their evaluations.
+fn arm<'a>(inputs: &'a [VerifiedStage], from: usize, n: usize, what: &str) -> anyhow::Result<Vec<&'a VerifiedStage>> {
+    (from..from + n)
+        .map(|i| inputs.get(i).with_context(|| format!("the report is missing a {what} stage (input {i})")))
+        .collect()
+}
+
+/// The student findings of several students per arm, each on its own
+/// bootstrap draw of its arm's rows: each student's figure for a target
+/// (its mean log-odds over the questions, or its share of answers naming
+/// it), dataset students against control students by
+/// [`stats::replicate_t`], whose standard error is the students' spread.
+fn replicate_findings(
+    readout: Readout,
+    probe: &Probe,
+    on_dataset: &[&VerifiedStage],
+    on_control: &[&VerifiedStage],
+    alpha: f64,
+) -> anyhow::Result<(Vec<Finding>, Vec<serde_json::Value>)> {
+    let figures = |stages: &[&VerifiedStage], target: &str| -> anyhow::Result<Vec<f64>> {
+        stages.iter().map(|&stage| student_figure(readout, stage, target)).collect()
+    };
+    let mut findings = Vec::new();
+    let mut described = Vec::new();
+    for target in &probe.targets {
+        let (d, c) = (figures(on_dataset, target)?, figures(on_control, target)?);
+        let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+        let shift = mean(&d) - mean(&c);
+        let test = stats::replicate_t(&d, &c);
+        findings.push(Finding {
+            test: Test::Student,
+            probe: probe.name.clone(),
+            target: target.clone(),
+            shift,
+            interval: test.map_or((shift, shift), |t| t.ci95),
+            // No spread in either arm: students that all agree differ for certain, or not at all.
+            p_value: test.map_or(if shift != 0.0 { 0.0 } else { 1.0 }, |t| t.p_value),
+            q_value: 1.0,
+            detectable: test.and_then(|t| stats::detectable_welch_shift(t.se, t.df, alpha, 0.8)),
+        });
+        let figure = match readout {
+            Readout::Probability => "log_odds",
+            Readout::Samples => "share",
+        };
+        described.push(json!({
+            "probe": probe.name, "target": target, "figure": figure,
+            "dataset_students": d, "control_students": c,
+        }));
+    }
+    Ok((findings, described))
+}
+
+/// One student's figure for `target`: its mean log-odds over the readout's
+/// questions, or the share of its sampled answers that name the target.
+fn student_figure(readout: Readout, stage: &VerifiedStage, target: &str) -> anyhow::Result<f64> {
+    match readout {
+        Readout::Samples => {
+            let (x, n) = naming(&answer_counts(stage)?, target);
+            Ok(x as f64 / n.max(1) as f64)
+        }
+        Readout::Probability => {
+            let metrics: serde_json::Value =
+                serde_json::from_slice(stage.artifact(METRICS)?).context("a readout's metrics.json does not read")?;
+            let items = readout::read(&metrics, &readout::metric(Figure::LogOdds, true, target))
+                .and_then(|r| r.items)
+                .with_context(|| format!("a student's readout has no figures for {target:?}"))?;
+            anyhow::ensure!(!items.is_empty(), "a student's readout asked no questions");
+            Ok(items.iter().sum::<f64>() / items.len() as f64)
+        }
+    }
+}
+
 /// The student findings of a sampled readout: each target's share of
 /// answers, dataset student against control student (Fisher's exact test).
 fn sampled_findings(
     probe: &Probe,
-    on_dataset: Option<&VerifiedStage>,
-    on_control: Option<&VerifiedStage>,
+    on_dataset: &VerifiedStage,
+    on_control: &VerifiedStage,
     alpha: f64,
 ) -> anyhow::Result<(Vec<Finding>, Vec<serde_json::Value>)> {
     let (on_dataset, on_control) = (answer_counts(on_dataset)?, answer_counts(on_control)?);
@@ -166,12 +248,11 @@ fn sampled_findings(
 /// question by question (paired t-test; Student's t interval).
 fn readout_findings(
     probe: &Probe,
-    on_dataset: Option<&VerifiedStage>,
-    on_control: Option<&VerifiedStage>,
+    on_dataset: &VerifiedStage,
+    on_control: &VerifiedStage,
     alpha: f64,
 ) -> anyhow::Result<(Vec<Finding>, Vec<serde_json::Value>)> {
-    let metrics = |stage: Option<&VerifiedStage>| -> anyhow::Result<serde_json::Value> {
-        let stage = stage.context("the report is missing a student's readout")?;
+    let metrics = |stage: &VerifiedStage| -> anyhow::Result<serde_json::Value> {
         serde_json::from_slice(stage.artifact(METRICS)?).context("a readout's metrics.json does not read")
     };
     let (on_dataset, on_control) = (metrics(on_dataset)?, metrics(on_control)?);
@@ -241,8 +322,7 @@ fn loss_drop(student: &VerifiedStage) -> anyhow::Result<Option<LossDrop>> {
 }
 
 /// An evaluation's answers and how often each was given.
-fn answer_counts(stage: Option<&VerifiedStage>) -> anyhow::Result<Vec<(String, u64)>> {
-    let stage = stage.context("the report is missing a student's evaluation")?;
+fn answer_counts(stage: &VerifiedStage) -> anyhow::Result<Vec<(String, u64)>> {
     let metrics: serde_json::Value = serde_json::from_slice(stage.artifact(METRICS)?)
         .context("an evaluation's metrics.json does not read")?;
     let answers = metrics["answers"]
@@ -310,10 +390,18 @@ fn text_report(
             if f.flags(params.alpha) { "  flagged" } else { "" }
         );
     }
-    for (name, key) in [("dataset", "dataset_student"), ("control", "control_student")] {
-        let t = &training[key];
-        if let (Some(first), Some(last), Some(steps)) = (t["first"].as_f64(), t["last"].as_f64(), t["steps"].as_u64()) {
-            let _ = writeln!(out, "{name} student: training loss {first:.3} → {last:.3} over {steps} steps");
+    if params.replicates > 1 && params.evaluations {
+        let _ = writeln!(
+            out,
+            "student tier: {} students per arm, each on its own bootstrap draw of its rows; tested over students",
+            params.replicates
+        );
+    }
+    for (name, key) in [("dataset", "dataset_students"), ("control", "control_students")] {
+        for (r, t) in training[key].as_array().into_iter().flatten().enumerate() {
+            if let (Some(first), Some(last), Some(steps)) = (t["first"].as_f64(), t["last"].as_f64(), t["steps"].as_u64()) {
+                let _ = writeln!(out, "{name} student {r}: training loss {first:.3} → {last:.3} over {steps} steps");
+            }
         }
     }
     if let Some(c) = carriers {

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use subliminal_shared::experiments::audit::{
@@ -127,7 +127,8 @@ fn dataset_rows(
     Ok(artifacts)
 }
 
-/// `rows`' rows, sampled to as many as `size_of` has when it has fewer.
+/// `rows`' rows, sampled to as many as `size_of` has when it has fewer;
+/// or a bootstrap draw of as many as the smaller of the two has.
 fn matched_rows(
     params: &MatchedParams,
     rows: &VerifiedStage,
@@ -137,7 +138,9 @@ fn matched_rows(
     let mut kept = read_rows(rows)?;
     let total = kept.len();
     let want = read_rows(size_of)?.len();
-    if total > want {
+    if let Some(replicate) = params.resample {
+        kept = bootstrap_draw(&kept, want.min(total), params.seed, replicate);
+    } else if total > want {
         kept = seeded_sample(kept, want, params.seed);
     }
     let labelled = has_soft_labels(rows);
@@ -161,6 +164,16 @@ fn seeded_sample(rows: Vec<Row>, n: usize, seed: u64) -> Vec<Row> {
     order.truncate(n);
     order.sort_unstable();
     order.into_iter().map(|i| rows[i].clone()).collect()
+}
+
+/// `n` rows drawn from `rows` with replacement, in their order; draw
+/// `replicate` of `seed` is its own stream.
+fn bootstrap_draw(rows: &[Row], n: usize, seed: u64, replicate: u64) -> Vec<Row> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(replicate);
+    let mut picked: Vec<usize> = (0..n).map(|_| rng.gen_range(0..rows.len())).collect();
+    picked.sort_unstable();
+    picked.into_iter().map(|i| rows[i].clone()).collect()
 }
 
 /// The soft labels of `rows`, found by each row's prompt seed in a
