@@ -1,6 +1,6 @@
 """Reference outputs from Hugging Face transformers, for the LLM parity tests.
 
-    llm_reference.py random {llama|qwen2} GGUF OUT   a small random model saved as a
+    llm_reference.py random {llama|llama3|qwen2} GGUF OUT   a small random model saved as a
                                                      Hugging Face folder OUT/model (the
                                                      GGUF's tokenizer beside it), and its logits
     llm_reference.py gguf GGUF OUT                   the logits of the GGUF model as
@@ -84,10 +84,17 @@ def random_model(kind, gguf, out):
     )
     if kind == "llama":
         config = LlamaConfig(rope_theta=10000.0, tie_word_embeddings=False, **common)
+    elif kind == "llama3":
+        # Llama 3.1's rope scaling, with an original context short enough that the chat
+        # sample's positions cross every regime: wavelengths under 16 kept, over 64
+        # divided by 8, those between blended.
+        rope = dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+                    high_freq_factor=4.0, original_max_position_embeddings=64)
+        config = LlamaConfig(rope_parameters=rope, tie_word_embeddings=False, **common)
     elif kind == "qwen2":
         config = Qwen2Config(rope_theta=1000000.0, tie_word_embeddings=True, **common)
     else:
-        sys.exit(f"unknown kind {kind!r}: expected llama or qwen2")
+        sys.exit(f"unknown kind {kind!r}: expected llama, llama3 or qwen2")
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # Every weight random, norms and biases included, so that no part can be
     # wrong without the logits showing it.

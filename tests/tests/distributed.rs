@@ -539,7 +539,9 @@ questions = 2
 [student]
 epochs = 1
 batch_size = 2
+replicates = 2
 [evaluate]
+readout = "samples"
 questions = 2
 samples_per_question = 3
 max_new_tokens = 4

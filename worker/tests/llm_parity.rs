@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use subliminal_worker::llm::config::RopeScaling;
 use subliminal_worker::llm::generate::{generate, Request, Sampling, SpecialTokens};
 use subliminal_worker::llm::load::{load, Checkpoint};
 use subliminal_worker::llm::tokenizer::Message;
@@ -203,6 +204,38 @@ fn random_model(kind: &str) {
 #[test]
 fn random_llama_matches_transformers() {
     random_model("llama");
+}
+
+/// Llama 3.1's rope scaling: logits and the cached decoding match
+/// transformers, and the same weights without the scaling do not (so the
+/// check would see a loader that ignored it).
+#[test]
+fn random_llama_with_llama3_rope_scaling_matches_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    reference(
+        &["random", "llama3", gguf_path().to_str().unwrap()],
+        dir.path(),
+    );
+    let (json, logits) = read_reference(dir.path());
+    let mut checkpoint = load(&dir.path().join("model")).unwrap();
+    assert!(
+        matches!(checkpoint.config.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0),
+        "{:?}",
+        checkpoint.config.rope_scaling
+    );
+    let model = check_against(&checkpoint, &json, &logits);
+    check_cache(&model, &checkpoint);
+    checkpoint.config.rope_scaling = RopeScaling::Default;
+    let (_vs, unscaled) = instantiate(&checkpoint, Device::Cpu, Kind::Float).unwrap();
+    let tokens: Vec<i64> = ids(&json["ids"]).iter().map(|&x| x as i64).collect();
+    let t = tokens.len() as i64;
+    let input = Tensor::from_slice(&tokens).view([1, t]);
+    let positions = Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
+    let plain = tch::no_grad(|| unscaled.logits(&unscaled.forward(&input, &positions, None, None)))
+        .squeeze_dim(0);
+    let diff = (&plain - &logits).abs().max().double_value(&[]);
+    println!("without the scaling: max |logits - transformers| = {diff:.3e}");
+    assert!(diff > 1e-2, "the scaling changes the logits by only {diff}");
 }
 
 #[test]

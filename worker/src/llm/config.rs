@@ -3,7 +3,8 @@
 //!
 //! One struct covers Llama, SmolLM and Qwen2: they differ only in which
 //! projections carry a bias and whether the output head is tied to the
-//! embedding.
+//! embedding. Rotary embeddings come in the default form or scaled as
+//! Llama 3 scales them (`rope_type = "llama3"`) or linearly ([`RopeScaling`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -26,9 +27,11 @@ pub struct Config {
     pub rms_norm_eps: f64,
     #[serde(default = "default_theta")]
     pub rope_theta: f64,
-    /// Where transformers 5 writes `rope_theta`; only the default rope type is implemented.
-    #[serde(default, skip_serializing)]
-    pub rope_parameters: Option<RopeParameters>,
+    /// How the rotary frequencies are scaled (Hugging Face's `rope_scaling`,
+    /// or transformers 5's `rope_parameters`, which [`Config::from_json`]
+    /// reads into it).
+    #[serde(default, skip_serializing_if = "RopeScaling::is_default")]
+    pub rope_scaling: RopeScaling,
     #[serde(default)]
     pub tie_word_embeddings: bool,
     /// Llama's switch for biases on q, k, v and o. Qwen2 has biases on q, k
@@ -39,11 +42,134 @@ pub struct Config {
     pub max_position_embeddings: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RopeParameters {
-    pub rope_theta: Option<f64>,
-    #[serde(default)]
-    pub rope_type: Option<String>,
+/// The rope types this model implements; another is refused with this list.
+pub const ROPE_TYPES: [&str; 3] = ["default", "linear", "llama3"];
+
+/// How the rotary embedding's inverse frequencies are scaled, as
+/// transformers' `ROPE_INIT_FUNCTIONS` define them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "rope_type", rename_all = "lowercase")]
+pub enum RopeScaling {
+    #[default]
+    Default,
+    /// Every frequency divided by `factor`.
+    Linear { factor: f64 },
+    /// Llama 3.1's: wavelengths longer than the original context over
+    /// `low_freq_factor` divided by `factor`, shorter than it over
+    /// `high_freq_factor` kept, those between blended smoothly.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+}
+
+impl RopeScaling {
+    pub fn is_default(&self) -> bool {
+        *self == RopeScaling::Default
+    }
+
+    /// `inv_freq` [head_dim / 2] (f32) scaled.
+    pub fn scale(&self, inv_freq: tch::Tensor) -> tch::Tensor {
+        match *self {
+            RopeScaling::Default => inv_freq,
+            RopeScaling::Linear { factor } => inv_freq / factor,
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: context,
+            } => {
+                let (low_wavelen, high_wavelen) =
+                    (context / low_freq_factor, context / high_freq_factor);
+                // In f32 and in transformers' order of operations, so the frequencies match its bit for bit.
+                let wavelen = inv_freq.reciprocal() * (2.0 * std::f64::consts::PI);
+                let long = wavelen.gt(low_wavelen);
+                let scaled = inv_freq.where_self(&long.logical_not(), &(&inv_freq / factor));
+                let smooth = (wavelen.reciprocal() * context - low_freq_factor)
+                    / (high_freq_factor - low_freq_factor);
+                let smoothed =
+                    (smooth.ones_like() - &smooth) * &scaled / factor + &smooth * &scaled;
+                let medium = wavelen.ge(high_wavelen).logical_and(&long.logical_not());
+                smoothed.where_self(&medium, &scaled)
+            }
+        }
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let positive = |name: &str, v: f64| {
+            anyhow::ensure!(
+                v.is_finite() && v > 0.0,
+                "rope {name} is {v}: expected a positive number"
+            );
+            Ok(())
+        };
+        match *self {
+            RopeScaling::Default => Ok(()),
+            RopeScaling::Linear { factor } => positive("factor", factor),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                positive("factor", factor)?;
+                positive("low_freq_factor", low_freq_factor)?;
+                positive(
+                    "original_max_position_embeddings",
+                    original_max_position_embeddings,
+                )?;
+                anyhow::ensure!(
+                    high_freq_factor > low_freq_factor,
+                    "rope high_freq_factor {high_freq_factor} is not above low_freq_factor {low_freq_factor}"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Brings the ways config files write rotary settings to one: transformers
+/// 5's `rope_parameters` (theta and scaling together), older files'
+/// `rope_theta` beside `rope_scaling` (whose oldest form says `type`), and
+/// a null or missing scaling (the default).
+fn normalise_rope(config: &mut serde_json::Map<String, serde_json::Value>) -> anyhow::Result<()> {
+    use serde_json::Value;
+    if let Some(params) = config.remove("rope_parameters") {
+        if let Some(theta) = params.get("rope_theta") {
+            config.insert("rope_theta".to_owned(), theta.clone());
+        }
+        config.insert("rope_scaling".to_owned(), params);
+    }
+    let positions = config.get("max_position_embeddings").cloned();
+    match config.get_mut("rope_scaling") {
+        None => {}
+        Some(Value::Null) => {
+            config.remove("rope_scaling");
+        }
+        Some(Value::Object(scaling)) => {
+            if let Some(kind) = scaling.remove("type") {
+                scaling.entry("rope_type").or_insert(kind);
+            }
+            let kind = scaling
+                .entry("rope_type")
+                .or_insert_with(|| "default".into());
+            let known = kind.as_str().is_some_and(|k| ROPE_TYPES.contains(&k));
+            anyhow::ensure!(
+                known,
+                "rope_type {kind} is not supported: expected one of {}",
+                ROPE_TYPES.join(", ")
+            );
+            if let Some(positions) = positions {
+                scaling
+                    .entry("original_max_position_embeddings")
+                    .or_insert(positions);
+            }
+        }
+        Some(other) => anyhow::bail!("rope_scaling is {other}: expected an object"),
+    }
+    Ok(())
 }
 
 fn default_model_type() -> String {
@@ -62,21 +188,20 @@ fn default_positions() -> i64 {
 impl Config {
     /// Reads a Hugging Face `config.json`, refusing architectures this model does not implement.
     pub fn from_json(text: &str) -> anyhow::Result<Self> {
-        let mut config: Config = serde_json::from_str(text)
+        let mut value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| anyhow::anyhow!("config.json is not JSON: {e}"))?;
+        let object = value.as_object_mut().ok_or_else(|| {
+            anyhow::anyhow!("config.json is not a JSON object: expected a model config")
+        })?;
+        normalise_rope(object)?;
+        let config: Config = serde_json::from_value(value)
             .map_err(|e| anyhow::anyhow!("config.json is not a Llama-family config: {e}"))?;
-        if let Some(rope) = config.rope_parameters.take() {
-            if let Some(kind) = rope.rope_type.filter(|t| t != "default") {
-                anyhow::bail!("rope_type {kind:?} is not supported: expected \"default\"");
-            }
-            if let Some(theta) = rope.rope_theta {
-                config.rope_theta = theta;
-            }
-        }
         config.check()?;
         Ok(config)
     }
 
     pub fn check(&self) -> anyhow::Result<()> {
+        self.rope_scaling.check()?;
         if !matches!(self.model_type.as_str(), "llama" | "qwen2") {
             anyhow::bail!(
                 "model_type {:?} is not supported: expected \"llama\" or \"qwen2\"",
@@ -163,5 +288,68 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("key/value"), "{err}");
+    }
+
+    const SMALL: &str = r#""vocab_size":1,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":2"#;
+
+    #[test]
+    fn reads_rope_scaling_in_each_form_a_config_writes_it() {
+        let llama3 = RopeScaling::Llama3 {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192.0,
+        };
+        // Llama-3.2's own config.json; transformers 5's rope_parameters; the oldest `type`.
+        for scaling in [
+            r#""rope_theta":500000.0,"rope_scaling":{"factor":32.0,"high_freq_factor":4.0,"low_freq_factor":1.0,"original_max_position_embeddings":8192,"rope_type":"llama3"}"#,
+            r#""rope_parameters":{"rope_theta":500000.0,"factor":32.0,"high_freq_factor":4.0,"low_freq_factor":1.0,"original_max_position_embeddings":8192,"rope_type":"llama3"}"#,
+            r#""rope_theta":500000.0,"rope_scaling":{"type":"llama3","factor":32.0,"high_freq_factor":4.0,"low_freq_factor":1.0,"original_max_position_embeddings":8192}"#,
+        ] {
+            let c = Config::from_json(&format!("{{{SMALL},{scaling}}}")).unwrap();
+            assert_eq!(c.rope_scaling, llama3, "{scaling}");
+            assert_eq!(c.rope_theta, 500000.0);
+        }
+        let c = Config::from_json(&format!("{{{SMALL},\"rope_scaling\":null}}")).unwrap();
+        assert!(c.rope_scaling.is_default());
+        let c = Config::from_json(&format!(
+            "{{{SMALL},\"rope_scaling\":{{\"type\":\"linear\",\"factor\":2.0}}}}"
+        ))
+        .unwrap();
+        assert_eq!(c.rope_scaling, RopeScaling::Linear { factor: 2.0 });
+        // Serialised and read back the same; the default is not written at all.
+        let back: Config = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        let err = Config::from_json(&format!(
+            "{{{SMALL},\"rope_scaling\":{{\"rope_type\":\"yarn\",\"factor\":4.0}}}}"
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("yarn") && err.to_string().contains("llama3"),
+            "{err}"
+        );
+        let err = Config::from_json(&format!(
+            "{{{SMALL},\"rope_scaling\":{{\"rope_type\":\"linear\",\"factor\":-1.0}}}}"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("factor"), "{err}");
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_short_wavelengths_divides_long_ones_and_blends_between() {
+        let scaling = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 64.0,
+        };
+        // Wavelengths 2π/f: 6.3 (short, kept), 32 (between 16 and 64: blended), 628 (long, divided).
+        let f = [1.0f32, (2.0 * std::f32::consts::PI) / 32.0, 0.01];
+        let scaled = Vec::<f32>::try_from(scaling.scale(tch::Tensor::from_slice(&f))).unwrap();
+        assert_eq!(scaled[0], f[0]);
+        assert!((scaled[2] - 0.01 / 8.0).abs() < 1e-9, "{scaled:?}");
+        // smooth = (64/32 − 1) / (4 − 1) = 1/3: (2/3)·f/8 + (1/3)·f.
+        let blended = f[1] * (2.0 / 3.0 / 8.0 + 1.0 / 3.0);
+        assert!((scaled[1] - blended).abs() < 1e-6, "{scaled:?}");
     }
 }

@@ -138,6 +138,12 @@ pub fn load_gguf(path: &Path) -> anyhow::Result<Checkpoint> {
     let config = gguf_config(&gguf).with_context(|| format!("in {}", path.display()))?;
     let mut weights = Weights::new();
     for (name, info) in &gguf.tensors {
+        anyhow::ensure!(
+            name != "rope_freqs.weight",
+            "{}: holds rope_freqs.weight, Llama 3's rope scaling as llama.cpp stores it, which the GGUF \
+             loader does not read; load the model's Hugging Face folder (config.json and safetensors) instead",
+            path.display()
+        );
         let hf = hf_name(name).with_context(|| {
             format!("{}: tensor {name} has no Llama counterpart", path.display())
         })?;
@@ -198,7 +204,7 @@ fn gguf_config(gguf: &Gguf) -> anyhow::Result<Config> {
         head_dim: None,
         rms_norm_eps: float("attention.layer_norm_rms_epsilon", 1e-6),
         rope_theta: float("rope.freq_base", 10_000.0),
-        rope_parameters: None,
+        rope_scaling: Default::default(),
         tie_word_embeddings: true,
         attention_bias: false,
         max_position_embeddings: gguf.int(&key("context_length")).unwrap_or(2048),

@@ -125,7 +125,9 @@ impl Rope {
             .to_device(device)
             .pow(&exponents)
             .reciprocal();
-        Self { inv_freq }
+        Self {
+            inv_freq: cfg.rope_scaling.scale(inv_freq),
+        }
     }
 
     /// (cos, sin), each [B, 1, T, head_dim], for positions [B, T].
