@@ -1,16 +1,16 @@
 //! The architecture of a Llama-family causal LM, read from the model's own
 //! `config.json` (Hugging Face) or from GGUF metadata.
 //!
-//! One struct covers Llama, SmolLM and Qwen2: they differ only in which
-//! projections carry a bias and whether the output head is tied to the
-//! embedding. Rotary embeddings come in the default form or scaled as
+//! One struct covers Llama, SmolLM, Qwen2 and Qwen3: they differ only in
+//! which projections carry a bias, whether the output head is tied to the
+//! embedding, and Qwen3's norms on each head's queries and keys. Rotary embeddings come in the default form or scaled as
 //! Llama 3 scales them (`rope_type = "llama3"`) or linearly ([`RopeScaling`]).
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
-    /// `llama` or `qwen2` (Hugging Face's `model_type`).
+    /// One of [`MODEL_TYPES`] (Hugging Face's `model_type`).
     #[serde(default = "default_model_type")]
     pub model_type: String,
     pub vocab_size: i64,
@@ -40,7 +40,13 @@ pub struct Config {
     pub attention_bias: bool,
     #[serde(default = "default_positions")]
     pub max_position_embeddings: i64,
+    /// Qwen2's and Qwen3's switch for sliding-window layers, refused when on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_sliding_window: bool,
 }
+
+/// The architectures this model implements; another is refused with this list.
+pub const MODEL_TYPES: [&str; 3] = ["llama", "qwen2", "qwen3"];
 
 /// The rope types this model implements; another is refused with this list.
 pub const ROPE_TYPES: [&str; 3] = ["default", "linear", "llama3"];
@@ -202,10 +208,16 @@ impl Config {
 
     pub fn check(&self) -> anyhow::Result<()> {
         self.rope_scaling.check()?;
-        if !matches!(self.model_type.as_str(), "llama" | "qwen2") {
+        if !MODEL_TYPES.contains(&self.model_type.as_str()) {
             anyhow::bail!(
-                "model_type {:?} is not supported: expected \"llama\" or \"qwen2\"",
-                self.model_type
+                "model_type {:?} is not supported: expected one of {}",
+                self.model_type,
+                MODEL_TYPES.join(", ")
+            );
+        }
+        if self.use_sliding_window {
+            anyhow::bail!(
+                "use_sliding_window is true: sliding-window attention is not implemented"
             );
         }
         let positive = [
@@ -251,9 +263,14 @@ impl Config {
         self.model_type == "qwen2" || self.attention_bias
     }
 
-    /// A bias on the output projection (Llama with `attention_bias` only).
+    /// A bias on the output projection (`attention_bias`, which Qwen2 ignores there).
     pub fn o_bias(&self) -> bool {
-        self.model_type == "llama" && self.attention_bias
+        self.model_type != "qwen2" && self.attention_bias
+    }
+
+    /// RMS norms on each head's queries and keys before the rotary embedding (Qwen3).
+    pub fn qk_norm(&self) -> bool {
+        self.model_type == "qwen3"
     }
 }
 

@@ -208,6 +208,7 @@ fn gguf_config(gguf: &Gguf) -> anyhow::Result<Config> {
         tie_word_embeddings: true,
         attention_bias: false,
         max_position_embeddings: gguf.int(&key("context_length")).unwrap_or(2048),
+        use_sliding_window: false,
     };
     config.check()?;
     Ok(config)
@@ -234,6 +235,8 @@ fn hf_name(gguf: &str) -> Option<String> {
         "attn_k" => "self_attn.k_proj",
         "attn_v" => "self_attn.v_proj",
         "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
         "ffn_gate" => "mlp.gate_proj",
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",

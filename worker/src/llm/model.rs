@@ -185,6 +185,8 @@ pub struct Attention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
+    /// Qwen3's per-head norms of queries and keys.
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
@@ -199,6 +201,14 @@ impl Attention {
             k_proj: Linear::load(&p / "k_proj", w, kvh * hd, d, cfg.qkv_bias())?,
             v_proj: Linear::load(&p / "v_proj", w, kvh * hd, d, cfg.qkv_bias())?,
             o_proj: Linear::load(&p / "o_proj", w, d, h * hd, cfg.o_bias())?,
+            qk_norm: if cfg.qk_norm() {
+                Some((
+                    RmsNorm::load(&p / "q_norm", w, hd, cfg.rms_norm_eps)?,
+                    RmsNorm::load(&p / "k_norm", w, hd, cfg.rms_norm_eps)?,
+                ))
+            } else {
+                None
+            },
             heads: h,
             kv_heads: kvh,
             head_dim: hd,
@@ -214,12 +224,15 @@ impl Attention {
     ) -> Tensor {
         let (b, t, _) = x.size3().expect("hidden states are [batch, time, dim]");
         let split = |y: Tensor, heads: i64| y.view([b, t, heads, self.head_dim]).transpose(1, 2);
-        let q = apply_rope(&split(self.q_proj.forward(x), self.heads), &rope.0, &rope.1);
-        let mut k = apply_rope(
-            &split(self.k_proj.forward(x), self.kv_heads),
-            &rope.0,
-            &rope.1,
+        let (mut q, mut k) = (
+            split(self.q_proj.forward(x), self.heads),
+            split(self.k_proj.forward(x), self.kv_heads),
         );
+        if let Some((q_norm, k_norm)) = &self.qk_norm {
+            (q, k) = (q_norm.forward(&q), k_norm.forward(&k));
+        }
+        let q = apply_rope(&q, &rope.0, &rope.1);
+        let mut k = apply_rope(&k, &rope.0, &rope.1);
         let mut v = split(self.v_proj.forward(x), self.kv_heads);
         if let Some(cache) = cache {
             if let Some((past_k, past_v)) = cache.as_ref() {
