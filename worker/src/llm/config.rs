@@ -1,7 +1,7 @@
 //! The architecture of a Llama-family causal LM, read from the model's own
 //! `config.json` (Hugging Face) or from GGUF metadata.
 //!
-//! One struct covers Llama, SmolLM, Qwen2 and Qwen3: they differ only in
+//! One struct covers Llama, SmolLM, Mistral, Qwen2 and Qwen3: they differ only in
 //! which projections carry a bias, whether the output head is tied to the
 //! embedding, and Qwen3's norms on each head's queries and keys. Rotary embeddings come in the default form or scaled as
 //! Llama 3 scales them (`rope_type = "llama3"`) or linearly ([`RopeScaling`]).
@@ -43,10 +43,14 @@ pub struct Config {
     /// Qwen2's and Qwen3's switch for sliding-window layers, refused when on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub use_sliding_window: bool,
+    /// Mistral's attention window; one shorter than the model's context is
+    /// refused (every token here attends to all before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<i64>,
 }
 
 /// The architectures this model implements; another is refused with this list.
-pub const MODEL_TYPES: [&str; 3] = ["llama", "qwen2", "qwen3"];
+pub const MODEL_TYPES: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
 
 /// The rope types this model implements; another is refused with this list.
 pub const ROPE_TYPES: [&str; 3] = ["default", "linear", "llama3"];
@@ -220,6 +224,16 @@ impl Config {
                 "use_sliding_window is true: sliding-window attention is not implemented"
             );
         }
+        let short_window = self
+            .sliding_window
+            .filter(|&w| self.model_type == "mistral" && w < self.max_position_embeddings);
+        if let Some(window) = short_window {
+            anyhow::bail!(
+                "sliding_window is {window}, shorter than the {}-token context: sliding-window attention \
+                 is not implemented (Mistral v0.2 and later have none)",
+                self.max_position_embeddings
+            );
+        }
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -305,6 +319,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("key/value"), "{err}");
+        for (model, window, refused) in [
+            ("mistral", "4096", true),
+            ("mistral", "null", false),
+            ("qwen2", "4096", false),
+        ] {
+            let text = format!(
+                r#"{{"model_type":"{model}","sliding_window":{window},"max_position_embeddings":32768,{SMALL}}}"#
+            );
+            let read = Config::from_json(&text);
+            assert_eq!(read.is_err(), refused, "{text}: {read:?}");
+        }
+        let err = Config::from_json(&format!(
+            r#"{{"model_type":"qwen3","use_sliding_window":true,{SMALL}}}"#
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("sliding"), "{err}");
     }
 
     const SMALL: &str = r#""vocab_size":1,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":2"#;

@@ -209,6 +209,7 @@ fn gguf_config(gguf: &Gguf) -> anyhow::Result<Config> {
         attention_bias: false,
         max_position_embeddings: gguf.int(&key("context_length")).unwrap_or(2048),
         use_sliding_window: false,
+        sliding_window: None,
     };
     config.check()?;
     Ok(config)
