@@ -1,6 +1,6 @@
 """Reference outputs from Hugging Face transformers, for the LLM parity tests.
 
-    llm_reference.py random {llama|llama3|mistral|qwen2|qwen3} GGUF OUT   a small random model saved as a
+    llm_reference.py random {llama|llama3|mistral|olmo2|qwen2|qwen3} GGUF OUT   a small random model saved as a
                                                      Hugging Face folder OUT/model (the
                                                      GGUF's tokenizer beside it), and its logits
     llm_reference.py gguf GGUF OUT                   the logits of the GGUF model as
@@ -16,8 +16,8 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, MistralConfig, Qwen2Config,
-                          Qwen3Config)
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, MistralConfig, Olmo2Config,
+                          Qwen2Config, Qwen3Config)
 
 TEXTS = [
     "Hello, world! The quick brown fox jumps over the lazy dog.",
@@ -96,11 +96,13 @@ def random_model(kind, gguf, out):
         config = Qwen2Config(rope_theta=1000000.0, tie_word_embeddings=True, **common)
     elif kind == "mistral":
         config = MistralConfig(rope_theta=1000000.0, tie_word_embeddings=False, sliding_window=None, **common)
+    elif kind == "olmo2":
+        config = Olmo2Config(rope_theta=500000.0, tie_word_embeddings=False, eos_token_id=2, pad_token_id=2, **common)
     elif kind == "qwen3":
         # A head wider than hidden / heads, as Qwen3's are, and its q/k norms.
         config = Qwen3Config(rope_theta=1000000.0, tie_word_embeddings=True, head_dim=32, **common)
     else:
-        sys.exit(f"unknown kind {kind!r}: expected llama, llama3, mistral, qwen2 or qwen3")
+        sys.exit(f"unknown kind {kind!r}: expected llama, llama3, mistral, olmo2, qwen2 or qwen3")
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # Every weight random, norms and biases included, so that no part can be
     # wrong without the logits showing it.

@@ -1,9 +1,11 @@
 //! The architecture of a Llama-family causal LM, read from the model's own
 //! `config.json` (Hugging Face) or from GGUF metadata.
 //!
-//! One struct covers Llama, SmolLM, Mistral, Qwen2 and Qwen3: they differ only in
-//! which projections carry a bias, whether the output head is tied to the
-//! embedding, and Qwen3's norms on each head's queries and keys. Rotary embeddings come in the default form or scaled as
+//! One struct covers Llama, SmolLM, Mistral, Qwen2, Qwen3 and OLMo-2: they
+//! differ only in which projections carry a bias, whether the output head is
+//! tied to the embedding, norms on queries and keys (Qwen3's per head,
+//! OLMo-2's over the whole projection), and where the blocks normalise
+//! (OLMo-2 after attention and MLP, the others before). Rotary embeddings come in the default form or scaled as
 //! Llama 3 scales them (`rope_type = "llama3"`) or linearly ([`RopeScaling`]).
 
 use serde::{Deserialize, Serialize};
@@ -50,7 +52,17 @@ pub struct Config {
 }
 
 /// The architectures this model implements; another is refused with this list.
-pub const MODEL_TYPES: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
+pub const MODEL_TYPES: [&str; 5] = ["llama", "mistral", "olmo2", "qwen2", "qwen3"];
+
+/// Where a model normalises queries and keys before the rotary embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QkNorm {
+    None,
+    /// Each head's own (Qwen3): a norm of head_dim.
+    PerHead,
+    /// The whole projection's (OLMo-2): a norm of heads × head_dim.
+    Whole,
+}
 
 /// The rope types this model implements; another is refused with this list.
 pub const ROPE_TYPES: [&str; 3] = ["default", "linear", "llama3"];
@@ -282,9 +294,19 @@ impl Config {
         self.model_type != "qwen2" && self.attention_bias
     }
 
-    /// RMS norms on each head's queries and keys before the rotary embedding (Qwen3).
-    pub fn qk_norm(&self) -> bool {
-        self.model_type == "qwen3"
+    /// RMS norms on queries and keys before the rotary embedding.
+    pub fn qk_norm(&self) -> QkNorm {
+        match self.model_type.as_str() {
+            "qwen3" => QkNorm::PerHead,
+            "olmo2" => QkNorm::Whole,
+            _ => QkNorm::None,
+        }
+    }
+
+    /// Norms after attention and after the MLP, none before (OLMo-2); else
+    /// before each, none after.
+    pub fn post_norms(&self) -> bool {
+        self.model_type == "olmo2"
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::config::Config;
+use super::config::{Config, QkNorm};
 
 /// Weights by their Hugging Face names, e.g. `model.layers.0.self_attn.q_proj.weight`.
 pub type Weights = HashMap<String, Tensor>;
@@ -185,8 +185,8 @@ pub struct Attention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
-    /// Qwen3's per-head norms of queries and keys.
-    qk_norm: Option<(RmsNorm, RmsNorm)>,
+    /// Norms of queries and keys, and whether they are per head.
+    qk_norm: Option<(RmsNorm, RmsNorm, bool)>,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
@@ -201,13 +201,18 @@ impl Attention {
             k_proj: Linear::load(&p / "k_proj", w, kvh * hd, d, cfg.qkv_bias())?,
             v_proj: Linear::load(&p / "v_proj", w, kvh * hd, d, cfg.qkv_bias())?,
             o_proj: Linear::load(&p / "o_proj", w, d, h * hd, cfg.o_bias())?,
-            qk_norm: if cfg.qk_norm() {
-                Some((
+            qk_norm: match cfg.qk_norm() {
+                QkNorm::None => None,
+                QkNorm::PerHead => Some((
                     RmsNorm::load(&p / "q_norm", w, hd, cfg.rms_norm_eps)?,
                     RmsNorm::load(&p / "k_norm", w, hd, cfg.rms_norm_eps)?,
-                ))
-            } else {
-                None
+                    true,
+                )),
+                QkNorm::Whole => Some((
+                    RmsNorm::load(&p / "q_norm", w, h * hd, cfg.rms_norm_eps)?,
+                    RmsNorm::load(&p / "k_norm", w, kvh * hd, cfg.rms_norm_eps)?,
+                    false,
+                )),
             },
             heads: h,
             kv_heads: kvh,
@@ -224,11 +229,12 @@ impl Attention {
     ) -> Tensor {
         let (b, t, _) = x.size3().expect("hidden states are [batch, time, dim]");
         let split = |y: Tensor, heads: i64| y.view([b, t, heads, self.head_dim]).transpose(1, 2);
-        let (mut q, mut k) = (
-            split(self.q_proj.forward(x), self.heads),
-            split(self.k_proj.forward(x), self.kv_heads),
-        );
-        if let Some((q_norm, k_norm)) = &self.qk_norm {
+        let (mut q, mut k) = (self.q_proj.forward(x), self.k_proj.forward(x));
+        if let Some((q_norm, k_norm, false)) = &self.qk_norm {
+            (q, k) = (q_norm.forward(&q), k_norm.forward(&k));
+        }
+        let (mut q, mut k) = (split(q, self.heads), split(k, self.kv_heads));
+        if let Some((q_norm, k_norm, true)) = &self.qk_norm {
             (q, k) = (q_norm.forward(&q), k_norm.forward(&k));
         }
         let q = apply_rope(&q, &rope.0, &rope.1);
@@ -344,25 +350,36 @@ impl Mlp {
 
 #[derive(Debug)]
 pub struct Block {
-    input_layernorm: RmsNorm,
+    /// None with post-norms (OLMo-2).
+    input_layernorm: Option<RmsNorm>,
     pub self_attn: Attention,
+    /// Before the MLP, or (post-norms) after attention.
     post_attention_layernorm: RmsNorm,
     pub mlp: Mlp,
+    /// After the MLP (post-norms only).
+    post_feedforward_layernorm: Option<RmsNorm>,
 }
 
 impl Block {
     fn load(p: nn::Path, w: &mut Weights, cfg: &Config) -> anyhow::Result<Self> {
-        let eps = cfg.rms_norm_eps;
+        let norm = |name: &str, w: &mut Weights| {
+            RmsNorm::load(&p / name, w, cfg.hidden_size, cfg.rms_norm_eps)
+        };
+        let post = cfg.post_norms();
         Ok(Self {
-            input_layernorm: RmsNorm::load(&p / "input_layernorm", w, cfg.hidden_size, eps)?,
+            input_layernorm: if post {
+                None
+            } else {
+                Some(norm("input_layernorm", w)?)
+            },
             self_attn: Attention::load(&p / "self_attn", w, cfg)?,
-            post_attention_layernorm: RmsNorm::load(
-                &p / "post_attention_layernorm",
-                w,
-                cfg.hidden_size,
-                eps,
-            )?,
+            post_attention_layernorm: norm("post_attention_layernorm", w)?,
             mlp: Mlp::load(&p / "mlp", w, cfg)?,
+            post_feedforward_layernorm: if post {
+                Some(norm("post_feedforward_layernorm", w)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -373,11 +390,22 @@ impl Block {
         mask: Option<&Tensor>,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Tensor {
-        let h = x + self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x), rope, mask, cache);
-        let out = self.mlp.forward(&self.post_attention_layernorm.forward(&h));
-        h + out
+        match (&self.input_layernorm, &self.post_feedforward_layernorm) {
+            (Some(pre), _) => {
+                let h = x + self.self_attn.forward(&pre.forward(x), rope, mask, cache);
+                let out = self.mlp.forward(&self.post_attention_layernorm.forward(&h));
+                h + out
+            }
+            (None, post_mlp) => {
+                let attended = self.self_attn.forward(x, rope, mask, cache);
+                let h = x + self.post_attention_layernorm.forward(&attended);
+                let out = self.mlp.forward(&h);
+                match post_mlp {
+                    Some(norm) => &h + norm.forward(&out),
+                    None => h + out,
+                }
+            }
+        }
     }
 }
 
