@@ -1,6 +1,6 @@
 """Reference outputs from Hugging Face transformers, for the LLM parity tests.
 
-    llm_reference.py random {llama|llama3|mistral|olmo2|qwen2|qwen3} GGUF OUT   a small random model saved as a
+    llm_reference.py random {llama|llama3|mistral|olmo2|phi3|qwen2|qwen3} GGUF OUT   a small random model saved as a
                                                      Hugging Face folder OUT/model (the
                                                      GGUF's tokenizer beside it), and its logits
     llm_reference.py gguf GGUF OUT                   the logits of the GGUF model as
@@ -17,7 +17,7 @@ import sys
 import torch
 from safetensors.torch import save_file
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, MistralConfig, Olmo2Config,
-                          Qwen2Config, Qwen3Config)
+                          Phi3Config, Qwen2Config, Qwen3Config)
 
 TEXTS = [
     "Hello, world! The quick brown fox jumps over the lazy dog.",
@@ -98,11 +98,15 @@ def random_model(kind, gguf, out):
         config = MistralConfig(rope_theta=1000000.0, tie_word_embeddings=False, sliding_window=None, **common)
     elif kind == "olmo2":
         config = Olmo2Config(rope_theta=500000.0, tie_word_embeddings=False, eos_token_id=2, pad_token_id=2, **common)
+    elif kind == "phi3":
+        # Fused projections, and a rotary embedding over half of each head (as Phi-4-mini's 3/4).
+        config = Phi3Config(rope_theta=10000.0, tie_word_embeddings=False, partial_rotary_factor=0.5,
+                            pad_token_id=2, bos_token_id=1, eos_token_id=2, **common)
     elif kind == "qwen3":
         # A head wider than hidden / heads, as Qwen3's are, and its q/k norms.
         config = Qwen3Config(rope_theta=1000000.0, tie_word_embeddings=True, head_dim=32, **common)
     else:
-        sys.exit(f"unknown kind {kind!r}: expected llama, llama3, mistral, olmo2, qwen2 or qwen3")
+        sys.exit(f"unknown kind {kind!r}: expected llama, llama3, mistral, olmo2, phi3, qwen2 or qwen3")
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # Every weight random, norms and biases included, so that no part can be
     # wrong without the logits showing it.

@@ -1,11 +1,13 @@
 //! The architecture of a Llama-family causal LM, read from the model's own
 //! `config.json` (Hugging Face) or from GGUF metadata.
 //!
-//! One struct covers Llama, SmolLM, Mistral, Qwen2, Qwen3 and OLMo-2: they
-//! differ only in which projections carry a bias, whether the output head is
-//! tied to the embedding, norms on queries and keys (Qwen3's per head,
-//! OLMo-2's over the whole projection), and where the blocks normalise
-//! (OLMo-2 after attention and MLP, the others before). Rotary embeddings come in the default form or scaled as
+//! One struct covers Llama, SmolLM, Mistral, Qwen2, Qwen3, OLMo-2 and Phi-3:
+//! they differ only in which projections carry a bias, whether the output
+//! head is tied to the embedding, norms on queries and keys (Qwen3's per
+//! head, OLMo-2's over the whole projection), where the blocks normalise
+//! (OLMo-2 after attention and MLP, the others before), how much of a head
+//! the rotary embedding turns, and Phi-3's fused projections (split apart
+//! when loaded, so LoRA targets name q, k, v, gate and up in every family). Rotary embeddings come in the default form or scaled as
 //! Llama 3 scales them (`rope_type = "llama3"`) or linearly ([`RopeScaling`]).
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +47,10 @@ pub struct Config {
     /// Qwen2's and Qwen3's switch for sliding-window layers, refused when on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub use_sliding_window: bool,
+    /// The share of each head's dimensions the rotary embedding turns (the
+    /// first ones; Phi-3.5 and Phi-4-mini turn 3/4); 1 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_rotary_factor: Option<f64>,
     /// Mistral's attention window; one shorter than the model's context is
     /// refused (every token here attends to all before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,7 +58,7 @@ pub struct Config {
 }
 
 /// The architectures this model implements; another is refused with this list.
-pub const MODEL_TYPES: [&str; 5] = ["llama", "mistral", "olmo2", "qwen2", "qwen3"];
+pub const MODEL_TYPES: [&str; 6] = ["llama", "mistral", "olmo2", "phi3", "qwen2", "qwen3"];
 
 /// Where a model normalises queries and keys before the rotary embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,9 +272,14 @@ impl Config {
                 self.kv_heads()
             );
         }
-        if self.head_dim() % 2 != 0 {
+        let factor = self.partial_rotary_factor.unwrap_or(1.0);
+        if !(factor > 0.0 && factor <= 1.0) {
+            anyhow::bail!("partial_rotary_factor is {factor}: expected more than 0 and at most 1");
+        }
+        if self.rotary_dim() % 2 != 0 || self.rotary_dim() == 0 {
             anyhow::bail!(
-                "head dimension {} is odd: rotary embeddings need an even one",
+                "the rotary embedding turns {} of the head's {} dimensions: it needs an even, positive number",
+                self.rotary_dim(),
                 self.head_dim()
             );
         }
@@ -282,6 +293,11 @@ impl Config {
     pub fn head_dim(&self) -> i64 {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// How many of each head's first dimensions the rotary embedding turns.
+    pub fn rotary_dim(&self) -> i64 {
+        (self.head_dim() as f64 * self.partial_rotary_factor.unwrap_or(1.0)) as i64
     }
 
     /// Biases on the q, k and v projections.

@@ -116,6 +116,9 @@ pub fn load_hf(dir: &Path) -> anyhow::Result<Checkpoint> {
             weights.insert(name, tensor.to_kind(Kind::Float));
         }
     }
+    if config.model_type == "phi3" {
+        split_fused(&config, &mut weights).with_context(|| format!("in {}", dir.display()))?;
+    }
     let tokenizer_config = std::fs::read(dir.join("tokenizer_config.json")).ok();
     // transformers 5 writes the template beside the config rather than in it.
     let template = std::fs::read_to_string(dir.join("chat_template.jinja")).ok();
@@ -210,9 +213,60 @@ fn gguf_config(gguf: &Gguf) -> anyhow::Result<Config> {
         max_position_embeddings: gguf.int(&key("context_length")).unwrap_or(2048),
         use_sliding_window: false,
         sliding_window: None,
+        partial_rotary_factor: None,
     };
     config.check()?;
     Ok(config)
+}
+
+/// Phi-3's fused projections split into the separate ones every other
+/// family has: `qkv_proj` into q, k and v (in that order, by head counts),
+/// `gate_up_proj` into gate and up (halves).
+fn split_fused(config: &Config, weights: &mut Weights) -> anyhow::Result<()> {
+    let hd = config.head_dim();
+    let sizes = [
+        config.num_attention_heads * hd,
+        config.kv_heads() * hd,
+        config.kv_heads() * hd,
+    ];
+    for layer in 0..config.num_hidden_layers {
+        let at = |name: &str| format!("model.layers.{layer}.{name}");
+        let mut split = |fused: &str, parts: &[(&str, i64)]| -> anyhow::Result<()> {
+            let tensor = weights.remove(&at(fused)).with_context(|| {
+                format!(
+                    "{} is missing: a phi3 model fuses its projections there",
+                    at(fused)
+                )
+            })?;
+            let rows: i64 = parts.iter().map(|p| p.1).sum();
+            anyhow::ensure!(
+                tensor.dim() == 2 && tensor.size()[0] == rows,
+                "{} is {:?}: expected {rows} rows",
+                at(fused),
+                tensor.size()
+            );
+            let mut start = 0;
+            for (name, n) in parts {
+                weights.insert(at(name), tensor.narrow(0, start, *n).contiguous());
+                start += n;
+            }
+            Ok(())
+        };
+        split(
+            "self_attn.qkv_proj.weight",
+            &[
+                ("self_attn.q_proj.weight", sizes[0]),
+                ("self_attn.k_proj.weight", sizes[1]),
+                ("self_attn.v_proj.weight", sizes[2]),
+            ],
+        )?;
+        let f = config.intermediate_size;
+        split(
+            "mlp.gate_up_proj.weight",
+            &[("mlp.gate_proj.weight", f), ("mlp.up_proj.weight", f)],
+        )?;
+    }
+    Ok(())
 }
 
 /// llama.cpp's tensor names to Hugging Face's.

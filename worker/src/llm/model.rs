@@ -118,7 +118,7 @@ pub struct Rope {
 
 impl Rope {
     fn new(cfg: &Config, device: Device) -> Self {
-        let dim = cfg.head_dim();
+        let dim = cfg.rotary_dim();
         let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Float, device)) / dim as f64;
         let inv_freq = Tensor::from(cfg.rope_theta)
             .to_kind(Kind::Float)
@@ -145,8 +145,15 @@ fn rotate_half(x: &Tensor) -> Tensor {
     Tensor::cat(&[x2.neg(), x1], 3)
 }
 
+/// Turns the first `cos.size()[3]` dimensions of each head; the rest pass.
 fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
-    x * cos + rotate_half(x) * sin
+    let (turned, all) = (cos.size()[3], x.size()[3]);
+    if turned == all {
+        return x * cos + rotate_half(x) * sin;
+    }
+    let rotary = x.narrow(3, 0, turned);
+    let rest = x.narrow(3, turned, all - turned);
+    Tensor::cat(&[&rotary * cos + rotate_half(&rotary) * sin, rest], 3)
 }
 
 /// Keys and values of the tokens seen so far, one entry per layer.
