@@ -1,6 +1,6 @@
 """Reference outputs from Hugging Face transformers, for the LLM parity tests.
 
-    llm_reference.py random {llama|llama3|mistral|olmo2|phi3|qwen2|qwen3} GGUF OUT   a small random model saved as a
+    llm_reference.py random {gpt_neox|llama|llama3|mistral|olmo2|phi3|qwen2|qwen3} GGUF OUT   a small random model saved as a
                                                      Hugging Face folder OUT/model (the
                                                      GGUF's tokenizer beside it), and its logits
     llm_reference.py gguf GGUF OUT                   the logits of the GGUF model as
@@ -16,8 +16,8 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, MistralConfig, Olmo2Config,
-                          Phi3Config, Qwen2Config, Qwen3Config)
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, LlamaConfig, MistralConfig,
+                          Olmo2Config, Phi3Config, Qwen2Config, Qwen3Config)
 
 TEXTS = [
     "Hello, world! The quick brown fox jumps over the lazy dog.",
@@ -102,11 +102,18 @@ def random_model(kind, gguf, out):
         # Fused projections, and a rotary embedding over half of each head (as Phi-4-mini's 3/4).
         config = Phi3Config(rope_theta=10000.0, tie_word_embeddings=False, partial_rotary_factor=0.5,
                             pad_token_id=2, bos_token_id=1, eos_token_id=2, **common)
+    elif kind == "gpt_neox":
+        # Pythia's shape: parallel attention and MLP, LayerNorms with biases, a quarter of
+        # each head turned, fused per-head q/k/v with biases, an ungated GELU MLP.
+        neox = {k: v for k, v in common.items() if k != "num_key_value_heads" and k != "rms_norm_eps"}
+        config = GPTNeoXConfig(rotary_pct=0.25, rotary_emb_base=10000, layer_norm_eps=1e-5,
+                               use_parallel_residual=True, tie_word_embeddings=False,
+                               bos_token_id=1, eos_token_id=2, **neox)
     elif kind == "qwen3":
         # A head wider than hidden / heads, as Qwen3's are, and its q/k norms.
         config = Qwen3Config(rope_theta=1000000.0, tie_word_embeddings=True, head_dim=32, **common)
     else:
-        sys.exit(f"unknown kind {kind!r}: expected llama, llama3, mistral, olmo2, phi3, qwen2 or qwen3")
+        sys.exit(f"unknown kind {kind!r}: expected gpt_neox, llama, llama3, mistral, olmo2, phi3, qwen2 or qwen3")
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # Every weight random, norms and biases included, so that no part can be
     # wrong without the logits showing it.

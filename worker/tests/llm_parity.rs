@@ -1,7 +1,7 @@
 //! The LLM against Hugging Face transformers on the same weights and tokens:
 //! a random Llama (with and without Llama 3's rope scaling), Mistral, OLMo-2,
-//! Phi-3 (fused projections, half-turned heads), Qwen2 and Qwen3 (each made by
-//! transformers in the test), and
+//! Phi-3 (fused projections, half-turned heads), Qwen2, Qwen3 and GPT-NeoX
+//! (Pythia's architecture) (each made by transformers in the test), and
 //! SmolLM2-135M from its GGUF file. Logits must agree to 1e-3 in f32, token ids
 //! and chat renderings exactly. Also: greedy decoding with the KV cache, batched
 //! and left-padded, equals greedy decoding that recomputes everything.
@@ -258,6 +258,11 @@ fn random_olmo2_matches_transformers() {
 #[test]
 fn random_phi3_matches_transformers() {
     random_model("phi3");
+}
+
+#[test]
+fn random_gpt_neox_matches_transformers() {
+    random_model("gpt_neox");
 }
 
 #[test]

@@ -27,8 +27,15 @@ pub struct Config {
     pub num_key_value_heads: Option<i64>,
     #[serde(default)]
     pub head_dim: Option<i64>,
-    #[serde(default = "default_eps")]
+    /// The norms' epsilon (`layer_norm_eps` in GPT-NeoX's file).
+    #[serde(default = "default_eps", alias = "layer_norm_eps")]
     pub rms_norm_eps: f64,
+    /// The MLP's activation: `silu` or (GPT-NeoX) `gelu`.
+    #[serde(default = "default_act", skip_serializing_if = "is_silu")]
+    pub hidden_act: String,
+    /// GPT-NeoX's: attention and MLP read the same input, their outputs summed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_parallel_residual: bool,
     #[serde(default = "default_theta")]
     pub rope_theta: f64,
     /// How the rotary frequencies are scaled (Hugging Face's `rope_scaling`,
@@ -58,7 +65,9 @@ pub struct Config {
 }
 
 /// The architectures this model implements; another is refused with this list.
-pub const MODEL_TYPES: [&str; 6] = ["llama", "mistral", "olmo2", "phi3", "qwen2", "qwen3"];
+pub const MODEL_TYPES: [&str; 7] = [
+    "gpt_neox", "llama", "mistral", "olmo2", "phi3", "qwen2", "qwen3",
+];
 
 /// Where a model normalises queries and keys before the rotary embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,9 +173,20 @@ impl RopeScaling {
 /// a null or missing scaling (the default).
 fn normalise_rope(config: &mut serde_json::Map<String, serde_json::Value>) -> anyhow::Result<()> {
     use serde_json::Value;
+    // GPT-NeoX's files before transformers 5.
+    for (old, new) in [
+        ("rotary_pct", "partial_rotary_factor"),
+        ("rotary_emb_base", "rope_theta"),
+    ] {
+        if let Some(value) = config.remove(old) {
+            config.entry(new.to_owned()).or_insert(value);
+        }
+    }
     if let Some(params) = config.remove("rope_parameters") {
-        if let Some(theta) = params.get("rope_theta") {
-            config.insert("rope_theta".to_owned(), theta.clone());
+        for key in ["rope_theta", "partial_rotary_factor"] {
+            if let Some(value) = params.get(key) {
+                config.insert(key.to_owned(), value.clone());
+            }
         }
         config.insert("rope_scaling".to_owned(), params);
     }
@@ -203,6 +223,12 @@ fn normalise_rope(config: &mut serde_json::Map<String, serde_json::Value>) -> an
 fn default_model_type() -> String {
     "llama".to_owned()
 }
+fn default_act() -> String {
+    "silu".to_owned()
+}
+fn is_silu(act: &String) -> bool {
+    act == "silu"
+}
 fn default_eps() -> f64 {
     1e-6
 }
@@ -235,6 +261,12 @@ impl Config {
                 "model_type {:?} is not supported: expected one of {}",
                 self.model_type,
                 MODEL_TYPES.join(", ")
+            );
+        }
+        if !matches!(self.hidden_act.as_str(), "silu" | "gelu") {
+            anyhow::bail!(
+                "hidden_act {:?} is not supported: expected \"silu\" or \"gelu\"",
+                self.hidden_act
             );
         }
         if self.use_sliding_window {
@@ -308,6 +340,21 @@ impl Config {
     /// A bias on the output projection (`attention_bias`, which Qwen2 ignores there).
     pub fn o_bias(&self) -> bool {
         self.model_type != "qwen2" && self.attention_bias
+    }
+
+    /// LayerNorms with biases (GPT-NeoX) instead of RMS norms.
+    pub fn layer_norm(&self) -> bool {
+        self.model_type == "gpt_neox"
+    }
+
+    /// A gate beside the MLP's up projection (every family but GPT-NeoX).
+    pub fn gated_mlp(&self) -> bool {
+        self.model_type != "gpt_neox"
+    }
+
+    /// Biases on the MLP's projections (GPT-NeoX).
+    pub fn mlp_bias(&self) -> bool {
+        self.model_type == "gpt_neox"
     }
 
     /// RMS norms on queries and keys before the rotary embedding.

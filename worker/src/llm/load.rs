@@ -116,9 +116,12 @@ pub fn load_hf(dir: &Path) -> anyhow::Result<Checkpoint> {
             weights.insert(name, tensor.to_kind(Kind::Float));
         }
     }
-    if config.model_type == "phi3" {
-        split_fused(&config, &mut weights).with_context(|| format!("in {}", dir.display()))?;
+    match config.model_type.as_str() {
+        "phi3" => split_fused(&config, &mut weights),
+        "gpt_neox" => rename_neox(&config, &mut weights),
+        _ => Ok(()),
     }
+    .with_context(|| format!("in {}", dir.display()))?;
     let tokenizer_config = std::fs::read(dir.join("tokenizer_config.json")).ok();
     // transformers 5 writes the template beside the config rather than in it.
     let template = std::fs::read_to_string(dir.join("chat_template.jinja")).ok();
@@ -214,6 +217,8 @@ fn gguf_config(gguf: &Gguf) -> anyhow::Result<Config> {
         use_sliding_window: false,
         sliding_window: None,
         partial_rotary_factor: None,
+        hidden_act: "silu".to_owned(),
+        use_parallel_residual: false,
     };
     config.check()?;
     Ok(config)
@@ -265,6 +270,73 @@ fn split_fused(config: &Config, weights: &mut Weights) -> anyhow::Result<()> {
             "mlp.gate_up_proj.weight",
             &[("mlp.gate_proj.weight", f), ("mlp.up_proj.weight", f)],
         )?;
+    }
+    Ok(())
+}
+
+/// GPT-NeoX's weights under the names every other family uses, its fused
+/// `query_key_value` (heads × [q, k, v] × head_dim rows) split into q, k
+/// and v; the buffers old checkpoints carry (rotary frequencies, causal
+/// masks) dropped.
+fn rename_neox(config: &Config, weights: &mut Weights) -> anyhow::Result<()> {
+    let names: Vec<String> = weights.keys().cloned().collect();
+    let (heads, hd) = (config.num_attention_heads, config.head_dim());
+    for name in names {
+        let Some(tensor) = weights.remove(&name) else {
+            continue;
+        };
+        let renamed = match name.as_str() {
+            "gpt_neox.embed_in.weight" => "model.embed_tokens.weight".to_owned(),
+            "embed_out.weight" | "lm_head.weight" => "lm_head.weight".to_owned(),
+            _ => match name.strip_prefix("gpt_neox.final_layer_norm.") {
+                Some(param) => format!("model.norm.{param}"),
+                None => {
+                    let Some(rest) = name.strip_prefix("gpt_neox.layers.") else {
+                        anyhow::bail!("weight {name} is not a GPT-NeoX weight this model knows");
+                    };
+                    let (layer, rest) = rest
+                        .split_once('.')
+                        .context("a layer weight without its module")?;
+                    let (module, param) = rest
+                        .rsplit_once('.')
+                        .context("a layer weight without its parameter")?;
+                    let at = |module: &str| format!("model.layers.{layer}.{module}.{param}");
+                    match module {
+                        "attention.rotary_emb" | "attention" => continue,
+                        "input_layernorm" | "post_attention_layernorm" => at(module),
+                        "attention.dense" => at("self_attn.o_proj"),
+                        "mlp.dense_h_to_4h" => at("mlp.up_proj"),
+                        "mlp.dense_4h_to_h" => at("mlp.down_proj"),
+                        "attention.query_key_value" => {
+                            let mut shape = vec![heads, 3, hd];
+                            shape.extend_from_slice(&tensor.size()[1..]);
+                            anyhow::ensure!(
+                                tensor.size()[0] == 3 * heads * hd,
+                                "{name} is {:?}: expected {} rows",
+                                tensor.size(),
+                                3 * heads * hd
+                            );
+                            let fused = tensor.reshape(shape.as_slice());
+                            for (i, part) in ["q_proj", "k_proj", "v_proj"].into_iter().enumerate()
+                            {
+                                let mut rows = tensor.size();
+                                rows[0] = heads * hd;
+                                let split = fused
+                                    .select(1, i as i64)
+                                    .reshape(rows.as_slice())
+                                    .contiguous();
+                                weights.insert(at(&format!("self_attn.{part}")), split);
+                            }
+                            continue;
+                        }
+                        other => {
+                            anyhow::bail!("weight {name}: module {other} is not part of GPT-NeoX")
+                        }
+                    }
+                }
+            },
+        };
+        weights.insert(renamed, tensor);
     }
     Ok(())
 }

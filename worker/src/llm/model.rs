@@ -86,17 +86,34 @@ impl Linear {
     }
 }
 
+/// An RMS norm, or (with a bias: GPT-NeoX) a LayerNorm.
 #[derive(Debug)]
-struct RmsNorm {
+struct Norm {
     weight: Tensor,
+    bias: Option<Tensor>,
     eps: f64,
 }
 
-impl RmsNorm {
+impl Norm {
+    /// An RMS norm of `size`.
     fn load(p: nn::Path, w: &mut Weights, size: i64, eps: f64) -> anyhow::Result<Self> {
         Ok(Self {
             weight: take(&p, w, "weight", &[size])?,
+            bias: None,
             eps,
+        })
+    }
+
+    /// The norm of the hidden states `cfg`'s family uses.
+    fn load_for(p: nn::Path, w: &mut Weights, cfg: &Config) -> anyhow::Result<Self> {
+        let bias = if cfg.layer_norm() {
+            Some(take(&p, w, "bias", &[cfg.hidden_size])?)
+        } else {
+            None
+        };
+        Ok(Self {
+            bias,
+            ..Self::load(p, w, cfg.hidden_size, cfg.rms_norm_eps)?
         })
     }
 
@@ -104,6 +121,12 @@ impl RmsNorm {
     fn forward(&self, x: &Tensor) -> Tensor {
         let kind = x.kind();
         let x = x.to_kind(Kind::Float);
+        if let Some(bias) = &self.bias {
+            let size = [self.weight.size()[0]];
+            return x
+                .layer_norm(size, Some(&self.weight), Some(bias), self.eps, false)
+                .to_kind(kind);
+        }
         let variance = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
         let normed = x * (variance + self.eps).rsqrt();
         &self.weight * normed.to_kind(kind)
@@ -193,7 +216,7 @@ pub struct Attention {
     pub v_proj: Linear,
     pub o_proj: Linear,
     /// Norms of queries and keys, and whether they are per head.
-    qk_norm: Option<(RmsNorm, RmsNorm, bool)>,
+    qk_norm: Option<(Norm, Norm, bool)>,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
@@ -211,13 +234,13 @@ impl Attention {
             qk_norm: match cfg.qk_norm() {
                 QkNorm::None => None,
                 QkNorm::PerHead => Some((
-                    RmsNorm::load(&p / "q_norm", w, hd, cfg.rms_norm_eps)?,
-                    RmsNorm::load(&p / "k_norm", w, hd, cfg.rms_norm_eps)?,
+                    Norm::load(&p / "q_norm", w, hd, cfg.rms_norm_eps)?,
+                    Norm::load(&p / "k_norm", w, hd, cfg.rms_norm_eps)?,
                     true,
                 )),
                 QkNorm::Whole => Some((
-                    RmsNorm::load(&p / "q_norm", w, h * hd, cfg.rms_norm_eps)?,
-                    RmsNorm::load(&p / "k_norm", w, kvh * hd, cfg.rms_norm_eps)?,
+                    Norm::load(&p / "q_norm", w, h * hd, cfg.rms_norm_eps)?,
+                    Norm::load(&p / "k_norm", w, kvh * hd, cfg.rms_norm_eps)?,
                     false,
                 )),
             },
@@ -334,44 +357,64 @@ fn explicit_attention_within(
 
 #[derive(Debug)]
 pub struct Mlp {
-    pub gate_proj: Linear,
+    /// None in an ungated MLP (GPT-NeoX's: up, activation, down).
+    pub gate_proj: Option<Linear>,
     pub up_proj: Linear,
     pub down_proj: Linear,
+    /// GELU (exact) instead of SiLU.
+    gelu: bool,
 }
 
 impl Mlp {
     fn load(p: nn::Path, w: &mut Weights, cfg: &Config) -> anyhow::Result<Self> {
-        let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
+        let (d, f, bias) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias());
         Ok(Self {
-            gate_proj: Linear::load(&p / "gate_proj", w, f, d, false)?,
-            up_proj: Linear::load(&p / "up_proj", w, f, d, false)?,
-            down_proj: Linear::load(&p / "down_proj", w, d, f, false)?,
+            gate_proj: if cfg.gated_mlp() {
+                Some(Linear::load(&p / "gate_proj", w, f, d, bias)?)
+            } else {
+                None
+            },
+            up_proj: Linear::load(&p / "up_proj", w, f, d, bias)?,
+            down_proj: Linear::load(&p / "down_proj", w, d, f, bias)?,
+            gelu: cfg.hidden_act == "gelu",
         })
     }
 
+    fn act(&self, x: Tensor) -> Tensor {
+        if self.gelu {
+            x.gelu("none")
+        } else {
+            x.silu()
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> Tensor {
-        self.down_proj
-            .forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
+        let up = self.up_proj.forward(x);
+        let hidden = match &self.gate_proj {
+            Some(gate) => self.act(gate.forward(x)) * up,
+            None => self.act(up),
+        };
+        self.down_proj.forward(&hidden)
     }
 }
 
 #[derive(Debug)]
 pub struct Block {
     /// None with post-norms (OLMo-2).
-    input_layernorm: Option<RmsNorm>,
+    input_layernorm: Option<Norm>,
     pub self_attn: Attention,
     /// Before the MLP, or (post-norms) after attention.
-    post_attention_layernorm: RmsNorm,
+    post_attention_layernorm: Norm,
     pub mlp: Mlp,
     /// After the MLP (post-norms only).
-    post_feedforward_layernorm: Option<RmsNorm>,
+    post_feedforward_layernorm: Option<Norm>,
+    /// Attention and MLP both read the block's input, their outputs summed (GPT-NeoX).
+    parallel: bool,
 }
 
 impl Block {
     fn load(p: nn::Path, w: &mut Weights, cfg: &Config) -> anyhow::Result<Self> {
-        let norm = |name: &str, w: &mut Weights| {
-            RmsNorm::load(&p / name, w, cfg.hidden_size, cfg.rms_norm_eps)
-        };
+        let norm = |name: &str, w: &mut Weights| Norm::load_for(&p / name, w, cfg);
         let post = cfg.post_norms();
         Ok(Self {
             input_layernorm: if post {
@@ -387,6 +430,7 @@ impl Block {
             } else {
                 None
             },
+            parallel: cfg.use_parallel_residual,
         })
     }
 
@@ -398,6 +442,11 @@ impl Block {
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Tensor {
         match (&self.input_layernorm, &self.post_feedforward_layernorm) {
+            (Some(pre), _) if self.parallel => {
+                let attended = self.self_attn.forward(&pre.forward(x), rope, mask, cache);
+                let out = self.mlp.forward(&self.post_attention_layernorm.forward(x));
+                x + attended + out
+            }
             (Some(pre), _) => {
                 let h = x + self.self_attn.forward(&pre.forward(x), rope, mask, cache);
                 let out = self.mlp.forward(&self.post_attention_layernorm.forward(&h));
@@ -422,7 +471,7 @@ pub struct Llama {
     pub config: Config,
     embed_tokens: Tensor,
     pub layers: Vec<Block>,
-    norm: RmsNorm,
+    norm: Norm,
     /// `None` when tied to the embedding.
     lm_head: Option<Tensor>,
     rope: Rope,
@@ -445,7 +494,7 @@ impl Llama {
         let layers = (0..config.num_hidden_layers)
             .map(|i| Block::load(&model / "layers" / i, w, config))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let norm = RmsNorm::load(&model / "norm", w, config.hidden_size, config.rms_norm_eps)?;
+        let norm = Norm::load_for(&model / "norm", w, config)?;
         let lm_head = if config.tie_word_embeddings {
             w.remove("lm_head.weight");
             None
@@ -520,16 +569,20 @@ impl Llama {
             let a = &mut layer.self_attn;
             let m = &mut layer.mlp;
             let prefix = format!("model.layers.{i}");
-            for (name, linear) in [
-                ("self_attn.q_proj", &mut a.q_proj),
-                ("self_attn.k_proj", &mut a.k_proj),
-                ("self_attn.v_proj", &mut a.v_proj),
-                ("self_attn.o_proj", &mut a.o_proj),
-                ("mlp.gate_proj", &mut m.gate_proj),
-                ("mlp.up_proj", &mut m.up_proj),
-                ("mlp.down_proj", &mut m.down_proj),
-            ] {
-                out.push((format!("{prefix}.{name}"), linear));
+            // In this order (adapters are initialised from one seeded stream in it).
+            let linears = [
+                ("self_attn.q_proj", Some(&mut a.q_proj)),
+                ("self_attn.k_proj", Some(&mut a.k_proj)),
+                ("self_attn.v_proj", Some(&mut a.v_proj)),
+                ("self_attn.o_proj", Some(&mut a.o_proj)),
+                ("mlp.gate_proj", m.gate_proj.as_mut()),
+                ("mlp.up_proj", Some(&mut m.up_proj)),
+                ("mlp.down_proj", Some(&mut m.down_proj)),
+            ];
+            for (name, linear) in linears {
+                if let Some(linear) = linear {
+                    out.push((format!("{prefix}.{name}"), linear));
+                }
             }
         }
         out
