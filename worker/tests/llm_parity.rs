@@ -14,11 +14,12 @@ use std::process::Command;
 
 use serde_json::Value;
 use subliminal_worker::llm::config::RopeScaling;
+use subliminal_worker::llm::finetune::{attach_lora, LoraSpec, ALL_PROJECTIONS};
 use subliminal_worker::llm::generate::{generate, Request, Sampling, SpecialTokens};
 use subliminal_worker::llm::load::{load, Checkpoint};
 use subliminal_worker::llm::tokenizer::Message;
 use subliminal_worker::llm::{instantiate, Llama};
-use tch::{Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 const SMOLLM: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -201,6 +202,40 @@ fn random_model(kind: &str) {
     assert_eq!(checkpoint.config.model_type, kind);
     let model = check_against(&checkpoint, &json, &logits);
     check_cache(&model, &checkpoint);
+    check_adapters(&checkpoint, &json);
+}
+
+/// Adapters attach to every projection the architecture has (after its
+/// fused ones are split, the same names in every family), leave the logits
+/// as they are until trained, and each receives a gradient.
+fn check_adapters(checkpoint: &Checkpoint, reference: &Value) {
+    let (_vs, mut model) = instantiate(checkpoint, Device::Cpu, Kind::Float).unwrap();
+    let tokens: Vec<i64> = ids(&reference["ids"]).iter().map(|&x| x as i64).collect();
+    let t = tokens.len() as i64;
+    let input = Tensor::from_slice(&tokens).view([1, t]);
+    let positions = Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
+    let base = tch::no_grad(|| model.logits(&model.forward(&input, &positions, None, None)));
+    let adapters = nn::VarStore::new(Device::Cpu);
+    let spec = LoraSpec {
+        rank: 2,
+        alpha: 4.0,
+        targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
+        rslora: false,
+        layers: Vec::new(),
+    };
+    attach_lora(&mut model, &adapters, &spec, 0).unwrap();
+    let projections = if checkpoint.config.gated_mlp() { 7 } else { 6 };
+    let layers = checkpoint.config.num_hidden_layers as usize;
+    assert_eq!(adapters.variables().len(), layers * projections * 2);
+    let logits = model.logits(&model.forward(&input, &positions, None, None));
+    assert_eq!((&logits - &base).abs().max().double_value(&[]), 0.0);
+    logits.pow_tensor_scalar(2).sum(Kind::Float).backward();
+    for (name, var) in adapters.variables() {
+        if name.contains("lora_B") {
+            let grad = var.grad().abs().sum(Kind::Float).double_value(&[]);
+            assert!(grad > 0.0, "adapter {name} has no gradient");
+        }
+    }
 }
 
 #[test]
