@@ -136,23 +136,14 @@ pub fn paired_t(differences: &[f64]) -> Option<f64> {
 /// degrees of freedom. None with fewer than two values in either sample, or
 /// no spread in both.
 pub fn welch_t(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
-    let (sa, sb) = (summarise(a)?, summarise(b)?);
-    let (va, vb) = (sa.std?.powi(2) / sa.n as f64, sb.std?.powi(2) / sb.n as f64);
-    let se = (va + vb).sqrt();
-    if !se.is_finite() || se <= 0.0 {
-        return None;
-    }
-    let df =
-        (va + vb).powi(2) / (va.powi(2) / (sa.n as f64 - 1.0) + vb.powi(2) / (sb.n as f64 - 1.0));
-    let t = (sa.mean - sb.mean) / se;
-    let dist = StudentsT::new(0.0, 1.0, df).ok()?;
-    Some(((2.0 * (1.0 - dist.cdf(t.abs()))).min(1.0), se, df))
+    two_arm_t(a, b, true).map(|t| (t.p_value, t.se, t.df))
 }
 
-/// [`replicate_t`]'s result.
+/// A two-sided t-test of two arms' difference: [`welch_t`]'s, or
+/// [`replicate_t`]'s.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ReplicateTest {
-    /// Mean of `a`'s replicates minus mean of `b`'s.
+pub struct TwoArmTest {
+    /// Mean of `a` minus mean of `b`.
     pub shift: f64,
     pub p_value: f64,
     pub se: f64,
@@ -169,9 +160,23 @@ pub struct ReplicateTest {
 /// removes only the training noise. The degrees of freedom are
 /// Welch–Satterthwaite's for those variances. None with fewer than two
 /// replicates in either arm, or no spread in both.
-pub fn replicate_t(a: &[f64], b: &[f64]) -> Option<ReplicateTest> {
+pub fn replicate_t(a: &[f64], b: &[f64]) -> Option<TwoArmTest> {
+    two_arm_t(a, b, false)
+}
+
+/// The t-test of mean(a) − mean(b) whose arms vary as s² / n (`of_means`,
+/// Welch's) or as s² (replicates of the arm's statistic), with
+/// Welch–Satterthwaite degrees of freedom.
+fn two_arm_t(a: &[f64], b: &[f64], of_means: bool) -> Option<TwoArmTest> {
     let (sa, sb) = (summarise(a)?, summarise(b)?);
-    let (va, vb) = (sa.std?.powi(2), sb.std?.powi(2));
+    let variance = |std: f64, n: usize| {
+        if of_means {
+            std.powi(2) / n as f64
+        } else {
+            std.powi(2)
+        }
+    };
+    let (va, vb) = (variance(sa.std?, sa.n), variance(sb.std?, sb.n));
     let se = (va + vb).sqrt();
     if !se.is_finite() || se <= 0.0 {
         return None;
@@ -181,7 +186,7 @@ pub fn replicate_t(a: &[f64], b: &[f64]) -> Option<ReplicateTest> {
     let shift = sa.mean - sb.mean;
     let dist = StudentsT::new(0.0, 1.0, df).ok()?;
     let half = dist.inverse_cdf(0.975) * se;
-    Some(ReplicateTest {
+    Some(TwoArmTest {
         shift,
         p_value: (2.0 * (1.0 - dist.cdf((shift / se).abs()))).min(1.0),
         se,
