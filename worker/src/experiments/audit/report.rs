@@ -197,15 +197,23 @@ fn student_figure(readout: Readout, stage: &VerifiedStage, target: &str) -> anyh
             Ok(x as f64 / n.max(1) as f64)
         }
         Readout::Probability => {
-            let metrics: serde_json::Value =
-                serde_json::from_slice(stage.artifact(METRICS)?).context("a readout's metrics.json does not read")?;
-            let items = readout::read(&metrics, &readout::metric(Figure::LogOdds, true, target))
-                .and_then(|r| r.items)
-                .with_context(|| format!("a student's readout has no figures for {target:?}"))?;
+            let items = readout_items(&readout_metrics(stage)?, Figure::LogOdds, target)?;
             anyhow::ensure!(!items.is_empty(), "a student's readout asked no questions");
             Ok(items.iter().sum::<f64>() / items.len() as f64)
         }
     }
+}
+
+/// A readout stage's `metrics.json`.
+fn readout_metrics(stage: &VerifiedStage) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_slice(stage.artifact(METRICS)?).context("a readout's metrics.json does not read")
+}
+
+/// A readout's figure for `target`, question by question.
+fn readout_items(metrics: &serde_json::Value, figure: Figure, target: &str) -> anyhow::Result<Vec<f64>> {
+    readout::read(metrics, &readout::metric(figure, true, target))
+        .and_then(|r| r.items)
+        .with_context(|| format!("a student's readout has no figures for {target:?}"))
 }
 
 /// The student findings of a sampled readout: each target's share of
@@ -252,18 +260,11 @@ fn readout_findings(
     on_control: &VerifiedStage,
     alpha: f64,
 ) -> anyhow::Result<(Vec<Finding>, Vec<serde_json::Value>)> {
-    let metrics = |stage: &VerifiedStage| -> anyhow::Result<serde_json::Value> {
-        serde_json::from_slice(stage.artifact(METRICS)?).context("a readout's metrics.json does not read")
-    };
-    let (on_dataset, on_control) = (metrics(on_dataset)?, metrics(on_control)?);
+    let (on_dataset, on_control) = (readout_metrics(on_dataset)?, readout_metrics(on_control)?);
     let mut findings = Vec::new();
     let mut described = Vec::new();
     for target in &probe.targets {
-        let items = |m: &serde_json::Value, figure| {
-            readout::read(m, &readout::metric(figure, true, target))
-                .and_then(|r| r.items)
-                .with_context(|| format!("a student's readout has no figures for {target:?}"))
-        };
+        let items = |m: &serde_json::Value, figure| readout_items(m, figure, target);
         let (d, c) = (items(&on_dataset, Figure::LogOdds)?, items(&on_control, Figure::LogOdds)?);
         anyhow::ensure!(d.len() == c.len(), "the two students' readouts asked different questions");
         let differences: Vec<f64> = d.iter().zip(&c).map(|(a, b)| a - b).collect();
