@@ -113,17 +113,21 @@ fn check_against(checkpoint: &Checkpoint, reference: &Value, expected: &Tensor) 
     );
 
     let (_vs, model) = instantiate(checkpoint, Device::Cpu, Kind::Float).unwrap();
-    let t = tokens.len() as i64;
-    let input =
-        Tensor::from_slice(&tokens.iter().map(|&x| x as i64).collect::<Vec<_>>()).view([1, t]);
-    let positions = Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
-    let logits = tch::no_grad(|| model.logits(&model.forward(&input, &positions, None, None)))
-        .squeeze_dim(0);
+    let logits = tch::no_grad(|| forward_logits(&model, &tokens)).squeeze_dim(0);
     let diff = (&logits - expected).abs().max().double_value(&[]);
     let scale = expected.abs().max().double_value(&[]);
     println!("max |logits - transformers| = {diff:.3e} (logits up to {scale:.1})");
     assert!(diff < 1e-3, "logits differ from transformers by {diff}");
     model
+}
+
+/// The logits [1, T, V] of one unpadded sequence.
+fn forward_logits(model: &Llama, tokens: &[u32]) -> Tensor {
+    let t = tokens.len() as i64;
+    let input =
+        Tensor::from_slice(&tokens.iter().map(|&x| x as i64).collect::<Vec<_>>()).view([1, t]);
+    let positions = Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
+    model.logits(&model.forward(&input, &positions, None, None))
 }
 
 /// Greedy decoding, recomputing the whole sequence for every token.
@@ -210,11 +214,8 @@ fn random_model(kind: &str) {
 /// as they are until trained, and each receives a gradient.
 fn check_adapters(checkpoint: &Checkpoint, reference: &Value) {
     let (_vs, mut model) = instantiate(checkpoint, Device::Cpu, Kind::Float).unwrap();
-    let tokens: Vec<i64> = ids(&reference["ids"]).iter().map(|&x| x as i64).collect();
-    let t = tokens.len() as i64;
-    let input = Tensor::from_slice(&tokens).view([1, t]);
-    let positions = Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
-    let base = tch::no_grad(|| model.logits(&model.forward(&input, &positions, None, None)));
+    let tokens = ids(&reference["ids"]);
+    let base = tch::no_grad(|| forward_logits(&model, &tokens));
     let adapters = nn::VarStore::new(Device::Cpu);
     let spec = LoraSpec {
         rank: 2,
@@ -227,7 +228,7 @@ fn check_adapters(checkpoint: &Checkpoint, reference: &Value) {
     let projections = if checkpoint.config.gated_mlp() { 7 } else { 6 };
     let layers = checkpoint.config.num_hidden_layers as usize;
     assert_eq!(adapters.variables().len(), layers * projections * 2);
-    let logits = model.logits(&model.forward(&input, &positions, None, None));
+    let logits = forward_logits(&model, &tokens);
     assert_eq!((&logits - &base).abs().max().double_value(&[]), 0.0);
     logits.pow_tensor_scalar(2).sum(Kind::Float).backward();
     for (name, var) in adapters.variables() {
@@ -264,12 +265,7 @@ fn random_llama_with_llama3_rope_scaling_matches_transformers() {
     check_cache(&model, &checkpoint);
     checkpoint.config.rope_scaling = RopeScaling::Default;
     let (_vs, unscaled) = instantiate(&checkpoint, Device::Cpu, Kind::Float).unwrap();
-    let tokens: Vec<i64> = ids(&json["ids"]).iter().map(|&x| x as i64).collect();
-    let t = tokens.len() as i64;
-    let input = Tensor::from_slice(&tokens).view([1, t]);
-    let positions = Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
-    let plain = tch::no_grad(|| unscaled.logits(&unscaled.forward(&input, &positions, None, None)))
-        .squeeze_dim(0);
+    let plain = tch::no_grad(|| forward_logits(&unscaled, &ids(&json["ids"]))).squeeze_dim(0);
     let diff = (&plain - &logits).abs().max().double_value(&[]);
     println!("without the scaling: max |logits - transformers| = {diff:.3e}");
     assert!(diff > 1e-2, "the scaling changes the logits by only {diff}");
