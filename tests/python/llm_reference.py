@@ -1,10 +1,12 @@
 """Reference outputs from Hugging Face transformers, for the LLM parity tests.
 
-    llm_reference.py random {gpt_neox|llama|llama3|mistral|olmo2|phi3|qwen2|qwen3} GGUF OUT   a small random model saved as a
+    llm_reference.py random KIND GGUF OUT   a small random model saved as a
                                                      Hugging Face folder OUT/model (the
                                                      GGUF's tokenizer beside it), and its logits
     llm_reference.py gguf GGUF OUT                   the logits of the GGUF model as
                                                      transformers dequantises and runs it
+
+KIND is one of {KINDS}.
 
 Both write OUT/reference.json: the token ids of a chat sample, the logits on
 them (OUT/logits.safetensors, f32), the chat template's rendering, and token ids
@@ -16,8 +18,10 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import (AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, LlamaConfig, MistralConfig,
-                          Olmo2Config, Phi3Config, Qwen2Config, Qwen3Config)
+from transformers import (AutoModelForCausalLM, AutoTokenizer, Gemma2Config, Gemma3TextConfig, GPTNeoXConfig,
+                          LlamaConfig, MistralConfig, Olmo2Config, Phi3Config, Qwen2Config, Qwen3Config)
+
+KINDS = ["gemma2", "gemma3", "gpt_neox", "llama", "llama3", "mistral", "olmo2", "phi3", "qwen2", "qwen3"]
 
 TEXTS = [
     "Hello, world! The quick brown fox jumps over the lazy dog.",
@@ -95,7 +99,21 @@ def random_model(kind, gguf, out):
     elif kind == "qwen2":
         config = Qwen2Config(rope_theta=1000000.0, tie_word_embeddings=True, **common)
     elif kind == "mistral":
-        config = MistralConfig(rope_theta=1000000.0, tie_word_embeddings=False, sliding_window=None, **common)
+        # Mistral v0.1's sliding window, short enough that the chat sample crosses it.
+        config = MistralConfig(rope_theta=1000000.0, tie_word_embeddings=False, sliding_window=8, **common)
+    elif kind == "gemma2":
+        # Norms as 1 + weight, four per block, a scaled embedding, a query scale other
+        # than the head's, both soft caps, every other layer within a window of 8.
+        config = Gemma2Config(head_dim=16, query_pre_attn_scalar=24, sliding_window=8, attn_logit_softcapping=20.0,
+                              final_logit_softcapping=10.0, hidden_activation="gelu_pytorch_tanh", **common)
+    elif kind == "gemma3":
+        # Gemma-3's per-head q/k norms, heads wider than hidden / heads, its sliding
+        # layers turned at their own base, the full ones scaled linearly.
+        rope = {"full_attention": dict(rope_type="linear", factor=2.0, rope_theta=1000000.0),
+                "sliding_attention": dict(rope_type="default", rope_theta=10000.0)}
+        config = Gemma3TextConfig(head_dim=32, query_pre_attn_scalar=20, sliding_window=8,
+                                  layer_types=["sliding_attention", "full_attention"], rope_parameters=rope,
+                                  **common)
     elif kind == "olmo2":
         config = Olmo2Config(rope_theta=500000.0, tie_word_embeddings=False, eos_token_id=2, pad_token_id=2, **common)
     elif kind == "phi3":
@@ -113,8 +131,10 @@ def random_model(kind, gguf, out):
         # A head wider than hidden / heads, as Qwen3's are, and its q/k norms.
         config = Qwen3Config(rope_theta=1000000.0, tie_word_embeddings=True, head_dim=32, **common)
     else:
-        sys.exit(f"unknown kind {kind!r}: expected gpt_neox, llama, llama3, mistral, olmo2, phi3, qwen2 or qwen3")
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        sys.exit(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+    # Gemma's soft-capped scores need the written-out attention.
+    attention = "eager" if kind.startswith("gemma") else "sdpa"
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attention)
     # Every weight random, norms and biases included, so that no part can be
     # wrong without the logits showing it.
     with torch.no_grad():
@@ -142,4 +162,4 @@ if __name__ == "__main__":
     elif len(sys.argv) == 4 and sys.argv[1] == "gguf":
         gguf_model(sys.argv[2], sys.argv[3])
     else:
-        sys.exit(__doc__)
+        sys.exit(__doc__.replace("{KINDS}", ", ".join(KINDS)))

@@ -1,8 +1,9 @@
 //! The LLM against Hugging Face transformers on the same weights and tokens:
-//! a random Llama (with and without Llama 3's rope scaling), Mistral, OLMo-2,
-//! Phi-3 (fused projections, half-turned heads), Qwen2, Qwen3 and GPT-NeoX
-//! (Pythia's architecture) (each made by transformers in the test), and
-//! SmolLM2-135M from its GGUF file. Logits must agree to 1e-3 in f32, token ids
+//! a random Llama (with and without Llama 3's rope scaling), Mistral (with a
+//! sliding window), OLMo-2, Phi-3 (fused projections, half-turned heads),
+//! Qwen2, Qwen3, GPT-NeoX (Pythia's architecture), Gemma-2 (soft caps,
+//! alternating windows) and Gemma-3 (a rotary base per layer type) (each made
+//! by transformers in the test), and SmolLM2-135M from its GGUF file. Logits must agree to 1e-3 in f32, token ids
 //! and chat renderings exactly. Also: greedy decoding with the KV cache, batched
 //! and left-padded, equals greedy decoding that recomputes everything.
 //!
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use subliminal_worker::llm::config::RopeScaling;
+use subliminal_worker::llm::config::{Config, RopeScaling};
 use subliminal_worker::llm::finetune::{attach_lora, LoraSpec, ALL_PROJECTIONS};
 use subliminal_worker::llm::generate::{generate, Request, Sampling, SpecialTokens};
 use subliminal_worker::llm::load::{load, Checkpoint};
@@ -198,15 +199,35 @@ fn check_cache(model: &Llama, checkpoint: &Checkpoint) {
     }
 }
 
-fn random_model(kind: &str) {
+/// Builds the reference's random `kind`, checks logits, cached decoding and
+/// adapters; returns what it read, for checks of its own.
+fn random_model(kind: &str, model_type: &str) -> (Checkpoint, Value, Tensor) {
     let dir = tempfile::tempdir().unwrap();
     reference(&["random", kind, gguf_path().to_str().unwrap()], dir.path());
     let (json, logits) = read_reference(dir.path());
     let checkpoint = load(&dir.path().join("model")).unwrap();
-    assert_eq!(checkpoint.config.model_type, kind);
+    assert_eq!(checkpoint.config.model_type, model_type);
     let model = check_against(&checkpoint, &json, &logits);
     check_cache(&model, &checkpoint);
     check_adapters(&checkpoint, &json);
+    (checkpoint, json, logits)
+}
+
+/// The same weights with `what` undone no longer match the reference: the
+/// sample exercises it, so a loader that ignored it would be seen.
+fn check_matters(
+    (checkpoint, json, logits): &mut (Checkpoint, Value, Tensor),
+    what: &str,
+    undo: impl Fn(&mut Config),
+) {
+    let config = checkpoint.config.clone();
+    undo(&mut checkpoint.config);
+    let (_vs, model) = instantiate(checkpoint, Device::Cpu, Kind::Float).unwrap();
+    checkpoint.config = config;
+    let plain = tch::no_grad(|| forward_logits(&model, &ids(&json["ids"]))).squeeze_dim(0);
+    let diff = (&plain - &*logits).abs().max().double_value(&[]);
+    println!("without {what}: max |logits - transformers| = {diff:.3e}");
+    assert!(diff > 1e-2, "{what} changes the logits by only {diff}");
 }
 
 /// Adapters attach to every projection the architecture has (after its
@@ -241,7 +262,7 @@ fn check_adapters(checkpoint: &Checkpoint, reference: &Value) {
 
 #[test]
 fn random_llama_matches_transformers() {
-    random_model("llama");
+    let _ = random_model("llama", "llama");
 }
 
 /// Llama 3.1's rope scaling: logits and the cached decoding match
@@ -249,56 +270,84 @@ fn random_llama_matches_transformers() {
 /// check would see a loader that ignored it).
 #[test]
 fn random_llama_with_llama3_rope_scaling_matches_transformers() {
-    let dir = tempfile::tempdir().unwrap();
-    reference(
-        &["random", "llama3", gguf_path().to_str().unwrap()],
-        dir.path(),
-    );
-    let (json, logits) = read_reference(dir.path());
-    let mut checkpoint = load(&dir.path().join("model")).unwrap();
+    let mut read = random_model("llama3", "llama");
     assert!(
-        matches!(checkpoint.config.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0),
+        matches!(read.0.config.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0),
         "{:?}",
-        checkpoint.config.rope_scaling
+        read.0.config.rope_scaling
     );
-    let model = check_against(&checkpoint, &json, &logits);
-    check_cache(&model, &checkpoint);
-    checkpoint.config.rope_scaling = RopeScaling::Default;
-    let (_vs, unscaled) = instantiate(&checkpoint, Device::Cpu, Kind::Float).unwrap();
-    let plain = tch::no_grad(|| forward_logits(&unscaled, &ids(&json["ids"]))).squeeze_dim(0);
-    let diff = (&plain - &logits).abs().max().double_value(&[]);
-    println!("without the scaling: max |logits - transformers| = {diff:.3e}");
-    assert!(diff > 1e-2, "the scaling changes the logits by only {diff}");
+    check_matters(&mut read, "the rope scaling", |c| {
+        c.rope_scaling = RopeScaling::Default
+    });
 }
 
 #[test]
 fn random_qwen2_matches_transformers() {
-    random_model("qwen2");
+    let _ = random_model("qwen2", "qwen2");
 }
 
+/// Mistral v0.1's sliding window, crossed by the sample and the decoding.
 #[test]
 fn random_mistral_matches_transformers() {
-    random_model("mistral");
+    let mut read = random_model("mistral", "mistral");
+    assert_eq!(read.0.config.window(1), Some(8));
+    check_matters(&mut read, "the window", |c| c.sliding_window = None);
+}
+
+/// Gemma-2: both soft caps, every other layer within a window, a query
+/// scale of its own; each seen to matter.
+#[test]
+fn random_gemma2_matches_transformers() {
+    let mut read = random_model("gemma2", "gemma2");
+    let c = read.0.config.clone();
+    assert_eq!((c.window(0), c.window(1)), (Some(8), None));
+    check_matters(&mut read, "the window", |c| {
+        c.sliding_window = Some(1 << 20)
+    });
+    check_matters(&mut read, "the attention soft cap", |c| {
+        c.attn_logit_softcapping = None
+    });
+    check_matters(&mut read, "the query scale", |c| {
+        c.query_pre_attn_scalar = None
+    });
+    check_matters(&mut read, "the logit soft cap", |c| {
+        c.final_logit_softcapping = None
+    });
+}
+
+/// Gemma-3: per-head q/k norms, its sliding layers turned at their own base.
+#[test]
+fn random_gemma3_matches_transformers() {
+    let mut read = random_model("gemma3", "gemma3_text");
+    let c = read.0.config.clone();
+    assert_eq!((c.window(0), c.window(1)), (Some(8), None));
+    assert_eq!(c.local_rope_theta(), Some(10_000.0));
+    check_matters(&mut read, "the local rotary base", |c| {
+        c.rope_local_base_freq = Some(c.rope_theta)
+    });
+    check_matters(&mut read, "the window", |c| {
+        c.sliding_window = Some(1 << 20)
+    });
 }
 
 #[test]
 fn random_olmo2_matches_transformers() {
-    random_model("olmo2");
+    let _ = random_model("olmo2", "olmo2");
 }
 
 #[test]
 fn random_phi3_matches_transformers() {
-    random_model("phi3");
+    let _ = random_model("phi3", "phi3");
 }
 
 #[test]
 fn random_gpt_neox_matches_transformers() {
-    random_model("gpt_neox");
+    let _ = random_model("gpt_neox", "gpt_neox");
 }
 
 #[test]
 fn random_qwen3_matches_transformers() {
-    random_model("qwen3");
+    let _ = random_model("qwen3", "qwen3");
 }
 
 #[test]

@@ -1,14 +1,18 @@
 //! The architecture of a Llama-family causal LM, read from the model's own
 //! `config.json` (Hugging Face) or from GGUF metadata.
 //!
-//! One struct covers Llama, SmolLM, Mistral, Qwen2, Qwen3, OLMo-2 and Phi-3:
-//! they differ only in which projections carry a bias, whether the output
-//! head is tied to the embedding, norms on queries and keys (Qwen3's per
-//! head, OLMo-2's over the whole projection), where the blocks normalise
-//! (OLMo-2 after attention and MLP, the others before), how much of a head
-//! the rotary embedding turns, and Phi-3's fused projections (split apart
-//! when loaded, so LoRA targets name q, k, v, gate and up in every family). Rotary embeddings come in the default form or scaled as
-//! Llama 3 scales them (`rope_type = "llama3"`) or linearly ([`RopeScaling`]).
+//! One struct covers Llama, SmolLM, Mistral, Qwen2, Qwen3, OLMo-2, Phi-3,
+//! GPT-NeoX, Gemma-2 and Gemma-3: they differ only in which projections
+//! carry a bias, whether the output head is tied to the embedding, norms on
+//! queries and keys (Qwen3's and Gemma-3's per head, OLMo-2's over the whole
+//! projection), where the blocks normalise ([`Config::block_norms`]), the kind
+//! of norm ([`NormKind`]), how much of a head the rotary embedding turns,
+//! which layers attend within a sliding window ([`Config::window`]), Gemma's
+//! embedding scale, attention scale and soft caps, and Phi-3's fused
+//! projections (split apart when loaded, so LoRA targets name q, k, v, gate
+//! and up in every family). Rotary embeddings come in the default form or
+//! scaled as Llama 3 scales them (`rope_type = "llama3"`) or linearly
+//! ([`RopeScaling`]); Gemma-3's sliding layers turn at a base of their own.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +34,8 @@ pub struct Config {
     /// The norms' epsilon (`layer_norm_eps` in GPT-NeoX's file).
     #[serde(default = "default_eps", alias = "layer_norm_eps")]
     pub rms_norm_eps: f64,
-    /// The MLP's activation: `silu` or (GPT-NeoX) `gelu`.
+    /// The MLP's activation: `silu`, `gelu` (GPT-NeoX) or `gelu_pytorch_tanh`
+    /// (Gemma's `hidden_activation`, read into this).
     #[serde(default = "default_act", skip_serializing_if = "is_silu")]
     pub hidden_act: String,
     /// GPT-NeoX's: attention and MLP read the same input, their outputs summed.
@@ -51,23 +56,70 @@ pub struct Config {
     pub attention_bias: bool,
     #[serde(default = "default_positions")]
     pub max_position_embeddings: i64,
-    /// Qwen2's and Qwen3's switch for sliding-window layers, refused when on.
+    /// Qwen2's and Qwen3's switch for sliding-window layers (those from
+    /// `max_window_layers` on).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub use_sliding_window: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_window_layers: Option<i64>,
     /// The share of each head's dimensions the rotary embedding turns (the
     /// first ones; Phi-3.5 and Phi-4-mini turn 3/4); 1 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial_rotary_factor: Option<f64>,
-    /// Mistral's attention window; one shorter than the model's context is
-    /// refused (every token here attends to all before it).
+    /// How many keys back (itself included) a token of a sliding-window
+    /// layer sees; which layers those are: [`Config::window`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sliding_window: Option<i64>,
+    /// Each layer's attention, `full_attention` or `sliding_attention`
+    /// (transformers 5 writes it; older files leave it to the family).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_types: Option<Vec<String>>,
+    /// Gemma-3's older files: every n-th layer full, the others sliding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window_pattern: Option<i64>,
+    /// Gemma-3's rotary base in sliding-window layers (10,000 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_local_base_freq: Option<f64>,
+    /// Gemma's attention scale: scores over √query_pre_attn_scalar rather than √head_dim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma-2's cap on attention scores: cap · tanh(score / cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_logit_softcapping: Option<f64>,
+    /// Gemma-2's cap on the output logits: cap · tanh(logit / cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_logit_softcapping: Option<f64>,
+    /// Gemma-3's encoder-style switch, refused when on (this model is causal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_bidirectional_attention: Option<bool>,
 }
 
 /// The architectures this model implements; another is refused with this list.
-pub const MODEL_TYPES: [&str; 7] = [
-    "gpt_neox", "llama", "mistral", "olmo2", "phi3", "qwen2", "qwen3",
+pub const MODEL_TYPES: [&str; 9] = [
+    "gemma2",
+    "gemma3_text",
+    "gpt_neox",
+    "llama",
+    "mistral",
+    "olmo2",
+    "phi3",
+    "qwen2",
+    "qwen3",
 ];
+
+/// The activations an MLP may use; another is refused with this list.
+pub const ACTIVATIONS: [&str; 4] = ["gelu", "gelu_new", "gelu_pytorch_tanh", "silu"];
+
+/// How a family normalises hidden states (and queries and keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormKind {
+    /// x / rms(x) · weight.
+    Rms,
+    /// Gemma's: x / rms(x) · (1 + weight), the product taken in f32.
+    RmsOffset,
+    /// LayerNorm with a bias (GPT-NeoX).
+    Layer,
+}
 
 /// Where a model normalises queries and keys before the rotary embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +234,26 @@ fn normalise_rope(config: &mut serde_json::Map<String, serde_json::Value>) -> an
             config.entry(new.to_owned()).or_insert(value);
         }
     }
-    if let Some(params) = config.remove("rope_parameters") {
+    if let Some(mut params) = config.remove("rope_parameters") {
+        // Gemma-3's: one set per layer type; the sliding layers' may only move the base.
+        if let Some(by_layer) = params
+            .as_object_mut()
+            .filter(|p| p.contains_key("full_attention"))
+        {
+            if let Some(sliding) = by_layer.remove("sliding_attention") {
+                let kind = sliding.get("rope_type").and_then(Value::as_str);
+                anyhow::ensure!(
+                    matches!(kind, None | Some("default")),
+                    "the sliding layers' rope_type is {kind:?}: only the default is implemented there"
+                );
+                if let Some(theta) = sliding.get("rope_theta") {
+                    config.insert("rope_local_base_freq".to_owned(), theta.clone());
+                }
+            }
+            params = by_layer
+                .remove("full_attention")
+                .unwrap_or_else(|| Value::Object(Default::default()));
+        }
         for key in ["rope_theta", "partial_rotary_factor"] {
             if let Some(value) = params.get(key) {
                 config.insert(key.to_owned(), value.clone());
@@ -248,6 +319,10 @@ impl Config {
             anyhow::anyhow!("config.json is not a JSON object: expected a model config")
         })?;
         normalise_rope(object)?;
+        // Gemma's files name the activation `hidden_activation` (some write both).
+        if let Some(act) = object.remove("hidden_activation") {
+            object.insert("hidden_act".to_owned(), act);
+        }
         let config: Config = serde_json::from_value(value)
             .map_err(|e| anyhow::anyhow!("config.json is not a Llama-family config: {e}"))?;
         config.check()?;
@@ -263,27 +338,19 @@ impl Config {
                 MODEL_TYPES.join(", ")
             );
         }
-        if !matches!(self.hidden_act.as_str(), "silu" | "gelu") {
+        if !ACTIVATIONS.contains(&self.hidden_act.as_str()) {
             anyhow::bail!(
-                "hidden_act {:?} is not supported: expected \"silu\" or \"gelu\"",
-                self.hidden_act
+                "hidden_act {:?} is not supported: expected one of {}",
+                self.hidden_act,
+                ACTIVATIONS.join(", ")
             );
         }
-        if self.use_sliding_window {
+        if self.use_bidirectional_attention == Some(true) {
             anyhow::bail!(
-                "use_sliding_window is true: sliding-window attention is not implemented"
+                "use_bidirectional_attention is true: this model implements causal attention only"
             );
         }
-        let short_window = self
-            .sliding_window
-            .filter(|&w| self.model_type == "mistral" && w < self.max_position_embeddings);
-        if let Some(window) = short_window {
-            anyhow::bail!(
-                "sliding_window is {window}, shorter than the {}-token context: sliding-window attention \
-                 is not implemented (Mistral v0.2 and later have none)",
-                self.max_position_embeddings
-            );
-        }
+        self.check_windows()?;
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -318,6 +385,71 @@ impl Config {
         Ok(())
     }
 
+    /// The layer types, their count and the window they need.
+    fn check_windows(&self) -> anyhow::Result<()> {
+        if let Some(types) = &self.layer_types {
+            anyhow::ensure!(
+                types.len() as i64 == self.num_hidden_layers,
+                "layer_types lists {} layers, the model has {}",
+                types.len(),
+                self.num_hidden_layers
+            );
+            if let Some(other) = types
+                .iter()
+                .find(|t| !matches!(t.as_str(), "full_attention" | "sliding_attention"))
+            {
+                anyhow::bail!(
+                    "layer type {other:?} is not supported: expected full_attention or sliding_attention"
+                );
+            }
+        }
+        if let Some(pattern) = self.sliding_window_pattern {
+            anyhow::ensure!(
+                pattern > 0,
+                "sliding_window_pattern is {pattern}: expected a positive number"
+            );
+        }
+        let sliding = (0..self.num_hidden_layers).any(|l| self.is_sliding(l));
+        match self.sliding_window {
+            Some(w) if w <= 0 && sliding => {
+                anyhow::bail!("sliding_window is {w}: expected a positive number of tokens")
+            }
+            None if sliding => anyhow::bail!(
+                "some layers attend within a sliding window, but sliding_window is not set"
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `layer` attends within a sliding window: as `layer_types`
+    /// says, or as the family's files have said before it existed.
+    fn is_sliding(&self, layer: i64) -> bool {
+        match (self.model_type.as_str(), &self.layer_types) {
+            // Mistral's model reads no layer types: a window, if set, is everywhere.
+            ("mistral", _) => self.sliding_window.is_some(),
+            (_, Some(types)) => types
+                .get(layer as usize)
+                .is_some_and(|t| t == "sliding_attention"),
+            ("gemma2", None) => layer % 2 == 0,
+            ("gemma3_text", None) => (layer + 1) % self.sliding_window_pattern.unwrap_or(6) != 0,
+            ("qwen2" | "qwen3", None) => {
+                self.use_sliding_window && layer >= self.max_window_layers.unwrap_or(28)
+            }
+            _ => false,
+        }
+    }
+
+    /// The window of `layer` (how many keys back, itself included, a token
+    /// sees), or `None` for full attention.
+    pub fn window(&self, layer: i64) -> Option<i64> {
+        self.sliding_window.filter(|_| self.is_sliding(layer))
+    }
+
+    /// The rotary base of `layer`: Gemma-3's sliding layers have their own.
+    pub fn local_rope_theta(&self) -> Option<f64> {
+        (self.model_type == "gemma3_text").then(|| self.rope_local_base_freq.unwrap_or(10_000.0))
+    }
+
     pub fn kv_heads(&self) -> i64 {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
@@ -342,9 +474,19 @@ impl Config {
         self.model_type != "qwen2" && self.attention_bias
     }
 
-    /// LayerNorms with biases (GPT-NeoX) instead of RMS norms.
-    pub fn layer_norm(&self) -> bool {
-        self.model_type == "gpt_neox"
+    /// The norm of hidden states, queries and keys.
+    pub fn norm_kind(&self) -> NormKind {
+        match self.model_type.as_str() {
+            "gpt_neox" => NormKind::Layer,
+            "gemma2" | "gemma3_text" => NormKind::RmsOffset,
+            _ => NormKind::Rms,
+        }
+    }
+
+    /// Gemma's: embeddings are multiplied by √hidden_size.
+    pub fn embedding_scale(&self) -> Option<f64> {
+        matches!(self.model_type.as_str(), "gemma2" | "gemma3_text")
+            .then(|| (self.hidden_size as f64).sqrt())
     }
 
     /// A gate beside the MLP's up projection (every family but GPT-NeoX).
@@ -360,16 +502,35 @@ impl Config {
     /// RMS norms on queries and keys before the rotary embedding.
     pub fn qk_norm(&self) -> QkNorm {
         match self.model_type.as_str() {
-            "qwen3" => QkNorm::PerHead,
+            "qwen3" | "gemma3_text" => QkNorm::PerHead,
             "olmo2" => QkNorm::Whole,
             _ => QkNorm::None,
         }
     }
 
-    /// Norms after attention and after the MLP, none before (OLMo-2); else
-    /// before each, none after.
-    pub fn post_norms(&self) -> bool {
-        self.model_type == "olmo2"
+    /// The Hugging Face names of a block's norms, where it has them: before
+    /// attention, after it, before the MLP, after it.
+    pub fn block_norms(&self) -> [Option<&'static str>; 4] {
+        match self.model_type.as_str() {
+            "olmo2" => [
+                None,
+                Some("post_attention_layernorm"),
+                None,
+                Some("post_feedforward_layernorm"),
+            ],
+            "gemma2" | "gemma3_text" => [
+                Some("input_layernorm"),
+                Some("post_attention_layernorm"),
+                Some("pre_feedforward_layernorm"),
+                Some("post_feedforward_layernorm"),
+            ],
+            _ => [
+                Some("input_layernorm"),
+                None,
+                Some("post_attention_layernorm"),
+                None,
+            ],
+        }
     }
 }
 
@@ -404,22 +565,119 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("key/value"), "{err}");
-        for (model, window, refused) in [
-            ("mistral", "4096", true),
-            ("mistral", "null", false),
-            ("qwen2", "4096", false),
-        ] {
-            let text = format!(
-                r#"{{"model_type":"{model}","sliding_window":{window},"max_position_embeddings":32768,{SMALL}}}"#
-            );
-            let read = Config::from_json(&text);
-            assert_eq!(read.is_err(), refused, "{text}: {read:?}");
-        }
         let err = Config::from_json(&format!(
-            r#"{{"model_type":"qwen3","use_sliding_window":true,{SMALL}}}"#
+            r#"{{"model_type":"gemma3_text","use_bidirectional_attention":true,{SMALL}}}"#
         ))
         .unwrap_err();
-        assert!(err.to_string().contains("sliding"), "{err}");
+        assert!(err.to_string().contains("bidirectional"), "{err}");
+        let err = Config::from_json(&format!(r#"{{"hidden_act":"relu",{SMALL}}}"#)).unwrap_err();
+        assert!(err.to_string().contains("gelu_pytorch_tanh"), "{err}");
+    }
+
+    /// Which layers slide, in each way a family's files say it.
+    #[test]
+    fn reads_each_familys_sliding_layers() {
+        let windows = |extra: &str| {
+            let c = Config::from_json(&format!(
+                r#"{{{extra},"vocab_size":1,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":6,"num_attention_heads":2}}"#
+            ))
+            .unwrap();
+            (0..6).map(|l| c.window(l)).collect::<Vec<_>>()
+        };
+        let (w, none) = (Some(4), None);
+        // Mistral v0.1: everywhere; v0.2 on: nowhere.
+        assert_eq!(
+            windows(r#""model_type":"mistral","sliding_window":4"#),
+            [w; 6]
+        );
+        assert_eq!(
+            windows(r#""model_type":"mistral","sliding_window":null"#),
+            [none; 6]
+        );
+        // Qwen: only when switched on, from max_window_layers on.
+        assert_eq!(
+            windows(r#""model_type":"qwen2","sliding_window":4"#),
+            [none; 6]
+        );
+        assert_eq!(
+            windows(
+                r#""model_type":"qwen3","sliding_window":4,"use_sliding_window":true,"max_window_layers":4"#
+            ),
+            [none, none, none, none, w, w]
+        );
+        // Gemma-2: every other layer, starting with the first.
+        assert_eq!(
+            windows(r#""model_type":"gemma2","sliding_window":4"#),
+            [w, none, w, none, w, none]
+        );
+        // Gemma-3: five sliding, one full (older files' pattern), or transformers 5's list.
+        assert_eq!(
+            windows(r#""model_type":"gemma3_text","sliding_window":4"#),
+            [w, w, w, w, w, none]
+        );
+        assert_eq!(
+            windows(r#""model_type":"gemma3_text","sliding_window":4,"sliding_window_pattern":2"#),
+            [w, none, w, none, w, none]
+        );
+        let types = r#""layer_types":["full_attention","sliding_attention","full_attention","full_attention","full_attention","sliding_attention"]"#;
+        assert_eq!(
+            windows(&format!(
+                r#""model_type":"gemma3_text","sliding_window":4,{types}"#
+            )),
+            [none, w, none, none, none, w]
+        );
+        for (bad, says) in [
+            (
+                r#""model_type":"gemma2","sliding_window":null"#,
+                "sliding_window is not set",
+            ),
+            (r#""model_type":"gemma2","sliding_window":0"#, "positive"),
+            (r#""layer_types":["full_attention"]"#, "layer_types lists 1"),
+            (
+                r#""layer_types":["chunked_attention","full_attention","full_attention","full_attention","full_attention","full_attention"]"#,
+                "chunked_attention",
+            ),
+        ] {
+            let err = Config::from_json(&format!(
+                r#"{{{bad},"vocab_size":1,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":6,"num_attention_heads":2}}"#
+            ))
+            .unwrap_err();
+            assert!(err.to_string().contains(says), "{bad}: {err}");
+        }
+    }
+
+    /// Gemma-3 1B's own config.json, and transformers 5's form of its rope settings.
+    #[test]
+    fn reads_gemma3s_rope_bases_scales_and_activation() {
+        let hub = r#"{"architectures":["Gemma3ForCausalLM"],"attention_bias":false,"attn_logit_softcapping":null,
+            "bos_token_id":2,"eos_token_id":[1,106],"final_logit_softcapping":null,"head_dim":256,
+            "hidden_activation":"gelu_pytorch_tanh","hidden_size":1152,"intermediate_size":6912,
+            "max_position_embeddings":32768,"model_type":"gemma3_text","num_attention_heads":4,
+            "num_hidden_layers":26,"num_key_value_heads":1,"pad_token_id":0,"query_pre_attn_scalar":256,
+            "rms_norm_eps":1e-06,"rope_local_base_freq":10000,"rope_scaling":null,"rope_theta":1000000,
+            "sliding_window":512,"sliding_window_pattern":6,"torch_dtype":"bfloat16","vocab_size":262144}"#;
+        let c = Config::from_json(hub).unwrap();
+        assert_eq!(c.hidden_act, "gelu_pytorch_tanh");
+        assert_eq!((c.rope_theta, c.local_rope_theta()), (1e6, Some(10_000.0)));
+        assert_eq!(c.query_pre_attn_scalar, Some(256.0));
+        assert_eq!(c.norm_kind(), NormKind::RmsOffset);
+        assert_eq!(c.qk_norm(), QkNorm::PerHead);
+        assert_eq!(c.embedding_scale(), Some(1152f64.sqrt()));
+        assert_eq!((c.window(0), c.window(5)), (Some(512), None));
+        let v5 = format!(
+            "{{{SMALL},\"model_type\":\"gemma3_text\",\"sliding_window\":4,\"rope_parameters\":{{\
+             \"full_attention\":{{\"rope_type\":\"linear\",\"factor\":8.0,\"rope_theta\":1000000.0}},\
+             \"sliding_attention\":{{\"rope_type\":\"default\",\"rope_theta\":10000.0}}}}}}"
+        );
+        let c = Config::from_json(&v5).unwrap();
+        assert_eq!(c.rope_scaling, RopeScaling::Linear { factor: 8.0 });
+        assert_eq!((c.rope_theta, c.local_rope_theta()), (1e6, Some(10_000.0)));
+        let scaled_local = v5.replace(
+            "\"rope_type\":\"default\",\"rope_theta\":10000.0",
+            "\"rope_type\":\"linear\",\"factor\":2.0",
+        );
+        let err = Config::from_json(&scaled_local).unwrap_err();
+        assert!(err.to_string().contains("sliding layers"), "{err}");
     }
 
     const SMALL: &str = r#""vocab_size":1,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":2"#;

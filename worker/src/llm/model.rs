@@ -1,18 +1,19 @@
-//! A Llama-family causal LM: token embedding, N blocks of (RMSNorm,
-//! grouped-query attention with rotary embeddings, RMSNorm, SwiGLU MLP), a
-//! final RMSNorm and an output head, tied to the embedding or not.
+//! A Llama-family causal LM: token embedding, N blocks of (norm,
+//! grouped-query attention with rotary embeddings, norm, gated MLP), a
+//! final norm and an output head, tied to the embedding or not.
 //!
 //! Each block has `load` (take its weights, by their Hugging Face names, into
 //! a var store) and `forward` (the maths). Weights come from [`super::load`];
-//! nothing here knows about files. Qwen2 differs only by biases on q, k and v,
-//! which [`Config`] reports.
+//! nothing here knows about files. What the families change (biases, norms
+//! and where they sit, q/k norms, sliding windows, Gemma's scales and soft
+//! caps) [`Config`] reports; the pieces here are written once for all.
 
 use std::collections::HashMap;
 
 use anyhow::Context;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::config::{Config, QkNorm};
+use super::config::{Config, NormKind, QkNorm};
 
 /// Weights by their Hugging Face names, e.g. `model.layers.0.self_attn.q_proj.weight`.
 pub type Weights = HashMap<String, Tensor>;
@@ -86,38 +87,36 @@ impl Linear {
     }
 }
 
-/// An RMS norm, or (with a bias: GPT-NeoX) a LayerNorm.
+/// A norm of the kind `cfg`'s family uses ([`NormKind`]).
 #[derive(Debug)]
 struct Norm {
     weight: Tensor,
+    /// A LayerNorm's; `None` for the RMS kinds.
     bias: Option<Tensor>,
+    /// Gemma's: the weight scales as 1 + weight.
+    offset: bool,
     eps: f64,
 }
 
 impl Norm {
-    /// An RMS norm of `size`.
-    fn load(p: nn::Path, w: &mut Weights, size: i64, eps: f64) -> anyhow::Result<Self> {
-        Ok(Self {
-            weight: take(&p, w, "weight", &[size])?,
-            bias: None,
-            eps,
-        })
-    }
-
-    /// The norm of the hidden states `cfg`'s family uses.
-    fn load_for(p: nn::Path, w: &mut Weights, cfg: &Config) -> anyhow::Result<Self> {
-        let bias = if cfg.layer_norm() {
-            Some(take(&p, w, "bias", &[cfg.hidden_size])?)
+    /// A norm over the last `size` dimensions.
+    fn load(p: nn::Path, w: &mut Weights, size: i64, cfg: &Config) -> anyhow::Result<Self> {
+        let kind = cfg.norm_kind();
+        let bias = if kind == NormKind::Layer {
+            Some(take(&p, w, "bias", &[size])?)
         } else {
             None
         };
         Ok(Self {
+            weight: take(&p, w, "weight", &[size])?,
             bias,
-            ..Self::load(p, w, cfg.hidden_size, cfg.rms_norm_eps)?
+            offset: kind == NormKind::RmsOffset,
+            eps: cfg.rms_norm_eps,
         })
     }
 
-    /// Normalises in f32 whatever the model's dtype, as the reference does.
+    /// Normalises in f32 whatever the model's dtype, as the reference does
+    /// (which also casts where each family's reference casts).
     fn forward(&self, x: &Tensor) -> Tensor {
         let kind = x.kind();
         let x = x.to_kind(Kind::Float);
@@ -129,7 +128,11 @@ impl Norm {
         }
         let variance = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
         let normed = x * (variance + self.eps).rsqrt();
-        &self.weight * normed.to_kind(kind)
+        if self.offset {
+            (normed * (self.weight.to_kind(Kind::Float) + 1.0)).to_kind(kind)
+        } else {
+            &self.weight * normed.to_kind(kind)
+        }
     }
 }
 
@@ -140,16 +143,31 @@ pub struct Rope {
 }
 
 impl Rope {
+    /// The embedding of full-attention layers (every layer but Gemma-3's sliding ones).
     fn new(cfg: &Config, device: Device) -> Self {
+        Self::with_base(cfg, cfg.rope_theta, device).scaled(&cfg.rope_scaling)
+    }
+
+    /// Unscaled, with its own base: Gemma-3's sliding layers.
+    fn local(cfg: &Config, device: Device) -> Option<Self> {
+        cfg.local_rope_theta()
+            .map(|theta| Self::with_base(cfg, theta, device))
+    }
+
+    fn with_base(cfg: &Config, theta: f64, device: Device) -> Self {
         let dim = cfg.rotary_dim();
         let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Float, device)) / dim as f64;
-        let inv_freq = Tensor::from(cfg.rope_theta)
+        let inv_freq = Tensor::from(theta)
             .to_kind(Kind::Float)
             .to_device(device)
             .pow(&exponents)
             .reciprocal();
+        Self { inv_freq }
+    }
+
+    fn scaled(self, scaling: &super::config::RopeScaling) -> Self {
         Self {
-            inv_freq: cfg.rope_scaling.scale(inv_freq),
+            inv_freq: scaling.scale(self.inv_freq),
         }
     }
 
@@ -179,16 +197,21 @@ fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     Tensor::cat(&[&rotary * cos + rotate_half(&rotary) * sin, rest], 3)
 }
 
-/// Keys and values of the tokens seen so far, one entry per layer.
+/// Keys and values of the tokens seen so far, one entry per layer, and
+/// their positions (a sliding window is measured in positions: a batch may
+/// hold padding between a shared prefix and each row's own tokens).
 #[derive(Debug, Default)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
+    /// [B, S], once something is cached.
+    positions: Option<Tensor>,
 }
 
 impl KvCache {
     pub fn new(layers: usize) -> Self {
         Self {
             layers: (0..layers).map(|_| None).collect(),
+            positions: None,
         }
     }
 
@@ -198,6 +221,9 @@ impl KvCache {
             *k = k.expand([rows, -1, -1, -1], false);
             *v = v.expand([rows, -1, -1, -1], false);
         }
+        if let Some(p) = &mut self.positions {
+            *p = p.expand([rows, -1], false);
+        }
     }
 
     /// Keeps only the given batch rows (sequences that are still generating).
@@ -206,6 +232,19 @@ impl KvCache {
             *k = k.index_select(0, rows);
             *v = v.index_select(0, rows);
         }
+        if let Some(p) = &mut self.positions {
+            *p = p.index_select(0, rows);
+        }
+    }
+
+    /// The positions of every key once `new` [B, T] are added: [B, S].
+    fn extend_positions(&mut self, new: &Tensor) -> Tensor {
+        let all = match &self.positions {
+            Some(past) => Tensor::cat(&[past, new], 1),
+            None => new.shallow_clone(),
+        };
+        self.positions = Some(all.shallow_clone());
+        all
     }
 }
 
@@ -215,11 +254,21 @@ pub struct Attention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
-    /// Norms of queries and keys, and whether they are per head.
-    qk_norm: Option<(Norm, Norm, bool)>,
+    /// Norms of queries and keys, and where they apply.
+    qk_norm: Option<(Norm, Norm, QkNorm)>,
+    scores: Scores,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
+}
+
+/// How attention scores are formed beyond q·kᵀ: Gemma's scale and soft cap.
+#[derive(Debug, Clone, Copy, Default)]
+struct Scores {
+    /// Replaces 1/√head_dim.
+    scale: Option<f64>,
+    /// cap · tanh(score / cap), after scaling, before the mask.
+    softcap: Option<f64>,
 }
 
 impl Attention {
@@ -234,15 +283,19 @@ impl Attention {
             qk_norm: match cfg.qk_norm() {
                 QkNorm::None => None,
                 QkNorm::PerHead => Some((
-                    Norm::load(&p / "q_norm", w, hd, cfg.rms_norm_eps)?,
-                    Norm::load(&p / "k_norm", w, hd, cfg.rms_norm_eps)?,
-                    true,
+                    Norm::load(&p / "q_norm", w, hd, cfg)?,
+                    Norm::load(&p / "k_norm", w, hd, cfg)?,
+                    QkNorm::PerHead,
                 )),
                 QkNorm::Whole => Some((
-                    Norm::load(&p / "q_norm", w, h * hd, cfg.rms_norm_eps)?,
-                    Norm::load(&p / "k_norm", w, kvh * hd, cfg.rms_norm_eps)?,
-                    false,
+                    Norm::load(&p / "q_norm", w, h * hd, cfg)?,
+                    Norm::load(&p / "k_norm", w, kvh * hd, cfg)?,
+                    QkNorm::Whole,
                 )),
+            },
+            scores: Scores {
+                scale: cfg.query_pre_attn_scalar.map(|s| s.powf(-0.5)),
+                softcap: cfg.attn_logit_softcapping,
             },
             heads: h,
             kv_heads: kvh,
@@ -260,11 +313,11 @@ impl Attention {
         let (b, t, _) = x.size3().expect("hidden states are [batch, time, dim]");
         let split = |y: Tensor, heads: i64| y.view([b, t, heads, self.head_dim]).transpose(1, 2);
         let (mut q, mut k) = (self.q_proj.forward(x), self.k_proj.forward(x));
-        if let Some((q_norm, k_norm, false)) = &self.qk_norm {
+        if let Some((q_norm, k_norm, QkNorm::Whole)) = &self.qk_norm {
             (q, k) = (q_norm.forward(&q), k_norm.forward(&k));
         }
         let (mut q, mut k) = (split(q, self.heads), split(k, self.kv_heads));
-        if let Some((q_norm, k_norm, true)) = &self.qk_norm {
+        if let Some((q_norm, k_norm, QkNorm::PerHead)) = &self.qk_norm {
             (q, k) = (q_norm.forward(&q), k_norm.forward(&k));
         }
         let q = apply_rope(&q, &rope.0, &rope.1);
@@ -285,9 +338,24 @@ impl Attention {
         let causal = mask.is_none() && t > 1;
         let gqa = self.kv_heads != self.heads;
         // A fused kernel may refuse a shape (cuDNN does, for some long
-        // batches); the explicit computation below accepts every shape.
-        let y = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, gqa)
-            .unwrap_or_else(|_| explicit_attention(&q, &k, &v, mask, causal));
+        // batches); the explicit computation below accepts every shape. It
+        // alone soft-caps scores.
+        let explicit = || explicit_attention(&q, &k, &v, mask, causal, self.scores);
+        let y = if self.scores.softcap.is_some() {
+            explicit()
+        } else {
+            Tensor::f_scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                mask,
+                0.0,
+                causal,
+                self.scores.scale,
+                gqa,
+            )
+            .unwrap_or_else(|_| explicit())
+        };
         self.o_proj.forward(
             &y.transpose(1, 2)
                 .reshape([b, t, self.heads * self.head_dim]),
@@ -296,15 +364,17 @@ impl Attention {
 }
 
 /// softmax(q kᵀ / √d + mask) v over [B, heads, T, d] (keys and values with
-/// fewer, shared heads), written out: for shapes the fused kernels refuse.
+/// fewer, shared heads), written out: for shapes the fused kernels refuse,
+/// and for soft-capped scores.
 fn explicit_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     mask: Option<&Tensor>,
     causal: bool,
+    how: Scores,
 ) -> Tensor {
-    explicit_attention_within(q, k, v, mask, causal, 1 << 28)
+    explicit_attention_within(q, k, v, mask, causal, how, 1 << 28)
 }
 
 /// [`explicit_attention`] a few rows at a time, at most `scores` attention
@@ -315,6 +385,7 @@ fn explicit_attention_within(
     v: &Tensor,
     mask: Option<&Tensor>,
     causal: bool,
+    how: Scores,
     scores: i64,
 ) -> Tensor {
     let (b, heads, t, s) = (q.size()[0], q.size()[1], q.size()[2], k.size()[2]);
@@ -332,7 +403,15 @@ fn explicit_attention_within(
                         m.shallow_clone()
                     }
                 });
-                explicit_attention_within(&part(q), &part(k), &part(v), m.as_ref(), causal, scores)
+                explicit_attention_within(
+                    &part(q),
+                    &part(k),
+                    &part(v),
+                    m.as_ref(),
+                    causal,
+                    how,
+                    scores,
+                )
             })
             .collect();
         return Tensor::cat(&parts, 0);
@@ -344,7 +423,10 @@ fn explicit_attention_within(
     let mut scores = q
         .to_kind(Kind::Float)
         .matmul(&k.to_kind(Kind::Float).transpose(-2, -1))
-        / (d as f64).sqrt();
+        * how.scale.unwrap_or(1.0 / (d as f64).sqrt());
+    if let Some(cap) = how.softcap {
+        scores = (scores / cap).tanh() * cap;
+    }
     if causal {
         let future = Tensor::ones([t, s], (Kind::Bool, q.device())).triu(s - t + 1);
         scores = scores.masked_fill(&future, f64::NEG_INFINITY);
@@ -361,8 +443,16 @@ pub struct Mlp {
     pub gate_proj: Option<Linear>,
     pub up_proj: Linear,
     pub down_proj: Linear,
-    /// GELU (exact) instead of SiLU.
-    gelu: bool,
+    act: Activation,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Activation {
+    Silu,
+    /// Exact, with the error function (GPT-NeoX's `gelu`).
+    Gelu,
+    /// The tanh approximation (Gemma's `gelu_pytorch_tanh`, `gelu_new`).
+    GeluTanh,
 }
 
 impl Mlp {
@@ -376,15 +466,19 @@ impl Mlp {
             },
             up_proj: Linear::load(&p / "up_proj", w, f, d, bias)?,
             down_proj: Linear::load(&p / "down_proj", w, d, f, bias)?,
-            gelu: cfg.hidden_act == "gelu",
+            act: match cfg.hidden_act.as_str() {
+                "gelu" => Activation::Gelu,
+                "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+                _ => Activation::Silu,
+            },
         })
     }
 
     fn act(&self, x: Tensor) -> Tensor {
-        if self.gelu {
-            x.gelu("none")
-        } else {
-            x.silu()
+        match self.act {
+            Activation::Silu => x.silu(),
+            Activation::Gelu => x.gelu("none"),
+            Activation::GeluTanh => x.gelu("tanh"),
         }
     }
 
@@ -400,37 +494,40 @@ impl Mlp {
 
 #[derive(Debug)]
 pub struct Block {
-    /// None with post-norms (OLMo-2).
-    input_layernorm: Option<Norm>,
+    /// The norms each family has where it has them ([`Config::block_norms`]).
+    pre_attention: Option<Norm>,
     pub self_attn: Attention,
-    /// Before the MLP, or (post-norms) after attention.
-    post_attention_layernorm: Norm,
+    post_attention: Option<Norm>,
+    pre_mlp: Option<Norm>,
     pub mlp: Mlp,
-    /// After the MLP (post-norms only).
-    post_feedforward_layernorm: Option<Norm>,
+    post_mlp: Option<Norm>,
     /// Attention and MLP both read the block's input, their outputs summed (GPT-NeoX).
     parallel: bool,
+    /// Attends within a sliding window (and, in Gemma-3, turns at its own base).
+    sliding: bool,
+}
+
+fn maybe_norm(norm: &Option<Norm>, x: Tensor) -> Tensor {
+    match norm {
+        Some(norm) => norm.forward(&x),
+        None => x,
+    }
 }
 
 impl Block {
-    fn load(p: nn::Path, w: &mut Weights, cfg: &Config) -> anyhow::Result<Self> {
-        let norm = |name: &str, w: &mut Weights| Norm::load_for(&p / name, w, cfg);
-        let post = cfg.post_norms();
+    fn load(p: nn::Path, w: &mut Weights, cfg: &Config, layer: i64) -> anyhow::Result<Self> {
+        let [pre_attention, post_attention, pre_mlp, post_mlp] = cfg
+            .block_norms()
+            .map(|name| name.map(|name| Norm::load(&p / name, w, cfg.hidden_size, cfg)));
         Ok(Self {
-            input_layernorm: if post {
-                None
-            } else {
-                Some(norm("input_layernorm", w)?)
-            },
+            pre_attention: pre_attention.transpose()?,
             self_attn: Attention::load(&p / "self_attn", w, cfg)?,
-            post_attention_layernorm: norm("post_attention_layernorm", w)?,
+            post_attention: post_attention.transpose()?,
+            pre_mlp: pre_mlp.transpose()?,
             mlp: Mlp::load(&p / "mlp", w, cfg)?,
-            post_feedforward_layernorm: if post {
-                Some(norm("post_feedforward_layernorm", w)?)
-            } else {
-                None
-            },
+            post_mlp: post_mlp.transpose()?,
             parallel: cfg.use_parallel_residual,
+            sliding: cfg.window(layer).is_some(),
         })
     }
 
@@ -441,26 +538,22 @@ impl Block {
         mask: Option<&Tensor>,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Tensor {
-        match (&self.input_layernorm, &self.post_feedforward_layernorm) {
-            (Some(pre), _) if self.parallel => {
-                let attended = self.self_attn.forward(&pre.forward(x), rope, mask, cache);
-                let out = self.mlp.forward(&self.post_attention_layernorm.forward(x));
-                x + attended + out
-            }
-            (Some(pre), _) => {
-                let h = x + self.self_attn.forward(&pre.forward(x), rope, mask, cache);
-                let out = self.mlp.forward(&self.post_attention_layernorm.forward(&h));
-                h + out
-            }
-            (None, post_mlp) => {
-                let attended = self.self_attn.forward(x, rope, mask, cache);
-                let h = x + self.post_attention_layernorm.forward(&attended);
-                let out = self.mlp.forward(&h);
-                match post_mlp {
-                    Some(norm) => &h + norm.forward(&out),
-                    None => h + out,
-                }
-            }
+        let attention_in = maybe_norm(&self.pre_attention, x.shallow_clone());
+        let attended = self.self_attn.forward(&attention_in, rope, mask, cache);
+        let attended = maybe_norm(&self.post_attention, attended);
+        let h = if self.parallel {
+            x.shallow_clone()
+        } else {
+            x + &attended
+        };
+        let out = self
+            .mlp
+            .forward(&maybe_norm(&self.pre_mlp, h.shallow_clone()));
+        let out = maybe_norm(&self.post_mlp, out);
+        if self.parallel {
+            x + attended + out
+        } else {
+            h + out
         }
     }
 }
@@ -475,6 +568,10 @@ pub struct Llama {
     /// `None` when tied to the embedding.
     lm_head: Option<Tensor>,
     rope: Rope,
+    /// Gemma-3's sliding layers' own.
+    local_rope: Option<Rope>,
+    /// The sliding layers' window, if any layer has one.
+    window: Option<i64>,
 }
 
 impl Llama {
@@ -492,9 +589,9 @@ impl Llama {
             &[config.vocab_size, config.hidden_size],
         )?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| Block::load(&model / "layers" / i, w, config))
+            .map(|i| Block::load(&model / "layers" / i, w, config, i))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let norm = Norm::load_for(&model / "norm", w, config)?;
+        let norm = Norm::load(&model / "norm", w, config.hidden_size, config)?;
         let lm_head = if config.tie_word_embeddings {
             w.remove("lm_head.weight");
             None
@@ -520,6 +617,8 @@ impl Llama {
             norm,
             lm_head,
             rope: Rope::new(config, vs.device()),
+            local_rope: Rope::local(config, vs.device()),
+            window: (0..config.num_hidden_layers).find_map(|l| config.window(l)),
         })
     }
 
@@ -547,19 +646,47 @@ impl Llama {
         mut cache: Option<&mut KvCache>,
     ) -> Tensor {
         let mut x = Tensor::embedding(&self.embed_tokens, tokens, -1, false, false);
+        if let Some(scale) = self.config.embedding_scale() {
+            // In the model's dtype, as the reference rounds it.
+            x = &x * Tensor::from(scale).to_kind(x.kind()).to_device(x.device());
+        }
         let rope = self.rope.tables(positions, x.kind());
+        let local_rope = self
+            .local_rope
+            .as_ref()
+            .map(|r| r.tables(positions, x.kind()));
         let mask = mask.map(|m| m.to_kind(x.kind()));
+        let key_positions = match cache.as_deref_mut() {
+            Some(cache) => cache.extend_positions(positions),
+            None => positions.shallow_clone(),
+        };
+        let window_mask = self
+            .window
+            .map(|w| window_mask(mask.as_ref(), positions, &key_positions, w, x.kind()));
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = layer.forward(&x, &rope, mask.as_ref(), slot);
+            let (rope, mask) = if layer.sliding {
+                (
+                    local_rope.as_ref().unwrap_or(&rope),
+                    window_mask.as_ref().or(mask.as_ref()),
+                )
+            } else {
+                (&rope, mask.as_ref())
+            };
+            x = layer.forward(&x, rope, mask, slot);
         }
         self.norm.forward(&x)
     }
 
-    /// Next-token logits, in f32, from hidden states [..., D].
+    /// Next-token logits, in f32, from hidden states [..., D] (soft-capped
+    /// where the family caps them).
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        hidden.linear::<Tensor>(head, None).to_kind(Kind::Float)
+        let logits = hidden.linear::<Tensor>(head, None).to_kind(Kind::Float);
+        match self.config.final_logit_softcapping {
+            Some(cap) => (logits / cap).tanh() * cap,
+            None => logits,
+        }
     }
 
     /// Every linear layer by its Hugging Face module name, for attaching adapters.
@@ -587,6 +714,27 @@ impl Llama {
         }
         out
     }
+}
+
+/// `mask` (or, when it is `None`, plain causality over an unpadded batch)
+/// [B or 1, 1, T, S] further limited to the keys less than `window`
+/// positions before each query: queries at `positions` [B, T], keys at
+/// `key_positions` [B, S].
+fn window_mask(
+    mask: Option<&Tensor>,
+    positions: &Tensor,
+    key_positions: &Tensor,
+    window: i64,
+    kind: Kind,
+) -> Tensor {
+    let distance = positions.unsqueeze(-1) - key_positions.unsqueeze(1);
+    let base = match mask {
+        Some(mask) => mask.shallow_clone(),
+        None => Tensor::zeros(distance.size(), (kind, positions.device()))
+            .masked_fill(&distance.lt(0), f64::NEG_INFINITY)
+            .unsqueeze(1),
+    };
+    base.masked_fill(&distance.ge(window).unsqueeze(1), f64::NEG_INFINITY)
 }
 
 /// Positions [B, T] of a left-padded batch: each row counts from its first real token.
@@ -625,16 +773,17 @@ mod tests {
         let v = Tensor::randn([2, 2, 5, 8], opts);
         let fused =
             Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, true);
-        let explicit = explicit_attention(&q, &k, &v, None, true);
+        let explicit = explicit_attention(&q, &k, &v, None, true, Scores::default());
         assert!((fused - explicit).abs().max().double_value(&[]) < 1e-5);
         let real = Tensor::from_slice(&[0i64, 0, 1, 1, 1, 1, 1, 1, 1, 1]).view([2, 5]);
         let mask = attention_mask(&real, 5);
         let fused =
             Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, None, true);
-        let explicit = explicit_attention(&q, &k, &v, Some(&mask), false);
+        let explicit = explicit_attention(&q, &k, &v, Some(&mask), false, Scores::default());
         assert!((fused - &explicit).abs().max().double_value(&[]) < 1e-5);
         // One row per step when the scores of two would pass the bound: the same result.
-        let chunked = explicit_attention_within(&q, &k, &v, Some(&mask), false, 4 * 5 * 5);
+        let chunked =
+            explicit_attention_within(&q, &k, &v, Some(&mask), false, Scores::default(), 4 * 5 * 5);
         assert!((explicit - chunked).abs().max().double_value(&[]) < 1e-6);
     }
 }
