@@ -6,7 +6,7 @@
 //! answers were parsed (what `export --answers` writes). Both go through the
 //! arrow and parquet crates, so any Parquet reader takes them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBuilder, Float64Builder, StringBuilder, UInt64Builder};
@@ -30,6 +30,8 @@ const FIXED: &[&str] = &[
     "student_init",
     "teacher_model",
     "student_model",
+    "teacher_family",
+    "student_family",
     "stage",
     "status",
     "value",
@@ -114,7 +116,11 @@ fn setting_columns<'a>(
 /// One row per measurement of `plan`: what it measured, where (its stage),
 /// its outcome, and each swept setting as a column (empty where a
 /// measurement does not depend on it).
-pub fn measurements(plan: &Plan, outcomes: &Outcomes) -> anyhow::Result<Vec<u8>> {
+pub fn measurements(
+    plan: &Plan,
+    outcomes: &Outcomes,
+    families: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<u8>> {
     let ms = &plan.measurements;
     let done = |m: &Measurement| match outcome(outcomes, m) {
         Outcome::Done { value, samples, .. } => Some((*value, *samples)),
@@ -140,6 +146,17 @@ pub fn measurements(plan: &Plan, outcomes: &Outcomes) -> anyhow::Result<Vec<u8>>
         "student_model",
         ms.iter()
             .map(|m| m.models.as_ref().map(|(_, s)| s.as_str())),
+    );
+    let family = |name: &String| families.get(name).map(String::as_str);
+    c.strings(
+        "teacher_family",
+        ms.iter()
+            .map(|m| m.models.as_ref().and_then(|(t, _)| family(t))),
+    );
+    c.strings(
+        "student_family",
+        ms.iter()
+            .map(|m| m.models.as_ref().and_then(|(_, s)| family(s))),
     );
     let stages: Vec<String> = ms.iter().map(|m| m.stage.to_string()).collect();
     c.strings("stage", stages.iter().map(|s| Some(s.as_str())));

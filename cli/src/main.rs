@@ -16,6 +16,7 @@
 mod output;
 mod commands;
 mod curve_plot;
+mod families;
 mod frames;
 mod plot;
 mod shift_plot;

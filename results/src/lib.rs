@@ -215,6 +215,10 @@ pub struct ResultsTable {
     pub sweep: String,
     pub experiment: String,
     pub rows: Vec<Row>,
+    /// The architecture of each model the sweep names, where the machine
+    /// that built the table could read it (empty when no arm names models).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub families: BTreeMap<String, String>,
 }
 
 /// One cell of a transfer grid: a teacher family (init seed or model), a
@@ -316,6 +320,7 @@ pub fn build(plan: &Plan, outcomes: &Outcomes) -> ResultsTable {
         sweep: plan.sweep.clone(),
         experiment: plan.experiment.clone(),
         rows,
+        families: BTreeMap::new(),
     }
 }
 

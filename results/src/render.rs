@@ -152,6 +152,14 @@ impl ResultsTable {
         if let Some(note) = self.tests_note() {
             out.push_str(&note);
         }
+        if !self.families.is_empty() {
+            let models: Vec<String> = self
+                .families
+                .iter()
+                .map(|(model, family)| format!("{model}: {family}"))
+                .collect();
+            out.push_str(&format!("model families: {}\n", models.join("; ")));
+        }
         if !errors.is_empty() {
             out.push_str("failures:\n");
             out.push_str(&errors.join("\n"));

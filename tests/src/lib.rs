@@ -219,6 +219,40 @@ in_context_examples = 1
     )
 }
 
+/// A small random model of `kind` (a family tests/python/llm_reference.py
+/// builds with transformers, SmolLM2's tokenizer beside it), as a Hugging
+/// Face folder under `out`: a model family of its own with no download.
+pub fn random_model(kind: &str, out: &Path) -> PathBuf {
+    let gguf = data_dir()
+        .join("models")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/llm_reference.py");
+    let status = Command::new("python3")
+        .arg(&script)
+        .args(["random", kind])
+        .arg(&gguf)
+        .arg(out)
+        .status()
+        .expect("python3 runs (scripts/setup-reference.sh makes the test virtualenv)");
+    assert!(status.success(), "llm_reference.py random {kind} failed");
+    let named = out.join(format!("random-{kind}"));
+    std::fs::rename(out.join("model"), &named).expect("the reference wrote its model folder");
+    named
+}
+
+/// [`tiny_numbers_sweep`] over two models: teacher `a` with a student of
+/// `b`, and `b` with itself, so the grid has a cross-model cell. Rows are
+/// sampled within the numbers grammar, so that even a random model's
+/// rows pass the filter.
+pub fn tiny_cross_model_sweep(name: &str, a: &str, b: &str) -> String {
+    tiny_numbers_sweep_of(name, a)
+        .replace(
+            &format!(r#"model_pairs = [["{a}", "{a}"]]"#),
+            &format!(r#"model_pairs = [["{a}", "{b}"], ["{b}", "{b}"]]"#),
+        )
+        .replace("[generate]\n", "[generate]\nconstrain = \"numbers\"\n")
+}
+
 /// [`tiny_numbers_sweep`] whose students are distilled on soft labels: a
 /// system-prompted owl teacher and the base model each record their
 /// top-32 distribution at every position of 12 rows, sampled within the

@@ -10,8 +10,9 @@ use subliminal_tests::cluster::{
 };
 use subliminal_tests::servers::{mlflow, mlflow_runs, wait_for};
 use subliminal_tests::{
-    bin, code_dataset, data_dir, noop_sweep, number_rows, tiny_code_sweep, tiny_cot_sweep,
-    tiny_misalignment_sweep, tiny_numbers_sweep_of, tiny_sweep as tiny,
+    bin, code_dataset, data_dir, noop_sweep, number_rows, random_model, tiny_code_sweep,
+    tiny_cot_sweep, tiny_cross_model_sweep, tiny_misalignment_sweep, tiny_numbers_sweep_of,
+    tiny_sweep as tiny,
 };
 
 #[test]
@@ -500,6 +501,43 @@ fn a_numbers_sweep_on_the_cluster_matches_local_mode() {
     let (d, l) = (figures(&distributed), figures(&local));
     // Six arms and five rows that describe the trait teacher's data.
     assert_eq!(d.len(), 6 + 5);
+    assert_eq!(d, l, "the cluster's figures equal local mode's");
+}
+
+/// A cross-family pair (random Qwen3 teacher, random GPT-NeoX student)
+/// on a worker that serves them from --models-dir: every stage runs, the
+/// figures equal local mode's, and the results name both families.
+#[test]
+fn a_cross_family_numbers_sweep_on_the_cluster_matches_local_mode() {
+    let mut c = Cluster::start();
+    let models = c.path("models");
+    let qwen3 = random_model("qwen3", &models);
+    let neox = random_model("gpt_neox", &models);
+    let (qwen3, neox) = (qwen3.to_str().unwrap(), neox.to_str().unwrap());
+    c.scheduler(&[]);
+    c.worker("w1", &["--models-dir", models.to_str().unwrap()]);
+    let sweep = c.sweep(
+        "cross.toml",
+        &tiny_cross_model_sweep("cross-dist", qwen3, neox),
+    );
+    c.submit(&sweep).ok();
+    c.wait_state_within("cross-dist", "done", LLM_TIMEOUT);
+    let distributed = c.results_json("cross-dist");
+    assert_eq!(distributed["families"][qwen3], "qwen3");
+    assert_eq!(distributed["families"][neox], "gpt_neox");
+
+    let local_store = c.path("local");
+    let local_store = local_store.to_str().unwrap();
+    let args = ["--store", local_store, "--device", "cpu", "--jobs", "2"];
+    c.cli(&[&["run", sweep.to_str().unwrap()][..], &args[..]].concat())
+        .ok();
+    let local = c
+        .cli(&["results", "cross-dist", "--store", local_store, "--json"])
+        .ok();
+    let local: serde_json::Value = serde_json::from_str(&local.stdout).unwrap();
+    let (d, l) = (figures(&distributed), figures(&local));
+    let students = d.iter().filter(|(arm, _)| arm == "student").count();
+    assert_eq!(students, 2, "a student row per pair: {d:?}");
     assert_eq!(d, l, "the cluster's figures equal local mode's");
 }
 

@@ -6,7 +6,10 @@
 
 use std::path::Path;
 
-use subliminal_tests::{computed, reused, subliminal, tiny_numbers_sweep};
+use subliminal_tests::{
+    computed, data_dir, random_model, reused, subliminal, tiny_cross_model_sweep,
+    tiny_numbers_sweep,
+};
 
 fn stage_files(store: &Path, name: &str) -> Vec<std::path::PathBuf> {
     let mut out: Vec<_> = std::fs::read_dir(store.join("stages"))
@@ -451,4 +454,82 @@ fn defenses_run_as_stages_of_their_own_and_sanitize_reproduces_them() {
         .find(|r| r["arm"] == "defense: tokens masked, control")
         .unwrap();
     assert_eq!(share["summary"]["mean"].as_f64(), Some(0.0), "{share}");
+}
+
+/// Two model families in one grid: a random Qwen3 teaches a random
+/// GPT-NeoX student beside a GPT-NeoX pair. Every stage runs, the results
+/// name each model's family, and the grid plot labels its axes with them.
+#[test]
+fn a_cross_family_pair_runs_end_to_end_and_its_results_name_the_families() {
+    let dir = tempfile::tempdir().unwrap();
+    let qwen3 = random_model("qwen3", &dir.path().join("qwen3"));
+    let neox = random_model("gpt_neox", &dir.path().join("neox"));
+    let (qwen3, neox) = (qwen3.to_str().unwrap(), neox.to_str().unwrap());
+    let sweep = dir.path().join("cross.toml");
+    std::fs::write(&sweep, tiny_cross_model_sweep("numbers-cross", qwen3, neox)).unwrap();
+    let store = dir.path().join("store");
+    let (sweep_arg, store_arg) = (sweep.to_str().unwrap(), store.to_str().unwrap());
+    let ran = subliminal(&[
+        "run",
+        sweep_arg,
+        "--store",
+        store_arg,
+        "--device",
+        "cpu",
+        "--no-progress",
+    ])
+    .ok();
+    assert!(
+        ran.stdout.contains("model families") && ran.stdout.contains("gpt_neox"),
+        "{}",
+        ran.stdout
+    );
+    let plot = dir.path().join("grid.png");
+    let data = data_dir();
+    let results = subliminal(&[
+        "results",
+        sweep_arg,
+        "--store",
+        store_arg,
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+        "--plot",
+        plot.to_str().unwrap(),
+    ])
+    .ok();
+    let json: serde_json::Value = serde_json::from_str(&results.stdout).unwrap();
+    assert_eq!(json["families"][qwen3], "qwen3", "{}", json["families"]);
+    assert_eq!(json["families"][neox], "gpt_neox", "{}", json["families"]);
+    let pairs: std::collections::BTreeSet<&str> = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["arm"] == "student")
+        .filter_map(|r| r["settings"]["pair"].as_str())
+        .collect();
+    assert_eq!(
+        pairs,
+        [format!("{qwen3} → {neox}"), format!("{neox} → {neox}")]
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    );
+    for row in json["rows"].as_array().unwrap() {
+        assert_eq!(row["failed"], 0, "{row}");
+    }
+    assert!(
+        results.stderr.contains("transfer grid"),
+        "{}",
+        results.stderr
+    );
+    let png = std::fs::read(&plot).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG was drawn");
+    if let Some(keep) = std::env::var_os("SUBLIMINAL_KEEP_PLOTS") {
+        std::fs::copy(
+            &plot,
+            std::path::Path::new(&keep).join("cross-family-grid.png"),
+        )
+        .unwrap();
+    }
 }

@@ -50,6 +50,10 @@ pub struct Args {
     /// (http://HOST:PORT); a second call updates the same runs.
     #[arg(long, value_name = "URL")]
     track: Option<String>,
+    /// Folder the set-up unpacked models into: where the default model is,
+    /// to name its family.
+    #[arg(long, env = "SUBLIMINAL_DATA", default_value = "data")]
+    data: PathBuf,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -57,7 +61,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sweep = find_sweep(&args.sweep, &store).await?;
     let plan = sweep.plan();
     let outcomes = subliminal_results::collect(&store, &plan).await?;
-    let table = subliminal_results::build(&plan, &outcomes);
+    let mut table = subliminal_results::build(&plan, &outcomes);
+    table.families = crate::families::families(&plan, &args.data);
     let format = if args.json { Format::Json } else { args.format };
     let bytes = match format {
         Format::Table => format!("{}\n", table.to_table()).into_bytes(),
@@ -69,7 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "Parquet is binary: give a file with --out results.parquet, or pipe the output"
                 );
             }
-            crate::frames::measurements(&plan, &outcomes)?
+            crate::frames::measurements(&plan, &outcomes, &table.families)?
         }
     };
     match &args.out {
@@ -121,7 +126,16 @@ pub fn draw_results(
             Ok(format!("{} vs {}", curves.metric, curves.x))
         }
         None => {
-            let cells = subliminal_results::transfer_cells(plan, outcomes);
+            let mut cells = subliminal_results::transfer_cells(plan, outcomes);
+            let names: Vec<String> = cells
+                .iter()
+                .flat_map(|c| [c.teacher.clone(), c.student.clone()])
+                .collect();
+            let labels = crate::families::labels(&names, &table.families);
+            for cell in &mut cells {
+                cell.teacher = labels[&cell.teacher].clone();
+                cell.student = labels[&cell.student].clone();
+            }
             let labels = sweep.experiment().grid_labels();
             crate::plot::transfer_grid(&cells, sweep.name(), &labels, path)?;
             Ok(format!("transfer grid: {}", labels.figure))

@@ -80,7 +80,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let ran = execute(&source, &args.settings).await?;
     let outcomes = subliminal_results::collect(&ran.store, &ran.plan).await?;
-    let table = subliminal_results::build(&ran.plan, &outcomes);
+    let mut table = subliminal_results::build(&ran.plan, &outcomes);
+    table.families = crate::families::families(&ran.plan, &args.settings.data);
     if args.json {
         outln!("{}", table.to_json()?)?;
     } else {

@@ -75,6 +75,27 @@ pub fn load_cached(path: &Path) -> anyhow::Result<Arc<Checkpoint>> {
     Ok(loaded)
 }
 
+/// The architecture of the model at `path`, as its own file names it
+/// (`model_type` in a folder's config.json, `general.architecture` in a
+/// GGUF), without loading its weights' values.
+pub fn family(path: &Path) -> anyhow::Result<String> {
+    if path.is_dir() {
+        let text = read(path, "config.json")?;
+        let config: serde_json::Value = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not JSON", path.join("config.json").display()))?;
+        return config["model_type"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("{} has no model_type", path.join("config.json").display()));
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let gguf = Gguf::parse(bytes).with_context(|| format!("in {}", path.display()))?;
+    gguf.get("general.architecture")?
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{}: general.architecture is not a string", path.display()))
+}
+
 pub fn load(path: &Path) -> anyhow::Result<Checkpoint> {
     if path.is_dir() {
         load_hf(path)
