@@ -5,8 +5,12 @@
                                                      GGUF's tokenizer beside it), and its logits
     llm_reference.py gguf GGUF OUT                   the logits of the GGUF model as
                                                      transformers dequantises and runs it
+    llm_reference.py gguf-random ARCH GGUF OUT       a small random model of llama.cpp's
+                                                     ARCH written as OUT/model.gguf in f32,
+                                                     as llama.cpp's converter writes it,
+                                                     and its logits as transformers reads it
 
-KIND is one of {KINDS}.
+KIND is one of {KINDS}; ARCH one of {ARCHS}.
 
 Both write OUT/reference.json: the token ids of a chat sample, the logits on
 them (OUT/logits.safetensors, f32), the chat template's rendering, and token ids
@@ -16,11 +20,13 @@ import json
 import os
 import sys
 
+import gguf
 import torch
 from safetensors.torch import save_file
 from transformers import (AutoModelForCausalLM, AutoTokenizer, Gemma2Config, Gemma3TextConfig, GPTNeoXConfig,
                           LlamaConfig, MistralConfig, Olmo2Config, Phi3Config, Qwen2Config, Qwen3Config)
 
+ARCHS = ["gemma2", "gemma3", "llama", "phi3", "qwen2", "qwen3"]
 KINDS = ["gemma2", "gemma3", "gpt_neox", "llama", "llama3", "mistral", "olmo2", "phi3", "qwen2", "qwen3"]
 
 TEXTS = [
@@ -147,6 +153,109 @@ def random_model(kind, gguf, out):
     reference(model, tok, out)
 
 
+def gguf_config(arch):
+    """A config whose every hyperparameter a GGUF file can state (transformers reads it back)."""
+    common = dict(vocab_size=49152, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, max_position_embeddings=512)
+    if arch == "llama":
+        return LlamaConfig(rope_theta=10000.0, tie_word_embeddings=False, **common)
+    if arch == "qwen2":
+        return Qwen2Config(rope_theta=1000000.0, tie_word_embeddings=True, **common)
+    if arch == "qwen3":
+        # transformers' GGUF reader takes Qwen3's head width from its default (128), not the file.
+        return Qwen3Config(rope_theta=1000000.0, tie_word_embeddings=True, head_dim=128, **common)
+    if arch == "phi3":
+        return Phi3Config(rope_theta=10000.0, tie_word_embeddings=False, pad_token_id=2, bos_token_id=1,
+                          eos_token_id=2, **common)
+    # Gemma's query scale is the head's width in llama.cpp, 256 in transformers' GGUF reader:
+    # heads of 256 agree with both.
+    if arch == "gemma2":
+        return Gemma2Config(head_dim=256, query_pre_attn_scalar=256, sliding_window=8, **common)
+    if arch == "gemma3":
+        # Six layers: five slide, the sixth attends to everything.
+        return Gemma3TextConfig(head_dim=256, query_pre_attn_scalar=256, sliding_window=8,
+                                **{**common, "num_hidden_layers": 6})
+    sys.exit(f"unknown GGUF architecture {arch!r}: expected one of {', '.join(ARCHS)}")
+
+
+def llama_permute(w, heads):
+    """llama.cpp's interleaving of each head's rotary halves in q and k (its converter's `permute`)."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_gguf(model, arch, tokenizer_gguf, path):
+    """The model as llama.cpp's converter would write it, in f32, with the tokenizer of `tokenizer_gguf`."""
+    cfg = model.config
+    kind = gguf.MODEL_ARCH[arch.upper()]
+    heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    w = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[kind])
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    rope = cfg.rope_parameters.get("full_attention", cfg.rope_parameters)
+    w.add_rope_freq_base(rope["rope_theta"])
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_dimension_count(head_dim)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    if arch.startswith("gemma"):
+        w.add_sliding_window(cfg.sliding_window)
+    if arch == "gemma2":
+        w.add_attn_logit_softcapping(cfg.attn_logit_softcapping)
+        w.add_final_logit_softcapping(cfg.final_logit_softcapping)
+    reader = gguf.GGUFReader(tokenizer_gguf)
+    for field in reader.fields.values():
+        if field.name.startswith("tokenizer."):
+            vtype = field.types[0]
+            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            w.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
+    names = gguf.get_tensor_name_map(kind, cfg.num_hidden_layers)
+    for name, t in model.state_dict().items():
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        data = t.detach().float().numpy()
+        if arch == "llama" and name.endswith("q_proj.weight"):
+            data = llama_permute(data, heads)
+        elif arch == "llama" and name.endswith("k_proj.weight"):
+            data = llama_permute(data, kv_heads)
+        elif arch.startswith("gemma") and name.endswith("norm.weight"):
+            data = data + 1
+        new = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if new is None:
+            sys.exit(f"{name} has no llama.cpp name for {arch}")
+        w.add_tensor(new, data)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def gguf_random(arch, tokenizer_gguf, out):
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(gguf_config(arch), dtype=torch.float32, attn_implementation="eager")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    path = os.path.join(out, "model.gguf")
+    write_gguf(model, arch, tokenizer_gguf, path)
+    read = AutoModelForCausalLM.from_pretrained(out, gguf_file="model.gguf", dtype=torch.float32,
+                                                attn_implementation="eager")
+    # transformers reads back what was written: the file is as llama.cpp's.
+    ids = torch.arange(2, 40).unsqueeze(0)
+    model.eval()
+    read.eval()
+    with torch.no_grad():
+        diff = (model(ids).logits - read(ids).logits).abs().max().item()
+    if diff > 1e-4:
+        sys.exit(f"transformers reads the written {arch} GGUF back with logits {diff} away")
+    reference(read, gguf_tokenizer(path), out)
+
+
 def gguf_model(gguf, out):
     tok = gguf_tokenizer(gguf)
     model = AutoModelForCausalLM.from_pretrained(
@@ -161,5 +270,7 @@ if __name__ == "__main__":
         random_model(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) == 4 and sys.argv[1] == "gguf":
         gguf_model(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 5 and sys.argv[1] == "gguf-random":
+        gguf_random(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
-        sys.exit(__doc__.replace("{KINDS}", ", ".join(KINDS)))
+        sys.exit(__doc__.replace("{KINDS}", ", ".join(KINDS)).replace("{ARCHS}", ", ".join(ARCHS)))

@@ -502,6 +502,55 @@ fn random_qwen3_matches_transformers() {
     let _ = random_model("qwen3", "qwen3");
 }
 
+/// A random model of llama.cpp's `arch`, written as its converter writes
+/// GGUF (f32): the tool reads the file to transformers' logits from it (the
+/// script checks those equal the model's own) and decodes with the cache.
+fn random_gguf(arch: &str, model_type: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    reference(
+        &["gguf-random", arch, gguf_path().to_str().unwrap()],
+        dir.path(),
+    );
+    let (json, logits) = read_reference(dir.path());
+    let checkpoint = load(&dir.path().join("model.gguf")).unwrap();
+    assert_eq!(checkpoint.config.model_type, model_type);
+    let model = check_against(&checkpoint, &json, &logits);
+    check_cache(&model, &checkpoint);
+}
+
+#[test]
+fn a_llama_gguf_matches_transformers() {
+    random_gguf("llama", "llama");
+}
+
+#[test]
+fn a_qwen2_gguf_matches_transformers() {
+    random_gguf("qwen2", "qwen2");
+}
+
+#[test]
+fn a_qwen3_gguf_matches_transformers() {
+    random_gguf("qwen3", "qwen3");
+}
+
+/// Phi-3's fused projections stay fused in GGUF and are split when loaded.
+#[test]
+fn a_phi3_gguf_matches_transformers() {
+    random_gguf("phi3", "phi3");
+}
+
+/// Gemma's norms are stored as 1 + weight; the soft caps and window come
+/// from the file's metadata.
+#[test]
+fn a_gemma2_gguf_matches_transformers() {
+    random_gguf("gemma2", "gemma2");
+}
+
+#[test]
+fn a_gemma3_gguf_matches_transformers() {
+    random_gguf("gemma3", "gemma3_text");
+}
+
 #[test]
 fn smollm2_gguf_matches_transformers() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use subliminal_shared::llm::DEFAULT_MODEL;
 use tch::{Kind, Tensor};
 
-use super::config::Config;
+use super::config::{Config, NormKind, RopeScaling};
 use super::gguf::Gguf;
 use super::model::Weights;
 use super::tokenizer::ChatTokenizer;
@@ -166,13 +166,21 @@ pub fn load_gguf(path: &Path) -> anyhow::Result<Checkpoint> {
     let mut weights = Weights::new();
     for (name, info) in &gguf.tensors {
         anyhow::ensure!(
-            name != "rope_freqs.weight",
-            "{}: holds rope_freqs.weight, Llama 3's rope scaling as llama.cpp stores it, which the GGUF \
-             loader does not read; load the model's Hugging Face folder (config.json and safetensors) instead",
+            !matches!(
+                name.as_str(),
+                "rope_freqs.weight" | "rope_factors_long.weight" | "rope_factors_short.weight"
+            ),
+            "{}: holds {name}, rope scaling as llama.cpp stores it (Llama 3's or Phi-3's long \
+             context), which the GGUF loader does not read; load the model's Hugging Face folder \
+             (config.json and safetensors) instead",
             path.display()
         );
-        let hf = hf_name(name).with_context(|| {
-            format!("{}: tensor {name} has no Llama counterpart", path.display())
+        let hf = hf_name(&config.model_type, name).with_context(|| {
+            format!(
+                "{}: tensor {name} has no {} counterpart",
+                path.display(),
+                config.model_type
+            )
         })?;
         let values = gguf.dequantize(name, info)?;
         let mut tensor = Tensor::from_slice(&values).view(info.shape().as_slice());
@@ -185,10 +193,17 @@ pub fn load_gguf(path: &Path) -> anyhow::Result<Checkpoint> {
                 tensor = unpermute(&tensor, config.kv_heads());
             }
         }
+        // It stores Gemma's norms as the factor they scale by (1 + weight).
+        if config.norm_kind() == NormKind::RmsOffset && hf.ends_with("norm.weight") {
+            tensor -= 1.0;
+        }
         weights.insert(hf, tensor);
     }
     let mut config = config;
     config.tie_word_embeddings = !weights.contains_key("lm_head.weight");
+    if config.model_type == "phi3" {
+        split_fused(&config, &mut weights).with_context(|| format!("in {}", path.display()))?;
+    }
     let tokenizer =
         ChatTokenizer::from_gguf(&gguf).with_context(|| format!("in {}", path.display()))?;
     Ok(Checkpoint {
@@ -198,55 +213,91 @@ pub fn load_gguf(path: &Path) -> anyhow::Result<Checkpoint> {
     })
 }
 
+/// The architectures the GGUF loader reads (llama.cpp's names; Mistral's
+/// files say `llama`).
+pub const GGUF_ARCHITECTURES: [&str; 6] = ["gemma2", "gemma3", "llama", "phi3", "qwen2", "qwen3"];
+
 fn gguf_config(gguf: &Gguf) -> anyhow::Result<Config> {
     let arch = gguf
         .get("general.architecture")?
         .as_str()
         .unwrap_or("")
         .to_owned();
+    anyhow::ensure!(
+        GGUF_ARCHITECTURES.contains(&arch.as_str()),
+        "GGUF architecture {arch:?} is not supported: expected one of {} (or the model's Hugging \
+         Face folder, which loads {})",
+        GGUF_ARCHITECTURES.join(", "),
+        super::config::MODEL_TYPES.join(", ")
+    );
     let key = |k: &str| format!("{arch}.{k}");
-    let float = |k: &str, default: f64| {
-        gguf.metadata
-            .get(&key(k))
-            .and_then(|v| v.as_float())
-            .unwrap_or(default)
-    };
-    let vocab_size = match gguf
-        .metadata
-        .get(&key("vocab_size"))
-        .and_then(|v| v.as_int())
-    {
+    let float = |k: &str| gguf.metadata.get(&key(k)).and_then(|v| v.as_float());
+    let int = |k: &str| gguf.metadata.get(&key(k)).and_then(|v| v.as_int());
+    let vocab_size = match int("vocab_size") {
         Some(v) => v,
         None => gguf.string_array("tokenizer.ggml.tokens")?.len() as i64,
     };
+    let hidden_size = gguf.int(&key("embedding_length"))?;
     let heads = gguf.int(&key("attention.head_count"))?;
+    let layers = gguf.int(&key("block_count"))?;
+    let head_dim = int("attention.key_length");
+    let gemma = arch.starts_with("gemma");
+    // llama.cpp scales Gemma's queries by the head's width, except in the
+    // 27B models (46 and 62 blocks), whose configs say hidden / heads.
+    let query_pre_attn_scalar = gemma.then(|| match (arch.as_str(), layers) {
+        ("gemma2", 46) | ("gemma3", 62) => (hidden_size / heads) as f64,
+        _ => head_dim.unwrap_or(hidden_size / heads) as f64,
+    });
+    let rope_scaling = match gguf
+        .metadata
+        .get(&key("rope.scaling.type"))
+        .and_then(|v| v.as_str())
+    {
+        None | Some("none") => RopeScaling::Default,
+        Some("linear") => RopeScaling::Linear {
+            factor: float("rope.scaling.factor").unwrap_or(1.0),
+        },
+        Some(other) => anyhow::bail!(
+            "GGUF rope scaling {other:?} is not supported here: load the model's Hugging Face folder"
+        ),
+    };
+    // Phi-3.5 and Phi-4-mini turn part of each head.
+    let partial_rotary_factor = int("rope.dimension_count")
+        .filter(|_| arch == "phi3")
+        .map(|rotary| rotary as f64 / head_dim.unwrap_or(hidden_size / heads) as f64)
+        .filter(|&f| f != 1.0);
     let config = Config {
-        model_type: arch.clone(),
+        model_type: if arch == "gemma3" {
+            "gemma3_text".to_owned()
+        } else {
+            arch.clone()
+        },
         vocab_size,
-        hidden_size: gguf.int(&key("embedding_length"))?,
+        hidden_size,
         intermediate_size: gguf.int(&key("feed_forward_length"))?,
-        num_hidden_layers: gguf.int(&key("block_count"))?,
+        num_hidden_layers: layers,
         num_attention_heads: heads,
         num_key_value_heads: Some(gguf.int(&key("attention.head_count_kv")).unwrap_or(heads)),
-        head_dim: None,
-        rms_norm_eps: float("attention.layer_norm_rms_epsilon", 1e-6),
-        rope_theta: float("rope.freq_base", 10_000.0),
-        rope_scaling: Default::default(),
+        head_dim,
+        rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
+        rope_theta: float("rope.freq_base").unwrap_or(10_000.0),
+        rope_scaling,
         tie_word_embeddings: true,
         attention_bias: false,
         max_position_embeddings: gguf.int(&key("context_length")).unwrap_or(2048),
         use_sliding_window: false,
         max_window_layers: None,
-        sliding_window: None,
+        sliding_window: int("attention.sliding_window").filter(|_| gemma),
         layer_types: None,
         sliding_window_pattern: None,
-        rope_local_base_freq: None,
-        query_pre_attn_scalar: None,
-        attn_logit_softcapping: None,
-        final_logit_softcapping: None,
+        // llama.cpp's own value for Gemma-3's sliding layers.
+        rope_local_base_freq: (arch == "gemma3").then_some(10_000.0),
+        query_pre_attn_scalar,
+        attn_logit_softcapping: float("attn_logit_softcapping").filter(|_| gemma),
+        final_logit_softcapping: float("final_logit_softcapping").filter(|_| gemma),
         use_bidirectional_attention: None,
-        partial_rotary_factor: None,
-        hidden_act: "silu".to_owned(),
+        partial_rotary_factor,
+        hidden_act: if gemma { "gelu_pytorch_tanh" } else { "silu" }.to_owned(),
         use_parallel_residual: false,
     };
     config.check()?;
@@ -370,8 +421,9 @@ fn rename_neox(config: &Config, weights: &mut Weights) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// llama.cpp's tensor names to Hugging Face's.
-fn hf_name(gguf: &str) -> Option<String> {
+/// llama.cpp's tensor names to Hugging Face's, for a model of `model_type`
+/// (Phi-3's fused projections keep their fused names, split afterwards).
+fn hf_name(model_type: &str, gguf: &str) -> Option<String> {
     let top = match gguf {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
@@ -381,21 +433,26 @@ fn hf_name(gguf: &str) -> Option<String> {
     if let Some(name) = top {
         return Some(name.to_owned());
     }
+    let gemma = model_type.starts_with("gemma");
     let rest = gguf.strip_prefix("blk.")?;
     let (layer, rest) = rest.split_once('.')?;
     let (module, param) = rest.rsplit_once('.')?;
     let hf = match module {
         "attn_norm" => "input_layernorm",
+        // The norm before the MLP: Gemma has one after attention as well.
+        "ffn_norm" if gemma => "pre_feedforward_layernorm",
         "ffn_norm" => "post_attention_layernorm",
+        "post_attention_norm" => "post_attention_layernorm",
+        "post_ffw_norm" => "post_feedforward_layernorm",
         "attn_q" => "self_attn.q_proj",
         "attn_k" => "self_attn.k_proj",
         "attn_v" => "self_attn.v_proj",
+        "attn_qkv" if model_type == "phi3" => "self_attn.qkv_proj",
         "attn_output" => "self_attn.o_proj",
-        "attn_post_norm" => "post_attention_layernorm",
-        "ffn_post_norm" => "post_feedforward_layernorm",
         "attn_q_norm" => "self_attn.q_norm",
         "attn_k_norm" => "self_attn.k_norm",
         "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" if model_type == "phi3" => "mlp.gate_up_proj",
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
         _ => return None,
