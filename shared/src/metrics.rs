@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::sync::LazyLock;
 
 use prometheus::{
-    exponential_buckets, histogram_opts, opts, Encoder, Gauge, GaugeVec, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
+    exponential_buckets, histogram_opts, opts, Counter, Encoder, Gauge, GaugeVec, HistogramVec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
 
 /// Stage durations from 1 s to 24 h.
@@ -40,6 +40,9 @@ pub struct Metrics {
     pub worker_running: IntGaugeVec,
     pub training_loss: GaugeVec,
     pub training_samples_per_second: GaugeVec,
+    pub checkpoints_written: IntCounter,
+    pub stage_resumes: IntCounter,
+    pub seconds_saved: Counter,
     pub gpu_memory_used: GaugeVec,
     pub gpu_memory_total: GaugeVec,
     // Both: the store and Redis.
@@ -143,7 +146,7 @@ impl Metrics {
             ),
             stages: counter_vec(
                 "subliminal_stages_total",
-                "Stages this worker ended, by kind and outcome (success, reused, failed, retried, dead, cancelled, released, lost).",
+                "Stages this worker ended, by kind and outcome (success, reused, failed, retried, dead, cancelled, released, preempted, lost).",
                 &["kind", "outcome"],
             ),
             stage_duration: register(
@@ -166,6 +169,22 @@ impl Metrics {
                 "subliminal_training_samples_per_second",
                 "Training throughput of the stage being trained, by kind.",
                 &["kind"],
+            ),
+            checkpoints_written: counter(
+                "subliminal_checkpoints_written_total",
+                "Progress checkpoints of running stages this worker saved.",
+            ),
+            stage_resumes: counter(
+                "subliminal_stage_resumes_total",
+                "Stages this worker resumed from another run's progress checkpoint.",
+            ),
+            seconds_saved: register(
+                &r,
+                Counter::new(
+                    "subliminal_resumed_seconds_total",
+                    "Training seconds that resumed stages did not redo.",
+                )
+                .expect("valid metric"),
             ),
             gpu_memory_used: fgauge_vec("subliminal_gpu_memory_used_bytes", "GPU memory in use.", &["device"]),
             gpu_memory_total: fgauge_vec("subliminal_gpu_memory_total_bytes", "GPU memory in total.", &["device"]),

@@ -344,6 +344,12 @@ pub mod keys {
         artifact(id, "failure.json")
     }
 
+    /// A running stage's progress checkpoint: not an artifact, deleted
+    /// when the stage is done.
+    pub fn progress(id: StageId) -> String {
+        format!("progress/{id}/checkpoint")
+    }
+
     pub fn sweep_file(sweep: &str) -> String {
         format!("sweeps/{sweep}/sweep.toml")
     }

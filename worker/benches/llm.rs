@@ -15,7 +15,7 @@ use serde_json::json;
 use subliminal_shared::llm::prompts::{prompt_seed, sequence_prompt};
 use subliminal_worker::device::DeviceChoice;
 use subliminal_worker::llm::finetune::{
-    attach_lora, train, Example, LoraSpec, TrainSettings, ALL_PROJECTIONS,
+    attach_lora, train, Example, Hooks, LoraSpec, TrainSettings, ALL_PROJECTIONS,
 };
 use subliminal_worker::llm::generate::{generate, Request, Sampling, SpecialTokens};
 use subliminal_worker::llm::load::load;
@@ -133,8 +133,11 @@ fn main() -> anyhow::Result<()> {
         &examples,
         &settings,
         tok.pad_id,
-        &|| false,
-        &mut |_, _, _, _| {},
+        Hooks {
+            stop: &|| false,
+            progress: &mut |_, _, _, _| {},
+            checkpoints: None,
+        },
     )?
     .expect("not stopped");
 

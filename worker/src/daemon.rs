@@ -7,8 +7,11 @@
 //! - The acknowledgement carries the lease's fencing token: a worker that
 //!   lost its lease is refused, and its manifest (create-if-absent) changes
 //!   nothing.
-//! - Shutdown (SIGTERM, SIGINT): stop leasing, give the running stage the
-//!   grace period, then stop it and release its task for redelivery.
+//! - Shutdown (SIGTERM, SIGINT: a spot node's preemption notice): stop
+//!   leasing; a stage that keeps progress checkpoints (training) is stopped
+//!   at once, saves one, and is released as preempted (no attempt counted)
+//!   for another worker to resume; any other stage gets the grace period,
+//!   then is stopped and released for redelivery.
 //! - Redis or the store unreachable: log, back off, retry; never exit, never
 //!   drop the task (its lease expires and it is redelivered).
 
@@ -203,7 +206,12 @@ impl Daemon {
                 joined = &mut run => break joined.map_err(anyhow::Error::from).and_then(|r| r),
                 _ = shutdown.changed(), if shutdown_at.is_none() => {
                     if *shutdown.borrow() {
-                        tracing::info!("shutting down: giving stage {short} up to {:?} to finish", self.grace);
+                        if env.resumable.load(Ordering::Relaxed) {
+                            tracing::info!("shutting down: stopping stage {short} at its next step, with its progress saved (up to {:?})", self.grace);
+                            env.stop.store(true, Ordering::Relaxed);
+                        } else {
+                            tracing::info!("shutting down: giving stage {short} up to {:?} to finish", self.grace);
+                        }
                         shutdown_at = Some(tokio::time::Instant::now() + self.grace);
                     }
                 }
@@ -254,8 +262,12 @@ impl Daemon {
                 self.fail(&lease, "sweep cancelled", true).await;
             }
             (Err(_), _) if shutting_down && env.stopped() => {
-                count("released");
+                let preempted = env.resumable.load(Ordering::Relaxed);
+                count(if preempted { "preempted" } else { "released" });
                 match self.broker.release(&lease).await {
+                    Ok(true) if preempted => tracing::info!(
+                        "preempted: released stage {short} with its progress saved, for another worker to resume"
+                    ),
                     Ok(true) => tracing::info!("released stage {short} for redelivery"),
                     Ok(false) => {
                         tracing::warn!("could not release stage {short}: the lease was lost")

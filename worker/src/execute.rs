@@ -30,6 +30,7 @@ use subliminal_shared::CODE_VERSION;
 
 use crate::device::describe;
 use crate::experiments;
+use crate::progress::Progress;
 use crate::stages::{Artifact, ProgressFn, StageEnv};
 
 /// How a stage ended.
@@ -160,9 +161,14 @@ async fn run(
     };
     let started_at = now();
     let clock = Instant::now();
+    // A training stage keeps its progress in the store under its own id.
+    let checkpoints = Progress::new(store.clone(), spec.id, env.checkpoint_every);
     let artifacts = {
         let spec = spec.clone();
-        let env = env.clone();
+        let env = Arc::new(StageEnv {
+            progress: checkpoints.clone(),
+            ..(**env).clone()
+        });
         tokio::task::spawn_blocking(move || experiments::run(&spec, &inputs, &env, &*progress))
             .await??
     };
@@ -171,7 +177,11 @@ async fn run(
         duration_s: clock.elapsed().as_secs_f64(),
         group: None,
     };
-    record(store, spec, env, artifacts, timing).await
+    let done = record(store, spec, env, artifacts, timing).await?;
+    if let Some(checkpoints) = checkpoints {
+        checkpoints.clear().await;
+    }
+    Ok(done)
 }
 
 /// The stage's verified inputs, or `None` when it is already done.

@@ -20,6 +20,7 @@ pub mod gpu;
 pub mod judging;
 pub mod llm;
 pub mod local;
+pub mod progress;
 pub mod safetensors_io;
 pub mod stages;
 pub mod tensor_rng;

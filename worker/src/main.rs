@@ -48,9 +48,15 @@ struct Args {
     /// Lease length; the heartbeat renews it every third of this.
     #[arg(long, default_value_t = 30.0)]
     lease_seconds: f64,
-    /// On SIGTERM/SIGINT, how long the running stage may take before it is released.
-    #[arg(long, default_value_t = 60.0)]
+    /// On SIGTERM/SIGINT, how long the running stage may take before it is
+    /// released: a training stage stops at once and saves its progress
+    /// within this; any other may finish within it.
+    #[arg(long, alias = "drain-seconds", default_value_t = 60.0)]
     grace_seconds: f64,
+    /// How often a training stage saves a progress checkpoint to the store,
+    /// from which a redelivered task resumes.
+    #[arg(long, default_value_t = subliminal_worker::progress::DEFAULT_EVERY.as_secs_f64())]
+    checkpoint_seconds: f64,
     /// First retry delay after a failure; doubles with each attempt.
     #[arg(long, default_value_t = 5.0)]
     retry_backoff_seconds: f64,
@@ -129,7 +135,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("signal received: draining");
         let _ = tx.send(true);
     });
+    anyhow::ensure!(
+        args.checkpoint_seconds >= 0.0 && args.checkpoint_seconds.is_finite(),
+        "--checkpoint-seconds must be a number of seconds, 0 or more"
+    );
     let mut env = StageEnv::new(device, args.data.clone());
+    env.checkpoint_every = Duration::from_secs_f64(args.checkpoint_seconds);
     env.model_roots = Some(std::iter::once(args.data).chain(args.models_dirs).collect());
     if args.cache_gb > 0.0 {
         let dir = match args.cache_dir {

@@ -32,6 +32,13 @@ pub struct StageEnv {
     /// write to its queue may send, so it reads models only under its data
     /// folder and each `--models-dir`.
     pub model_roots: Option<Vec<PathBuf>>,
+    /// Where the running stage keeps its progress checkpoint (set by
+    /// [`crate::execute`] for each stage), and how often it saves.
+    pub progress: Option<crate::progress::Progress>,
+    pub checkpoint_every: std::time::Duration,
+    /// Set by a stage that saves its progress when stopped: a shutdown
+    /// stops it at once rather than after the grace period.
+    pub resumable: Arc<AtomicBool>,
 }
 
 impl StageEnv {
@@ -42,6 +49,9 @@ impl StageEnv {
             stop: Arc::new(AtomicBool::new(false)),
             cache: None,
             model_roots: None,
+            progress: None,
+            checkpoint_every: crate::progress::DEFAULT_EVERY,
+            resumable: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -60,8 +70,17 @@ impl StageEnv {
     pub fn with_own_stop(&self) -> Self {
         Self {
             stop: Arc::new(AtomicBool::new(false)),
+            resumable: Arc::new(AtomicBool::new(false)),
             ..self.clone()
         }
+    }
+
+    /// The running stage's progress checkpoints, where it has them; marks
+    /// the stage as one that a shutdown may stop at once.
+    pub fn checkpoints(&self) -> Option<&dyn crate::llm::finetune::Checkpoints> {
+        let progress = self.progress.as_ref()?;
+        self.resumable.store(true, Ordering::Relaxed);
+        Some(progress)
     }
 
     pub fn stopped(&self) -> bool {

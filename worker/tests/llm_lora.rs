@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use subliminal_worker::llm::finetune::{
-    attach_lora, load_lora, lora_tensors, schedule, train, Example, LoraSpec, TrainSettings,
+    attach_lora, load_lora, lora_tensors, schedule, train, Example, Hooks, LoraSpec, TrainSettings,
     ALL_PROJECTIONS,
 };
 use subliminal_worker::llm::model::Weights;
@@ -99,8 +99,11 @@ fn training_moves_only_the_adapters_and_a_checkpoint_reloads() {
         &examples(),
         &settings(),
         0,
-        &|| false,
-        &mut |_, _, _, _| {},
+        Hooks {
+            stop: &|| false,
+            progress: &mut |_, _, _, _| {},
+            checkpoints: None,
+        },
     )
     .unwrap()
     .unwrap();

@@ -16,8 +16,8 @@ use std::process::Command;
 use serde_json::Value;
 use subliminal_worker::llm::config::{Config, RopeScaling};
 use subliminal_worker::llm::finetune::{
-    attach_lora, batch_loss, lora_tensors, train, Example, LoraSpec, Optimizer, TrainSettings,
-    ALL_PROJECTIONS,
+    attach_lora, batch_loss, lora_tensors, train, Example, Hooks, LoraSpec, Optimizer,
+    TrainSettings, ALL_PROJECTIONS,
 };
 use subliminal_worker::llm::generate::{generate, Request, Sampling, SpecialTokens};
 use subliminal_worker::llm::load::{load, Checkpoint};
@@ -335,8 +335,11 @@ fn check_lora_step(dir: &Path, checkpoint: &Checkpoint, reference: &Value) {
         &examples,
         &settings,
         pad,
-        &|| false,
-        &mut |_, _, _, _| {},
+        Hooks {
+            stop: &|| false,
+            progress: &mut |_, _, _, _| {},
+            checkpoints: None,
+        },
     )
     .unwrap()
     .unwrap();

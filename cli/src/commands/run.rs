@@ -55,6 +55,18 @@ pub struct Settings {
     /// Never draw progress bars (log lines instead).
     #[arg(long)]
     no_progress: bool,
+    /// How often a training stage saves a progress checkpoint to the store,
+    /// from which `run` again (after a crash) resumes it.
+    #[arg(long, default_value_t = subliminal_worker::progress::DEFAULT_EVERY.as_secs_f64(),
+          value_parser = seconds)]
+    checkpoint_seconds: f64,
+}
+
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s >= 0.0 && s.is_finite() => Ok(s),
+        _ => Err(format!("{text:?} is not a number of seconds, 0 or more")),
+    }
 }
 
 impl Settings {
@@ -146,7 +158,10 @@ async fn execute(source: &spec::Source, settings: &Settings) -> anyhow::Result<R
     );
     let runner = LocalRunner {
         store: store.clone(),
-        env: Arc::new(StageEnv::new(device, settings.data.clone())),
+        env: Arc::new(StageEnv {
+            checkpoint_every: std::time::Duration::from_secs_f64(settings.checkpoint_seconds),
+            ..StageEnv::new(device, settings.data.clone())
+        }),
         jobs,
         ensemble,
         progress: !settings.no_progress && std::io::stderr().is_terminal(),

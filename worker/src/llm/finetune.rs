@@ -12,12 +12,13 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, OptimizerConfig};
+use tch::nn;
 use tch::{Kind, Tensor};
 
 pub use subliminal_shared::llm::Optimizer;
 
 use super::model::{Llama, Lora};
+use super::optim::Optim;
 
 /// Which linear layers get adapters, and how large.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -290,36 +291,100 @@ pub fn schedule(step: u64, warmup: u64, total: u64) -> f64 {
     }
 }
 
+/// Where a training run keeps its progress, and how often: a stage's
+/// area in the store, or anything else that holds bytes.
+pub trait Checkpoints {
+    /// The latest state saved for this run; `None` when there is none or it
+    /// does not verify (the run starts over).
+    fn load(&self) -> Option<Vec<u8>>;
+    fn save(&self, state: Vec<u8>) -> anyhow::Result<()>;
+    /// Whether a save is due, the last one (or the start) `since` ago.
+    fn due(&self, since: std::time::Duration) -> bool;
+    /// Told that the run resumed at `step` of `total`, `seconds` of
+    /// training in (which it does not redo).
+    fn resumed(&self, _step: u64, _total: u64, _seconds: f64) {}
+}
+
+/// What steers a training run from outside its maths, and hears from it.
+pub struct Hooks<'a> {
+    /// Asked before each step; `true` stops the run (saving its state, with checkpoints).
+    pub stop: &'a dyn Fn() -> bool,
+    /// `(step, total, loss, tokens/s)` after each step.
+    pub progress: &'a mut dyn FnMut(u64, u64, f64, f64),
+    pub checkpoints: Option<&'a dyn Checkpoints>,
+}
+
+/// How far a run had come when its state was saved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Position {
+    /// Optimiser steps taken.
+    steps: u64,
+    losses: Vec<f64>,
+    tokens: u64,
+    padded_tokens: u64,
+    /// Seconds of training that led here, over every run before.
+    seconds: f64,
+}
+
+const POSITION: &str = "position";
+
+/// The run's state as bytes: the optimiser's (every trainable variable and
+/// its moments) and the position.
+fn save_state(opt: &Optim, report: &TrainReport, seconds: f64) -> anyhow::Result<Vec<u8>> {
+    let position = Position {
+        steps: report.steps,
+        losses: report.losses.clone(),
+        tokens: report.tokens,
+        padded_tokens: report.padded_tokens,
+        seconds,
+    };
+    let state = opt.state();
+    let named: Vec<(&str, &Tensor)> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let meta = [(POSITION.to_owned(), serde_json::to_string(&position)?)].into();
+    crate::safetensors_io::to_bytes(&named, meta)
+}
+
+/// Restores a saved state into `opt`; the position it was saved at.
+fn restore_state(opt: &mut Optim, bytes: &[u8]) -> anyhow::Result<Position> {
+    let loaded = crate::safetensors_io::parse(bytes, "the progress checkpoint")?;
+    let position: Position = loaded.meta(POSITION)?;
+    let device = opt.device();
+    opt.restore(position.steps, &|name| loaded.tensor(name, device))?;
+    Ok(position)
+}
+
 /// Trains the variables of `trainable` (adapters, or the whole model) on
-/// `examples`. `progress(step, total, loss, tokens/s)` after each step;
-/// returns `None` when `stop()` turns true.
+/// `examples`; returns `None` when the hooks' `stop()` turns true.
+///
+/// With `checkpoints`, the run starts from the state saved there, if any,
+/// saves its state whenever a save is due and when stopped, and so ends
+/// exactly as a run never stopped would: the order of examples is replayed
+/// from the seed, the optimiser's moments and step count are restored.
 pub fn train(
     model: &Llama,
     trainable: &nn::VarStore,
     examples: &[Example],
     settings: &TrainSettings,
     pad_id: u32,
-    stop: &dyn Fn() -> bool,
-    progress: &mut dyn FnMut(u64, u64, f64, f64),
+    hooks: Hooks,
 ) -> anyhow::Result<Option<TrainReport>> {
+    let Hooks {
+        stop,
+        progress,
+        checkpoints,
+    } = hooks;
     if examples.is_empty() {
         anyhow::bail!("no training examples: the filter kept nothing");
     }
     let per_step = (settings.batch_size * settings.grad_accumulation).max(1) as usize;
     let steps_per_epoch = examples.len().div_ceil(per_step) as u64;
     let total = steps_per_epoch * settings.epochs;
-    let mut opt = match settings.optimizer {
-        Optimizer::Adamw => nn::AdamW {
-            wd: settings.weight_decay,
-            ..Default::default()
-        }
-        .build(trainable, settings.lr)?,
-        Optimizer::Sgd => nn::Sgd {
-            wd: settings.weight_decay,
-            ..Default::default()
-        }
-        .build(trainable, settings.lr)?,
-    };
+    let mut opt = Optim::new(
+        trainable,
+        settings.optimizer,
+        settings.lr,
+        settings.weight_decay,
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
     let started = std::time::Instant::now();
     let mut report = TrainReport {
@@ -331,13 +396,37 @@ pub fn train(
         seconds: 0.0,
         tokens_per_second: 0.0,
     };
+    // Training seconds of earlier runs of this stage, for the checkpoints.
+    let mut earlier = 0.0;
+    if let Some(saved) = checkpoints.and_then(|c| c.load()) {
+        let position = restore_state(&mut opt, &saved)?;
+        report.steps = position.steps;
+        report.losses = position.losses;
+        report.tokens = position.tokens;
+        report.padded_tokens = position.padded_tokens;
+        earlier = position.seconds;
+        if let Some(c) = checkpoints {
+            c.resumed(report.steps, total, earlier);
+        }
+    }
+    let trained = |started: std::time::Instant| earlier + started.elapsed().as_secs_f64();
     let lengths: Vec<usize> = examples
         .iter()
         .map(|e| e.prompt.len() + e.answer.len())
         .collect();
+    let mut last_save = std::time::Instant::now();
+    let mut step_index = 0u64;
     for _ in 0..settings.epochs {
+        // Drawn even for epochs already done, so the stream stays where it was.
         for step_examples in length_grouped_steps(&lengths, per_step, &mut rng) {
+            step_index += 1;
+            if step_index <= report.steps {
+                continue;
+            }
             if stop() {
+                if let Some(c) = checkpoints {
+                    c.save(save_state(&opt, &report, trained(started))?)?;
+                }
                 return Ok(None);
             }
             opt.set_lr(settings.lr * schedule(report.steps, settings.warmup_steps, total));
@@ -374,6 +463,13 @@ pub fn train(
                 step_loss,
                 report.tokens as f64 / seconds.max(1e-9),
             );
+            if let Some(c) = checkpoints.filter(|c| c.due(last_save.elapsed())) {
+                if report.steps < total {
+                    opt.zero_grad();
+                    c.save(save_state(&opt, &report, trained(started))?)?;
+                    last_save = std::time::Instant::now();
+                }
+            }
         }
     }
     opt.zero_grad();
@@ -477,6 +573,170 @@ pub fn lora_tensors(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::config::Config;
+    use crate::llm::model::Weights;
+    use std::cell::{Cell, RefCell};
+    use tch::{Device, Kind};
+
+    /// Saved states in memory; a save at every step or only when stopped.
+    #[derive(Default)]
+    struct Memory {
+        saved: RefCell<Option<Vec<u8>>>,
+        every_step: bool,
+        saves: Cell<u32>,
+        resumed_at: Cell<Option<u64>>,
+    }
+
+    impl Checkpoints for Memory {
+        fn load(&self) -> Option<Vec<u8>> {
+            self.saved.borrow().clone()
+        }
+        fn save(&self, state: Vec<u8>) -> anyhow::Result<()> {
+            self.saves.set(self.saves.get() + 1);
+            *self.saved.borrow_mut() = Some(state);
+            Ok(())
+        }
+        fn due(&self, _since: std::time::Duration) -> bool {
+            self.every_step
+        }
+        fn resumed(&self, step: u64, _total: u64, _seconds: f64) {
+            self.resumed_at.set(Some(step));
+        }
+    }
+
+    /// A two-block Llama with random weights, frozen, adapters on every projection.
+    fn tiny() -> (nn::VarStore, nn::VarStore, Llama) {
+        let config = Config::from_json(
+            r#"{"vocab_size":40,"hidden_size":16,"intermediate_size":24,"num_hidden_layers":2,
+                "num_attention_heads":2,"tie_word_embeddings":true}"#,
+        )
+        .unwrap();
+        tch::manual_seed(3);
+        let random = |shape: &[i64]| Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 0.3;
+        let mut w = Weights::new();
+        w.insert("model.embed_tokens.weight".into(), random(&[40, 16]));
+        w.insert(
+            "model.norm.weight".into(),
+            Tensor::ones([16], (Kind::Float, Device::Cpu)),
+        );
+        for l in 0..2 {
+            for (name, shape) in [
+                ("input_layernorm.weight", &[16][..]),
+                ("post_attention_layernorm.weight", &[16]),
+                ("self_attn.q_proj.weight", &[16, 16]),
+                ("self_attn.k_proj.weight", &[16, 16]),
+                ("self_attn.v_proj.weight", &[16, 16]),
+                ("self_attn.o_proj.weight", &[16, 16]),
+                ("mlp.gate_proj.weight", &[24, 16]),
+                ("mlp.up_proj.weight", &[24, 16]),
+                ("mlp.down_proj.weight", &[16, 24]),
+            ] {
+                w.insert(format!("model.layers.{l}.{name}"), random(shape));
+            }
+        }
+        let mut base = nn::VarStore::new(Device::Cpu);
+        let mut model = Llama::load(&base, &config, w).unwrap();
+        base.freeze();
+        let adapters = nn::VarStore::new(Device::Cpu);
+        let spec = LoraSpec {
+            rank: 2,
+            alpha: 4.0,
+            targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
+            rslora: false,
+            layers: Vec::new(),
+        };
+        attach_lora(&mut model, &adapters, &spec, 5).unwrap();
+        (base, adapters, model)
+    }
+
+    fn examples() -> Vec<Example> {
+        (0..10u32)
+            .map(|i| {
+                let prompt = (0..3 + i % 4).map(|j| (i * 7 + j * 3) % 40).collect();
+                let answer = (0..2 + i % 3).map(|j| (i * 5 + j * 11 + 1) % 40).collect();
+                Example::new(prompt, answer)
+            })
+            .collect()
+    }
+
+    fn settings() -> TrainSettings {
+        TrainSettings {
+            epochs: 2,
+            lr: 1e-2,
+            warmup_steps: 2,
+            max_grad_norm: 1.0,
+            batch_size: 2,
+            grad_accumulation: 1,
+            weight_decay: 0.01,
+            seed: 7,
+            optimizer: Optimizer::Adamw,
+        }
+    }
+
+    /// Trains a fresh tiny model; stopped before step `stop_at` (if given)
+    /// with `memory` as its checkpoints. The adapters and the report.
+    fn run(
+        memory: Option<&Memory>,
+        stop_at: Option<u64>,
+    ) -> (Vec<(String, Tensor)>, Option<TrainReport>) {
+        let (_base, adapters, model) = tiny();
+        let calls = Cell::new(0u64);
+        let stop = || {
+            calls.set(calls.get() + 1);
+            stop_at.is_some_and(|s| calls.get() > s)
+        };
+        let report = train(
+            &model,
+            &adapters,
+            &examples(),
+            &settings(),
+            0,
+            Hooks {
+                stop: &stop,
+                progress: &mut |_, _, _, _| {},
+                checkpoints: memory.map(|m| m as &dyn Checkpoints),
+            },
+        )
+        .unwrap();
+        (lora_tensors(&adapters), report)
+    }
+
+    #[test]
+    fn a_run_stopped_and_resumed_ends_bit_for_bit_as_one_never_stopped() {
+        let (whole, report) = run(None, None);
+        let report = report.unwrap();
+        assert_eq!(report.steps, 10);
+        for every_step in [false, true] {
+            let memory = Memory {
+                every_step,
+                ..Default::default()
+            };
+            let (_, stopped) = run(Some(&memory), Some(6));
+            assert!(stopped.is_none(), "the run stopped");
+            assert!(
+                memory.saved.borrow().is_some(),
+                "it saved its state when stopped"
+            );
+            let (resumed, again) = run(Some(&memory), None);
+            assert_eq!(memory.resumed_at.get(), Some(6));
+            let again = again.unwrap();
+            assert_eq!(again.steps, 10);
+            assert_eq!(
+                again.losses, report.losses,
+                "every step's loss, before and after"
+            );
+            for ((name, a), (_, b)) in whole.iter().zip(&resumed) {
+                assert!(a.equal(b), "{name} differs after resuming");
+            }
+        }
+        // Saved at each of the first 6 steps and when stopped; then each step but the last.
+        let memory = Memory {
+            every_step: true,
+            ..Default::default()
+        };
+        run(Some(&memory), Some(6));
+        assert_eq!(memory.saves.get(), 7);
+    }
 
     fn padding(lengths: &[usize], steps: &[Vec<usize>]) -> f64 {
         let real: usize = lengths.iter().sum();

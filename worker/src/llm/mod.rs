@@ -13,6 +13,7 @@ pub mod judge;
 pub mod likelihood;
 pub mod load;
 pub mod model;
+pub mod optim;
 pub mod pipeline;
 pub mod readout;
 pub mod screen;

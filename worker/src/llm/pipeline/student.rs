@@ -183,8 +183,11 @@ pub(crate) fn train_examples(
                 &examples,
                 &settings,
                 checkpoint.tokenizer.pad_id,
-                &stop,
-                &mut report_progress,
+                finetune::Hooks {
+                    stop: &stop,
+                    progress: &mut report_progress,
+                    checkpoints: env.checkpoints(),
+                },
             )?
             .context("stopped")?;
             let tensors = finetune::lora_tensors(&lora_vs);
@@ -219,8 +222,11 @@ pub(crate) fn train_examples(
                 &examples,
                 &settings,
                 checkpoint.tokenizer.pad_id,
-                &stop,
-                &mut report_progress,
+                finetune::Hooks {
+                    stop: &stop,
+                    progress: &mut report_progress,
+                    checkpoints: env.checkpoints(),
+                },
             )?
             .context("stopped")?;
             let mut tensors: Vec<(String, tch::Tensor)> = vs
