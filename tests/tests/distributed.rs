@@ -221,6 +221,158 @@ fn a_worker_killed_mid_stage_leaves_a_sweep_that_still_finishes_once() {
     );
 }
 
+/// The tiny numbers sweep with students long enough to stop partway: 8
+/// rows (sampled within the grammar, so all pass), 3 epochs of one row a
+/// step: 24 LoRA steps per student.
+fn long_student_sweep(name: &str) -> String {
+    subliminal_tests::tiny_numbers_sweep(name)
+        .replace("[generate]\n", "[generate]\nconstrain = \"numbers\"\n")
+        .replace("keep = 4", "keep = 8")
+        .replace("epochs = 1\nbatch_size = 2", "epochs = 3\nbatch_size = 1")
+}
+
+/// Waits until the worker's log shows `n` progress checkpoints saved after
+/// byte `from`.
+fn wait_for_checkpoints(c: &Cluster, worker: usize, from: usize, n: usize) {
+    wait_for("progress checkpoints", LLM_TIMEOUT, || {
+        let log = c.daemons[worker].log_text();
+        log.get(from..)
+            .is_some_and(|l| l.matches("saved a progress checkpoint").count() >= n)
+    });
+}
+
+/// A LoRA student killed -9 several checkpoints in resumes on a second
+/// worker from its checkpoint; that worker, told to stop by SIGTERM in the
+/// middle of a student, saves one, releases the task as preempted and exits
+/// 0; a third worker resumes it. Every artifact equals an uninterrupted
+/// local run's, and no checkpoint is left in the store.
+#[test]
+fn training_stages_resume_from_their_checkpoints_after_a_kill_and_a_preemption() {
+    let mut c = Cluster::start();
+    c.scheduler(&[]);
+    let flags = ["--checkpoint-seconds", "1", "--grace-seconds", "30"];
+    let victim = c.worker("victim", &flags);
+    let sweep = c.sweep("long.toml", &long_student_sweep("preempt"));
+    c.submit(&sweep).ok();
+    wait_for_checkpoints(&c, victim, 0, 2);
+    c.daemons[victim].kill9();
+
+    let preempted = c.worker("preempted", &flags);
+    wait_for("the second worker to resume", LLM_TIMEOUT, || {
+        c.daemons[preempted].log_text().contains("resumed stage")
+    });
+    let resumed_at = c.daemons[preempted].log_text().len();
+    wait_for_checkpoints(&c, preempted, resumed_at, 1);
+    let code = c.daemons[preempted].terminate(std::time::Duration::from_secs(60));
+    assert_eq!(code, Some(0), "a preempted worker exits 0");
+    let log = c.daemons[preempted].log_text();
+    assert!(log.contains("preempted: released stage"), "{log}");
+
+    let rescuer = c.worker("rescuer", &flags);
+    c.wait_state_within("preempt", "done", LLM_TIMEOUT);
+    let log = c.daemons[rescuer].log_text();
+    assert!(log.contains("resumed stage"), "{log}");
+    for worker in [victim, preempted, rescuer] {
+        let log = c.daemons[worker].log_text();
+        let said = ["resumed stage", "preempted:", "shutting down"];
+        for line in log.lines().filter(|l| said.iter().any(|s| l.contains(s))) {
+            println!("{line}");
+        }
+    }
+    let attempts: Vec<_> = c.status("preempt")["sweep"]["errors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(attempts.is_empty(), "no stage failed: {attempts:?}");
+
+    let local_store = c.path("local");
+    let args = [
+        "--store",
+        local_store.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--jobs",
+        "2",
+    ];
+    c.cli(&[&["run", sweep.to_str().unwrap()][..], &args[..]].concat())
+        .ok();
+    // Every artifact by digest but the two that hold timings (metrics.json,
+    // train.json); of train.json, the losses and counts.
+    let artifacts = |root: &Path, id: &str| -> Vec<serde_json::Value> {
+        let path = root.join(format!("stages/{id}/manifest.json"));
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut out: Vec<serde_json::Value> = manifest["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["name"] != "metrics.json" && a["name"] != "train.json")
+            .cloned()
+            .collect();
+        if let Ok(bytes) = std::fs::read(root.join(format!("stages/{id}/train.json"))) {
+            let mut train: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let train = train.as_object_mut().unwrap();
+            train.remove("seconds");
+            train.remove("tokens_per_second");
+            out.push(serde_json::Value::Object(train.clone()));
+        }
+        out
+    };
+    let ids = c.manifests();
+    assert_eq!(ids.len(), 15);
+    let mut adapters = 0;
+    for id in &ids {
+        let resumed = artifacts(&c.path("s3/bucket/runs"), id);
+        adapters += resumed
+            .iter()
+            .filter(|a| {
+                a["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with(".safetensors"))
+            })
+            .count();
+        assert_eq!(
+            resumed,
+            artifacts(&local_store, id),
+            "stage {id}: the resumed run's artifacts differ from an uninterrupted one's"
+        );
+    }
+    assert_eq!(adapters, 2, "both students' adapters were compared");
+    let local = c
+        .cli(&[
+            "results",
+            "preempt",
+            "--store",
+            local_store.to_str().unwrap(),
+            "--json",
+        ])
+        .ok();
+    let local: serde_json::Value = serde_json::from_str(&local.stdout).unwrap();
+    assert_eq!(figures(&c.results_json("preempt")), figures(&local));
+    let progress = c.path("s3/bucket/runs/progress");
+    let left: Vec<_> = walk(&progress)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(left.is_empty(), "checkpoints left in the store: {left:?}");
+}
+
+/// Every path under `dir` (none if it does not exist).
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            let mut below = walk(&path);
+            below.push(path);
+            below
+        })
+        .collect()
+}
+
 #[test]
 fn redis_lost_mid_sweep_resumes_without_rerunning_a_done_stage() {
     let mut c = Cluster::start();
