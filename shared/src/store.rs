@@ -344,10 +344,10 @@ pub mod keys {
         artifact(id, "failure.json")
     }
 
-    /// A running stage's progress checkpoint: not an artifact, deleted
-    /// when the stage is done.
-    pub fn progress(id: StageId) -> String {
-        format!("progress/{id}/checkpoint")
+    /// A running stage's progress checkpoint of one part of its work
+    /// (`train`, `generate`): not an artifact, deleted when the stage is done.
+    pub fn progress(id: StageId, part: &str) -> String {
+        format!("progress/{id}/{part}")
     }
 
     pub fn sweep_file(sweep: &str) -> String {

@@ -86,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             batch_size,
             &|| false,
             &mut |_, _| {},
+            None,
         )?
         .expect("not stopped");
         let new: usize = out.iter().map(|c| c.tokens.len()).sum();

@@ -16,7 +16,7 @@ use subliminal_shared::metrics::metrics;
 use subliminal_shared::stage::StageId;
 use subliminal_shared::store::{keys, Store};
 
-use crate::llm::finetune::Checkpoints;
+use crate::llm::resume::Checkpoints;
 
 /// The bytes a checkpoint opens with, before its digest.
 const MAGIC: &[u8] = b"subliminal-progress-v1\n";
@@ -27,12 +27,17 @@ const MAGIC: &[u8] = b"subliminal-progress-v1\n";
 /// paper size.
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(600);
 
-/// One stage's checkpoint in the store. Its methods block: training stages
-/// run on blocking threads, which may wait on the runtime.
+/// The parts of a stage's work that keep checkpoints of their own.
+pub const PARTS: [&str; 2] = ["train", "generate"];
+
+/// One stage's checkpoint of one part of its work (a stage that generates
+/// and then trains keeps one of each) in the store. Its methods block:
+/// stages run on blocking threads, which may wait on the runtime.
 #[derive(Debug, Clone)]
 pub struct Progress {
     store: Store,
     stage: StageId,
+    part: &'static str,
     every: Duration,
     runtime: tokio::runtime::Handle,
 }
@@ -43,22 +48,33 @@ impl Progress {
         Some(Self {
             store,
             stage,
+            part: PARTS[0],
             every,
             runtime: tokio::runtime::Handle::try_current().ok()?,
         })
     }
 
-    fn key(&self) -> String {
-        keys::progress(self.stage)
+    /// The checkpoint of `part` of the same stage.
+    pub fn part(&self, part: &'static str) -> Self {
+        Self {
+            part,
+            ..self.clone()
+        }
     }
 
-    /// Deletes the checkpoint (the stage is done); a failure only warns.
+    fn key(&self) -> String {
+        keys::progress(self.stage, self.part)
+    }
+
+    /// Deletes every part's checkpoint (the stage is done); a failure only warns.
     pub async fn clear(&self) {
-        if let Err(e) = self.store.delete(&self.key()).await {
-            tracing::warn!(
-                "cannot delete the progress checkpoint of {}: {e:#}",
-                self.stage.short()
-            );
+        for part in PARTS {
+            if let Err(e) = self.store.delete(&keys::progress(self.stage, part)).await {
+                tracing::warn!(
+                    "cannot delete the {part} checkpoint of {}: {e:#}",
+                    self.stage.short()
+                );
+            }
         }
     }
 }
@@ -117,8 +133,9 @@ impl Checkpoints for Progress {
             .block_on(self.store.put(&self.key(), bytes.into()))?;
         metrics().checkpoints_written.inc();
         tracing::info!(
-            "saved a progress checkpoint of {} ({size} bytes)",
-            self.stage.short()
+            "saved a progress checkpoint of {} ({}, {size} bytes)",
+            self.stage.short(),
+            self.part
         );
         Ok(())
     }
@@ -131,8 +148,9 @@ impl Checkpoints for Progress {
         metrics().stage_resumes.inc();
         metrics().seconds_saved.inc_by(seconds);
         tracing::info!(
-            "resumed stage {} at step {step} of {total} from its progress checkpoint ({seconds:.1} s of training not redone)",
-            self.stage.short()
+            "resumed stage {} ({}) at {step} of {total} from its progress checkpoint ({seconds:.1} s of work not redone)",
+            self.stage.short(),
+            self.part
         );
     }
 }

@@ -75,10 +75,11 @@ impl StageEnv {
         }
     }
 
-    /// The running stage's progress checkpoints, where it has them; marks
-    /// the stage as one that a shutdown may stop at once.
-    pub fn checkpoints(&self) -> Option<&dyn crate::llm::finetune::Checkpoints> {
-        let progress = self.progress.as_ref()?;
+    /// The running stage's checkpoints of `part` of its work (see
+    /// [`crate::progress::PARTS`]), where it keeps them; marks the stage as
+    /// one that a shutdown may stop at once.
+    pub fn checkpoints(&self, part: &'static str) -> Option<crate::progress::Progress> {
+        let progress = self.progress.as_ref()?.part(part);
         self.resumable.store(true, Ordering::Relaxed);
         Some(progress)
     }

@@ -53,6 +53,7 @@ fn ten_thousand_constrained_samples_all_pass_the_filter() {
         1000,
         &|| false,
         &mut |_, _| {},
+        None,
     )
     .unwrap()
     .expect("not stopped");

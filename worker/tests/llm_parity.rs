@@ -194,6 +194,7 @@ fn check_cache(model: &Llama, checkpoint: &Checkpoint) {
         3,
         &|| false,
         &mut |_, _| {},
+        None,
     )
     .unwrap()
     .unwrap();

@@ -19,6 +19,7 @@ pub use subliminal_shared::llm::Optimizer;
 
 use super::model::{Llama, Lora};
 use super::optim::Optim;
+pub use super::resume::Checkpoints;
 
 /// Which linear layers get adapters, and how large.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -291,20 +292,6 @@ pub fn schedule(step: u64, warmup: u64, total: u64) -> f64 {
     }
 }
 
-/// Where a training run keeps its progress, and how often: a stage's
-/// area in the store, or anything else that holds bytes.
-pub trait Checkpoints {
-    /// The latest state saved for this run; `None` when there is none or it
-    /// does not verify (the run starts over).
-    fn load(&self) -> Option<Vec<u8>>;
-    fn save(&self, state: Vec<u8>) -> anyhow::Result<()>;
-    /// Whether a save is due, the last one (or the start) `since` ago.
-    fn due(&self, since: std::time::Duration) -> bool;
-    /// Told that the run resumed at `step` of `total`, `seconds` of
-    /// training in (which it does not redo).
-    fn resumed(&self, _step: u64, _total: u64, _seconds: f64) {}
-}
-
 /// What steers a training run from outside its maths, and hears from it.
 pub struct Hooks<'a> {
     /// Asked before each step; `true` stops the run (saving its state, with checkpoints).
@@ -398,8 +385,18 @@ pub fn train(
     };
     // Training seconds of earlier runs of this stage, for the checkpoints.
     let mut earlier = 0.0;
-    if let Some(saved) = checkpoints.and_then(|c| c.load()) {
-        let position = restore_state(&mut opt, &saved)?;
+    let restored = checkpoints.and_then(|c| c.load()).and_then(|saved| {
+        match restore_state(&mut opt, &saved) {
+            Ok(position) => Some(position),
+            Err(e) => {
+                tracing::warn!(
+                    "the progress checkpoint does not fit this run ({e:#}); starting over"
+                );
+                None
+            }
+        }
+    });
+    if let Some(position) = restored {
         report.steps = position.steps;
         report.losses = position.losses;
         report.tokens = position.tokens;
@@ -575,34 +572,9 @@ mod tests {
     use super::*;
     use crate::llm::config::Config;
     use crate::llm::model::Weights;
-    use std::cell::{Cell, RefCell};
+    use crate::llm::resume::Memory;
+    use std::cell::Cell;
     use tch::{Device, Kind};
-
-    /// Saved states in memory; a save at every step or only when stopped.
-    #[derive(Default)]
-    struct Memory {
-        saved: RefCell<Option<Vec<u8>>>,
-        every_step: bool,
-        saves: Cell<u32>,
-        resumed_at: Cell<Option<u64>>,
-    }
-
-    impl Checkpoints for Memory {
-        fn load(&self) -> Option<Vec<u8>> {
-            self.saved.borrow().clone()
-        }
-        fn save(&self, state: Vec<u8>) -> anyhow::Result<()> {
-            self.saves.set(self.saves.get() + 1);
-            *self.saved.borrow_mut() = Some(state);
-            Ok(())
-        }
-        fn due(&self, _since: std::time::Duration) -> bool {
-            self.every_step
-        }
-        fn resumed(&self, step: u64, _total: u64, _seconds: f64) {
-            self.resumed_at.set(Some(step));
-        }
-    }
 
     /// A two-block Llama with random weights, frozen, adapters on every projection.
     fn tiny() -> (nn::VarStore, nn::VarStore, Llama) {

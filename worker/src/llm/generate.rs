@@ -13,6 +13,7 @@ use tch::{Kind, Tensor};
 
 use super::constrain::Constraint;
 use super::model::{attention_mask, positions_from_mask, Llama};
+use super::resume::Checkpoints;
 use super::soft_labels::TopK;
 
 /// How tokens are drawn.
@@ -70,7 +71,7 @@ pub struct Decoding<'a> {
 }
 
 /// A completion: the new tokens (without the stop token) and whether a stop token ended it.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Completion {
     pub tokens: Vec<u32>,
     pub stopped: bool,
@@ -83,6 +84,12 @@ pub struct Completion {
 /// Completes every request, `batch_size` at a time, as `decoding` says;
 /// `progress(done, total)` after each batch. Returns `None` when `stop()`
 /// turns true.
+///
+/// With `checkpoints`, the batches finished are saved when a save is due
+/// and when stopped, and a run that finds them (for the same requests)
+/// takes them instead of computing them again: the batches are formed the
+/// same way, and each prompt samples from its own seeded stream, so the
+/// result is the one an uninterrupted run gives.
 #[allow(clippy::too_many_arguments)]
 pub fn generate(
     model: &Llama,
@@ -93,20 +100,51 @@ pub fn generate(
     batch_size: usize,
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(usize, usize),
+    checkpoints: Option<&dyn Checkpoints>,
 ) -> anyhow::Result<Option<Vec<Completion>>> {
     let mut order: Vec<usize> = (0..requests.len()).collect();
     // Similar lengths together: less padding per batch.
     order.sort_by_key(|&i| std::cmp::Reverse(requests[i].prompt.len()));
     let mut out: Vec<Option<Completion>> = vec![None; requests.len()];
+    let digest = requests_digest(requests, batch_size);
+    let started = std::time::Instant::now();
+    let mut earlier = 0.0;
+    if let Some((c, saved)) = checkpoints.and_then(|c| Some((c, c.load()?))) {
+        match Finished::read(&saved, &digest, requests.len()) {
+            Ok(finished) => {
+                earlier = finished.seconds;
+                c.resumed(finished.rows.len() as u64, requests.len() as u64, earlier);
+                for (i, completion) in finished.rows {
+                    out[i as usize] = Some(completion);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("the generation checkpoint does not fit ({e:#}); starting over")
+            }
+        }
+    }
+    let save = |out: &[Option<Completion>], c: &dyn Checkpoints| {
+        let seconds = earlier + started.elapsed().as_secs_f64();
+        c.save(Finished::write(out, &digest, seconds)?)
+    };
     let mut done = 0;
     let heads = model.config.num_attention_heads as usize;
     let mut start = 0;
+    let mut last_save = std::time::Instant::now();
     while start < order.len() {
-        if stop() {
-            return Ok(None);
-        }
         let chunk = &order[start..start + batch_rows(&order[start..], requests, batch_size, heads)];
         start += chunk.len();
+        if chunk.iter().all(|&i| out[i].is_some()) {
+            done += chunk.len();
+            progress(done, requests.len());
+            continue;
+        }
+        if stop() {
+            if let Some(c) = checkpoints {
+                save(&out, c)?;
+            }
+            return Ok(None);
+        }
         let batch: Vec<&Request> = chunk.iter().map(|&i| &requests[i]).collect();
         let completions =
             tch::no_grad(|| generate_batch(model, &batch, sampling, special, decoding))?;
@@ -115,12 +153,70 @@ pub fn generate(
         }
         done += chunk.len();
         progress(done, requests.len());
+        if let Some(c) = checkpoints.filter(|c| c.due(last_save.elapsed())) {
+            if start < order.len() {
+                save(&out, c)?;
+                last_save = std::time::Instant::now();
+            }
+        }
     }
     Ok(Some(
         out.into_iter()
             .map(|c| c.expect("every request completed"))
             .collect(),
     ))
+}
+
+/// A generation's finished rows, as a checkpoint holds them, with the
+/// digest of the requests they answer.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Finished {
+    digest: String,
+    /// Seconds of generation that led here, over every run before.
+    seconds: f64,
+    rows: Vec<(u32, Completion)>,
+}
+
+impl Finished {
+    fn write(out: &[Option<Completion>], digest: &str, seconds: f64) -> anyhow::Result<Vec<u8>> {
+        let rows = out
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i as u32, c.clone()?)))
+            .collect();
+        let finished = Finished {
+            digest: digest.to_owned(),
+            seconds,
+            rows,
+        };
+        Ok(rmp_serde::to_vec(&finished)?)
+    }
+
+    fn read(bytes: &[u8], digest: &str, requests: usize) -> anyhow::Result<Self> {
+        let finished: Finished = rmp_serde::from_slice(bytes)?;
+        anyhow::ensure!(finished.digest == digest, "it answers other requests");
+        anyhow::ensure!(
+            finished.rows.iter().all(|(i, _)| (*i as usize) < requests),
+            "it holds a row past the {requests} requests"
+        );
+        Ok(finished)
+    }
+}
+
+/// What identifies a generation's work: its prompts, their seeds, and the
+/// batch size (which shapes the batches).
+fn requests_digest(requests: &[Request], batch_size: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update((batch_size as u64).to_le_bytes());
+    for r in requests {
+        hash.update((r.prompt.len() as u64).to_le_bytes());
+        for t in &r.prompt {
+            hash.update(t.to_le_bytes());
+        }
+        hash.update(r.seed.to_le_bytes());
+    }
+    format!("{:x}", hash.finalize())
 }
 
 /// Prompt tokens one prefill may hold.

@@ -16,6 +16,7 @@ pub mod model;
 pub mod optim;
 pub mod pipeline;
 pub mod readout;
+pub mod resume;
 pub mod screen;
 pub mod soft_labels;
 pub mod theorem;

@@ -134,28 +134,32 @@ impl Optim {
         out
     }
 
-    /// Restores what [`Optim::state`] saved; every variable must be there,
-    /// with its shape.
+    /// Restores what [`Optim::state`] saved. Every variable must be there,
+    /// with its shape, or nothing is changed.
     pub fn restore(
         &mut self,
         steps: u64,
         get: &dyn Fn(&str) -> anyhow::Result<Tensor>,
     ) -> anyhow::Result<()> {
-        tch::no_grad(|| -> anyhow::Result<()> {
-            for (name, var, m, v) in &mut self.vars {
-                for (prefix, target) in [("param", &mut *var), ("m", m), ("v", v)] {
-                    let saved = get(&format!("{prefix}/{name}"))?;
-                    anyhow::ensure!(
-                        saved.size() == target.size(),
-                        "the checkpoint's {prefix}/{name} is {:?}, the model's {:?}",
-                        saved.size(),
-                        target.size()
-                    );
-                    target.copy_(&saved);
-                }
+        let mut saved = Vec::with_capacity(self.vars.len() * 3);
+        for (name, var, _, _) in &self.vars {
+            for prefix in ["param", "m", "v"] {
+                let tensor = get(&format!("{prefix}/{name}"))?;
+                anyhow::ensure!(
+                    tensor.size() == var.size(),
+                    "the checkpoint's {prefix}/{name} is {:?}, the model's {:?}",
+                    tensor.size(),
+                    var.size()
+                );
+                saved.push(tensor);
             }
-            Ok(())
-        })?;
+        }
+        tch::no_grad(|| {
+            let targets = self.vars.iter_mut().flat_map(|(_, var, m, v)| [var, m, v]);
+            for (target, tensor) in targets.zip(&saved) {
+                target.copy_(tensor);
+            }
+        });
         self.steps = steps;
         Ok(())
     }

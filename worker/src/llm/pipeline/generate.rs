@@ -15,6 +15,7 @@ use crate::llm::constrain::Constraint;
 use crate::llm::generate::{
     generate as sample, Completion, Decoding, Request, Sampling, SpecialTokens,
 };
+use crate::llm::resume::Checkpoints;
 use crate::llm::soft_labels::{SoftLabels, SoftRow, TopK, SOFT_LABELS};
 use crate::llm::tokenizer::ChatTokenizer;
 use crate::stages::{Artifact, Progress, StageEnv};
@@ -58,6 +59,7 @@ pub(crate) fn complete_with(
     let started = std::time::Instant::now();
     let mut tokens_so_far = 0usize;
     let tokenizer = &loaded.checkpoint.tokenizer;
+    let saved = env.checkpoints("generate");
     let completions = sample(
         &loaded.model,
         requests,
@@ -78,6 +80,7 @@ pub(crate) fn complete_with(
                 samples_per_second: Some(done as f64 / secs),
             });
         },
+        saved.as_ref().map(|p| p as &dyn Checkpoints),
     )?
     .context("stopped")?;
     let mut texts = Vec::with_capacity(completions.len());

@@ -159,6 +159,7 @@ pub(crate) fn train_examples(
         })
     };
     let stop = || env.stopped();
+    let saved = env.checkpoints("train");
     let layers = layer_list(&params.layers);
     match &params.method {
         Method::Lora {
@@ -186,7 +187,7 @@ pub(crate) fn train_examples(
                 finetune::Hooks {
                     stop: &stop,
                     progress: &mut report_progress,
-                    checkpoints: env.checkpoints(),
+                    checkpoints: saved.as_ref().map(|p| p as &dyn finetune::Checkpoints),
                 },
             )?
             .context("stopped")?;
@@ -225,7 +226,7 @@ pub(crate) fn train_examples(
                 finetune::Hooks {
                     stop: &stop,
                     progress: &mut report_progress,
-                    checkpoints: env.checkpoints(),
+                    checkpoints: saved.as_ref().map(|p| p as &dyn finetune::Checkpoints),
                 },
             )?
             .context("stopped")?;

@@ -373,3 +373,68 @@ fn a_label_defense_cuts_each_position_and_a_student_learns_from_it() {
         "{report}"
     );
 }
+
+/// A generation stopped after two batches and resumed from its checkpoint
+/// gives the rows an uninterrupted one does; a checkpoint saved for other
+/// requests is ignored.
+#[test]
+fn a_generation_stopped_partway_resumes_to_the_same_rows() {
+    use crate::llm::generate::{generate as complete, Request, Sampling, SpecialTokens};
+    use crate::llm::resume::{Checkpoints, Memory};
+    let env = env();
+    let path = env.model_path(DEFAULT_MODEL).unwrap();
+    let checkpoint = crate::llm::load::load_cached(&path).unwrap();
+    let (_vs, model) = crate::llm::instantiate(&checkpoint, Device::Cpu, Kind::Float).unwrap();
+    let tok = &checkpoint.tokenizer;
+    let requests: Vec<Request> = (0..6u64)
+        .map(|i| Request {
+            prompt: tok
+                .prompt_ids(&[Message::new("user", &format!("Count on from {i}."))])
+                .unwrap(),
+            seed: i,
+        })
+        .collect();
+    let sampling = Sampling {
+        temperature: 1.0,
+        top_p: 0.9,
+        max_new_tokens: 8,
+    };
+    let run = |requests: &[Request], stop_after: Option<usize>, memory: Option<&Memory>| {
+        let batches = std::cell::Cell::new(0);
+        let stop = || {
+            batches.set(batches.get() + 1);
+            stop_after.is_some_and(|s| batches.get() > s)
+        };
+        complete(
+            &model,
+            requests,
+            sampling,
+            SpecialTokens {
+                stop: &tok.stop_ids,
+                pad: tok.pad_id,
+            },
+            Default::default(),
+            2,
+            &stop,
+            &mut |_, _| {},
+            memory.map(|m| m as &dyn Checkpoints),
+        )
+        .unwrap()
+    };
+    let whole = run(&requests, None, None).unwrap();
+    let memory = Memory::default();
+    assert!(run(&requests, Some(2), Some(&memory)).is_none());
+    let resumed = run(&requests, None, Some(&memory)).unwrap();
+    assert_eq!(
+        memory.resumed_at.get(),
+        Some(4),
+        "two batches of two were kept"
+    );
+    assert_eq!(resumed, whole);
+    // The same checkpoint offered to other prompts is not taken.
+    let other = Memory::default();
+    *other.saved.borrow_mut() = memory.saved.borrow().clone();
+    let shorter = run(&requests[..5], None, Some(&other)).unwrap();
+    assert_eq!(other.resumed_at.get(), None);
+    assert_eq!(shorter.len(), 5);
+}
