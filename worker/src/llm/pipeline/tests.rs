@@ -389,7 +389,7 @@ fn a_generation_stopped_partway_resumes_to_the_same_rows() {
     let requests: Vec<Request> = (0..6u64)
         .map(|i| Request {
             prompt: tok
-                .prompt_ids(&[Message::new("user", &format!("Count on from {i}."))])
+                .prompt_ids(&[Message::new("user", format!("Count on from {i}."))])
                 .unwrap(),
             seed: i,
         })
