@@ -357,6 +357,71 @@ fn training_stages_resume_from_their_checkpoints_after_a_kill_and_a_preemption()
     assert!(left.is_empty(), "checkpoints left in the store: {left:?}");
 }
 
+/// A teacher's generation, SIGTERMed after it checkpointed some of its
+/// batches, is released as preempted and finished by another worker from
+/// its checkpoint: the rows equal an uninterrupted local run's.
+#[test]
+fn a_preempted_generation_resumes_from_its_finished_batches() {
+    let mut c = Cluster::start();
+    c.scheduler(&[]);
+    let flags = ["--checkpoint-seconds", "0", "--grace-seconds", "30"];
+    let first = c.worker("first", &flags);
+    // 48 prompts, 8 at a time: 6 batches per teacher, a checkpoint after each.
+    let text = subliminal_tests::tiny_numbers_sweep("gen-preempt")
+        .replace("prompts = 24", "prompts = 48")
+        .replace("batch_size = 24", "batch_size = 8");
+    let sweep = c.sweep("gen.toml", &text);
+    c.submit(&sweep).ok();
+    wait_for("a generation checkpoint", LLM_TIMEOUT, || {
+        c.daemons[first].log_text().contains("(generate, ")
+    });
+    let code = c.daemons[first].terminate(std::time::Duration::from_secs(60));
+    assert_eq!(code, Some(0), "a preempted worker exits 0");
+    let log = c.daemons[first].log_text();
+    assert!(log.contains("preempted: released stage"), "{log}");
+    let second = c.worker("second", &flags);
+    c.wait_state_within("gen-preempt", "done", LLM_TIMEOUT);
+    let log = c.daemons[second].log_text();
+    let resumed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("resumed stage") && l.contains("(generate)"))
+        .collect();
+    assert!(!resumed.is_empty(), "{log}");
+    for line in resumed {
+        println!("{line}");
+    }
+    let local_store = c.path("local");
+    let args = [
+        "--store",
+        local_store.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--jobs",
+        "2",
+    ];
+    c.cli(&[&["run", sweep.to_str().unwrap()][..], &args[..]].concat())
+        .ok();
+    let raw = |root: &Path| -> Vec<String> {
+        let mut rows: Vec<String> = walk(&root.join("stages"))
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| n == "raw.jsonl"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        rows.sort();
+        rows
+    };
+    let (cluster, local) = (raw(&c.path("s3/bucket/runs")), raw(&local_store));
+    assert_eq!(
+        cluster.len(),
+        2,
+        "a trait teacher's rows and a control teacher's"
+    );
+    assert_eq!(
+        cluster, local,
+        "the resumed rows equal an uninterrupted run's"
+    );
+}
+
 /// Every path under `dir` (none if it does not exist).
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {

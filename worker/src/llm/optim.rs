@@ -7,9 +7,8 @@
 //! The update is PyTorch's single-tensor one, step for step: one LoRA step
 //! agrees with PEFT + `torch.optim.AdamW` (`worker/tests/llm_parity.rs`).
 
+use subliminal_shared::llm::Optimizer;
 use tch::{nn, Tensor};
-
-use super::finetune::Optimizer;
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
