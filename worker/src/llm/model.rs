@@ -197,13 +197,14 @@ fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     Tensor::cat(&[&rotary * cos + rotate_half(&rotary) * sin, rest], 3)
 }
 
-/// Keys and values of the tokens seen so far, one entry per layer, and
-/// their positions (a sliding window is measured in positions: a batch may
-/// hold padding between a shared prefix and each row's own tokens).
+/// Keys and values of the tokens seen so far, one entry per layer, and, for
+/// a model with sliding layers, their positions (a window is measured in
+/// positions: a batch may hold padding between a shared prefix and each
+/// row's own tokens).
 #[derive(Debug, Default)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
-    /// [B, S], once something is cached.
+    /// [B, S], once something is cached by a model with sliding layers.
     positions: Option<Tensor>,
 }
 
@@ -656,13 +657,15 @@ impl Llama {
             .as_ref()
             .map(|r| r.tables(positions, x.kind()));
         let mask = mask.map(|m| m.to_kind(x.kind()));
-        let key_positions = match cache.as_deref_mut() {
-            Some(cache) => cache.extend_positions(positions),
-            None => positions.shallow_clone(),
-        };
-        let window_mask = self
-            .window
-            .map(|w| window_mask(mask.as_ref(), positions, &key_positions, w, x.kind()));
+        // Only a model with sliding layers needs its keys' positions (and
+        // the cache keeps them only for such a model).
+        let window_mask = self.window.map(|w| {
+            let key_positions = match cache.as_deref_mut() {
+                Some(cache) => cache.extend_positions(positions),
+                None => positions.shallow_clone(),
+            };
+            window_mask(mask.as_ref(), positions, &key_positions, w, x.kind())
+        });
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             let (rope, mask) = if layer.sliding {
