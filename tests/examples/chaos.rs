@@ -4,7 +4,11 @@
 //!
 //!   cargo run --release -p subliminal-tests --example chaos -- \
 //!       [--seed N] [--chains N] [--stages-per-chain N] [--stage-ms N] \
-//!       [--mean-gap-ms N] [--max-faults N] [--timeout-s N] [--keep DIR]
+//!       [--mean-gap-ms N] [--max-faults N] [--timeout-s N] [--keep DIR] \
+//!       [--train-steps N] [--checkpoint-seconds S]
+//!
+//! `--train-steps N` (N > 0) makes every work stage a LoRA fine-tune of a
+//! tiny random model, N steps, checkpointed every `--checkpoint-seconds`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,6 +31,8 @@ fn config() -> Result<Config, String> {
         chains: arg("--chains", 400)?,
         stages_per_chain: arg("--stages-per-chain", 4)?,
         stage_ms: arg("--stage-ms", 150)?,
+        train_steps: arg("--train-steps", 0u64).map(|s| Some(s).filter(|&s| s > 0))?,
+        checkpoint_seconds: arg("--checkpoint-seconds", 0.5)?,
         mean_gap: Duration::from_millis(arg("--mean-gap-ms", 2000)?),
         max_faults: arg("--max-faults", 1000)?,
         timeout: Duration::from_secs(arg("--timeout-s", 3600)?),

@@ -17,13 +17,19 @@
 //!   leader, the stale-worker gauge counts exactly the dead workers Redis
 //!   still lists, and each scheduler's redelivery counter matches its log.
 //!
+//! In `train` mode ([`Config::train_steps`]) each work stage is a real LoRA
+//! fine-tune of a tiny random model that saves progress checkpoints, and the
+//! run also accounts for compute: the seconds of stage runs that a kill or a
+//! drain interrupted, how much of that later runs resumed from checkpoints
+//! rather than redid, and the rest, lost.
+//!
 //! The same seed gives the same schedule of faults (timing of the daemons
 //! themselves still varies). `tests/tests/chaos.rs` runs a short one in the
 //! suite; `bench/chaos.sh` runs a long one and prints its counts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -41,6 +47,11 @@ pub struct Config {
     pub stages_per_chain: u32,
     /// How long each work stage sleeps.
     pub stage_ms: u32,
+    /// `Some(steps)`: each work stage fine-tunes a tiny model this many
+    /// steps instead of sleeping (the noop kind's `train` mode).
+    pub train_steps: Option<u64>,
+    /// How often a worker saves a running stage's progress.
+    pub checkpoint_seconds: f64,
     /// Mean time between faults (each gap is drawn from half to one and a half of it).
     pub mean_gap: Duration,
     /// The run fails if the sweep is not done by then.
@@ -99,6 +110,15 @@ pub struct Report {
     pub extra_computations: usize,
     /// Runs whose manifest lost to another's (create-if-absent refused).
     pub manifest_races: usize,
+    /// Seconds workers spent in stage runs that a kill, a drain or a
+    /// failure ended before their manifest.
+    pub interrupted_seconds: f64,
+    /// Of those, the work later runs resumed from progress checkpoints
+    /// instead of redoing (per stage, the most any resume carried over, at
+    /// most what its interrupted runs spent).
+    pub saved_seconds: f64,
+    /// Runs that resumed from a checkpoint.
+    pub resumes: usize,
     pub wall: Duration,
     /// Invariants that did not hold, each with what was seen.
     pub violations: Vec<String>,
@@ -127,6 +147,13 @@ impl Report {
             self.recomputed_stages, self.extra_computations, self.manifest_races
         ));
         out.push_str(&format!(
+            "compute: {:.1} s in interrupted stage runs; {:.1} s of it resumed from checkpoints ({} resumes), {:.1} s lost\n",
+            self.interrupted_seconds,
+            self.saved_seconds,
+            self.resumes,
+            self.lost_seconds()
+        ));
+        out.push_str(&format!(
             "invariant violations: {}\n",
             self.violations.len()
         ));
@@ -134,6 +161,13 @@ impl Report {
             out.push_str(&format!("  {v}\n"));
         }
         out
+    }
+}
+
+impl Report {
+    /// Interrupted work that no resume recovered.
+    pub fn lost_seconds(&self) -> f64 {
+        (self.interrupted_seconds - self.saved_seconds).max(0.0)
     }
 }
 
@@ -169,6 +203,8 @@ struct Member {
     alive: bool,
     /// The last scrape of its /metrics before it was killed.
     last_metrics: Option<String>,
+    /// When it was SIGKILLed.
+    killed_at: Option<SystemTime>,
 }
 
 struct Cluster {
@@ -181,10 +217,11 @@ struct Cluster {
     /// Workers killed with SIGKILL, and leaders killed while they led.
     killed_workers: Vec<String>,
     leader_kills: usize,
+    checkpoint_seconds: String,
 }
 
 impl Cluster {
-    fn start(dir: &Path) -> Self {
+    fn start(dir: &Path, checkpoint_seconds: f64) -> Self {
         let redis = Redis::start(dir);
         let s3 = S3::start(&dir.join("s3"), "bucket");
         let mut env = s3.env();
@@ -202,6 +239,7 @@ impl Cluster {
             workers: Vec::new(),
             killed_workers: Vec::new(),
             leader_kills: 0,
+            checkpoint_seconds: checkpoint_seconds.to_string(),
         }
     }
 
@@ -226,6 +264,7 @@ impl Cluster {
             daemon,
             alive: true,
             last_metrics: None,
+            killed_at: None,
         });
     }
 
@@ -245,6 +284,12 @@ impl Cluster {
             "0.1",
             "--grace-seconds",
             "0.3",
+            "--checkpoint-seconds",
+            &self.checkpoint_seconds,
+            // Three workers share the machine: one libtorch thread each
+            // rather than three pools spinning over the same cores.
+            "--threads",
+            "1",
             "--name",
             &name,
             "--metrics-addr",
@@ -259,6 +304,7 @@ impl Cluster {
             daemon,
             alive: true,
             last_metrics: None,
+            killed_at: None,
         });
     }
 
@@ -281,6 +327,7 @@ impl Cluster {
             Fault::KillWorker => {
                 let i = pick_alive(&self.workers, rng);
                 self.workers[i].daemon.kill9();
+                self.workers[i].killed_at = Some(SystemTime::now());
                 self.workers[i].alive = false;
                 self.killed_workers.push(self.workers[i].name.clone());
                 self.add_worker();
@@ -337,7 +384,7 @@ fn scrape(daemon: &Daemon) -> Option<String> {
 pub fn run(config: &Config, dir: &Path) -> Report {
     let mut report = Report::default();
     let mut rng = Rng(config.seed);
-    let mut cluster = Cluster::start(dir);
+    let mut cluster = Cluster::start(dir, config.checkpoint_seconds);
     cluster.add_scheduler();
     cluster.add_scheduler();
     for _ in 0..3 {
@@ -345,11 +392,14 @@ pub fn run(config: &Config, dir: &Path) -> Report {
     }
     let sweep = dir.join("chaos.toml");
     let seeds: Vec<u64> = (0..config.chains).collect();
-    std::fs::write(
-        &sweep,
-        noop_sweep(SWEEP, &seeds, config.stages_per_chain, config.stage_ms, &[]),
-    )
-    .expect("write the sweep");
+    let mut text = noop_sweep(SWEEP, &seeds, config.stages_per_chain, config.stage_ms, &[]);
+    if let Some(steps) = config.train_steps {
+        text = text.replace(
+            "[work]\n",
+            &format!("[work]\nmode = \"train\"\ntrain_steps = {steps}\n"),
+        );
+    }
+    std::fs::write(&sweep, text).expect("write the sweep");
     let sweep_arg = sweep.to_str().expect("UTF-8 temp path");
     cluster.cli(&["submit", sweep_arg, "--store", STORE]).ok();
     let started = Instant::now();
@@ -394,6 +444,82 @@ pub fn run(config: &Config, dir: &Path) -> Report {
     }
     check(&mut cluster, &sweep, &mut report);
     report
+}
+
+/// When a log line was written: its leading RFC 3339 timestamp.
+fn line_time(line: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339(line.split_whitespace().next()?).ok()
+}
+
+fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
+    to.duration_since(from).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Fills the report's compute figures from the workers' logs: each stage
+/// run from its "running stage" line to the line that ends it, or to the
+/// SIGKILL that did; and each resume's "s of work not redone". A stage's
+/// saved seconds count only up to what its interrupted runs spent: a run
+/// that resumes from the checkpoint of another still running (a stage
+/// given out twice after Redis lost its leases) saved nothing a fault cost.
+fn account_compute(workers: &[Member], report: &mut Report) {
+    let mut saved: HashMap<String, f64> = HashMap::new();
+    let mut interrupted: HashMap<String, f64> = HashMap::new();
+    for worker in workers {
+        let log = worker.daemon.log_text();
+        let mut running: Option<(String, SystemTime)> = None;
+        for line in log.lines() {
+            let Some(at) = line_time(line) else {
+                continue;
+            };
+            if let Some((_, rest)) = line.split_once("running stage ") {
+                let id = rest
+                    .split_whitespace()
+                    .nth(1)
+                    .map(trim_id)
+                    .unwrap_or_default();
+                running = Some((id, at));
+            } else if ["finished stage", "was already done"]
+                .iter()
+                .any(|m| line.contains(m))
+            {
+                running = None;
+            } else if [
+                " failed: ",
+                "released stage",
+                "stopped stage",
+                "could not release",
+            ]
+            .iter()
+            .any(|m| line.contains(m))
+            {
+                if let Some((id, from)) = running.take() {
+                    *interrupted.entry(id).or_default() += seconds_between(from, at);
+                }
+            } else if let Some((_, rest)) = line.split_once("resumed stage ") {
+                report.resumes += 1;
+                let id = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let seconds = rest
+                    .split_once("checkpoint (")
+                    .and_then(|(_, s)| s.split_whitespace().next())
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                let most = saved.entry(id).or_default();
+                *most = most.max(seconds);
+            }
+        }
+        if let (Some((id, from)), Some(killed)) = (running, worker.killed_at) {
+            *interrupted.entry(id).or_default() += seconds_between(from, killed);
+        }
+    }
+    report.interrupted_seconds = interrupted.values().sum();
+    report.saved_seconds = interrupted
+        .iter()
+        .map(|(id, spent)| saved.get(id).copied().unwrap_or(0.0).min(*spent))
+        .sum();
 }
 
 /// The last whitespace-separated words after `marker` on each line that has it.
@@ -520,6 +646,8 @@ fn check(cluster: &mut Cluster, sweep: &Path, report: &mut Report) {
     report.manifest_races = worker_logs
         .matches("another run's manifest was there first")
         .count();
+    account_compute(&cluster.workers, report);
+    let v = &mut report.violations;
     let get = |m: &HashMap<String, usize>, id: &str| m.get(id).copied().unwrap_or(0);
     for stage in &plan.stages {
         let id = stage.id.short();

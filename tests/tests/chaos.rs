@@ -16,6 +16,8 @@ fn a_sweep_under_seeded_faults_finishes_once_with_local_mode_results() {
         chains: 60,
         stages_per_chain: 4,
         stage_ms: 150,
+        train_steps: None,
+        checkpoint_seconds: 600.0,
         mean_gap: Duration::from_millis(1000),
         timeout: Duration::from_secs(600),
         max_faults: 20,

@@ -24,7 +24,7 @@ use subliminal_shared::manifest::{
     hostname, inspect, inspect_cached, now, ArtifactCache, ArtifactEntry, Failure, Manifest,
     StageState, VerifiedStage,
 };
-use subliminal_shared::stage::StageSpec;
+use subliminal_shared::stage::{StageId, StageSpec};
 use subliminal_shared::store::{keys, Store};
 use subliminal_shared::CODE_VERSION;
 
@@ -87,7 +87,14 @@ pub async fn execute_group(
             .iter()
             .map(|(i, inputs)| (specs[*i].clone(), inputs.clone()))
             .collect();
-        let (run_env, run_progress) = (env.clone(), progress.clone());
+        // The group keeps its progress under its members' ids together.
+        let ids: Vec<StageId> = todo.iter().map(|(i, _)| specs[*i].id).collect();
+        let checkpoints = Progress::group(store.clone(), &ids, env.checkpoint_every);
+        let run_env = Arc::new(StageEnv {
+            progress: checkpoints.clone(),
+            ..(**env).clone()
+        });
+        let run_progress = progress.clone();
         let computed = tokio::task::spawn_blocking(move || {
             let refs: Vec<(&StageSpec, &[VerifiedStage])> =
                 group.iter().map(|(s, i)| (s, i.as_slice())).collect();
@@ -114,6 +121,16 @@ pub async fn execute_group(
                         Ok(done) => Ok(done),
                         Err(e) => Err(record_failure(store, spec, e).await),
                     });
+                }
+                if let Some(checkpoints) = &checkpoints {
+                    checkpoints.clear().await;
+                }
+            }
+            Err(why) if env.stopped() => {
+                // Stopped from outside, with its progress saved: running each
+                // stage alone now would only stop again.
+                for (i, _) in &todo {
+                    outcomes[*i] = Some(Err(anyhow::anyhow!("{why}")));
                 }
             }
             Err(why) => {

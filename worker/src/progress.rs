@@ -16,7 +16,7 @@ use subliminal_shared::metrics::metrics;
 use subliminal_shared::stage::StageId;
 use subliminal_shared::store::{keys, Store};
 
-use crate::llm::resume::Checkpoints;
+use crate::resume::Checkpoints;
 
 /// The bytes a checkpoint opens with, before its digest.
 const MAGIC: &[u8] = b"subliminal-progress-v1\n";
@@ -52,6 +52,18 @@ impl Progress {
             every,
             runtime: tokio::runtime::Handle::try_current().ok()?,
         })
+    }
+
+    /// The checkpoints of a group of stages run as one pass, kept under a
+    /// digest of their ids: only the same group resumes them.
+    pub fn group(store: Store, stages: &[StageId], every: Duration) -> Option<Self> {
+        let mut digest = Sha256::new();
+        digest.update(b"group");
+        for stage in stages {
+            digest.update(stage.to_string().as_bytes());
+        }
+        let id = hex::encode(digest.finalize()).parse().ok()?;
+        Self::new(store, id, every)
     }
 
     /// The checkpoint of `part` of the same stage.

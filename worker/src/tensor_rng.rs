@@ -22,6 +22,8 @@ pub enum Purpose {
     InitNoise = 4,
     /// The noise a `noise:S` defense adds to a teacher's logits.
     DefenseNoise = 5,
+    /// The weights of a random model ([`crate::llm::random`]).
+    RandomModel = 6,
 }
 
 pub fn rng(seed: u64, purpose: Purpose) -> ChaCha8Rng {

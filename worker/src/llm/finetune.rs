@@ -18,8 +18,9 @@ use tch::{Kind, Tensor};
 pub use subliminal_shared::llm::Optimizer;
 
 use super::model::{Llama, Lora};
-use super::optim::Optim;
-pub use super::resume::Checkpoints;
+use crate::memory::fitting;
+use crate::optim::Optim;
+pub use crate::resume::Checkpoints;
 
 /// Which linear layers get adapters, and how large.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -253,6 +254,11 @@ pub struct TrainReport {
     pub padding_share: f64,
     pub seconds: f64,
     pub tokens_per_second: f64,
+    /// Examples per forward pass at the end: the setting's batch size, or
+    /// less after running out of device memory (see [`crate::memory::fitting`]).
+    pub micro_batch: u64,
+    /// Steps retried at a smaller micro-batch after running out of memory.
+    pub out_of_memory_retries: u32,
 }
 
 /// Optimiser steps of a batch size's examples taken from windows of this
@@ -382,7 +388,10 @@ pub fn train(
         padding_share: 0.0,
         seconds: 0.0,
         tokens_per_second: 0.0,
+        micro_batch: settings.batch_size.max(1),
+        out_of_memory_retries: 0,
     };
+    let mut micro = settings.batch_size.max(1) as usize;
     // Training seconds of earlier runs of this stage, for the checkpoints.
     let mut earlier = 0.0;
     let restored = checkpoints.and_then(|c| c.load()).and_then(|saved| {
@@ -427,26 +436,34 @@ pub fn train(
                 return Ok(None);
             }
             opt.set_lr(settings.lr * schedule(report.steps, settings.warmup_steps, total));
-            opt.zero_grad();
             let answer_tokens: usize = step_examples
                 .iter()
                 .map(|&i| examples[i].learned_tokens())
                 .sum();
-            let mut step_loss = 0.0;
-            for micro in step_examples.chunks(settings.batch_size.max(1) as usize) {
-                let batch: Vec<&Example> = micro.iter().map(|&i| &examples[i]).collect();
-                let Some((loss, tokens)) = batch_loss(model, &batch, pad_id) else {
-                    // Every answer token of this micro-batch is masked: nothing to learn.
-                    continue;
-                };
-                // Weighted by tokens so the step's loss is the mean over all its answer tokens.
-                let weight = tokens as f64 / answer_tokens.max(1) as f64;
-                (&loss * weight).backward();
-                step_loss += loss.double_value(&[]) * weight;
-                let batch_lengths = micro.iter().map(|&i| lengths[i] as u64);
-                report.tokens += batch_lengths.clone().sum::<u64>();
-                report.padded_tokens += batch_lengths.max().unwrap_or(0) * micro.len() as u64;
-            }
+            let gradients = |micro: usize| {
+                opt.zero_grad();
+                let (mut step_loss, mut tokens_seen, mut padded) = (0.0, 0u64, 0u64);
+                for chunk in step_examples.chunks(micro) {
+                    let batch: Vec<&Example> = chunk.iter().map(|&i| &examples[i]).collect();
+                    let Some((loss, tokens)) = batch_loss(model, &batch, pad_id) else {
+                        // Every answer token of this micro-batch is masked: nothing to learn.
+                        continue;
+                    };
+                    // Weighted by tokens so the step's loss is the mean over all its answer tokens.
+                    let weight = tokens as f64 / answer_tokens.max(1) as f64;
+                    (&loss * weight).backward();
+                    step_loss += loss.double_value(&[]) * weight;
+                    let batch_lengths = chunk.iter().map(|&i| lengths[i] as u64);
+                    tokens_seen += batch_lengths.clone().sum::<u64>();
+                    padded += batch_lengths.max().unwrap_or(0) * chunk.len() as u64;
+                }
+                (step_loss, tokens_seen, padded)
+            };
+            let (step_loss, tokens_seen, padded) =
+                fitting(&mut micro, &mut report.out_of_memory_retries, gradients)?;
+            report.micro_batch = micro as u64;
+            report.tokens += tokens_seen;
+            report.padded_tokens += padded;
             if settings.max_grad_norm > 0.0 {
                 opt.clip_grad_norm(settings.max_grad_norm);
             }
@@ -572,7 +589,7 @@ mod tests {
     use super::*;
     use crate::llm::config::Config;
     use crate::llm::model::Weights;
-    use crate::llm::resume::Memory;
+    use crate::resume::Memory;
     use std::cell::Cell;
     use tch::{Device, Kind};
 
@@ -671,6 +688,39 @@ mod tests {
         )
         .unwrap();
         (lora_tensors(&adapters), report)
+    }
+
+    #[test]
+    fn half_the_micro_batch_with_twice_the_accumulation_gives_the_same_adapters() {
+        let train_with = |settings: &TrainSettings| {
+            let (_base, adapters, model) = tiny();
+            let hooks = Hooks {
+                stop: &|| false,
+                progress: &mut |_, _, _, _| {},
+                checkpoints: None,
+            };
+            let report = train(&model, &adapters, &examples(), settings, 0, hooks)
+                .unwrap()
+                .unwrap();
+            (lora_tensors(&adapters), report)
+        };
+        let (whole, report) = train_with(&settings());
+        assert_eq!((report.micro_batch, report.out_of_memory_retries), (2, 0));
+        let halves = TrainSettings {
+            batch_size: 1,
+            grad_accumulation: 2,
+            ..settings()
+        };
+        let (split, _) = train_with(&halves);
+        let mut moved = 0.0f64;
+        for ((name, a), (_, b)) in whole.iter().zip(&split) {
+            let difference = (a - b).abs().max().double_value(&[]);
+            assert!(difference < 1e-6, "{name} differs by {difference}");
+            if name.contains("lora_B") {
+                moved = moved.max(a.abs().max().double_value(&[]));
+            }
+        }
+        assert!(moved > 1e-3, "training moved the adapters by {moved} only");
     }
 
     #[test]

@@ -13,8 +13,9 @@ use tch::{Kind, Tensor};
 
 use super::constrain::Constraint;
 use super::model::{attention_mask, positions_from_mask, Llama};
-use super::resume::Checkpoints;
 use super::soft_labels::TopK;
+use crate::memory::fitting;
+use crate::resume::Checkpoints;
 
 /// How tokens are drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -131,6 +132,9 @@ pub fn generate(
     let heads = model.config.num_attention_heads as usize;
     let mut start = 0;
     let mut last_save = std::time::Instant::now();
+    // Rows per forward pass: a batch that runs out of device memory is
+    // generated in parts from then on.
+    let (mut micro, mut out_of_memory_retries) = (batch_size.max(1), 0);
     while start < order.len() {
         let chunk = &order[start..start + batch_rows(&order[start..], requests, batch_size, heads)];
         start += chunk.len();
@@ -145,9 +149,22 @@ pub fn generate(
             }
             return Ok(None);
         }
-        let batch: Vec<&Request> = chunk.iter().map(|&i| &requests[i]).collect();
-        let completions =
-            tch::no_grad(|| generate_batch(model, &batch, sampling, special, decoding))?;
+        let in_parts = |part: usize| -> anyhow::Result<Vec<Completion>> {
+            let mut completions = Vec::with_capacity(chunk.len());
+            for rows in chunk.chunks(part) {
+                let batch: Vec<&Request> = rows.iter().map(|&i| &requests[i]).collect();
+                completions.extend(tch::no_grad(|| {
+                    generate_batch(model, &batch, sampling, special, decoding)
+                })?);
+            }
+            Ok(completions)
+        };
+        let fits = micro.min(chunk.len());
+        let mut part = fits;
+        let completions = fitting(&mut part, &mut out_of_memory_retries, in_parts)??;
+        if part < fits {
+            micro = part;
+        }
         for (&i, c) in chunk.iter().zip(completions) {
             out[i] = Some(c);
         }

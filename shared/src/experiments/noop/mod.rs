@@ -1,5 +1,5 @@
-//! The `noop` experiment kind: stages that sleep or compute for a set time
-//! and write a small artifact. No model, no data set.
+//! The `noop` experiment kind: stages that sleep or compute for a set time,
+//! or fine-tune a tiny random model, and write a small artifact. No data set.
 //!
 //! It exists to exercise the machinery rather than to learn anything: the
 //! seam between generic code and kinds (this kind was added by its two
@@ -19,7 +19,10 @@
 //! [work]
 //! stages = 2                 # work stages per trial, before its evaluate
 //! duration_ms = [0, 50]      # how long each work stage takes
-//! mode = "sleep"             # or "compute": hash for that long on one core
+//! mode = "sleep"             # or "compute": hash for that long on one core;
+//!                            # or "train": a LoRA fine-tune of a tiny random
+//!                            # Llama, `train_steps` steps (duration_ms unused)
+//! train_steps = 100          # optimiser steps of each "train" stage
 //! artifact_bytes = 64        # size of each work stage's artifact
 //! fail_seeds = [2]           # these seeds' first work stage fails (failure paths)
 //! ```
@@ -62,6 +65,10 @@ pub enum Mode {
     Sleep,
     /// Hashes on one core for the whole duration.
     Compute,
+    /// Fine-tunes LoRA adapters of a tiny random Llama for `train_steps`
+    /// steps, checkpointing its progress like any training stage: the
+    /// chaos harness's stand-in for a student.
+    Train,
 }
 
 impl fmt::Display for Mode {
@@ -69,6 +76,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Sleep => "sleep",
             Mode::Compute => "compute",
+            Mode::Train => "train",
         })
     }
 }
@@ -100,6 +108,8 @@ pub struct NoopSweep {
     pub duration_ms: Axis<u64>,
     pub mode: Mode,
     pub artifact_bytes: u64,
+    /// Steps of each `train` stage (0 in the other modes).
+    pub train_steps: u64,
     pub fail_seeds: Vec<u64>,
 }
 
@@ -131,6 +141,7 @@ struct RawWork {
     duration_ms: Option<Spanned<Axis<u64>>>,
     mode: Option<Mode>,
     artifact_bytes: Option<Spanned<u64>>,
+    train_steps: Option<Spanned<u64>>,
     /// A list, not an axis: which seeds fail, possibly none.
     fail_seeds: Option<Spanned<Vec<u64>>>,
 }
@@ -157,6 +168,18 @@ pub fn parse(source: &Source) -> Result<NoopSweep, SpecError> {
         64,
         32..=MAX_ARTIFACT_BYTES,
     )?;
+    let mode = w.mode.unwrap_or(Mode::Sleep);
+    let train_steps = match (&w.train_steps, mode) {
+        (Some(steps), m) if m != Mode::Train => {
+            return Err(source.error_at(
+                steps.span(),
+                "work.train_steps",
+                format!("train_steps is for mode = \"train\"; this sweep's mode is \"{m}\""),
+            ))
+        }
+        (_, Mode::Train) => bounded(source, "work.train_steps", w.train_steps, 100, 1..=100_000)?,
+        _ => 0,
+    };
     let fail_seeds = match w.fail_seeds {
         None => Vec::new(),
         Some(list) => {
@@ -176,8 +199,9 @@ pub fn parse(source: &Source) -> Result<NoopSweep, SpecError> {
         seeds: raw.grid.seeds.into_inner(),
         stages,
         duration_ms,
-        mode: w.mode.unwrap_or(Mode::Sleep),
+        mode,
         artifact_bytes,
+        train_steps,
         fail_seeds,
     })
 }
@@ -216,8 +240,16 @@ pub struct WorkParams {
     pub duration_ms: u64,
     pub mode: Mode,
     pub artifact_bytes: u64,
+    /// Optimiser steps of a `train` stage; absent in the other modes (so
+    /// their stage ids are what they always were).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub train_steps: u64,
     /// Fail instead of working, with an error that says so.
     pub fail: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Reads the last work stage of a chain and writes its figure.
@@ -246,6 +278,7 @@ impl NoopSweep {
                             duration_ms,
                             mode: self.mode,
                             artifact_bytes: self.artifact_bytes,
+                            train_steps: self.train_steps,
                             fail: step == 0 && self.fail_seeds.contains(&seed),
                         },
                         previous.into_iter().collect(),
@@ -325,6 +358,10 @@ mod tests {
             }
         }
         assert!(sweep("mode = \"spin\"").is_err());
+        assert!(sweep("train_steps = 5").is_err(), "train_steps without mode = train");
+        assert!(sweep("mode = \"train\"\ntrain_steps = 0").is_err());
+        let train = sweep("mode = \"train\"").unwrap();
+        assert_eq!(train.train_steps, 100);
         let none = sweep("fail_seeds = []").unwrap();
         assert!(none.fail_seeds.is_empty());
     }

@@ -6,10 +6,13 @@ use subliminal_shared::experiments::mnist::{
     StudentParams, Target, DIGITS,
 };
 use subliminal_shared::manifest::VerifiedStage;
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
 
 use super::ensemble::Ensemble;
 use super::model::{Mlp, MlpConfig};
+use crate::optim::Optim;
+use crate::resume::Checkpoints;
 use crate::safetensors_io;
 use crate::stages::{Progress, StageEnv};
 use super::LOGITS;
@@ -74,10 +77,74 @@ impl Net {
     }
 }
 
+/// How far a training run had come when its state was saved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Position {
+    /// The models' seeds: a checkpoint of other models is not resumed.
+    seeds: Vec<u64>,
+    epoch: u64,
+    /// Mini-batches of `epoch` done.
+    step: i64,
+    /// Each model's mean loss over the epochs done.
+    epoch_losses: Vec<Vec<f64>>,
+    /// Seconds of training that led here, over every run before.
+    seconds: f64,
+}
+
+const POSITION: &str = "position";
+/// The running loss sum of the epoch in progress, one per model.
+const EPOCH_TOTAL: &str = "epoch_total";
+
+/// The run's state as bytes: every weight and its Adam moments, the
+/// epoch's running loss, and the position.
+fn save_state(opt: &mut Optim, total: &Tensor, position: &Position) -> anyhow::Result<Vec<u8>> {
+    opt.zero_grad();
+    let mut state = opt.state();
+    state.push((EPOCH_TOTAL.to_owned(), total.shallow_clone()));
+    let named: Vec<(&str, &Tensor)> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let meta = [(POSITION.to_owned(), serde_json::to_string(position)?)].into();
+    safetensors_io::to_bytes(&named, meta)
+}
+
+/// Restores a saved state into `opt` and `total`; the position it was
+/// saved at. Refused, changing nothing, when it was saved by other models.
+fn restore_state(
+    opt: &mut Optim,
+    total: &mut Tensor,
+    seeds: &[u64],
+    bytes: &[u8],
+) -> anyhow::Result<Position> {
+    let loaded = safetensors_io::parse(bytes, "the progress checkpoint")?;
+    let position: Position = loaded.meta(POSITION)?;
+    anyhow::ensure!(
+        position.seeds == seeds,
+        "it was saved by models of seeds {:?}, this run trains {seeds:?}",
+        position.seeds
+    );
+    let saved_total = loaded.tensor(EPOCH_TOTAL, total.device())?;
+    anyhow::ensure!(
+        saved_total.size() == total.size(),
+        "its epoch loss is for {:?} models, this run trains {}",
+        saved_total.size(),
+        seeds.len()
+    );
+    let device = opt.device();
+    // The step count is set by the caller, who knows the steps per epoch.
+    opt.restore(0, &|name| loaded.tensor(name, device))?;
+    *total = saved_total;
+    Ok(position)
+}
+
 /// Adam over shuffled mini-batches. Model k reads `inputs[k]` (every input
 /// has the same rows) in the order its `seeds[k]` draws; `loss(k, logits,
 /// rows)` is model k's loss on a batch. Returns each model's mean loss per
 /// epoch.
+///
+/// With the stage's checkpoints (`env`), the run starts from the state
+/// saved there, if any, saves its state whenever a save is due and when
+/// stopped, and so ends exactly as a run never stopped would: the batch
+/// order is drawn again from the seeds, the weights and Adam's moments and
+/// step count are restored.
 pub fn train(
     net: &Net,
     inputs: &[&Tensor],
@@ -100,29 +167,67 @@ pub fn train(
         "the models of a group must train on the same number of rows"
     );
     let device = inputs[0].device();
-    let mut opt = nn::Adam::default().build(net.vars(), schedule.lr)?;
+    let mut opt = Optim::adam(net.vars(), schedule.lr);
     let batch = schedule.batch_size as i64;
     let steps = (n + batch - 1) / batch;
     let models = if k > 1 { format!(", {k} models") } else { String::new() };
-    let mut epoch_losses = vec![Vec::new(); k];
-    for epoch in 0..schedule.epochs {
+    let checkpoints = env.checkpoints("train");
+    let checkpoints = checkpoints.as_ref().map(|c| c as &dyn Checkpoints);
+    // Summed on the device: reading a scalar back every step would stall a GPU.
+    let mut total = Tensor::zeros([k as i64], (Kind::Float, device));
+    let mut position = Position {
+        seeds: seeds.to_vec(),
+        epoch: 0,
+        step: 0,
+        epoch_losses: vec![Vec::new(); k],
+        seconds: 0.0,
+    };
+    let restored = checkpoints.and_then(|c| c.load()).and_then(|saved| {
+        match restore_state(&mut opt, &mut total, seeds, &saved) {
+            Ok(found) => Some(found),
+            Err(e) => {
+                tracing::warn!("the progress checkpoint does not fit this run ({e:#}); starting over");
+                None
+            }
+        }
+    });
+    let earlier = restored.as_ref().map_or(0.0, |p| p.seconds);
+    if let Some(found) = restored {
+        position = found;
+        opt.steps = (position.epoch * steps as u64) + position.step as u64;
+        if let Some(c) = checkpoints {
+            c.resumed(opt.steps, schedule.epochs * steps as u64, earlier);
+        }
+    }
+    let started = std::time::Instant::now();
+    let mut last_save = std::time::Instant::now();
+    while position.epoch < schedule.epochs {
+        let epoch = position.epoch;
         let clock = std::time::Instant::now();
         let orders: Vec<Tensor> = seeds
             .iter()
             .map(|&seed| batch_order(seed, epoch, n, device))
             .collect();
-        // Summed on the device: reading a scalar back every step would stall a GPU.
-        let mut total = Tensor::zeros([k as i64], (Kind::Float, device));
-        for step in 0..steps {
-            anyhow::ensure!(!env.stopped(), "stopped before epoch {} ended", epoch + 1);
+        while position.step < steps {
+            let step = position.step;
+            if env.stopped() {
+                if let Some(c) = checkpoints {
+                    position.seconds = earlier + started.elapsed().as_secs_f64();
+                    c.save(save_state(&mut opt, &total, &position)?)?;
+                }
+                anyhow::bail!("stopped before epoch {} ended", epoch + 1);
+            }
             let start = step * batch;
             let len = batch.min(n - start);
             let rows: Vec<Tensor> = orders.iter().map(|o| o.narrow(0, start, len)).collect();
             let logits = net.forward(inputs, &rows);
             let losses: Vec<Tensor> = (0..k).map(|i| loss(i, &logits.get(i as i64), &rows[i])).collect();
             let losses = Tensor::stack(&losses, 0);
-            opt.backward_step(&losses.sum(Kind::Float));
+            opt.zero_grad();
+            losses.sum(Kind::Float).backward();
+            opt.step();
             total += losses.detach() * len as f64;
+            position.step += 1;
             if step % 8 == 0 || step + 1 == steps {
                 progress(Progress {
                     fraction: (epoch as f64 + (step + 1) as f64 / steps as f64)
@@ -131,6 +236,12 @@ pub fn train(
                     loss: None,
                     samples_per_second: None,
                 });
+            }
+            let last = epoch + 1 == schedule.epochs && step + 1 == steps;
+            if let Some(c) = checkpoints.filter(|c| !last && c.due(last_save.elapsed())) {
+                position.seconds = earlier + started.elapsed().as_secs_f64();
+                c.save(save_state(&mut opt, &total, &position)?)?;
+                last_save = std::time::Instant::now();
             }
         }
         let means: Vec<f64> = Vec::<f64>::try_from(total.to_device(Device::Cpu))?
@@ -146,9 +257,12 @@ pub fn train(
             );
         }
         let mean = means.iter().sum::<f64>() / k as f64;
-        for (losses, m) in epoch_losses.iter_mut().zip(&means) {
+        for (losses, m) in position.epoch_losses.iter_mut().zip(&means) {
             losses.push(*m);
         }
+        total = Tensor::zeros([k as i64], (Kind::Float, device));
+        position.epoch += 1;
+        position.step = 0;
         progress(Progress {
             fraction: (epoch + 1) as f64 / schedule.epochs as f64,
             message: format!("epoch {}/{} loss {mean:.4}{models}", epoch + 1, schedule.epochs),
@@ -156,7 +270,8 @@ pub fn train(
             samples_per_second: Some((n * k as i64) as f64 / clock.elapsed().as_secs_f64().max(1e-9)),
         });
     }
-    Ok(epoch_losses)
+    opt.zero_grad();
+    Ok(position.epoch_losses)
 }
 
 /// KL(softmax(teacher) ‖ softmax(student)), summed over classes, mean over the batch.

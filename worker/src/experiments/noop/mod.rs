@@ -1,13 +1,19 @@
 //! The noop experiment's stages: `work` spends a set time (asleep, or hashing
-//! on one core) and writes an artifact chained from its input's; `evaluate`
-//! turns the last artifact of a chain into a number in [0, 1).
+//! on one core), or fine-tunes a tiny random model, and writes an artifact
+//! chained from its input's; `evaluate` turns the last artifact of a chain
+//! into a number in [0, 1).
 //!
 //! Both are deterministic: the bytes depend on the seed, the step and every
 //! artifact before them, never on timing, so two runs (or a rerun after a
 //! crash) agree byte for byte. Both honour the stop flag within a few
-//! milliseconds, as a long training stage must.
+//! milliseconds, as a long training stage must; a `train` stage stopped
+//! partway saves its progress and resumes from it, bit for bit.
 
 use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::nn;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -15,6 +21,11 @@ use subliminal_shared::experiments::noop::{EvaluateParams, Mode, Stage, WorkPara
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
 
+use crate::llm::finetune::{
+    attach_lora, lora_tensors, train, Checkpoints, Example, Hooks, LoraSpec, TrainSettings,
+    ALL_PROJECTIONS,
+};
+use crate::llm::random::tiny_llama;
 use crate::stages::{Artifact, Progress, StageEnv};
 
 pub const WORK: &str = "work.bin";
@@ -58,8 +69,74 @@ fn work(
         Some(stage) => Sha256::digest(stage.artifact(WORK)?).into(),
         None => [0u8; 32],
     };
+    if params.mode == Mode::Train {
+        return Ok(vec![Artifact::new(WORK, fine_tune(params, &link, env, progress)?)]);
+    }
     spend(params, env, progress)?;
     Ok(vec![Artifact::new(WORK, chain(params, &link))])
+}
+
+/// Tokens per prompt and per answer of a `train` stage's rows.
+const ROW_TOKENS: usize = 12;
+
+/// LoRA adapters on every projection of a tiny random Llama (the chain's
+/// seed picks the model), trained `train_steps` steps of two rows drawn from
+/// the link to the previous stage; the adapters' safetensors bytes. Its
+/// progress is checkpointed like a student's.
+fn fine_tune(
+    params: &WorkParams,
+    link: &[u8; 32],
+    env: &StageEnv,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Vec<u8>> {
+    let (_base, mut model) = tiny_llama(params.seed, env.device)?;
+    let adapters = nn::VarStore::new(env.device);
+    let spec = LoraSpec {
+        rank: 4,
+        alpha: 8.0,
+        targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
+        rslora: false,
+        layers: Vec::new(),
+    };
+    attach_lora(&mut model, &adapters, &spec, params.step)?;
+    let mut rows = ChaCha8Rng::from_seed(*chain(params, link).first_chunk::<32>().unwrap_or(link));
+    let vocab = model.config.vocab_size as u32;
+    let mut tokens = |n: usize| (0..n).map(|_| rows.gen_range(1..vocab)).collect::<Vec<u32>>();
+    let examples: Vec<Example> = (0..2 * params.train_steps)
+        .map(|_| Example::new(tokens(ROW_TOKENS), tokens(ROW_TOKENS)))
+        .collect();
+    let settings = TrainSettings {
+        epochs: 1,
+        lr: 1e-3,
+        warmup_steps: 0,
+        max_grad_norm: 1.0,
+        batch_size: 2,
+        grad_accumulation: 1,
+        weight_decay: 0.0,
+        seed: params.seed ^ params.step.rotate_left(32),
+        optimizer: Default::default(),
+    };
+    let checkpoints = env.checkpoints("train");
+    let stop = || env.stopped();
+    let mut report_step = |step: u64, total: u64, loss: f64, _tokens_per_second: f64| {
+        progress(Progress {
+            fraction: step as f64 / total.max(1) as f64,
+            message: format!("train {} step {step}/{total}", params.step),
+            loss: Some(loss),
+            samples_per_second: None,
+        })
+    };
+    let hooks = Hooks {
+        stop: &stop,
+        progress: &mut report_step,
+        checkpoints: checkpoints.as_ref().map(|c| c as &dyn Checkpoints),
+    };
+    let Some(_report) = train(&model, &adapters, &examples, &settings, 0, hooks)? else {
+        anyhow::bail!("stopped partway through training, its progress saved");
+    };
+    let tensors = lora_tensors(&adapters);
+    let named: Vec<(&str, &tch::Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    crate::safetensors_io::to_bytes(&named, Default::default())
 }
 
 /// Takes `duration_ms`, in slices, stopping early when told to.
@@ -83,6 +160,7 @@ fn spend(params: &WorkParams, env: &StageEnv, progress: &dyn Fn(Progress)) -> an
                 }
                 std::hint::black_box(&hashed);
             }
+            Mode::Train => anyhow::bail!("a train stage takes its steps, not a set time"),
         }
         progress(Progress {
             fraction: (started.elapsed().as_secs_f64() / total.as_secs_f64()).min(1.0),
@@ -136,6 +214,7 @@ mod tests {
             duration_ms: 0,
             mode: Mode::Compute,
             artifact_bytes: 80,
+            train_steps: 0,
             fail: false,
         }
     }
@@ -168,5 +247,27 @@ mod tests {
         };
         let err = work(&failing, None, &env, &|_| {}).unwrap_err().to_string();
         assert!(err.contains("fail_seeds"), "{err}");
+    }
+
+    #[test]
+    fn a_train_stage_is_deterministic_and_its_adapters_depend_on_every_link() {
+        let env = StageEnv::new(tch::Device::Cpu, std::env::temp_dir());
+        let p = WorkParams {
+            mode: Mode::Train,
+            train_steps: 6,
+            ..params(0)
+        };
+        let losses = std::cell::RefCell::new(Vec::new());
+        let record = |p: Progress| losses.borrow_mut().extend(p.loss);
+        let a = fine_tune(&p, &[0; 32], &env, &record).unwrap();
+        let losses = losses.into_inner();
+        assert_eq!(losses.len(), 6);
+        assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0));
+        assert_eq!(a, fine_tune(&p, &[0; 32], &env, &|_| {}).unwrap());
+        assert_ne!(a, fine_tune(&p, &[1; 32], &env, &|_| {}).unwrap());
+        let next = WorkParams { step: 1, ..p.clone() };
+        assert_ne!(a, fine_tune(&next, &[0; 32], &env, &|_| {}).unwrap());
+        let parsed = crate::safetensors_io::parse(&a, "adapters").unwrap();
+        assert!(parsed.names().iter().any(|n| n.contains("lora_A")));
     }
 }

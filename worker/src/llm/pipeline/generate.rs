@@ -15,9 +15,9 @@ use crate::llm::constrain::Constraint;
 use crate::llm::generate::{
     generate as sample, Completion, Decoding, Request, Sampling, SpecialTokens,
 };
-use crate::llm::resume::Checkpoints;
 use crate::llm::soft_labels::{SoftLabels, SoftRow, TopK, SOFT_LABELS};
 use crate::llm::tokenizer::ChatTokenizer;
+use crate::resume::Checkpoints;
 use crate::stages::{Artifact, Progress, StageEnv};
 
 /// Samples completions of prompts with progress: their texts and the

@@ -380,7 +380,7 @@ fn a_label_defense_cuts_each_position_and_a_student_learns_from_it() {
 #[test]
 fn a_generation_stopped_partway_resumes_to_the_same_rows() {
     use crate::llm::generate::{generate as complete, Request, Sampling, SpecialTokens};
-    use crate::llm::resume::{Checkpoints, Memory};
+    use crate::resume::{Checkpoints, Memory};
     let env = env();
     let path = env.model_path(DEFAULT_MODEL).unwrap();
     let checkpoint = crate::llm::load::load_cached(&path).unwrap();

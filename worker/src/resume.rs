@@ -1,7 +1,7 @@
-//! What a long LLM stage needs to stop partway and resume: somewhere to
-//! keep its state. The stages decide what the state is (a fine-tune's
-//! weights and moments, a generation's finished rows); this says where it
-//! goes and when.
+//! What a long stage needs to stop partway and resume: somewhere to keep
+//! its state. The stages decide what the state is (a fine-tune's or an
+//! MNIST model's weights and moments, a generation's finished rows); this
+//! says where it goes and when.
 
 /// Where a long run (training, generation) keeps its progress, and how
 /// often: a stage's area in the store ([`crate::progress::Progress`]), or
