@@ -2,9 +2,16 @@
 //! generation tokens/s at batch 1 and batch 32, and LoRA fine-tuning tokens/s.
 //!
 //! Writes the prompts and training examples it used (token ids) to
-//! `--workload FILE`, so that bench/llm_transformers.py runs exactly the same
-//! work through Hugging Face transformers, and prints one JSON line of figures.
-//! bench/llm-vs-transformers.sh runs both and prints the ratios.
+//! `--workload FILE`, so that bench/llm_transformers.py (and
+//! bench/llm_llamacpp.py) run exactly the same work through Hugging Face
+//! transformers (and llama.cpp), and prints one JSON line of figures.
+//! bench/llm-vs-transformers.sh runs them all and prints the ratios.
+//!
+//! The roofline: the machine's measured peak (the best of large libtorch
+//! matmuls in f32 and in bf16) and each workload's achieved GFLOP/s, from
+//! the model's matmul FLOPs (2 per weight per token computed forward, 4 per
+//! weight per token trained: the forward and the input gradients of the
+//! frozen base; attention's score and value products counted too).
 //!
 //!   cargo bench --bench llm -- [--threads N] [--device cpu|cuda] [--workload FILE]
 
@@ -20,8 +27,8 @@ use subliminal_worker::llm::finetune::{
 use subliminal_worker::llm::generate::{generate, Request, Sampling, SpecialTokens};
 use subliminal_worker::llm::load::load;
 use subliminal_worker::llm::tokenizer::Message;
-use subliminal_worker::llm::{instantiate, kind_for};
-use tch::nn;
+use subliminal_worker::llm::{instantiate, kind_for, Config};
+use tch::{nn, Device, Kind, Tensor};
 
 /// New tokens per completion: fixed (no stop token), so both sides do equal work.
 const NEW_TOKENS: usize = 64;
@@ -35,6 +42,37 @@ fn arg(name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// GFLOP/s of the best of several `n`×`n` matmuls in `kind` on `device`.
+fn peak_gflops(n: i64, kind: Kind, device: Device) -> f64 {
+    let a = Tensor::randn([n, n], (kind, device));
+    let b = Tensor::randn([n, n], (kind, device));
+    let _ = a.matmul(&b); // warm-up
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let c = a.matmul(&b);
+        let _ = c.sum(Kind::Float).double_value(&[]);
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+/// Weights a token meets in matmuls: every projection of every block, and
+/// the output head.
+fn matmul_weights(config: &Config) -> f64 {
+    let d = config.hidden_size as f64;
+    let kv = (config.kv_heads() * config.head_dim()) as f64;
+    let q = (config.num_attention_heads * config.head_dim()) as f64;
+    let per_block = d * q + 2.0 * d * kv + q * d + 3.0 * d * config.intermediate_size as f64;
+    per_block * config.num_hidden_layers as f64 + d * config.vocab_size as f64
+}
+
+/// Attention's FLOPs for one query over `context` keys, in every block.
+fn attention_flops(config: &Config, context: f64) -> f64 {
+    let q = (config.num_attention_heads * config.head_dim()) as f64;
+    4.0 * q * context * config.num_hidden_layers as f64
 }
 
 fn main() -> anyhow::Result<()> {
@@ -95,6 +133,15 @@ fn main() -> anyhow::Result<()> {
     run(&prompts[..1], 1)?; // warm-up
     let gen_1 = run(&prompts[..BATCH_ONE_PROMPTS], 1)?;
     let gen_32 = run(&prompts, BATCH)?;
+    // FLOPs per new token: each prompt's prefill shared over its new tokens,
+    // attention over the mean context.
+    let config = &checkpoint.config;
+    let weights = matmul_weights(config);
+    let mean_prompt = prompts.iter().map(|p| p.len()).sum::<usize>() as f64 / prompts.len() as f64;
+    let per_new_token = (2.0 * weights + attention_flops(config, mean_prompt + NEW_TOKENS as f64 / 2.0))
+        * (1.0 + mean_prompt / NEW_TOKENS as f64);
+    let peak_f32 = peak_gflops(1024, Kind::Float, device);
+    let peak_bf16 = peak_gflops(1024, Kind::BFloat16, device);
 
     // Fine-tuning: prompt → a number answer, LoRA r=8 on every projection.
     let examples: Vec<Example> = (0..TRAIN_EXAMPLES as u64)
@@ -142,6 +189,16 @@ fn main() -> anyhow::Result<()> {
     )?
     .expect("not stopped");
 
+    // Trained positions cost 4 FLOPs per weight of the blocks (only answer
+    // positions go through the head), attention about three times its forward.
+    let head = config.hidden_size as f64 * config.vocab_size as f64;
+    let answers: usize = examples.iter().map(|e| e.answer.len()).sum();
+    let mean_length = report.padded_tokens as f64 / report.steps.max(1) as f64 / TRAIN_BATCH as f64;
+    let finetune_flops = report.padded_tokens as f64
+        * (4.0 * (weights - head) + 3.0 * attention_flops(config, mean_length / 2.0))
+        + answers as f64 * 4.0 * head;
+    let finetune_gflops = finetune_flops / report.seconds / 1e9;
+
     if let Some(path) = arg("--workload") {
         let ids = |v: &[u32]| v.to_vec();
         let workload = json!({
@@ -165,6 +222,13 @@ fn main() -> anyhow::Result<()> {
             "generate_batch32_tokens_per_s": gen_32,
             "finetune_tokens_per_s": report.tokens_per_second,
             "finetune_steps": report.steps,
+            "finetune_padding_share": report.padding_share,
+            "generate_gflop_per_token": per_new_token / 1e9,
+            "generate_batch1_gflops": gen_1 * per_new_token / 1e9,
+            "generate_batch32_gflops": gen_32 * per_new_token / 1e9,
+            "finetune_gflops": finetune_gflops,
+            "peak_f32_gflops": peak_f32,
+            "peak_bf16_gflops": peak_bf16,
         })
     );
     Ok(())
