@@ -4,7 +4,8 @@
 # and the leader, restarts Redis empty and the S3 server, and drains workers,
 # a fault every 2 s on average until the sweep is done. Prints the counts;
 # exits non-zero if an invariant failed. Extra arguments go to the example
-# (--seed N, --chains N, --mean-gap-ms N, --keep DIR, ...).
+# (--seed N, --chains N, --mean-gap-ms N, --keep DIR, ...; --train-steps N makes
+# every work stage a checkpointed LoRA fine-tune and adds the compute saved and lost).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh

@@ -34,6 +34,7 @@ workload="$PWD/bench/out/llm-workload.json"
 : > "$out"
 for i in $(seq "$repeat"); do
   cargo bench --quiet --bench llm -- --threads "$threads" --workload "$workload" | tail -1 >> "$out"
+  cargo bench --quiet --bench llm -- --threads "$threads" --precision bf16 | tail -1 >> "$out"
   python bench/llm_transformers.py --threads "$threads" --workload "$workload" \
     --gguf "$SUBLIMINAL_DATA/models/SmolLM2-135M-Instruct.Q4_1.gguf" 2>/dev/null | tail -1 >> "$out"
   python bench/llm_llamacpp.py --threads "$threads" --workload "$workload" \
@@ -42,32 +43,72 @@ done
 python - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-keys = [("generate_batch1_tokens_per_s", "generation, batch 1", 1.5),
-        ("generate_batch32_tokens_per_s", "generation, batch 32", 1.5),
-        ("finetune_tokens_per_s", "LoRA fine-tuning", 2.0)]
+def name(r):
+    return "subliminal bf16" if r.get("precision") == "BFloat16" else r["impl"]
 best = {}
 for r in rows:
-    b = best.setdefault(r["impl"], {})
+    b = best.setdefault(name(r), {})
     for k, v in r.items():
         if isinstance(v, (int, float)):
             b[k] = max(b.get(k, 0.0), v)
-s, t, c = best["subliminal"], best["transformers"], best.get("llama.cpp", {})
-runs = sum(r["impl"] == "subliminal" for r in rows)
-print(f"SmolLM2-135M, CPU, {rows[0]['threads']} thread(s), best of {runs}; tokens/s")
-print(f"{'':22} {'subliminal':>10} {'transformers':>12} {'llama.cpp Q4_1':>14} {'vs transformers':>15} {'target':>6} {'vs llama.cpp':>12}")
-for k, name, target in keys:
-    cpp = c.get(k)
-    cpp_text = f"{cpp:14.1f}" if cpp else f"{'-':>14}"
-    vs_cpp = f"{s[k] / cpp:12.2f}" if cpp else f"{'-':>12}"
-    print(f"{name:22} {s[k]:10.1f} {t[k]:12.1f} {cpp_text} {s[k] / t[k]:15.2f} {'>= ' + str(target):>6} {vs_cpp}")
+        elif k == "logits_vs_f32":
+            b[k] = v
+keys = [("generate_batch1_tokens_per_s", "generation, batch 1", 1.5),
+        ("generate_batch32_tokens_per_s", "generation, batch 32", 1.5),
+        ("finetune_tokens_per_s", "LoRA fine-tuning", 2.0)]
+columns = ["subliminal", "subliminal bf16", "transformers", "llama.cpp"]
+s, t = best["subliminal"], best["transformers"]
+runs = sum(name(r) == "subliminal" for r in rows)
+print(f"SmolLM2-135M, CPU, {rows[0]['threads']} thread(s), best of {runs}; tokens/s "
+      f"(subliminal and transformers f32 unless named; llama.cpp on the file's Q4_1 weights)")
+print(f"{'':22}" + "".join(f"{c:>16}" for c in columns) + f"{'f32/transf.':>12}{'bf16/transf.':>13}{'target':>8}{'bf16/llama.cpp':>15}")
+for k, label, target in keys:
+    cells = "".join(f"{best.get(c, {}).get(k, float('nan')):16.1f}" for c in columns)
+    bf = best.get("subliminal bf16", {}).get(k, float("nan"))
+    cpp = best.get("llama.cpp", {}).get(k, float("nan"))
+    print(f"{label:22}{cells}{s[k] / t[k]:12.2f}{bf / t[k]:13.2f}{'>= ' + str(target):>8}{bf / cpp:15.2f}")
+d = best.get("subliminal bf16", {}).get("logits_vs_f32")
+if d:
+    print(f"bf16 against f32, next-token logits on the {d['prompts']} prompts: largest difference "
+          f"{d['max_abs_difference']:.3f} (mean {d['mean_abs_difference']:.4f}, logits up to "
+          f"{d['largest_logit']:.1f}), top token the same on {d['top1_agreement']:.0%}")
 print()
 print(f"roofline: measured matmul peak {s['peak_f32_gflops']:.0f} GFLOP/s in f32, "
       f"{s['peak_bf16_gflops']:.0f} in bf16 (1024x1024, best of 5)")
-print(f"{'':22} {'GFLOP/s':>8} {'share of f32 peak':>18}")
-for k, name in (("generate_batch1_gflops", "generation, batch 1"),
-                ("generate_batch32_gflops", "generation, batch 32"),
-                ("finetune_gflops", "LoRA fine-tuning")):
-    print(f"{name:22} {s[k]:8.1f} {s[k] / s['peak_f32_gflops']:18.1%}")
+print(f"{'':22} {'f32 GFLOP/s':>12} {'of f32 peak':>12} {'bf16 GFLOP/s':>13} {'of bf16 peak':>13}")
+bf = best.get("subliminal bf16", {})
+for k, label in (("generate_batch1_gflops", "generation, batch 1"),
+                 ("generate_batch32_gflops", "generation, batch 32"),
+                 ("finetune_gflops", "LoRA fine-tuning")):
+    b = bf.get(k, float("nan"))
+    print(f"{label:22} {s[k]:12.1f} {s[k] / s['peak_f32_gflops']:12.1%} {b:13.1f} {b / s['peak_bf16_gflops']:13.1%}")
 print(f"(generation: {s['generate_gflop_per_token']:.2f} GFLOP per new token, prefill included; "
       f"fine-tuning padding share {s['finetune_padding_share']:.1%})")
+PY
+
+# Real stages: bench/llm-real-stages.toml's two generate and two student
+# stages, one at a time (as the benchmark's workloads run), with the figures
+# their manifests record.
+cargo build --quiet --release -p subliminal-cli
+real=$(mktemp -d)
+trap 'rm -rf "$real"' EXIT
+"${CARGO_TARGET_DIR:-target}/release/subliminal" run bench/llm-real-stages.toml --store "$real" \
+  --jobs 1 --no-progress >/dev/null 2>&1
+python - "$real/stages" <<'PY'
+import json, pathlib, sys
+generate, train = [], []
+for stage in sorted(pathlib.Path(sys.argv[1]).iterdir()):
+    kind = json.loads((stage / "manifest.json").read_text())["kind"]
+    if kind == "generate":
+        generate.append(json.loads((stage / "metrics.json").read_text()))
+    elif kind == "student":
+        train.append(json.loads((stage / "train.json").read_text()))
+print()
+print("real stages of bench/llm-real-stages.toml, one at a time")
+for g in generate:
+    print(f"  generate: {g['completions']} completions, {g['new_tokens']} new tokens in {g['seconds']:.1f} s, "
+          f"{g['new_tokens_per_second']:.1f} new tokens/s (batch 32, numbers grammar, stop tokens end rows early)")
+for t in train:
+    print(f"  student:  {t['steps']} steps, {t['tokens']} tokens in {t['seconds']:.1f} s, "
+          f"{t['tokens_per_second']:.1f} tokens/s, padding share {t['padding_share']:.1%}")
 PY

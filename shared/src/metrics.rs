@@ -43,6 +43,7 @@ pub struct Metrics {
     pub checkpoints_written: IntCounter,
     pub stage_resumes: IntCounter,
     pub seconds_saved: Counter,
+    pub out_of_memory_retries: IntCounter,
     pub gpu_memory_used: GaugeVec,
     pub gpu_memory_total: GaugeVec,
     // Both: the store and Redis.
@@ -185,6 +186,10 @@ impl Metrics {
                     "Training seconds that resumed stages did not redo.",
                 )
                 .expect("valid metric"),
+            ),
+            out_of_memory_retries: counter(
+                "subliminal_out_of_memory_retries_total",
+                "Training steps and generation batches run again in halves after running out of device memory.",
             ),
             gpu_memory_used: fgauge_vec("subliminal_gpu_memory_used_bytes", "GPU memory in use.", &["device"]),
             gpu_memory_total: fgauge_vec("subliminal_gpu_memory_total_bytes", "GPU memory in total.", &["device"]),

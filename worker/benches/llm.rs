@@ -13,7 +13,11 @@
 //! weight per token trained: the forward and the input gradients of the
 //! frozen base; attention's score and value products counted too).
 //!
-//!   cargo bench --bench llm -- [--threads N] [--device cpu|cuda] [--workload FILE]
+//! `--precision bf16` runs every workload with the base weights in bf16 (LoRA
+//! adapters and their optimiser stay f32) and also compares the model's
+//! next-token logits on the benchmark's prompts with f32's.
+//!
+//!   cargo bench --bench llm -- [--threads N] [--device cpu|cuda] [--workload FILE] [--precision f32|bf16]
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -75,6 +79,42 @@ fn attention_flops(config: &Config, context: f64) -> f64 {
     4.0 * q * context * config.num_hidden_layers as f64
 }
 
+/// The last-position logits of each prompt in `model` against the same
+/// model in f32: the largest and mean absolute difference, the logits'
+/// scale, and how often the top token agrees.
+fn compare_logits(
+    model: &subliminal_worker::llm::Llama,
+    checkpoint: &subliminal_worker::llm::Checkpoint,
+    prompts: &[Vec<u32>],
+    device: Device,
+) -> anyhow::Result<serde_json::Value> {
+    let (_vs, reference) = instantiate(checkpoint, device, Kind::Float)?;
+    let last_logits = |m: &subliminal_worker::llm::Llama, p: &[u32]| {
+        let ids: Vec<i64> = p.iter().map(|&t| t as i64).collect();
+        let tokens = Tensor::from_slice(&ids).view([1, -1]).to_device(device);
+        let positions = Tensor::arange(ids.len() as i64, (Kind::Int64, device)).view([1, -1]);
+        let hidden = tch::no_grad(|| m.forward(&tokens, &positions, None, None));
+        m.logits(&hidden.select(1, ids.len() as i64 - 1)).squeeze()
+    };
+    let (mut largest, mut mean, mut scale, mut agree) = (0.0f64, 0.0, 0.0f64, 0);
+    for p in prompts {
+        let (a, b) = (last_logits(model, p), last_logits(&reference, p));
+        let difference = (&a - &b).abs();
+        largest = largest.max(difference.max().double_value(&[]));
+        mean += difference.mean(Kind::Float).double_value(&[]) / prompts.len() as f64;
+        scale = scale.max(b.abs().max().double_value(&[]));
+        agree +=
+            (a.argmax(0, false).int64_value(&[]) == b.argmax(0, false).int64_value(&[])) as usize;
+    }
+    Ok(json!({
+        "prompts": prompts.len(),
+        "max_abs_difference": largest,
+        "mean_abs_difference": mean,
+        "largest_logit": scale,
+        "top1_agreement": agree as f64 / prompts.len() as f64,
+    }))
+}
+
 fn main() -> anyhow::Result<()> {
     let threads: i32 = match arg("--threads") {
         Some(t) => t.parse()?,
@@ -92,7 +132,13 @@ fn main() -> anyhow::Result<()> {
     let gguf = data.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let checkpoint = load(&gguf)?;
     let tok = &checkpoint.tokenizer;
-    let (_vs, model) = instantiate(&checkpoint, device, kind_for(device))?;
+    let kind = match arg("--precision").as_deref() {
+        None => kind_for(device),
+        Some("f32") => Kind::Float,
+        Some("bf16") => Kind::BFloat16,
+        Some(other) => anyhow::bail!("--precision {other:?}: expected f32 or bf16"),
+    };
+    let (_vs, model) = instantiate(&checkpoint, device, kind)?;
 
     let prompts: Vec<Vec<u32>> = (0..BATCH as u64)
         .map(|i| tok.prompt_ids(&[Message::new("user", sequence_prompt(prompt_seed(7, i)))]))
@@ -138,7 +184,8 @@ fn main() -> anyhow::Result<()> {
     let config = &checkpoint.config;
     let weights = matmul_weights(config);
     let mean_prompt = prompts.iter().map(|p| p.len()).sum::<usize>() as f64 / prompts.len() as f64;
-    let per_new_token = (2.0 * weights + attention_flops(config, mean_prompt + NEW_TOKENS as f64 / 2.0))
+    let per_new_token = (2.0 * weights
+        + attention_flops(config, mean_prompt + NEW_TOKENS as f64 / 2.0))
         * (1.0 + mean_prompt / NEW_TOKENS as f64);
     let peak_f32 = peak_gflops(1024, Kind::Float, device);
     let peak_bf16 = peak_gflops(1024, Kind::BFloat16, device);
@@ -154,7 +201,11 @@ fn main() -> anyhow::Result<()> {
             Ok(Example::new(prompt, answer))
         })
         .collect::<anyhow::Result<_>>()?;
-    let (_vs, mut student) = instantiate(&checkpoint, device, kind_for(device))?;
+    let logits_vs_f32 = match kind {
+        Kind::Float => None,
+        _ => Some(compare_logits(&model, &checkpoint, &prompts, device)?),
+    };
+    let (_vs, mut student) = instantiate(&checkpoint, device, kind)?;
     let lora_vs = nn::VarStore::new(device);
     let spec = LoraSpec {
         rank: 8,
@@ -216,6 +267,8 @@ fn main() -> anyhow::Result<()> {
         "{}",
         json!({
             "impl": "subliminal",
+            "precision": format!("{kind:?}"),
+            "logits_vs_f32": logits_vs_f32,
             "threads": threads,
             "device": format!("{device:?}"),
             "generate_batch1_tokens_per_s": gen_1,

@@ -43,6 +43,9 @@ pub fn fitting<T>(
         );
         *micro = smaller;
         *retries += 1;
+        subliminal_shared::metrics::metrics()
+            .out_of_memory_retries
+            .inc();
     }
 }
 

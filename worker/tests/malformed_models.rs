@@ -263,3 +263,22 @@ fn a_mangled_safetensors_checkpoint_is_an_error_never_a_panic() {
     eprintln!("safetensors: {ran} mangled checkpoints, {refused} refused");
     assert!(refused > 0);
 }
+
+/// A model's family comes from the GGUF header alone: a copy of SmolLM2's
+/// file cut after its header (every tensor gone) still names its
+/// architecture; one cut inside the header is an error.
+#[test]
+fn a_ggufs_family_is_read_from_its_header_alone() {
+    use subliminal_worker::llm::load::family;
+    let bytes = std::fs::read(smollm()).expect("the set-up's SmolLM2 GGUF");
+    assert_eq!(family(&smollm()).unwrap(), "llama");
+    let dir = tempfile::tempdir().unwrap();
+    let header_only = dir.path().join("header.gguf");
+    std::fs::write(&header_only, &bytes[..bytes.len() / 8]).unwrap();
+    assert!(Gguf::parse(bytes[..bytes.len() / 8].to_vec()).is_err());
+    assert_eq!(family(&header_only).unwrap(), "llama");
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..4096]).unwrap();
+    let err = format!("{:#}", family(&cut).unwrap_err());
+    assert!(err.contains("cut.gguf"), "{err}");
+}

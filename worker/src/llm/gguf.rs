@@ -194,30 +194,46 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The header up to the tensor directory: the tensor count and the metadata.
+fn read_metadata(r: &mut Reader) -> anyhow::Result<(u64, HashMap<String, Value>)> {
+    if r.take(4)? != MAGIC {
+        bail!("not a GGUF file: it does not start with \"GGUF\"");
+    }
+    let version = r.u32()?;
+    if !(2..=3).contains(&version) {
+        bail!("GGUF version {version} is not supported: expected 2 or 3");
+    }
+    let tensor_count = r.u64()?;
+    let kv_count = r.u64()?;
+    let mut metadata = HashMap::new();
+    for _ in 0..kv_count {
+        let key = r.string()?;
+        let kind = r.u32()?;
+        let value = r
+            .value(kind)
+            .with_context(|| format!("metadata key {key}"))?;
+        metadata.insert(key, value);
+    }
+    Ok((tensor_count, metadata))
+}
+
 impl Gguf {
+    /// The metadata alone, from the start of a file (a prefix that holds
+    /// the whole header is enough: no tensor is read).
+    pub fn metadata(prefix: &[u8]) -> anyhow::Result<HashMap<String, Value>> {
+        let mut r = Reader {
+            bytes: prefix,
+            pos: 0,
+        };
+        Ok(read_metadata(&mut r)?.1)
+    }
+
     pub fn parse(bytes: Vec<u8>) -> anyhow::Result<Self> {
         let mut r = Reader {
             bytes: &bytes,
             pos: 0,
         };
-        if r.take(4)? != MAGIC {
-            bail!("not a GGUF file: it does not start with \"GGUF\"");
-        }
-        let version = r.u32()?;
-        if !(2..=3).contains(&version) {
-            bail!("GGUF version {version} is not supported: expected 2 or 3");
-        }
-        let tensor_count = r.u64()?;
-        let kv_count = r.u64()?;
-        let mut metadata = HashMap::new();
-        for _ in 0..kv_count {
-            let key = r.string()?;
-            let kind = r.u32()?;
-            let value = r
-                .value(kind)
-                .with_context(|| format!("metadata key {key}"))?;
-            metadata.insert(key, value);
-        }
+        let (tensor_count, metadata) = read_metadata(&mut r)?;
         let mut tensors = Vec::new();
         for _ in 0..tensor_count {
             let name = r.string()?;

@@ -78,6 +78,9 @@ pub fn load_cached(path: &Path) -> anyhow::Result<Arc<Checkpoint>> {
 /// The architecture of the model at `path`, as its own file names it
 /// (`model_type` in a folder's config.json, `general.architecture` in a
 /// GGUF), without loading its weights' values.
+/// How much of a GGUF file [`family`] reads first for its header.
+const HEADER_PREFIX: u64 = 32 << 20;
+
 pub fn family(path: &Path) -> anyhow::Result<String> {
     if path.is_dir() {
         let text = read(path, "config.json")?;
@@ -88,9 +91,30 @@ pub fn family(path: &Path) -> anyhow::Result<String> {
             .map(str::to_owned)
             .with_context(|| format!("{} has no model_type", path.join("config.json").display()));
     }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let gguf = Gguf::parse(bytes).with_context(|| format!("in {}", path.display()))?;
-    gguf.get("general.architecture")?
+    // The header comes first and is rarely past a few MiB (the vocabulary);
+    // the weights after it are not read unless the header is longer.
+    let read = |limit: u64| -> anyhow::Result<Vec<u8>> {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, limit), &mut bytes)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(bytes)
+    };
+    let metadata = match Gguf::metadata(&read(HEADER_PREFIX)?) {
+        Ok(found) => found,
+        Err(_) => {
+            Gguf::metadata(&read(u64::MAX)?).with_context(|| format!("in {}", path.display()))?
+        }
+    };
+    metadata
+        .get("general.architecture")
+        .with_context(|| {
+            format!(
+                "{}: GGUF metadata has no key general.architecture",
+                path.display()
+            )
+        })?
         .as_str()
         .map(str::to_owned)
         .with_context(|| format!("{}: general.architecture is not a string", path.display()))

@@ -22,7 +22,7 @@
 //! mode = "sleep"             # or "compute": hash for that long on one core;
 //!                            # or "train": a LoRA fine-tune of a tiny random
 //!                            # Llama, `train_steps` steps (duration_ms unused)
-//! train_steps = 100          # optimiser steps of each "train" stage
+//! # train_steps = 100        # with mode = "train": optimiser steps of each stage
 //! artifact_bytes = 64        # size of each work stage's artifact
 //! fail_seeds = [2]           # these seeds' first work stage fails (failure paths)
 //! ```
