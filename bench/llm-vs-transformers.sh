@@ -37,6 +37,8 @@ for i in $(seq "$repeat"); do
   cargo bench --quiet --bench llm -- --threads "$threads" --precision bf16 | tail -1 >> "$out"
   python bench/llm_transformers.py --threads "$threads" --workload "$workload" \
     --gguf "$SUBLIMINAL_DATA/models/SmolLM2-135M-Instruct.Q4_1.gguf" 2>/dev/null | tail -1 >> "$out"
+  python bench/llm_transformers.py --threads "$threads" --workload "$workload" --dtype bf16 \
+    --gguf "$SUBLIMINAL_DATA/models/SmolLM2-135M-Instruct.Q4_1.gguf" 2>/dev/null | tail -1 >> "$out"
   python bench/llm_llamacpp.py --threads "$threads" --workload "$workload" \
     --gguf "$SUBLIMINAL_DATA/models/SmolLM2-135M-Instruct.Q4_1.gguf" 2>/dev/null | tail -1 >> "$out"
 done
@@ -44,7 +46,7 @@ python - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def name(r):
-    return "subliminal bf16" if r.get("precision") == "BFloat16" else r["impl"]
+    return r["impl"] + " bf16" if r.get("precision") == "BFloat16" else r["impl"]
 best = {}
 for r in rows:
     b = best.setdefault(name(r), {})
@@ -56,17 +58,21 @@ for r in rows:
 keys = [("generate_batch1_tokens_per_s", "generation, batch 1", 1.5),
         ("generate_batch32_tokens_per_s", "generation, batch 32", 1.5),
         ("finetune_tokens_per_s", "LoRA fine-tuning", 2.0)]
-columns = ["subliminal", "subliminal bf16", "transformers", "llama.cpp"]
+columns = ["subliminal", "subliminal bf16", "transformers", "transformers bf16", "llama.cpp"]
 s, t = best["subliminal"], best["transformers"]
 runs = sum(name(r) == "subliminal" for r in rows)
 print(f"SmolLM2-135M, CPU, {rows[0]['threads']} thread(s), best of {runs}; tokens/s "
       f"(subliminal and transformers f32 unless named; llama.cpp on the file's Q4_1 weights)")
-print(f"{'':22}" + "".join(f"{c:>16}" for c in columns) + f"{'f32/transf.':>12}{'bf16/transf.':>13}{'target':>8}{'bf16/llama.cpp':>15}")
+print(f"{'':22}" + "".join(f"{c:>18}" for c in columns))
 for k, label, target in keys:
-    cells = "".join(f"{best.get(c, {}).get(k, float('nan')):16.1f}" for c in columns)
+    print(f"{label:22}" + "".join(f"{best.get(c, {}).get(k, float('nan')):18.1f}" for c in columns))
+print()
+print(f"{'ratios':22}{'f32 / transf. f32':>18}{'bf16 / transf. bf16':>20}{'bf16 / transf. f32':>19}{'target':>8}{'bf16 / llama.cpp':>17}")
+for k, label, target in keys:
     bf = best.get("subliminal bf16", {}).get(k, float("nan"))
+    tbf = best.get("transformers bf16", {}).get(k, float("nan"))
     cpp = best.get("llama.cpp", {}).get(k, float("nan"))
-    print(f"{label:22}{cells}{s[k] / t[k]:12.2f}{bf / t[k]:13.2f}{'>= ' + str(target):>8}{bf / cpp:15.2f}")
+    print(f"{label:22}{s[k] / t[k]:18.2f}{bf / tbf:20.2f}{bf / t[k]:19.2f}{'>= ' + str(target):>8}{bf / cpp:17.2f}")
 d = best.get("subliminal bf16", {}).get("logits_vs_f32")
 if d:
     print(f"bf16 against f32, next-token logits on the {d['prompts']} prompts: largest difference "

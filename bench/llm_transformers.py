@@ -3,7 +3,11 @@
 same prompt token ids, the same number of new tokens, the same training
 examples and settings. Prints one JSON line of figures.
 
-    python bench/llm_transformers.py --workload FILE --gguf FILE [--threads N]
+    python bench/llm_transformers.py --workload FILE --gguf FILE [--threads N] [--dtype f32|bf16]
+
+With `--dtype bf16` the model's weights are bf16; PEFT keeps the LoRA
+adapters (and so AdamW's state) in f32, as subliminal's `--precision bf16`
+does.
 """
 import argparse
 import json
@@ -76,11 +80,14 @@ def main():
     ap.add_argument("--workload", required=True)
     ap.add_argument("--gguf", required=True)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     work = json.load(open(args.workload))
     folder, name = os.path.split(args.gguf)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    if args.dtype == "bf16":
+        model = model.to(torch.bfloat16)
     model.eval()
     prompts, pad, n = work["prompts"], work["pad_id"], work["new_tokens"]
     generate_rate(model, prompts[:1], pad, n, 1)  # warm-up
@@ -91,6 +98,7 @@ def main():
         json.dumps(
             {
                 "impl": "transformers",
+                "precision": "BFloat16" if args.dtype == "bf16" else "Float",
                 "threads": args.threads,
                 "generate_batch1_tokens_per_s": gen_1,
                 "generate_batch32_tokens_per_s": gen_32,
