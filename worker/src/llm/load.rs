@@ -75,12 +75,12 @@ pub fn load_cached(path: &Path) -> anyhow::Result<Arc<Checkpoint>> {
     Ok(loaded)
 }
 
-/// The architecture of the model at `path`, as its own file names it
-/// (`model_type` in a folder's config.json, `general.architecture` in a
-/// GGUF), without loading its weights' values.
 /// How much of a GGUF file [`family`] reads first for its header.
 const HEADER_PREFIX: u64 = 32 << 20;
 
+/// The architecture of the model at `path`, as its own file names it
+/// (`model_type` in a folder's config.json, `general.architecture` in a
+/// GGUF), without loading its weights' values.
 pub fn family(path: &Path) -> anyhow::Result<String> {
     if path.is_dir() {
         let text = read(path, "config.json")?;
