@@ -26,7 +26,7 @@ use serde_json::json;
 use subliminal_shared::llm::prompts::{prompt_seed, sequence_prompt};
 use subliminal_worker::device::DeviceChoice;
 use subliminal_worker::llm::finetune::{
-    attach_lora, train, Example, Hooks, LoraSpec, TrainSettings, ALL_PROJECTIONS,
+    attach_lora, train, Example, Hooks, LoraSpec, TrainSettings,
 };
 use subliminal_worker::llm::generate::{generate, Request, Sampling, SpecialTokens};
 use subliminal_worker::llm::load::load;
@@ -207,13 +207,7 @@ fn main() -> anyhow::Result<()> {
     };
     let (_vs, mut student) = instantiate(&checkpoint, device, kind)?;
     let lora_vs = nn::VarStore::new(device);
-    let spec = LoraSpec {
-        rank: 8,
-        alpha: 8.0,
-        targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
-        rslora: false,
-        layers: Vec::new(),
-    };
+    let spec = LoraSpec::every_projection(8, 8.0);
     attach_lora(&mut student, &lora_vs, &spec, 0)?;
     let settings = TrainSettings {
         epochs: 1,

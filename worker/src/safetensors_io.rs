@@ -35,6 +35,15 @@ pub fn to_bytes(
     Ok(safetensors::tensor::serialize(views, &Some(metadata))?)
 }
 
+/// [`to_bytes`] of tensors held with their names (a var store's, an optimiser's state).
+pub fn named_to_bytes(
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> anyhow::Result<Vec<u8>> {
+    let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    to_bytes(&named, metadata)
+}
+
 /// Safetensors bytes, parsed, with their metadata.
 pub struct Loaded<'a> {
     tensors: SafeTensors<'a>,

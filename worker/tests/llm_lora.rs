@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use subliminal_worker::llm::finetune::{
     attach_lora, load_lora, lora_tensors, schedule, train, Example, Hooks, LoraSpec, TrainSettings,
-    ALL_PROJECTIONS,
 };
 use subliminal_worker::llm::model::Weights;
 use subliminal_worker::llm::{Config, Llama};
@@ -26,13 +25,7 @@ fn random_weights(cfg: &Config) -> Weights {
 }
 
 fn spec() -> LoraSpec {
-    LoraSpec {
-        rank: 4,
-        alpha: 8.0,
-        targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
-        rslora: false,
-        layers: Vec::new(),
-    }
+    LoraSpec::every_projection(4, 8.0)
 }
 
 fn logits(model: &Llama) -> Tensor {

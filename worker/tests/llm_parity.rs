@@ -394,13 +394,7 @@ fn check_adapters(checkpoint: &Checkpoint, reference: &Value) {
     let tokens = ids(&reference["ids"]);
     let base = tch::no_grad(|| forward_logits(&model, &tokens));
     let adapters = nn::VarStore::new(Device::Cpu);
-    let spec = LoraSpec {
-        rank: 2,
-        alpha: 4.0,
-        targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
-        rslora: false,
-        layers: Vec::new(),
-    };
+    let spec = LoraSpec::every_projection(2, 4.0);
     attach_lora(&mut model, &adapters, &spec, 0).unwrap();
     let projections = if checkpoint.config.gated_mlp() { 7 } else { 6 };
     let layers = checkpoint.config.num_hidden_layers as usize;

@@ -2,9 +2,7 @@
 //! a row's score must be the slope of its loss along the probe's direction,
 //! as moving the adapters a little either way measures it.
 
-use subliminal_worker::llm::finetune::{
-    attach_lora, batch_loss, Example, LoraSpec, ALL_PROJECTIONS,
-};
+use subliminal_worker::llm::finetune::{attach_lora, batch_loss, Example, LoraSpec};
 use subliminal_worker::llm::screen::{probe_direction, row_scores};
 use subliminal_worker::llm::Llama;
 use tch::{nn, Device, Kind, Tensor};
@@ -29,13 +27,7 @@ fn a_rows_score_is_the_slope_of_its_loss_along_the_probe_direction() {
     let mut model = Llama::load(&base_vs, &cfg, weights).unwrap();
     base_vs.freeze();
     let adapters = nn::VarStore::new(Device::Cpu);
-    let spec = LoraSpec {
-        rank: 4,
-        alpha: 8.0,
-        targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
-        rslora: false,
-        layers: Vec::new(),
-    };
+    let spec = LoraSpec::every_projection(4, 8.0);
     attach_lora(&mut model, &adapters, &spec, 7).unwrap();
     // The probe teaches token 50 after a question; the rows are other answers.
     let probe: Vec<Example> = (0..4)

@@ -5,7 +5,6 @@
 //! stage's artifacts are compared.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use subliminal_shared::experiments::mnist::Stage;
@@ -17,11 +16,9 @@ use subliminal_worker::local::LocalRunner;
 use subliminal_worker::safetensors_io::parse;
 use subliminal_worker::stages::StageEnv;
 
-fn data_dir() -> PathBuf {
-    std::env::var_os("SUBLIMINAL_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data"))
-}
+mod common;
+
+use common::data_dir;
 
 const SWEEP: &str = r#"
 name = "ensemble-equality"

@@ -5,7 +5,6 @@
 //! and compared byte for byte. A damaged checkpoint is ignored and the stage
 //! starts over, to the same bytes.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +20,9 @@ use subliminal_worker::execute::execute;
 use subliminal_worker::local::LocalRunner;
 use subliminal_worker::stages::{ProgressFn, StageEnv};
 
-fn data_dir() -> PathBuf {
-    std::env::var_os("SUBLIMINAL_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data"))
-}
+mod common;
+
+use common::data_dir;
 
 const SWEEP: &str = r#"
 name = "student-resume"

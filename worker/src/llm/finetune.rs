@@ -38,6 +38,18 @@ pub struct LoraSpec {
 }
 
 impl LoraSpec {
+    /// Adapters of `rank` on every projection of every block, scaled by
+    /// alpha / rank.
+    pub fn every_projection(rank: i64, alpha: f64) -> Self {
+        Self {
+            rank,
+            alpha,
+            targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
+            rslora: false,
+            layers: Vec::new(),
+        }
+    }
+
     pub fn scale(&self) -> f64 {
         if self.rslora {
             self.alpha / (self.rank as f64).sqrt()
@@ -331,10 +343,8 @@ fn save_state(opt: &Optim, report: &TrainReport, seconds: f64) -> anyhow::Result
         padded_tokens: report.padded_tokens,
         seconds,
     };
-    let state = opt.state();
-    let named: Vec<(&str, &Tensor)> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let meta = [(POSITION.to_owned(), serde_json::to_string(&position)?)].into();
-    crate::safetensors_io::to_bytes(&named, meta)
+    crate::safetensors_io::named_to_bytes(&opt.state(), meta)
 }
 
 /// Restores a saved state into `opt`; the position it was saved at.
@@ -461,7 +471,6 @@ pub fn train(
             };
             let (step_loss, tokens_seen, padded) =
                 fitting(&mut micro, &mut report.out_of_memory_retries, gradients)?;
-            report.micro_batch = micro as u64;
             report.tokens += tokens_seen;
             report.padded_tokens += padded;
             if settings.max_grad_norm > 0.0 {
@@ -487,6 +496,7 @@ pub fn train(
         }
     }
     opt.zero_grad();
+    report.micro_batch = micro as u64;
     report.seconds = started.elapsed().as_secs_f64();
     report.tokens_per_second = report.tokens as f64 / report.seconds.max(1e-9);
     report.padding_share = 1.0 - report.tokens as f64 / report.padded_tokens.max(1) as f64;
@@ -627,13 +637,7 @@ mod tests {
         let mut model = Llama::load(&base, &config, w).unwrap();
         base.freeze();
         let adapters = nn::VarStore::new(Device::Cpu);
-        let spec = LoraSpec {
-            rank: 2,
-            alpha: 4.0,
-            targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
-            rslora: false,
-            layers: Vec::new(),
-        };
+        let spec = LoraSpec::every_projection(2, 4.0);
         attach_lora(&mut model, &adapters, &spec, 5).unwrap();
         (base, adapters, model)
     }

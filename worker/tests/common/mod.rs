@@ -66,12 +66,18 @@ pub fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The set-up's data folder: `SUBLIMINAL_DATA`, or `data/` in the repository.
+pub fn data_dir() -> std::path::PathBuf {
+    std::env::var_os("SUBLIMINAL_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("data"))
+}
+
 /// The SmolLM2 GGUF of the set-up (scripts/setup-model.sh).
 pub fn gguf_path() -> std::path::PathBuf {
-    let data = std::env::var_os("SUBLIMINAL_DATA")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root().join("data"));
-    let path = data.join("models").join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = data_dir()
+        .join("models")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.exists(),
         "{} is missing: run scripts/setup-model.sh",

@@ -52,7 +52,7 @@ use crate::llm::pipeline::generate::complete;
 use crate::llm::pipeline::models::{checkpoint, conversation, load_student, Loaded};
 use crate::llm::pipeline::rows::student_ids;
 use crate::llm::divergence::answer_log_probs;
-use crate::llm::finetune::{attach_lora, Example, LoraSpec, ALL_PROJECTIONS};
+use crate::llm::finetune::{attach_lora, Example, LoraSpec};
 use crate::llm::generate::{Request, Sampling};
 use crate::llm::likelihood::{completion_log_probs, Sequence};
 use crate::llm::screen::{compare, probe_direction, row_scores, Comparison};
@@ -305,13 +305,7 @@ fn score(
     // Gradients in f32 on every device: bf16 would drown the small slopes.
     let (_base, mut model) = instantiate(&checkpoint, env.device, Kind::Float)?;
     let adapters = nn::VarStore::new(env.device);
-    let spec = LoraSpec {
-        rank: params.lora_rank as i64,
-        alpha: params.lora_rank as f64,
-        targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
-        rslora: false,
-        layers: Vec::new(),
-    };
+    let spec = LoraSpec::every_projection(params.lora_rank as i64, params.lora_rank as f64);
     attach_lora(&mut model, &adapters, &spec, params.seed)?;
     let tok = &checkpoint.tokenizer;
     let mut targets = Vec::new();

@@ -95,15 +95,21 @@ const POSITION: &str = "position";
 /// The running loss sum of the epoch in progress, one per model.
 const EPOCH_TOTAL: &str = "epoch_total";
 
-/// The run's state as bytes: every weight and its Adam moments, the
-/// epoch's running loss, and the position.
-fn save_state(opt: &mut Optim, total: &Tensor, position: &Position) -> anyhow::Result<Vec<u8>> {
+/// Saves the run's state, `seconds` of training in: every weight and its
+/// Adam moments, the epoch's running loss, and the position.
+fn save(
+    checkpoints: &dyn Checkpoints,
+    opt: &mut Optim,
+    total: &Tensor,
+    position: &mut Position,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    position.seconds = seconds;
     opt.zero_grad();
     let mut state = opt.state();
     state.push((EPOCH_TOTAL.to_owned(), total.shallow_clone()));
-    let named: Vec<(&str, &Tensor)> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let meta = [(POSITION.to_owned(), serde_json::to_string(position)?)].into();
-    safetensors_io::to_bytes(&named, meta)
+    checkpoints.save(safetensors_io::named_to_bytes(&state, meta)?)
 }
 
 /// Restores a saved state into `opt` and `total`; the position it was
@@ -200,6 +206,7 @@ pub fn train(
         }
     }
     let started = std::time::Instant::now();
+    let trained = || earlier + started.elapsed().as_secs_f64();
     let mut last_save = std::time::Instant::now();
     while position.epoch < schedule.epochs {
         let epoch = position.epoch;
@@ -212,8 +219,7 @@ pub fn train(
             let step = position.step;
             if env.stopped() {
                 if let Some(c) = checkpoints {
-                    position.seconds = earlier + started.elapsed().as_secs_f64();
-                    c.save(save_state(&mut opt, &total, &position)?)?;
+                    save(c, &mut opt, &total, &mut position, trained())?;
                 }
                 anyhow::bail!("stopped before epoch {} ended", epoch + 1);
             }
@@ -239,8 +245,7 @@ pub fn train(
             }
             let last = epoch + 1 == schedule.epochs && step + 1 == steps;
             if let Some(c) = checkpoints.filter(|c| !last && c.due(last_save.elapsed())) {
-                position.seconds = earlier + started.elapsed().as_secs_f64();
-                c.save(save_state(&mut opt, &total, &position)?)?;
+                save(c, &mut opt, &total, &mut position, trained())?;
                 last_save = std::time::Instant::now();
             }
         }

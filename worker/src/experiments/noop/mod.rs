@@ -23,7 +23,6 @@ use subliminal_shared::stage::StageSpec;
 
 use crate::llm::finetune::{
     attach_lora, lora_tensors, train, Checkpoints, Example, Hooks, LoraSpec, TrainSettings,
-    ALL_PROJECTIONS,
 };
 use crate::llm::random::tiny_llama;
 use crate::stages::{Artifact, Progress, StageEnv};
@@ -91,13 +90,7 @@ fn fine_tune(
 ) -> anyhow::Result<Vec<u8>> {
     let (_base, mut model) = tiny_llama(params.seed, env.device)?;
     let adapters = nn::VarStore::new(env.device);
-    let spec = LoraSpec {
-        rank: 4,
-        alpha: 8.0,
-        targets: ALL_PROJECTIONS.map(str::to_owned).to_vec(),
-        rslora: false,
-        layers: Vec::new(),
-    };
+    let spec = LoraSpec::every_projection(4, 8.0);
     attach_lora(&mut model, &adapters, &spec, params.step)?;
     let mut rows = ChaCha8Rng::from_seed(*chain(params, link).first_chunk::<32>().unwrap_or(link));
     let vocab = model.config.vocab_size as u32;
@@ -134,9 +127,7 @@ fn fine_tune(
     let Some(_report) = train(&model, &adapters, &examples, &settings, 0, hooks)? else {
         anyhow::bail!("stopped partway through training, its progress saved");
     };
-    let tensors = lora_tensors(&adapters);
-    let named: Vec<(&str, &tch::Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    crate::safetensors_io::to_bytes(&named, Default::default())
+    crate::safetensors_io::named_to_bytes(&lora_tensors(&adapters), Default::default())
 }
 
 /// Takes `duration_ms`, in slices, stopping early when told to.

@@ -191,13 +191,11 @@ pub(crate) fn train_examples(
                 },
             )?
             .context("stopped")?;
-            let tensors = finetune::lora_tensors(&lora_vs);
-            let named: Vec<(&str, &tch::Tensor)> =
-                tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
             let meta = [("lora".to_owned(), serde_json::to_string(&spec)?)].into();
-            let weights = Artifact::new(ADAPTER, safetensors_io::to_bytes(&named, meta)?);
-            drop(named);
-            drop(tensors);
+            let weights = Artifact::new(
+                ADAPTER,
+                safetensors_io::named_to_bytes(&finetune::lora_tensors(&lora_vs), meta)?,
+            );
             lora_vs.freeze();
             Ok(Trained {
                 weights,
@@ -236,13 +234,10 @@ pub(crate) fn train_examples(
                 .filter(|(_, t)| t.requires_grad())
                 .collect();
             tensors.sort_by(|a, b| a.0.cmp(&b.0));
-            let named: Vec<(&str, &tch::Tensor)> =
-                tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
             let weights = Artifact::new(
                 WEIGHTS,
-                safetensors_io::to_bytes(&named, Default::default())?,
+                safetensors_io::named_to_bytes(&tensors, Default::default())?,
             );
-            drop(named);
             drop(tensors);
             vs.freeze();
             Ok(Trained {
