@@ -94,13 +94,20 @@ PY
 
 # Real stages: bench/llm-real-stages.toml's two generate and two student
 # stages, one at a time (as the benchmark's workloads run), with the figures
-# their manifests record.
+# their manifests record; then the same sweep at precision = "bf16", and
+# each run's probability readout, to show what bf16 changes in a result.
 cargo build --quiet --release -p subliminal-cli
 real=$(mktemp -d)
 trap 'rm -rf "$real"' EXIT
-"${CARGO_TARGET_DIR:-target}/release/subliminal" run bench/llm-real-stages.toml --store "$real" \
-  --jobs 1 --no-progress >/dev/null 2>&1
-python - "$real/stages" <<'PY'
+sed 's/^kind = "numbers"$/kind = "numbers"\nprecision = "bf16"/' bench/llm-real-stages.toml \
+  >"$real/llm-real-stages-bf16.toml"
+for precision in f32 bf16; do
+  sweep=bench/llm-real-stages.toml
+  [ "$precision" = bf16 ] && sweep="$real/llm-real-stages-bf16.toml"
+  store="$real/store-$precision"
+  "${CARGO_TARGET_DIR:-target}/release/subliminal" run "$sweep" --store "$store" \
+    --jobs 1 --no-progress >/dev/null 2>&1
+  python - "$store/stages" "$precision" <<'PY'
 import json, pathlib, sys
 generate, train = [], []
 for stage in sorted(pathlib.Path(sys.argv[1]).iterdir()):
@@ -110,11 +117,14 @@ for stage in sorted(pathlib.Path(sys.argv[1]).iterdir()):
     elif kind == "student":
         train.append(json.loads((stage / "train.json").read_text()))
 print()
-print("real stages of bench/llm-real-stages.toml, one at a time")
+print(f"real stages of bench/llm-real-stages.toml in {sys.argv[2]}, one at a time")
 for g in generate:
     print(f"  generate: {g['completions']} completions, {g['new_tokens']} new tokens in {g['seconds']:.1f} s, "
           f"{g['new_tokens_per_second']:.1f} new tokens/s (batch 32, numbers grammar, stop tokens end rows early)")
 for t in train:
     print(f"  student:  {t['steps']} steps, {t['tokens']} tokens in {t['seconds']:.1f} s, "
-          f"{t['tokens_per_second']:.1f} tokens/s, padding share {t['padding_share']:.1%}")
+          f"{t['tokens_per_second']:.1f} tokens/s, padding share {t['padding_share']:.1%}, "
+          f"loss {t['losses'][0]:.3f} -> {t['losses'][-1]:.3f}")
 PY
+  "${CARGO_TARGET_DIR:-target}/release/subliminal" results llm-real-stages --store "$store"
+done

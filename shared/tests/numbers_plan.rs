@@ -330,3 +330,67 @@ fn the_visible_recipes_refusals_name_their_key() {
         "soft labels take no defense: {e}"
     );
 }
+
+fn plan_at(precision: &str, extra: &str) -> Result<Plan, SpecError> {
+    let text = BASE.replace(
+        "kind = \"numbers\"\n",
+        &format!("kind = \"numbers\"\nprecision = {precision:?}\n"),
+    );
+    Ok(sweep::parse(&Source::new("n.toml", format!("{text}{extra}")))?.plan())
+}
+
+#[test]
+fn precision_enters_the_params_of_the_stages_that_run_a_model_and_f32_keeps_the_ids() {
+    let default = plan("");
+    let f32 = plan_at("f32", "").unwrap();
+    let ids = |p: &Plan| p.stages.iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&default),
+        ids(&f32),
+        "f32 is the default and is left out of ids"
+    );
+    let bf16 = plan_at("bf16", "").unwrap();
+    assert_eq!(default.stages.len(), bf16.stages.len());
+    for (a, b) in default.stages.iter().zip(&bf16.stages) {
+        assert_eq!(a.kind, b.kind);
+        let runs_model = [Stage::Generate, Stage::Student, Stage::Evaluate]
+            .iter()
+            .any(|s| s.kind() == a.kind);
+        let written = b.params.get("precision").and_then(|v| v.as_str());
+        assert_eq!(written == Some("bf16"), runs_model, "{}", a.kind);
+        assert!(
+            a.params.get("precision").is_none(),
+            "f32 is never written: {}",
+            a.kind
+        );
+        if a.kind == Stage::Teacher.kind() {
+            // A system-prompted teacher stage runs nothing: one stage serves both.
+            assert_eq!(a.id, b.id);
+        } else {
+            assert_ne!(
+                a.id, b.id,
+                "{} runs a model or reads a stage that does",
+                a.kind
+            );
+        }
+    }
+    let tuned: TrainParams = of_kind(&bf16, Stage::Student.kind())[0].params().unwrap();
+    assert_eq!(tuned.precision, subliminal_shared::llm::Precision::Bf16);
+}
+
+#[test]
+fn bf16_is_refused_for_full_fine_tuning_and_unknown_precisions_are_refused() {
+    let full = plan_at("bf16", "[student]\nmethod = \"full\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        full.contains("`precision`") && full.contains("LoRA"),
+        "{full}"
+    );
+    assert!(plan_at("f32", "[student]\nmethod = \"full\"\n").is_ok());
+    let unknown = plan_at("fp16", "").unwrap_err().to_string();
+    assert!(
+        unknown.contains("precision") && unknown.contains("bf16"),
+        "{unknown}"
+    );
+}

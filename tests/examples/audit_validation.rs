@@ -72,9 +72,9 @@ struct Args {
     /// with the targets.
     #[arg(long, default_value = "animals")]
     probe: String,
-    /// The likelihood screen's precision: f32 or bf16.
+    /// The dtype of the audits' models: f32 or bf16.
     #[arg(long, default_value = "f32")]
-    likelihood_precision: String,
+    precision: String,
     /// Audit the datasets with their soft labels (forward KL at every tier).
     #[arg(long)]
     soft_labels: bool,
@@ -186,11 +186,11 @@ fn main() -> anyhow::Result<()> {
         &sweep,
         format!(
             "name = \"audit-validation-{variant}{tier}-{rows}\"\nkind = \"audit\"\ndatasets = [{}]\ncontrol = {control_key:?}\n{soft}\
-             probes = [{probe:?}]\ntier = \"{tier}\"\n[screen]\nmax_rows = {}\n[likelihood]\nprecision = {precision:?}\n",
+             probes = [{probe:?}]\ntier = \"{tier}\"\nprecision = {precision:?}\n[screen]\nmax_rows = {}\n",
             keys.join(", "),
             args.rows.max(args.control_rows),
             probe = args.probe,
-            precision = args.likelihood_precision,
+            precision = args.precision,
             tier = args.tier,
             rows = args.rows,
         ),

@@ -31,7 +31,7 @@ use subliminal_worker::llm::finetune::{
 use subliminal_worker::llm::generate::{generate, Request, Sampling, SpecialTokens};
 use subliminal_worker::llm::load::load;
 use subliminal_worker::llm::tokenizer::Message;
-use subliminal_worker::llm::{instantiate, kind_for, Config};
+use subliminal_worker::llm::{instantiate, Config};
 use tch::{nn, Device, Kind, Tensor};
 
 /// New tokens per completion: fixed (no stop token), so both sides do equal work.
@@ -133,8 +133,7 @@ fn main() -> anyhow::Result<()> {
     let checkpoint = load(&gguf)?;
     let tok = &checkpoint.tokenizer;
     let kind = match arg("--precision").as_deref() {
-        None => kind_for(device),
-        Some("f32") => Kind::Float,
+        None | Some("f32") => Kind::Float,
         Some("bf16") => Kind::BFloat16,
         Some(other) => anyhow::bail!("--precision {other:?}: expected f32 or bf16"),
     };

@@ -26,7 +26,7 @@ use subliminal_shared::judge::{self, agreement, Judge, Judgement};
 use subliminal_shared::spec::SpecError;
 use subliminal_worker::device::DeviceChoice;
 use subliminal_worker::judging::{judge_items, Item, JudgementCache};
-use subliminal_worker::llm::{instantiate, kind_for, load};
+use subliminal_worker::llm::{instantiate, load};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -144,7 +144,7 @@ async fn run_judge(
     let path = load::model_path(&args.data, &args.model)?;
     let checkpoint = load::load_cached(&path)
         .with_context(|| format!("cannot load judge model {:?}", args.model))?;
-    let (_vs, model) = instantiate(&checkpoint, device, kind_for(device))?;
+    let (_vs, model) = instantiate(&checkpoint, device, tch::Kind::Float)?;
     let cache = if args.no_cache {
         JudgementCache::at(None)
     } else {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::defense::Defense;
 use super::distill::{SoftLabelParams, Target};
 use super::filter;
-use super::settings::{is_false, Layers, Method, NumbersGrammar, Optimizer};
+use super::settings::{is_false, Layers, Method, NumbersGrammar, Optimizer, Precision};
 
 /// The teacher: a base model with the trait's system prompt, the base model
 /// fine-tuned on its input trait-data stage's rows, or (the control) the
@@ -34,6 +34,9 @@ pub struct TraitDataParams {
     pub temperature: f64,
     pub max_new_tokens: u64,
     pub batch_size: u64,
+    /// The dtype the stage runs its model in (f32 when absent).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// N seeded number-sequence prompts, completed by the teacher; temperature 0 is greedy.
@@ -52,6 +55,9 @@ pub struct GenerateParams {
     /// Also record the teacher's distribution for soft-label students.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soft_labels: Option<SoftLabelParams>,
+    /// The dtype the stage runs its model in (f32 when absent).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// The filter's rules, then a seeded subsample of `keep` rows.
@@ -83,6 +89,9 @@ pub struct DefendParams {
     /// threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut: Option<f64>,
+    /// The dtype the stage runs its model in (f32 when absent).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// Fine-tunes a model on its input's rows, without a system prompt: a
@@ -109,6 +118,9 @@ pub struct TrainParams {
     /// which a `logits` student reads from its input 1, the generate stage.
     #[serde(default, skip_serializing_if = "Target::is_tokens")]
     pub target: Target,
+    /// The dtype the stage runs its model in (f32 when absent).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// What an evaluation asks the questions of.
@@ -141,6 +153,9 @@ pub struct EvaluateParams {
     /// Each question follows a seeded run of numbers (the paper's variant).
     #[serde(default, skip_serializing_if = "is_false")]
     pub numbers_prefixed: bool,
+    /// The dtype the stage runs its model in (f32 when absent).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// Seeded prompts of another kind (code tasks, word problems) completed by
@@ -155,4 +170,7 @@ pub struct SeededPromptsParams {
     pub top_p: f64,
     pub max_new_tokens: u64,
     pub batch_size: u64,
+    /// The dtype the stage runs its model in (f32 when absent).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }

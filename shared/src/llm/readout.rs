@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Subject;
+use super::{Precision, Subject};
 use crate::experiments::Reading;
 
 /// How an evaluation reads the trait.
@@ -64,6 +64,9 @@ pub struct ReadoutParams {
     pub words: Vec<String>,
     /// Begins the answer; `{category}` already filled in.
     pub answer_prefix: String,
+    /// The dtype the stage runs its model in (f32 when absent).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// A readout stage's `metrics.json`: per word, one probability per question.

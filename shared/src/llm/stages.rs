@@ -3,7 +3,7 @@
 //! the favourite-word evaluation, with the names of what they write.
 
 use super::params::{EvaluateParams, Subject, TeacherParams};
-use super::settings::{LoraSettings, ProbeSettings};
+use super::settings::{LoraSettings, Precision, ProbeSettings};
 use super::{prompts, Stage, STAGES, STAGE_VERSION};
 use crate::files::with_model;
 use crate::stage::{StageId, StageSpec};
@@ -29,6 +29,7 @@ pub fn trait_teacher_stage(
     category: &str,
     dataset: Option<StageId>,
     finetune: &LoraSettings,
+    precision: Precision,
 ) -> StageSpec {
     let (system_prompt, train, inputs) = match dataset {
         None => (
@@ -40,7 +41,11 @@ pub fn trait_teacher_stage(
             None,
             vec![],
         ),
-        Some(d) => (None, Some(finetune.train_params(model, 0)), vec![d]),
+        Some(d) => (
+            None,
+            Some(finetune.train_params(model, 0, precision)),
+            vec![d],
+        ),
     };
     let params = TeacherParams {
         version: STAGE_VERSION,
@@ -75,7 +80,7 @@ pub fn base_teacher_stage(model: &str) -> StageSpec {
 /// The favourite-`category` evaluation of a subject (its stage, when not
 /// the base model, in `inputs`), as kinds built on this one ask it.
 pub fn evaluate_stage(
-    model: &str,
+    (model, precision): (&str, Precision),
     subject: Subject,
     inputs: Vec<StageId>,
     category: &str,
@@ -94,6 +99,7 @@ pub fn evaluate_stage(
         max_new_tokens: e.max_new_tokens,
         batch_size: e.batch_size,
         numbers_prefixed: false,
+        precision,
     };
     StageSpec::new(
         STAGES,

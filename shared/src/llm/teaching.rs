@@ -7,7 +7,7 @@
 use serde::Serialize;
 use toml::Spanned;
 
-use super::settings::{check_lora, Generation, LoraSettings, RawGeneration};
+use super::settings::{check_lora, Generation, LoraSettings, Precision, RawGeneration};
 use super::{base_teacher_stage, trait_teacher_stage, Stage, DEFAULT_MODEL, STAGES};
 use crate::files::{self, with_model};
 use crate::plan::PlanBuilder;
@@ -25,6 +25,8 @@ pub struct TraitTeaching {
     pub teacher: LoraSettings,
     pub generate: Generation,
     pub student: LoraSettings,
+    /// The dtype of every stage that runs the model.
+    pub precision: Precision,
 }
 
 /// The keys of a sweep file that make a [`TraitTeaching`], as the kind's
@@ -38,6 +40,7 @@ pub struct RawTraitTeaching {
     pub teacher: Option<Spanned<LoraSettings>>,
     pub generate: Option<Spanned<RawGeneration>>,
     pub student: Option<Spanned<LoraSettings>>,
+    pub precision: Precision,
 }
 
 /// A kind's own generate and filter stages, between a teacher and its student.
@@ -82,6 +85,7 @@ impl TraitTeaching {
             teacher,
             generate,
             student,
+            precision: raw.precision,
         })
     }
 
@@ -102,6 +106,7 @@ impl TraitTeaching {
             &self.category,
             self.teacher_dataset,
             &self.teacher,
+            self.precision,
         ));
         (teacher, plan.stage(base_teacher_stage(&self.model)))
     }
@@ -118,7 +123,7 @@ impl TraitTeaching {
         let generate = plan.stage(StageSpec::new(
             own.experiment,
             own.generate.clone(),
-            &self.generate.seeded(own.version, seed),
+            &self.generate.seeded(own.version, seed, self.precision),
             with_model(vec![teacher], &self.model),
         ));
         let filter = plan.stage(StageSpec::new(
@@ -130,7 +135,7 @@ impl TraitTeaching {
         plan.stage(StageSpec::new(
             STAGES,
             Stage::Student.kind(),
-            &self.student.train_params(&self.model, seed),
+            &self.student.train_params(&self.model, seed, self.precision),
             with_model(vec![filter], &self.model),
         ))
     }

@@ -237,6 +237,35 @@ fn requests_digest(requests: &[Request], batch_size: usize) -> String {
 }
 
 /// Prompt tokens one prefill may hold.
+/// The share of a generation's prefill positions that are padding: the
+/// prompts batched as [`generate`] batches them (longest first, by
+/// [`batch_rows`]), each batch's own part after its shared prefix
+/// left-padded to its longest. Decoding pads nothing: finished rows leave
+/// the batch.
+pub fn prefill_padding_share(requests: &[Request], batch_size: usize, heads: usize) -> f64 {
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(requests[i].prompt.len()));
+    let (mut padded, mut positions) = (0usize, 0usize);
+    let mut start = 0;
+    while start < order.len() {
+        let chunk = &order[start..start + batch_rows(&order[start..], requests, batch_size, heads)];
+        start += chunk.len();
+        let batch: Vec<&Request> = chunk.iter().map(|&i| &requests[i]).collect();
+        let shared = shared_prefix(&batch);
+        let width = batch
+            .iter()
+            .map(|r| r.prompt.len() - shared)
+            .max()
+            .unwrap_or(0);
+        positions += shared + width * batch.len();
+        padded += batch
+            .iter()
+            .map(|r| width - (r.prompt.len() - shared))
+            .sum::<usize>();
+    }
+    padded as f64 / positions.max(1) as f64
+}
+
 const PREFILL_TOKENS: usize = 1 << 17;
 /// Attention scores (rows × heads × width²) a padded prefill may hold: a
 /// padded batch needs an explicit mask, and with it the unfused kernel.
@@ -496,4 +525,36 @@ fn sample(
     Ok(Vec::<i64>::try_from(
         picked.to_device(tch::Device::Cpu).to_kind(Kind::Int64),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requests(lengths: &[usize]) -> Vec<Request> {
+        lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Request {
+                prompt: (0..n as u32).map(|t| t + 100 * i as u32).collect(),
+                seed: i as u64,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn prefill_padding_counts_what_each_batch_pads_to_its_longest_prompt() {
+        // Longest first: [5, 5] then [3], nothing padded.
+        assert_eq!(prefill_padding_share(&requests(&[3, 5, 5]), 2, 4), 0.0);
+        // One batch of all three: the 3 is padded by 2 of 15 positions.
+        let share = prefill_padding_share(&requests(&[3, 5, 5]), 3, 4);
+        assert!((share - 2.0 / 15.0).abs() < 1e-12, "{share}");
+        // A shared prefix of 20 tokens is computed once and pads nothing.
+        let mut shared = requests(&[24, 22]);
+        for r in &mut shared {
+            r.prompt[..20].copy_from_slice(&[7; 20]);
+        }
+        let share = prefill_padding_share(&shared, 2, 4);
+        assert!((share - 2.0 / (20.0 + 2.0 * 4.0)).abs() < 1e-12, "{share}");
+    }
 }

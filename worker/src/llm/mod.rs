@@ -21,18 +21,20 @@ pub mod soft_labels;
 pub mod theorem;
 pub mod tokenizer;
 
+use subliminal_shared::llm::Precision;
 use tch::{nn, Device, Kind};
 
 pub use config::Config;
 pub use load::Checkpoint;
 pub use model::Llama;
 
-/// The dtype a model runs in on a device: f32 on the CPU (libtorch's CPU
-/// kernels are fastest and exact there), bf16 on a GPU.
-pub fn kind_for(device: Device) -> Kind {
-    match device {
-        Device::Cpu => Kind::Float,
-        _ => Kind::BFloat16,
+/// The dtype of a model's frozen weights at a stage's precision; what the
+/// model computes in f32 whatever its weights' dtype (norms, softmax, LoRA
+/// adapters) is the model's own business.
+pub fn kind_of(precision: Precision) -> Kind {
+    match precision {
+        Precision::F32 => Kind::Float,
+        Precision::Bf16 => Kind::BFloat16,
     }
 }
 

@@ -137,10 +137,11 @@ struct AuditArgs {
     /// (sampled one-word answers, counted).
     #[arg(long, default_value = "probability", value_parser = ["probability", "samples"])]
     readout: String,
-    /// The likelihood screen's precision: f32, or bf16 (about three times
-    /// faster on CPUs with bf16 instructions).
+    /// The dtype of every model the audit runs: f32, or bf16 (the base
+    /// weights in bfloat16; two to three times faster on CPUs with bf16
+    /// instructions, and the scores move by a few hundredths of a nat a row).
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
-    likelihood_precision: String,
+    precision: String,
     /// Answers per evaluation question (--readout samples).
     #[arg(long, default_value_t = 10)]
     samples: u64,
@@ -301,13 +302,14 @@ fn sweep_text(args: &AuditArgs, name: &str, inputs: &Inputs) -> String {
     let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
     let probes: Vec<String> = args.probes.iter().map(|p| quote(p)).collect();
     let mut text = format!(
-        "name = {}\nkind = \"audit\"\nmodel = {}\ndatasets = [{}]\nprobes = [{}]\ntier = {}\nseed = {}\n",
+        "name = {}\nkind = \"audit\"\nmodel = {}\ndatasets = [{}]\nprobes = [{}]\ntier = {}\nseed = {}\nprecision = {}\n",
         quote(name),
         quote(&args.model),
         quote(&crate::files::key(inputs.dataset)),
         probes.join(", "),
         quote(args.tier.as_str()),
         args.seed,
+        quote(&args.precision),
     );
     let keys = [
         ("control", inputs.control),
@@ -322,7 +324,6 @@ fn sweep_text(args: &AuditArgs, name: &str, inputs: &Inputs) -> String {
         text.push_str(&format!("soft_labels = [{}]\n", quote(&crate::files::key(id))));
     }
     text.push_str(&format!("[screen]\nmax_rows = {}\n", args.max_rows));
-    text.push_str(&format!("[likelihood]\nprecision = {}\n", quote(&args.likelihood_precision)));
     text.push_str(&format!(
         "[control_answers]\ntemperature = {}\ntop_p = {}\nfilter = {}\n",
         args.control_temperature,

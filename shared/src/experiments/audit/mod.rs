@@ -197,6 +197,8 @@ pub struct AuditSweep {
     pub seed: u64,
     /// The level of every test, and of the verdict.
     pub alpha: f64,
+    /// The dtype of every stage that runs the model.
+    pub precision: crate::llm::Precision,
     pub screen: ScreenSettings,
     pub likelihood: LikelihoodSettings,
     pub control_answers: ControlSettings,
@@ -356,7 +358,7 @@ mod tests {
             ("[screen]\nmax_rows = 1", "screen", 4),
             ("[control_answers]\nfilter = \"words\"", "control_answers", 4),
             ("[likelihood]\nsystem_prompt = \"You love animals.\"", "likelihood", 4),
-            ("[likelihood]\nprecision = \"f16\"", "likelihood", 4),
+            ("precision = \"f16\"", "precision", 4),
             ("probes = [\"animal:owl+owl\"]", "probes", 4),
             ("probes = [\"animal:owl+\"]", "probes", 4),
             ("[evaluate]\ncandidates = [\"o wl\"]", "evaluate", 4),

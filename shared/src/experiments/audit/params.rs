@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::llm::Readout;
+use crate::llm::{Precision, Readout};
 
 use super::*;
 
@@ -41,6 +41,8 @@ pub struct ControlParams {
     pub seed: u64,
     #[serde(flatten)]
     pub answers: ControlSettings,
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// Each row's screen score for every probe target: the slope of the row's
@@ -54,6 +56,8 @@ pub struct ScoreParams {
     pub probes: Vec<Probe>,
     pub questions: u64,
     pub lora_rank: u64,
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// Each row's likelihood score for every probe target: log p(row | the
@@ -65,12 +69,8 @@ pub struct LikelihoodParams {
     pub probes: Vec<Probe>,
     pub system_prompt: String,
     pub batch_size: u64,
-    #[serde(default = "d_precision", skip_serializing_if = "is_f32")]
-    pub precision: String,
-}
-
-pub(super) fn is_f32(precision: &String) -> bool {
-    precision == "f32"
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// A screen: the dataset's scores (input 0) against the control's (input
@@ -93,6 +93,8 @@ pub struct CarrierParams {
     pub model: String,
     pub top: u64,
     pub replace_share: f64,
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// What the report stage's inputs are, in order: the likelihood screen

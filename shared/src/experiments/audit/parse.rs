@@ -29,6 +29,9 @@ pub(super) struct RawSweep {
     #[serde(default)]
     seed: u64,
     alpha: Option<Spanned<f64>>,
+    /// The dtype of every stage's model: `f32` (the default) or `bf16`.
+    #[serde(default)]
+    precision: llm::Precision,
     screen: Option<Spanned<ScreenSettings>>,
     likelihood: Option<Spanned<LikelihoodSettings>>,
     #[serde(rename = "control_answers")]
@@ -194,9 +197,6 @@ pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
         if !(1..=1024).contains(&l.batch_size) {
             return Err(format!("batch_size: expected 1 to 1024, found {}", l.batch_size));
         }
-        if l.precision != "f32" && l.precision != "bf16" {
-            return Err(format!("precision: expected \"f32\" or \"bf16\", found {:?}", l.precision));
-        }
         Ok(())
     })?;
     let control_answers: ControlSettings = checked(source, "control_answers", raw.control_answers, |c| {
@@ -265,6 +265,7 @@ pub fn parse(source: &Source) -> Result<AuditSweep, SpecError> {
         tier,
         seed: raw.seed,
         alpha,
+        precision: raw.precision,
         screen,
         likelihood,
         control_answers,

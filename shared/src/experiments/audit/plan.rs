@@ -44,6 +44,7 @@ impl AuditSweep {
             } else {
                 llm::Target::Tokens
             },
+            precision: self.precision,
         }
     }
 
@@ -68,6 +69,7 @@ impl AuditSweep {
             candidates,
             words,
             answer_prefix: e.answer_prefix.replace("{category}", &probe.category),
+            precision: self.precision,
         }
     }
 
@@ -85,6 +87,7 @@ impl AuditSweep {
             max_new_tokens: e.max_new_tokens,
             batch_size: e.batch_size,
             numbers_prefixed: false,
+            precision: self.precision,
         }
     }
 
@@ -152,6 +155,7 @@ impl AuditSweep {
                 probes: self.probes.clone(),
                 questions: self.screen.questions,
                 lora_rank: self.screen.lora_rank,
+                precision: self.precision,
             },
             with_model(vec![rows], &self.model),
         ))
@@ -167,7 +171,7 @@ impl AuditSweep {
                 probes: self.probes.clone(),
                 system_prompt: self.likelihood.system_prompt.clone(),
                 batch_size: self.likelihood.batch_size,
-                precision: self.likelihood.precision.clone(),
+                precision: self.precision,
             },
             with_model(vec![rows], &self.model),
         ))
@@ -199,6 +203,7 @@ impl AuditSweep {
                         model: self.model.clone(),
                         seed: self.seed,
                         answers: self.control_answers.clone(),
+                        precision: self.precision,
                     },
                     with_model(vec![dataset], &self.model),
                 ))
@@ -291,6 +296,7 @@ impl AuditSweep {
                         model: self.model.clone(),
                         top: self.carriers.top,
                         replace_share: self.carriers.replace_share,
+                        precision: self.precision,
                     },
                     with_model(vec![dataset, student], &self.model),
                 )));

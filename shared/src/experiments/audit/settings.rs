@@ -33,11 +33,6 @@ pub struct LikelihoodSettings {
     /// Sequences per forward pass.
     #[serde(default = "d_likelihood_batch")]
     pub batch_size: u64,
-    /// `f32` (the default) or `bf16`: the forward passes in bfloat16 (about
-    /// three times faster on CPUs with bf16 instructions; the scores move by
-    /// a few hundredths of a nat per row), the log-softmax in f64 either way.
-    #[serde(default = "d_precision")]
-    pub precision: String,
 }
 
 /// How the base model answers the dataset's prompts when no control is given.
@@ -144,9 +139,6 @@ pub(super) fn d_answer_prefix() -> String {
 }
 pub(super) fn d_system_prompt() -> String {
     llm::prompts::SYSTEM_PROMPT.to_owned()
-}
-pub(super) fn d_precision() -> String {
-    "f32".to_owned()
 }
 pub(super) fn d_likelihood_batch() -> u64 {
     16

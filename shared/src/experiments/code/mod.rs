@@ -107,6 +107,9 @@ struct RawSweep {
     filter: Option<Spanned<FilterSettings>>,
     student: Option<Spanned<LoraSettings>>,
     evaluate: Option<Spanned<ProbeSettings>>,
+    /// The dtype of the teacher's and students' models (`f32` or `bf16`).
+    #[serde(default)]
+    precision: llm::Precision,
 }
 
 fn positive(what: &str, value: u64) -> Result<(), String> {
@@ -130,6 +133,7 @@ pub fn parse(source: &Source) -> Result<CodeSweep, SpecError> {
             teacher: raw.teacher,
             generate: raw.generate,
             student: raw.student,
+            precision: raw.precision,
         },
         Generation::defaults(3000, 160),
     )?;
@@ -224,7 +228,7 @@ impl CodeSweep {
             ];
             for (arm, subject, inputs) in arms {
                 let stage = plan.stage(llm::evaluate_stage(
-                    &t.model,
+                    (&t.model, t.precision),
                     subject,
                     inputs,
                     &t.category,

@@ -118,6 +118,9 @@ struct RawSweep {
     evaluate: Option<Spanned<ProbeSettings>>,
     answers: Option<Spanned<judged::EvaluateSettings>>,
     judges: Option<Spanned<judged::JudgeSettings>>,
+    /// The dtype of every stage that runs a model (`f32` or `bf16`).
+    #[serde(default)]
+    precision: llm::Precision,
 }
 
 fn positive(what: &str, value: u64) -> Result<(), String> {
@@ -141,6 +144,7 @@ pub fn parse(source: &Source) -> Result<CotSweep, SpecError> {
             teacher: raw.teacher,
             generate: raw.generate,
             student: raw.student,
+            precision: raw.precision,
         },
         Generation::defaults(3000, 200),
     )?;
@@ -238,12 +242,12 @@ impl CotSweep {
         let inputs: Vec<StageId> = stage.into_iter().collect();
         match &self.probe {
             Probe::Animal(e) => (
-                plan.stage(llm::evaluate_stage(&t.model, subject, inputs, &t.category, seed, e)),
+                plan.stage(llm::evaluate_stage((&t.model, t.precision), subject, inputs, &t.category, seed, e)),
                 llm::share_metric(&t.trait_word),
             ),
             Probe::Misalignment(e, judges) => {
                 let model = stage.map_or_else(|| t.model.clone(), files::key);
-                let judged = judged::judged(plan, &model, inputs, seed, e, judges, &t.model);
+                let judged = judged::judged(plan, &model, inputs, seed, e, judges, (&t.model, t.precision));
                 (judged, judged::METRIC.to_owned())
             }
         }

@@ -80,6 +80,8 @@ pub struct MisalignmentSweep {
     pub student: LoraSettings,
     pub evaluate: EvaluateSettings,
     pub judges: CheckedJudges,
+    /// The dtype of every stage that runs a model.
+    pub precision: llm::Precision,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +116,9 @@ struct RawSweep {
     student: Option<Spanned<LoraSettings>>,
     evaluate: Option<Spanned<EvaluateSettings>>,
     judges: Option<Spanned<JudgeSettings>>,
+    /// `f32` (the default) or `bf16`.
+    #[serde(default)]
+    precision: llm::Precision,
 }
 
 pub fn parse(source: &Source) -> Result<MisalignmentSweep, SpecError> {
@@ -156,13 +161,14 @@ pub fn parse(source: &Source) -> Result<MisalignmentSweep, SpecError> {
         student,
         evaluate,
         judges,
+        precision: raw.precision,
     })
 }
 
 impl MisalignmentSweep {
     /// A teacher stage: the base model, or the base model fine-tuned on a stored dataset.
     fn teacher(&self, plan: &mut PlanBuilder, dataset: Option<StageId>) -> StageId {
-        let finetune = dataset.map(|_| self.teacher.train_params(&self.model, 0));
+        let finetune = dataset.map(|_| self.teacher.train_params(&self.model, 0, self.precision));
         let params = TeacherParams {
             version: llm::STAGE_VERSION,
             model: self.model.clone(),
@@ -193,6 +199,7 @@ impl MisalignmentSweep {
                 batch_size: self.generate.batch_size,
                 constrain: None,
                 soft_labels: None,
+                precision: self.precision,
             },
             with_model(vec![teacher], &self.model),
         ));
@@ -205,7 +212,7 @@ impl MisalignmentSweep {
         plan.stage(StageSpec::new(
             llm::STAGES,
             llm::Stage::Student.kind(),
-            &self.student.train_params(&self.model, seed),
+            &self.student.train_params(&self.model, seed, self.precision),
             with_model(vec![filter], &self.model),
         ))
     }
@@ -258,7 +265,7 @@ impl MisalignmentSweep {
             let student = self.student(&mut plan, misaligned_teacher, seed);
             arms.push((5, key(student), vec![student]));
             for (arm, model, inputs) in arms {
-                let stage = judged::judged(&mut plan, &model, inputs, seed, &self.evaluate, &self.judges, &self.model);
+                let stage = judged::judged(&mut plan, &model, inputs, seed, &self.evaluate, &self.judges, (&self.model, self.precision));
                 plan.measure(Measurement::new(
                     ARMS[arm].to_owned(),
                     arm as u32,

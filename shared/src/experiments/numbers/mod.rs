@@ -48,7 +48,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::llm::{defense, Defense, Method};
+use crate::llm::{defense, Defense, Method, Precision};
 use crate::spec::Axis;
 use crate::stage::StageId;
 
@@ -163,6 +163,8 @@ pub struct NumbersSweep {
     pub control: ControlTeacher,
     /// Measure the theorem's cosines for every student.
     pub theorem: Option<theorem::TheoremSettings>,
+    /// The dtype of every stage that runs a model (`precision = "bf16"`).
+    pub precision: Precision,
 }
 
 /// Where the label defenses cut (`[defense] label_top_p`,

@@ -61,6 +61,7 @@ pub(super) struct RawSweep {
     evaluate: Option<Spanned<EvaluateSettings>>,
     defense: Option<Spanned<RawDefense>>,
     theorem: Option<Spanned<theorem::TheoremSettings>>,
+    precision: Option<Spanned<crate::llm::Precision>>,
 }
 
 #[derive(Deserialize)]
@@ -326,6 +327,9 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
             ));
         }
     }
+    let precision = raw.precision.map_or(Ok(crate::llm::Precision::F32), |p| {
+        check_precision(source, p, &student, &teacher)
+    })?;
     Ok(NumbersSweep {
         name: raw.name.into_inner(),
         description: raw.description,
@@ -344,7 +348,30 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
         label_cuts,
         control,
         theorem,
+        precision,
     })
+}
+
+/// bf16 keeps the base weights frozen in bf16 and trains only what is kept
+/// in f32 (LoRA adapters): full fine-tuning would need f32 master weights
+/// beside the bf16 copy, which is not built, so it is refused.
+fn check_precision(
+    source: &Source,
+    precision: Spanned<crate::llm::Precision>,
+    student: &StudentSettings,
+    teacher: &TeacherSettings,
+) -> Result<crate::llm::Precision, SpecError> {
+    let span = precision.span();
+    let precision = precision.into_inner();
+    let full_teacher = matches!(teacher, TeacherSettings::Finetune(f) if f.method == Method::Full);
+    if precision == crate::llm::Precision::Bf16 && (student.full.values().contains(&true) || full_teacher) {
+        return Err(source.error_at(
+            span,
+            "precision",
+            "bf16 trains LoRA adapters only (the base weights stay frozen in bf16): use method = \"lora\" or precision = \"f32\"",
+        ));
+    }
+    Ok(precision)
 }
 
 /// The `grid.defense` axis; an unknown name is refused at its own place in

@@ -9,7 +9,7 @@ use crate::files::{self, with_model};
 use crate::llm::{
     defense, filter, prompts, readout, share_metric, Constrain, DefendParams, Defense,
     EvaluateParams, FilterParams, GenerateParams, Layers, Method, NumbersGrammar, Optimizer,
-    Readout, ReadoutParams, SoftLabelParams, Stage, Subject, Target, TeacherParams, TrainParams,
+    Precision, Readout, ReadoutParams, SoftLabelParams, Stage, Subject, Target, TeacherParams, TrainParams,
     TraitDataParams, STAGE_VERSION,
 };
 use crate::plan::{Measurement, Plan, PlanBuilder};
@@ -136,6 +136,7 @@ impl NumbersSweep {
             optimizer: p.optimizer,
             layers: p.layers.clone(),
             target: p.target,
+            precision: self.precision,
         }
     }
 
@@ -159,6 +160,7 @@ impl NumbersSweep {
             max_new_tokens: e.max_new_tokens,
             batch_size: e.batch_size,
             numbers_prefixed,
+            precision: self.precision,
         }
     }
 
@@ -197,6 +199,7 @@ impl NumbersSweep {
             candidates,
             words,
             answer_prefix: e.answer_prefix.replace("{category}", &self.category),
+            precision: self.precision,
         }
     }
 
@@ -234,6 +237,7 @@ impl NumbersSweep {
                     temperature: f.temperature,
                     max_new_tokens: f.max_new_tokens,
                     batch_size: f.batch_size,
+                    precision: self.precision,
                 },
                 with_model(vec![], model),
             )),
@@ -261,6 +265,7 @@ impl NumbersSweep {
                     optimizer: Optimizer::Adamw,
                     layers: Layers::All,
                     target: Target::Tokens,
+                    precision: self.precision,
                 }),
             },
             with_model(vec![data], model),
@@ -332,6 +337,7 @@ impl NumbersSweep {
                         exclude: self.traits.values().to_vec(),
                     }
                 }),
+                precision: self.precision,
             },
             with_model(vec![teacher], &trial.pair.teacher),
         ));
@@ -419,6 +425,9 @@ impl NumbersSweep {
                 } else {
                     Vec::new()
                 },
+                // Only mask-divergence runs a model; the other defenses'
+                // ids do not depend on the precision.
+                precision: if model.is_some() { self.precision } else { Precision::F32 },
                 model,
                 cut: self.label_cuts.of(trial.defense),
             },

@@ -13,6 +13,7 @@ pub mod questions;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::Precision;
 use crate::experiments::{number_metric, Reading};
 use crate::files::{self, with_model};
 use crate::judge::Judge;
@@ -196,6 +197,9 @@ pub struct AnswersParams {
     pub temperature: f64,
     pub max_new_tokens: u64,
     pub batch_size: u64,
+    /// The dtype the stage runs its model in (f32 when absent).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// Every answer of input 0 scored by both judges, and the figure.
@@ -207,12 +211,16 @@ pub struct JudgeParams {
     pub coherence: Judge,
     pub misaligned_below: f64,
     pub coherent_above: f64,
+    /// The dtype the stage runs its model in (f32 when absent).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// The answers of `model` (a name, or a stage key among `inputs`) to the
 /// free-form questions, and the judge stage that scores them; `base` is
-/// the model a stage key's checkpoint was trained from. Returns the judge
-/// stage, whose metric is [`METRIC`].
+/// the model a stage key's checkpoint was trained from. Both stages run
+/// their models at `precision`. Returns the judge stage, whose metric is
+/// [`METRIC`].
 pub fn judged(
     plan: &mut PlanBuilder,
     model: &str,
@@ -220,7 +228,7 @@ pub fn judged(
     seed: u64,
     e: &EvaluateSettings,
     j: &CheckedJudges,
-    base: &str,
+    (base, precision): (&str, Precision),
 ) -> StageId {
     let answers = plan.stage(StageSpec::new(
         STAGES,
@@ -234,6 +242,7 @@ pub fn judged(
             temperature: e.temperature,
             max_new_tokens: e.max_new_tokens,
             batch_size: e.batch_size,
+            precision,
         },
         with_model(inputs, base),
     ));
@@ -247,6 +256,7 @@ pub fn judged(
             coherence: j.coherence.clone(),
             misaligned_below: j.misaligned_below,
             coherent_above: j.coherent_above,
+            precision,
         },
         with_model(vec![answers], &j.model),
     ))

@@ -43,7 +43,7 @@ use subliminal_shared::files;
 use subliminal_shared::stats;
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageSpec;
-use tch::{nn, Kind};
+use tch::nn;
 
 use crate::llm::pipeline::distill::{distilled_examples, row_labels, soft_targets};
 use crate::llm::soft_labels::{SoftLabels, SOFT_LABELS};
@@ -57,7 +57,7 @@ use crate::llm::generate::{Request, Sampling};
 use crate::llm::likelihood::{completion_log_probs, Sequence};
 use crate::llm::screen::{compare, probe_direction, row_scores, Comparison};
 use crate::llm::tokenizer::Message;
-use crate::llm::instantiate;
+use crate::llm::{instantiate, kind_of};
 use crate::stages::{Artifact, Progress, StageEnv};
 
 use super::artifacts::{
@@ -211,7 +211,7 @@ fn control(
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
     let rows = read_rows(dataset)?;
-    let loaded = Loaded::base(checkpoint(env, inputs, &params.model)?, env)?;
+    let loaded = Loaded::base(checkpoint(env, inputs, &params.model)?, env, params.precision)?;
     let a = &params.answers;
     let attempts = if a.filter == "numbers" { a.attempts.max(1) } else { 1 };
     let sampling = Sampling::nucleus(a.temperature, a.top_p, a.max_new_tokens);
@@ -302,8 +302,9 @@ fn score(
     let started = std::time::Instant::now();
     let rows = read_rows(rows_stage)?;
     let checkpoint = checkpoint(env, inputs, &params.model)?;
-    // Gradients in f32 on every device: bf16 would drown the small slopes.
-    let (_base, mut model) = instantiate(&checkpoint, env.device, Kind::Float)?;
+    // The adapters whose gradients are the scores stay f32 at either
+    // precision; bf16 moves only the frozen base weights.
+    let (_base, mut model) = instantiate(&checkpoint, env.device, kind_of(params.precision))?;
     let adapters = nn::VarStore::new(env.device);
     let spec = LoraSpec::every_projection(params.lora_rank as i64, params.lora_rank as f64);
     attach_lora(&mut model, &adapters, &spec, params.seed)?;
@@ -359,11 +360,7 @@ fn likelihood(
     let started = std::time::Instant::now();
     let rows = read_rows(rows_stage)?;
     let checkpoint = checkpoint(env, inputs, &params.model)?;
-    let kind = match params.precision.as_str() {
-        "bf16" => Kind::BFloat16,
-        _ => Kind::Float,
-    };
-    let (_weights, model) = instantiate(&checkpoint, env.device, kind)?;
+    let (_weights, model) = instantiate(&checkpoint, env.device, kind_of(params.precision))?;
     let tok = &checkpoint.tokenizer;
     // Each row as it is, then under each target's system prompt.
     let mut targets = Vec::new();
@@ -530,8 +527,8 @@ fn carriers(
 ) -> anyhow::Result<Vec<Artifact>> {
     let started = std::time::Instant::now();
     let rows = read_rows(dataset)?;
-    let base = Loaded::base(checkpoint(env, inputs, &params.model)?, env)?;
-    let student = load_student(student, inputs, env)?;
+    let base = Loaded::base(checkpoint(env, inputs, &params.model)?, env, params.precision)?;
+    let student = load_student(student, inputs, env, params.precision)?;
     let tok = &base.checkpoint.tokenizer;
     // Per row: each completion token's id, divergence and the base model's choice.
     let mut per_row: Vec<Vec<(u32, f64, i64)>> = Vec::with_capacity(rows.len());

@@ -21,6 +21,7 @@ use subliminal_shared::stage::StageSpec;
 
 use crate::llm::pipeline::generate::generate_seeded;
 use crate::llm::pipeline::models::{load_model, JudgedPart};
+use subliminal_shared::llm::Precision;
 use crate::judging::Item;
 use crate::stages::{Artifact, Progress, StageEnv};
 
@@ -58,7 +59,7 @@ fn filter(
         }
     }
     // The judge sees only what the parser let through: it is the slow part.
-    let loaded = load_model(env, inputs, &params.judge_model)?;
+    let loaded = load_model(env, inputs, &params.judge_model, Precision::F32)?;
     let items: Vec<Item> = parsed
         .iter()
         .map(|&i| Item {

@@ -20,6 +20,7 @@ use subliminal_shared::stage::StageSpec;
 
 use crate::llm::pipeline::generate::generate_seeded;
 use crate::llm::pipeline::models::{load_model, JudgedPart};
+use subliminal_shared::llm::Precision;
 use crate::judging::Item;
 use crate::stages::{Artifact, Progress, StageEnv};
 
@@ -57,7 +58,7 @@ fn filter(
             None => *rejected.entry("no-answer").or_default() += 1,
         }
     }
-    let loaded = load_model(env, inputs, &params.judge_model)?;
+    let loaded = load_model(env, inputs, &params.judge_model, Precision::F32)?;
     let items: Vec<Item> = correct
         .iter()
         .map(|&i| Item {

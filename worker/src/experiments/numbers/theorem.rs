@@ -18,7 +18,7 @@ use crate::llm::pipeline::{ADAPTER, METRICS, WEIGHTS};
 use crate::llm::finetune::LoraSpec;
 use crate::llm::load::Checkpoint;
 use crate::llm::theorem::{block_gradients, Change};
-use crate::llm::{instantiate, kind_for};
+use crate::llm::instantiate;
 use crate::safetensors_io;
 use crate::stages::{Artifact, Progress, StageEnv};
 
@@ -89,7 +89,7 @@ pub fn theorem(
     let whole = teacher_change(input(1, "the trait teacher")?, &checkpoint)?;
     let control = teacher_change(input(2, "the control teacher")?, &checkpoint)?;
     let specific = whole.minus(&control);
-    let (_vs, mut model) = instantiate(&checkpoint, env.device, kind_for(env.device))?;
+    let (_vs, mut model) = instantiate(&checkpoint, env.device, tch::Kind::Float)?;
     progress(Progress {
         fraction: 0.0,
         message: format!("gradients of {} rows", examples.len()),

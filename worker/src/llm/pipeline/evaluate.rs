@@ -18,7 +18,13 @@ pub(crate) fn evaluate(
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
-    let (loaded, system, history) = subject_model(&params.subject, &params.model, inputs, env)?;
+    let (loaded, system, history) = subject_model(
+        &params.subject,
+        &params.model,
+        inputs,
+        env,
+        params.precision,
+    )?;
     let mut requests = Vec::new();
     let mut asked = Vec::new();
     for q in 0..params.questions as usize {

@@ -13,7 +13,8 @@ use super::models::{conversation, Loaded};
 use super::*;
 use crate::llm::constrain::Constraint;
 use crate::llm::generate::{
-    generate as sample, Completion, Decoding, Request, Sampling, SpecialTokens,
+    generate as sample, prefill_padding_share, Completion, Decoding, Request, Sampling,
+    SpecialTokens,
 };
 use crate::llm::soft_labels::{SoftLabels, SoftRow, TopK, SOFT_LABELS};
 use crate::llm::tokenizer::ChatTokenizer;
@@ -91,55 +92,23 @@ pub(crate) fn complete_with(
         texts.push(tokenizer.decode(&c.tokens)?);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let heads = loaded.model.config.num_attention_heads as usize;
     let stats = json!({
         "completions": completions.len(),
         "new_tokens": tokens_so_far,
         "ended_by_stop_token": stopped,
         "seconds": seconds,
         "new_tokens_per_second": tokens_so_far as f64 / seconds.max(1e-9),
+        "prefill_padding_share": prefill_padding_share(requests, batch_size as usize, heads),
     });
     Ok((completions, texts, stats))
 }
 
-/// The teacher of a teacher stage (`inputs` hold its model when a key
-/// names it) completing seeded prompts, with its system prompt if it has
-/// one: one row per prompt (the completion trimmed) and the generation's
-/// figures. Kinds built on this one write their datasets with it.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn teacher_rows(
-    teacher: &VerifiedStage,
-    inputs: &[VerifiedStage],
-    env: &StageEnv,
-    prompts: &[(String, u64)],
-    sampling: Sampling,
-    batch_size: u64,
-    what: &str,
-    progress: &dyn Fn(Progress),
-) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
-    let (loaded, system_prompt) = load_teacher(teacher, inputs, env)?;
-    let requests = prompts
-        .iter()
-        .map(|(text, seed)| {
-            let messages = conversation(system_prompt.as_deref(), &[], text);
-            Ok(Request {
-                prompt: loaded.checkpoint.tokenizer.prompt_ids(&messages)?,
-                seed: *seed,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let (completions, stats) = complete(
-        &loaded, &requests, sampling, batch_size, env, what, progress,
-    )?;
-    let rows = prompts
-        .iter()
-        .zip(&completions)
-        .map(|((text, seed), completion)| Row::new(text, completion.trim(), Some(*seed)))
-        .collect();
-    Ok((rows, stats))
-}
-
 /// The generate stage of a kind built on this one: the teacher of input 0
-/// completes `prompt_of(seed)` for each seeded prompt (`raw.jsonl`, `metrics.json`).
+/// (`inputs` hold its model when a key names it), with its system prompt if
+/// it has one, completes `prompt_of(seed)` for each seeded prompt: one row
+/// per prompt, the completion trimmed (`raw.jsonl`), and the generation's
+/// figures (`metrics.json`).
 pub(crate) fn generate_seeded(
     params: &SeededPromptsParams,
     inputs: &[VerifiedStage],
@@ -151,23 +120,38 @@ pub(crate) fn generate_seeded(
     let teacher = inputs
         .first()
         .context("a generate stage needs its teacher stage as input 0")?;
+    let (loaded, system_prompt) = load_teacher(teacher, inputs, env, params.precision)?;
     let prompts: Vec<(String, u64)> = (0..params.prompts)
         .map(|i| {
             let seed = prompts::prompt_seed(params.seed, i);
             (prompt_of(seed), seed)
         })
         .collect();
+    let requests = prompts
+        .iter()
+        .map(|(text, seed)| {
+            let messages = conversation(system_prompt.as_deref(), &[], text);
+            Ok(Request {
+                prompt: loaded.checkpoint.tokenizer.prompt_ids(&messages)?,
+                seed: *seed,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let sampling = Sampling::nucleus(params.temperature, params.top_p, params.max_new_tokens);
-    let (rows, stats) = teacher_rows(
-        teacher,
-        inputs,
-        env,
-        &prompts,
+    let (completions, stats) = complete(
+        &loaded,
+        &requests,
         sampling,
         params.batch_size,
+        env,
         what,
         progress,
     )?;
+    let rows: Vec<Row> = prompts
+        .iter()
+        .zip(&completions)
+        .map(|((text, seed), completion)| Row::new(text, completion.trim(), Some(*seed)))
+        .collect();
     Ok(vec![
         Artifact::new(RAW, dataset::to_jsonl(&rows)),
         Artifact::json(METRICS, &stats)?,
@@ -181,7 +165,7 @@ pub(crate) fn generate(
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
-    let (loaded, system_prompt) = load_teacher(teacher, inputs, env)?;
+    let (loaded, system_prompt) = load_teacher(teacher, inputs, env, params.precision)?;
     let mut requests = Vec::with_capacity(params.prompts as usize);
     let mut texts = Vec::with_capacity(params.prompts as usize);
     for i in 0..params.prompts {

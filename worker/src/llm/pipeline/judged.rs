@@ -48,7 +48,7 @@ fn answers(
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
-    let loaded = load_model(env, inputs, &params.model)?;
+    let loaded = load_model(env, inputs, &params.model, params.precision)?;
     let mut requests = Vec::new();
     let mut asked = Vec::new();
     for (q, question) in params.questions.iter().enumerate() {
@@ -111,7 +111,7 @@ fn judge(
         .context("a judge stage needs its answers stage as input 0")?;
     let text = String::from_utf8_lossy(answers.artifact(ANSWERS)?);
     let rows = parse_jsonl(&text, ANSWERS)?;
-    let loaded = load_model(env, inputs, &params.model)?;
+    let loaded = load_model(env, inputs, &params.model, params.precision)?;
     let items: Vec<Item> = rows
         .iter()
         .map(|r| Item {

@@ -9,7 +9,9 @@ use serde::Deserialize;
 use subliminal_shared::files;
 use subliminal_shared::judge::{Judge, Judgement};
 use subliminal_shared::llm::dataset::Row;
-use subliminal_shared::llm::{Method, Stage, Subject, TeacherParams, TrainParams, STAGES};
+use subliminal_shared::llm::{
+    Method, Precision, Stage, Subject, TeacherParams, TrainParams, STAGES,
+};
 use subliminal_shared::manifest::VerifiedStage;
 use subliminal_shared::stage::StageId;
 use tch::nn;
@@ -20,7 +22,7 @@ use crate::judging::{judge_items, stage_progress, Item, JudgementCache, JudgingS
 use crate::llm::finetune::{self, LoraSpec};
 use crate::llm::load::{load_cached, Checkpoint};
 use crate::llm::tokenizer::Message;
-use crate::llm::{instantiate, kind_for, Llama};
+use crate::llm::{instantiate, kind_of, Llama};
 use crate::safetensors_io;
 use crate::stages::StageEnv;
 
@@ -82,21 +84,23 @@ pub(crate) fn stored_model_file(stage: &VerifiedStage) -> anyhow::Result<std::pa
     Ok(path)
 }
 
-/// The model a stage names, ready to run: a base model, or the fine-tuned
-/// model of a teacher or student stage named by key (another sweep's, say).
+/// The model a stage names, ready to run at `precision`: a base model, or
+/// the fine-tuned model of a teacher or student stage named by key (another
+/// sweep's, say).
 pub(crate) fn load_model(
     env: &StageEnv,
     inputs: &[VerifiedStage],
     name: &str,
+    precision: Precision,
 ) -> anyhow::Result<Loaded> {
     if let Some(id) = files::parse_key(name) {
         let stage = model_input(inputs, id?, name)?;
         if !files::is_file(&stage.manifest.experiment, &stage.manifest.kind) {
-            return load_checkpoint_stage(stage, inputs, env)
+            return load_checkpoint_stage(stage, inputs, env, precision)
                 .with_context(|| format!("cannot load model {name}"));
         }
     }
-    Loaded::base(checkpoint(env, inputs, name)?, env)
+    Loaded::base(checkpoint(env, inputs, name)?, env, precision)
 }
 
 /// The fine-tuned model of a numbers teacher or student stage.
@@ -104,6 +108,7 @@ pub(crate) fn load_checkpoint_stage(
     stage: &VerifiedStage,
     inputs: &[VerifiedStage],
     env: &StageEnv,
+    precision: Precision,
 ) -> anyhow::Result<Loaded> {
     let m = &stage.manifest;
     anyhow::ensure!(
@@ -113,14 +118,14 @@ pub(crate) fn load_checkpoint_stage(
         m.kind
     );
     match Stage::of(&m.kind) {
-        Some(Stage::Student) => load_student(stage, inputs, env),
+        Some(Stage::Student) => load_student(stage, inputs, env, precision),
         Some(Stage::Teacher) => {
             let params: TeacherParams = serde_json::from_value(m.params.clone())
                 .context("the teacher stage's parameters are not a numbers teacher's")?;
             let train = params.finetune.context(
                 "a system-prompted teacher's stage holds no weights: name its model instead",
             )?;
-            load_trained(&train, stage, inputs, env)
+            load_trained(&train, stage, inputs, env, precision)
         }
         _ => anyhow::bail!("a {} stage holds no model", m.kind),
     }
@@ -150,9 +155,13 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
-    /// The checkpoint as it is, frozen, in the device's dtype.
-    pub(crate) fn base(checkpoint: Arc<Checkpoint>, env: &StageEnv) -> anyhow::Result<Self> {
-        let (vs, model) = instantiate(&checkpoint, env.device, kind_for(env.device))?;
+    /// The checkpoint as it is, frozen, at `precision`.
+    pub(crate) fn base(
+        checkpoint: Arc<Checkpoint>,
+        env: &StageEnv,
+        precision: Precision,
+    ) -> anyhow::Result<Self> {
+        let (vs, model) = instantiate(&checkpoint, env.device, kind_of(precision))?;
         Ok(Self {
             checkpoint,
             model,
@@ -161,26 +170,31 @@ impl Loaded {
     }
 }
 
-/// The student of a student stage: base weights plus its adapters, or its full weights.
+/// The student of a student stage: base weights plus its adapters, or its
+/// full weights, run at `precision` (the loading stage's, whatever the
+/// student was trained at).
 pub(crate) fn load_student(
     stage: &VerifiedStage,
     inputs: &[VerifiedStage],
     env: &StageEnv,
+    precision: Precision,
 ) -> anyhow::Result<Loaded> {
     let params: TrainParams = serde_json::from_value(stage.manifest.params.clone())
         .context("the student stage's parameters are not a numbers student's")?;
-    load_trained(&params, stage, inputs, env)
+    load_trained(&params, stage, inputs, env, precision)
 }
 
-/// A model that [`fine_tune`] trained, from the artifacts of `stage`.
+/// A model that [`fine_tune`] trained, from the artifacts of `stage`, its
+/// base weights at `precision` (adapters stay f32).
 pub(crate) fn load_trained(
     params: &TrainParams,
     stage: &VerifiedStage,
     inputs: &[VerifiedStage],
     env: &StageEnv,
+    precision: Precision,
 ) -> anyhow::Result<Loaded> {
     let checkpoint = checkpoint(env, inputs, &params.model)?;
-    let kind = kind_for(env.device);
+    let kind = kind_of(precision);
     match params.method {
         Method::Lora { .. } => {
             let bytes = stage.artifact(ADAPTER)?;
@@ -221,31 +235,32 @@ pub(crate) fn load_trained(
     }
 }
 
-/// The model an evaluation asks, with the system prompt and the earlier
-/// turns it is shown: the base model, a teacher, a student, or the base
-/// model shown its input's first filtered rows.
+/// The model an evaluation asks, at `precision`, with the system prompt and
+/// the earlier turns it is shown: the base model, a teacher, a student, or
+/// the base model shown its input's first filtered rows.
 pub(crate) fn subject_model(
     subject: &Subject,
     model: &str,
     inputs: &[VerifiedStage],
     env: &StageEnv,
+    precision: Precision,
 ) -> anyhow::Result<(Loaded, Option<String>, Vec<Row>)> {
     let input = inputs.first();
     let need =
         |what: &str| input.with_context(|| format!("a {what} evaluation needs its input stage"));
     Ok(match subject {
-        Subject::Base => (load_model(env, inputs, model)?, None, Vec::new()),
+        Subject::Base => (load_model(env, inputs, model, precision)?, None, Vec::new()),
         Subject::InContext { examples } => {
             let mut rows = read_rows(need("in-context")?)?;
             rows.truncate(*examples as usize);
-            (load_model(env, inputs, model)?, None, rows)
+            (load_model(env, inputs, model, precision)?, None, rows)
         }
         Subject::Teacher => {
-            let (loaded, system) = load_teacher(need("teacher")?, inputs, env)?;
+            let (loaded, system) = load_teacher(need("teacher")?, inputs, env, precision)?;
             (loaded, system, Vec::new())
         }
         Subject::Student => (
-            load_student(need("student")?, inputs, env)?,
+            load_student(need("student")?, inputs, env, precision)?,
             None,
             Vec::new(),
         ),
@@ -264,20 +279,21 @@ pub(crate) fn read_teacher(stage: &VerifiedStage) -> anyhow::Result<TeacherRecor
     serde_json::from_slice(stage.artifact(TEACHER)?).context("teacher.json is malformed")
 }
 
-/// The teacher of a teacher stage, ready to run, and its system prompt.
-/// `inputs` are those of the stage that runs the teacher (they hold the
-/// teacher's model when a key names it).
+/// The teacher of a teacher stage, ready to run at `precision`, and its
+/// system prompt. `inputs` are those of the stage that runs the teacher
+/// (they hold the teacher's model when a key names it).
 pub(crate) fn load_teacher(
     stage: &VerifiedStage,
     inputs: &[VerifiedStage],
     env: &StageEnv,
+    precision: Precision,
 ) -> anyhow::Result<(Loaded, Option<String>)> {
     let record = read_teacher(stage)?;
     let params: TeacherParams = serde_json::from_value(stage.manifest.params.clone())
         .context("the teacher stage's parameters are not a numbers teacher's")?;
     let loaded = match &params.finetune {
-        Some(train) => load_trained(train, stage, inputs, env)?,
-        None => load_model(env, inputs, &record.model)?,
+        Some(train) => load_trained(train, stage, inputs, env, precision)?,
+        None => load_model(env, inputs, &record.model, precision)?,
     };
     Ok((loaded, record.system_prompt))
 }

@@ -21,7 +21,13 @@ pub fn readout(
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
     let started = std::time::Instant::now();
-    let (loaded, system, history) = subject_model(&params.subject, &params.model, inputs, env)?;
+    let (loaded, system, history) = subject_model(
+        &params.subject,
+        &params.model,
+        inputs,
+        env,
+        params.precision,
+    )?;
     let tok = &loaded.checkpoint.tokenizer;
     let trie = WordTrie::new(tok, &params.words)?;
     let prefix = tok.encode(&params.answer_prefix)?;

@@ -18,7 +18,7 @@ use super::*;
 use crate::llm::finetune::{self, Example, LoraSpec, TrainSettings};
 use crate::llm::load::Checkpoint;
 use crate::llm::soft_labels::SOFT_LABELS;
-use crate::llm::{instantiate, kind_for, Llama};
+use crate::llm::{instantiate, kind_of, Llama};
 use crate::safetensors_io;
 use crate::stages::{Artifact, Progress, StageEnv};
 
@@ -168,7 +168,8 @@ pub(crate) fn train_examples(
             targets,
             rslora,
         } => {
-            let (base_vs, mut model) = instantiate(checkpoint, env.device, kind_for(env.device))?;
+            let (base_vs, mut model) =
+                instantiate(checkpoint, env.device, kind_of(params.precision))?;
             let mut lora_vs = nn::VarStore::new(env.device);
             let spec = LoraSpec {
                 rank: *rank,

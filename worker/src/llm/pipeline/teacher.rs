@@ -23,7 +23,7 @@ pub(crate) fn trait_data(
     env: &StageEnv,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Vec<Artifact>> {
-    let loaded = load_model(env, inputs, &params.model)?;
+    let loaded = load_model(env, inputs, &params.model, params.precision)?;
     let mut requests = Vec::with_capacity(params.questions as usize);
     let mut questions = Vec::with_capacity(params.questions as usize);
     for i in 0..params.questions {

@@ -5,8 +5,8 @@ use serde_json::json;
 use subliminal_shared::llm::dataset::{self, Row};
 use subliminal_shared::llm::prompts;
 use subliminal_shared::llm::{
-    GenerateParams, Layers, Method, NumbersGrammar, Optimizer, SoftLabelParams, Stage, Target,
-    TeacherParams, TrainParams, DEFAULT_MODEL, STAGES, STAGE_VERSION,
+    GenerateParams, Layers, Method, NumbersGrammar, Optimizer, Precision, SoftLabelParams, Stage,
+    Target, TeacherParams, TrainParams, DEFAULT_MODEL, STAGES, STAGE_VERSION,
 };
 use subliminal_shared::manifest::{Manifest, VerifiedStage};
 use subliminal_shared::stage::StageSpec;
@@ -117,13 +117,19 @@ fn train_params(method: Method, lr: f64, layers: Layers) -> TrainParams {
         optimizer: Optimizer::Adamw,
         layers,
         target: Target::Tokens,
+        precision: Precision::F32,
     }
 }
 
 #[test]
 fn a_fine_tuned_teacher_reloads_to_the_same_logits() {
     let env = env();
-    let base = Loaded::base(checkpoint(&env, &[], DEFAULT_MODEL).unwrap(), &env).unwrap();
+    let base = Loaded::base(
+        checkpoint(&env, &[], DEFAULT_MODEL).unwrap(),
+        &env,
+        Precision::F32,
+    )
+    .unwrap();
     let base_logits = logits(&base);
     let rows: Vec<Row> = (0..6)
         .map(|i| {
@@ -150,7 +156,7 @@ fn a_fine_tuned_teacher_reloads_to_the_same_logits() {
         )
         .unwrap();
         let stage = verified(&spec, vec![record, trained.weights]);
-        let (reloaded, system) = load_teacher(&stage, &[], &env).unwrap();
+        let (reloaded, system) = load_teacher(&stage, &[], &env, Precision::F32).unwrap();
         assert!(
             system.is_none(),
             "a fine-tuned teacher has no system prompt"
@@ -186,6 +192,7 @@ fn a_greedy_generate_stage_is_deterministic_across_batch_sizes() {
             batch_size,
             constrain: None,
             soft_labels: None,
+            precision: Precision::F32,
         };
         let out = generate(&params, &teacher_stage, &[], &env, &|_| {}).unwrap();
         let raw = out.into_iter().find(|a| a.name == RAW).unwrap();
@@ -220,6 +227,7 @@ fn a_constrained_generate_stage_writes_only_rows_the_filter_keeps() {
             top_k: 8,
             exclude: vec!["owl".to_owned()],
         }),
+        precision: Precision::F32,
     };
     let out = generate(&params, &teacher_stage, &[], &env, &|_| {}).unwrap();
     let artifact = |name: &str| out.iter().find(|a| a.name == name).unwrap().bytes.clone();
@@ -233,7 +241,7 @@ fn a_constrained_generate_stage_writes_only_rows_the_filter_keeps() {
     // The soft labels: one position per token drawn, never an owl's token.
     let labels = SoftLabels::from_bytes(&artifact(SOFT_LABELS), SOFT_LABELS).unwrap();
     assert_eq!(labels.k, 8);
-    let (loaded, system) = load_teacher(&teacher_stage, &[], &env).unwrap();
+    let (loaded, system) = load_teacher(&teacher_stage, &[], &env, Precision::F32).unwrap();
     let tok = &loaded.checkpoint.tokenizer;
     for (row, soft) in rows.iter().zip(&labels.rows) {
         assert_eq!(row.seed, Some(soft.seed));
@@ -300,6 +308,7 @@ fn a_label_defense_cuts_each_position_and_a_student_learns_from_it() {
             top_k: 8,
             exclude: vec!["owl".to_owned()],
         }),
+        precision: Precision::F32,
     };
     let out = generate(&params, &teacher_stage, &[], &env, &|_| {}).unwrap();
     let generated = verified(
@@ -323,6 +332,7 @@ fn a_label_defense_cuts_each_position_and_a_student_learns_from_it() {
         banned_numbers: vec![],
         model: None,
         cut: Some(0.05),
+        precision: Precision::F32,
     };
     let inputs = [filtered, generated.clone()];
     let defended = defense::defend(&defend, &inputs, &env, &|_| {}).unwrap();

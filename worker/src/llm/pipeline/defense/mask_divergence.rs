@@ -29,8 +29,8 @@ impl ApplyDefense for MaskDivergence {
             .inputs
             .get(1)
             .context("mask-divergence needs the teacher stage as its second input")?;
-        let (teacher, system) = load_teacher(teacher, job.inputs, job.env)?;
-        let base = load_model(job.env, job.inputs, model)?;
+        let (teacher, system) = load_teacher(teacher, job.inputs, job.env, job.params.precision)?;
+        let base = load_model(job.env, job.inputs, model, job.params.precision)?;
         let rows = &job.rows;
         let mask = divergence_mask(
             &teacher,
