@@ -39,9 +39,30 @@ fn a_rows_score_is_the_slope_of_its_loss_along_the_probe_direction() {
         .collect();
     let direction = probe_direction(&model, &adapters, &probe, 0).unwrap();
     assert!(direction.gradient_norm > 0.0);
-    let scores = row_scores(&model, &adapters, &rows, &[&direction], 0, &|_| {})
+    let scores = row_scores(&mut model, &adapters, &rows, &[&direction], 0, 8, &|_| {})
         .unwrap()
         .remove(0);
+    // Rows scored one at a time, or three to a batch (padded to the
+    // longest), give the same scores as all seven in one batch.
+    for batch in [1, 3] {
+        let again = row_scores(
+            &mut model,
+            &adapters,
+            &rows,
+            &[&direction],
+            0,
+            batch,
+            &|_| {},
+        )
+        .unwrap()
+        .remove(0);
+        for (a, b) in scores.iter().zip(&again) {
+            assert!(
+                (a - b).abs() < 1e-6 * (1.0 + a.abs()),
+                "batch {batch}: {b} against {a}"
+            );
+        }
+    }
 
     // Move the adapters by ±ε along the unit direction: (ℓ(θ+εu) − ℓ(θ−εu)) / 2ε.
     let vars = adapters.trainable_variables();

@@ -135,6 +135,7 @@ pub fn attach_lora(
             a,
             b,
             scale: spec.scale(),
+            rows: None,
         });
     }
     Ok(())

@@ -39,6 +39,10 @@ pub struct Lora {
     pub a: Tensor,
     pub b: Tensor,
     pub scale: f64,
+    /// A B of each batch row's own, [rows, out, r], added to `b` for that
+    /// row: how the gradient screen takes every row's slope along its
+    /// probe directions in one backward pass (see `screen.rs`).
+    pub rows: Option<Tensor>,
 }
 
 /// A linear layer, optionally with a LoRA adapter beside its frozen weight.
@@ -67,13 +71,15 @@ impl Linear {
         match &self.lora {
             None => y,
             Some(l) => {
-                let delta = x
-                    .to_kind(l.a.kind())
-                    .linear::<Tensor>(&l.a, None)
-                    .linear::<Tensor>(&l.b, None)
-                    * l.scale;
+                let h = x.to_kind(l.a.kind()).linear::<Tensor>(&l.a, None);
+                let delta = match &l.rows {
+                    None => h.linear::<Tensor>(&l.b, None),
+                    Some(rows) => {
+                        h.linear::<Tensor>(&l.b, None) + h.matmul(&rows.transpose(-2, -1))
+                    }
+                };
                 let kind = y.kind();
-                y + delta.to_kind(kind)
+                y + (delta * l.scale).to_kind(kind)
             }
         }
     }

@@ -11,21 +11,23 @@
 //! with a bootstrap interval over rows.
 //!
 //! The gradients are taken within the adapters only (a few MB for
-//! SmolLM2-135M at rank 8), one row at a time, so memory stays that of one
-//! training step. Because B starts at zero, the gradient lies in B's
+//! SmolLM2-135M at rank 8), a batch of rows at a time, so memory stays that
+//! of one training step. Because B starts at zero, the gradient lies in B's
 //! coordinates: the screen sees the dataset through the adapters' random A.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{nn, Kind, Tensor};
 
-use super::finetune::{batch_loss, Example};
+use anyhow::Context;
+
+use super::finetune::{batch_loss, lora_tensors, Example};
 use super::model::Llama;
 
-/// The probe's unit direction in the adapters' coordinates, and the norm of
-/// the gradient it came from.
+/// The probe's unit direction in the adapters' coordinates (by variable
+/// name), and the norm of the gradient it came from.
 pub struct ProbeDirection {
-    unit: Vec<Tensor>,
+    unit: Vec<(String, Tensor)>,
     pub gradient_norm: f64,
 }
 
@@ -37,13 +39,14 @@ pub fn probe_direction(
     probe: &[Example],
     pad_id: u32,
 ) -> anyhow::Result<ProbeDirection> {
-    let vars = adapters.trainable_variables();
+    let vars = lora_tensors(adapters);
     anyhow::ensure!(
         !vars.is_empty(),
         "the screen needs adapters attached to the model: none are trainable"
     );
     let refs: Vec<&Example> = probe.iter().collect();
-    let gradient = gradient(model, &vars, &refs, pad_id)?
+    let tensors: Vec<Tensor> = vars.iter().map(|(_, v)| v.shallow_clone()).collect();
+    let gradient = gradient(model, &tensors, &refs, pad_id)?
         .ok_or_else(|| anyhow::anyhow!("the probe has no answer tokens to learn"))?;
     let norm = squared_norm(&gradient).sqrt();
     anyhow::ensure!(
@@ -51,48 +54,156 @@ pub fn probe_direction(
         "the probe's gradient is zero in the adapters: the probe cannot be screened for"
     );
     Ok(ProbeDirection {
-        unit: gradient.into_iter().map(|g| g / norm).collect(),
+        unit: vars
+            .into_iter()
+            .zip(gradient)
+            .map(|((name, _), g)| (name, g / norm))
+            .collect(),
         gradient_norm: norm,
     })
 }
 
+/// Rows scored together in one forward and backward pass.
+pub const SCORE_BATCH: usize = 8;
+
 /// Each row's score along each direction: the slope of its loss along the
 /// probe's unit direction (0 for a row with no learned answer token), as
-/// `scores[direction][row]`. One backward pass per row serves every
-/// direction. `progress` is told each row done.
+/// `scores[direction][row]`. `progress` is told the rows done.
+///
+/// Rows are scored `batch_size` at a time, all directions in one backward
+/// pass. The adapters sit at B = 0, where a row's loss has no gradient in
+/// A, and it is linear in B through x Aᵀ Bᵀ. Its slope along a direction
+/// D is then the derivative in e at e = 0 when B = e·D. Each row i of a
+/// batch gets its own Bᵢ = Σₖ E[i, k]·Dₖ ([`Lora::rows`](super::model::Lora)),
+/// and one backward pass of the batch's loss gives every E[i, k]'s
+/// derivative: row i's slope along direction k, scaled by row i's share
+/// of the batch's learned tokens.
 pub fn row_scores(
-    model: &Llama,
+    model: &mut Llama,
     adapters: &nn::VarStore,
     rows: &[Example],
     directions: &[&ProbeDirection],
     pad_id: u32,
+    batch_size: usize,
     progress: &dyn Fn(usize),
 ) -> anyhow::Result<Vec<Vec<f64>>> {
-    let vars = adapters.trainable_variables();
+    let names: Vec<String> = lora_tensors(adapters).into_iter().map(|(n, _)| n).collect();
     for direction in directions {
+        let theirs: Vec<&String> = direction.unit.iter().map(|(n, _)| n).collect();
         anyhow::ensure!(
-            vars.len() == direction.unit.len(),
+            theirs.iter().copied().eq(names.iter()),
             "the probe's direction was taken with other adapters ({} tensors, these have {})",
-            direction.unit.len(),
-            vars.len()
+            theirs.len(),
+            names.len()
         );
-    }
-    let mut scores = vec![Vec::with_capacity(rows.len()); directions.len()];
-    for (i, row) in rows.iter().enumerate() {
-        let gradient = gradient(model, &vars, &[row], pad_id)?;
-        for (direction, out) in directions.iter().zip(&mut scores) {
-            out.push(match &gradient {
-                Some(g) => g
-                    .iter()
-                    .zip(&direction.unit)
-                    .map(|(g, u)| (g * u).sum(Kind::Double).double_value(&[]))
-                    .sum(),
-                None => 0.0,
-            });
+        for (name, u) in &direction.unit {
+            anyhow::ensure!(
+                !name.contains("lora_A") || u.abs().max().double_value(&[]) == 0.0,
+                "the screen scores at B = 0, where the loss has no gradient in A: {name} has one"
+            );
         }
-        progress(i + 1);
+    }
+    // Per adapted linear: the directions' B parts, [K, out * r].
+    let mut stacks = Vec::new();
+    for (name, linear) in model.linears_mut() {
+        let Some(lora) = linear.lora.as_ref() else {
+            continue;
+        };
+        let key = format!("{name}.lora_B.weight");
+        let parts = directions
+            .iter()
+            .map(|d| {
+                d.unit
+                    .iter()
+                    .find(|(n, _)| *n == key)
+                    .map(|(_, u)| u.to_kind(lora.b.kind()).view([1, -1]))
+                    .with_context(|| format!("the probe's direction has no {key}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        stacks.push(Tensor::cat(&parts, 0));
+    }
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    // Similar lengths together: less padding per batch.
+    order.sort_by_key(|&i| rows[i].prompt.len() + rows[i].answer.len());
+    let mut scores = vec![vec![0.0; rows.len()]; directions.len()];
+    let mut done = 0;
+    for chunk in order.chunks(batch_size.max(1)) {
+        let batch: Vec<&Example> = chunk.iter().map(|&i| &rows[i]).collect();
+        let slopes = batch_slopes(model, &stacks, &batch, pad_id);
+        clear_rows(model);
+        if let Some(slopes) = slopes? {
+            for (k, out) in scores.iter_mut().enumerate() {
+                for (b, &i) in chunk.iter().enumerate() {
+                    out[i] = slopes[b][k];
+                }
+            }
+        }
+        done += chunk.len();
+        progress(done);
     }
     Ok(scores)
+}
+
+/// Row b's slope along direction k, `[b][k]`, for one batch (see
+/// [`row_scores`]); `None` when no row has a learned token.
+fn batch_slopes(
+    model: &mut Llama,
+    stacks: &[Tensor],
+    batch: &[&Example],
+    pad_id: u32,
+) -> anyhow::Result<Option<Vec<Vec<f64>>>> {
+    let (n, k) = (
+        batch.len() as i64,
+        stacks.first().map_or(0, |s| s.size()[0]),
+    );
+    let device = model.device();
+    let e = Tensor::zeros([n, k], (Kind::Float, device)).set_requires_grad(true);
+    let mut adapted = model
+        .linears_mut()
+        .into_iter()
+        .filter_map(|(_, l)| l.lora.as_mut());
+    for stack in stacks {
+        let lora = adapted
+            .next()
+            .context("fewer adapters than directions' parts")?;
+        let (out, r) = (lora.b.size()[0], lora.b.size()[1]);
+        lora.rows = Some(e.matmul(stack).view([n, out, r]));
+    }
+    let Some((loss, total)) = batch_loss(model, batch, pad_id) else {
+        return Ok(None);
+    };
+    let grad = Tensor::run_backward(&[loss], &[&e], false, false)
+        .pop()
+        .context("no gradient for the rows' directions")?
+        .to_kind(Kind::Double)
+        .to_device(tch::Device::Cpu);
+    let grad = Vec::<f64>::try_from(grad.view([-1]))?;
+    Ok(Some(
+        batch
+            .iter()
+            .enumerate()
+            .map(|(b, row)| {
+                // The batch's loss is the mean over all its learned tokens:
+                // row b's own mean weighs learned_b / total in it.
+                let learned = row.learned_tokens();
+                (0..k as usize)
+                    .map(|j| match learned {
+                        0 => 0.0,
+                        l => grad[b * k as usize + j] * total as f64 / l as f64,
+                    })
+                    .collect()
+            })
+            .collect(),
+    ))
+}
+
+/// Takes every row's own B off the adapters.
+fn clear_rows(model: &mut Llama) {
+    for (_, linear) in model.linears_mut() {
+        if let Some(lora) = linear.lora.as_mut() {
+            lora.rows = None;
+        }
+    }
 }
 
 /// The gradient of the mean loss of `batch` with respect to `vars`, one
@@ -103,22 +214,18 @@ fn gradient(
     batch: &[&Example],
     pad_id: u32,
 ) -> anyhow::Result<Option<Vec<Tensor>>> {
-    for v in vars {
-        let mut grad = v.grad();
-        if grad.defined() {
-            let _ = grad.zero_();
-        }
-    }
     let Some((loss, _)) = batch_loss(model, batch, pad_id) else {
         return Ok(None);
     };
-    loss.backward();
+    let refs: Vec<&Tensor> = vars.iter().collect();
+    let grads = Tensor::run_backward(&[loss], &refs, false, false);
     Ok(Some(
-        vars.iter()
-            .map(|v| {
-                let g = v.grad();
+        grads
+            .into_iter()
+            .zip(vars)
+            .map(|(g, v)| {
                 if g.defined() {
-                    g.to_kind(Kind::Double).copy()
+                    g.to_kind(Kind::Double)
                 } else {
                     Tensor::zeros_like(v).to_kind(Kind::Double)
                 }

@@ -55,7 +55,7 @@ use crate::llm::divergence::answer_log_probs;
 use crate::llm::finetune::{attach_lora, Example, LoraSpec};
 use crate::llm::generate::{Request, Sampling};
 use crate::llm::likelihood::{completion_log_probs, Sequence};
-use crate::llm::screen::{compare, probe_direction, row_scores, Comparison};
+use crate::llm::screen::{compare, probe_direction, row_scores, Comparison, SCORE_BATCH};
 use crate::llm::tokenizer::Message;
 use crate::llm::{instantiate, kind_of};
 use crate::stages::{Artifact, Progress, StageEnv};
@@ -334,7 +334,7 @@ fn score(
     };
     let directions: Vec<_> = targets.iter().map(|(_, _, d)| d).collect();
     let scoring = std::time::Instant::now();
-    let scores = row_scores(&model, &adapters, &examples, &directions, tok.pad_id, &|done| {
+    let scores = row_scores(&mut model, &adapters, &examples, &directions, tok.pad_id, SCORE_BATCH, &|done| {
         progress(Progress {
             fraction: done as f64 / rows.len() as f64,
             message: format!("rows {done}/{}", rows.len()),
