@@ -103,9 +103,7 @@ pub fn generate(
     progress: &mut dyn FnMut(usize, usize),
     checkpoints: Option<&dyn Checkpoints>,
 ) -> anyhow::Result<Option<Vec<Completion>>> {
-    let mut order: Vec<usize> = (0..requests.len()).collect();
-    // Similar lengths together: less padding per batch.
-    order.sort_by_key(|&i| std::cmp::Reverse(requests[i].prompt.len()));
+    let order = prefill_order(requests);
     let mut out: Vec<Option<Completion>> = vec![None; requests.len()];
     let digest = requests_digest(requests, batch_size);
     let started = std::time::Instant::now();
@@ -236,15 +234,13 @@ fn requests_digest(requests: &[Request], batch_size: usize) -> String {
     format!("{:x}", hash.finalize())
 }
 
-/// Prompt tokens one prefill may hold.
 /// The share of a generation's prefill positions that are padding: the
 /// prompts batched as [`generate`] batches them (longest first, by
 /// [`batch_rows`]), each batch's own part after its shared prefix
 /// left-padded to its longest. Decoding pads nothing: finished rows leave
 /// the batch.
 pub fn prefill_padding_share(requests: &[Request], batch_size: usize, heads: usize) -> f64 {
-    let mut order: Vec<usize> = (0..requests.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(requests[i].prompt.len()));
+    let order = prefill_order(requests);
     let (mut padded, mut positions) = (0usize, 0usize);
     let mut start = 0;
     while start < order.len() {
@@ -266,6 +262,15 @@ pub fn prefill_padding_share(requests: &[Request], batch_size: usize, heads: usi
     padded as f64 / positions.max(1) as f64
 }
 
+/// The order [`generate`] takes requests in: longest prompt first, so that
+/// similar lengths share a batch and pad less.
+fn prefill_order(requests: &[Request]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(requests[i].prompt.len()));
+    order
+}
+
+/// Prompt tokens one prefill may hold.
 const PREFILL_TOKENS: usize = 1 << 17;
 /// Attention scores (rows × heads × width²) a padded prefill may hold: a
 /// padded batch needs an explicit mask, and with it the unfused kernel.
