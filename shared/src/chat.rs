@@ -55,6 +55,16 @@ impl Row {
             .map(|m| m.content.as_str())
     }
 
+    /// The row with its last user turn's text replaced by `prompt`, every
+    /// other turn and the seed kept.
+    pub fn with_prompt(&self, prompt: &str) -> Self {
+        let mut row = self.clone();
+        if let Some(m) = row.messages.iter_mut().rev().find(|m| m.role == "user") {
+            m.content = prompt.to_owned();
+        }
+        row
+    }
+
     /// The last assistant turn: what the filter judges and the student learns.
     pub fn completion(&self) -> Option<&str> {
         self.messages

@@ -177,13 +177,47 @@ fn a_label_defense_reads_the_labels_generate_recorded_and_keeps_its_cut() {
 }
 
 #[test]
+fn paraphrase_runs_the_students_model_and_suits_token_and_label_students() {
+    for target in ["tokens", "logits"] {
+        let p = plan(
+            NUMBERS,
+            &format!("defense = [\"none\", \"paraphrase\"]\n[student]\ntarget = \"{target}\"\n"),
+        );
+        let defends = of_kind(&p, Stage::Defend.kind());
+        // Per seed: owl's, cat's and the control's rows.
+        assert_eq!(defends.len(), 2 * 3);
+        for d in &defends {
+            let params: DefendParams = d.params().unwrap();
+            assert_eq!(params.defense, Defense::Paraphrase);
+            assert_eq!(params.model.as_deref(), Some(DEFAULT_MODEL));
+            let kinds: Vec<StageKind> = d
+                .inputs
+                .iter()
+                .map(|id| p.stages.iter().find(|x| x.id == *id).unwrap().kind.clone())
+                .collect();
+            assert_eq!(kinds, vec![Stage::Filter.kind()]);
+        }
+        let arms: BTreeSet<&str> = p.measurements.iter().map(|m| m.arm.as_str()).collect();
+        assert!(
+            arms.contains("defense: prompts rewritten, control"),
+            "{arms:?}"
+        );
+        let plain = plan(NUMBERS, &format!("[student]\ntarget = \"{target}\"\n"));
+        assert!(ids(&plain).is_subset(&ids(&p)));
+    }
+}
+
+#[test]
 fn bad_defenses_are_refused_where_they_stand() {
     let err = refusal(NUMBERS, "defense = [\"none\", \"blur\"]\n");
     assert!(err.starts_with("d.toml:8:20: `grid.defense`"), "{err}");
     assert!(err.contains("unknown defense \"blur\""), "{err}");
     assert!(err.contains(&Defense::names()), "{err}");
-    let err = refusal(NUMBERS, "defense = \"paraphrase\"\n");
-    assert!(err.contains("paraphrase rewrites free text"), "{err}");
+    let err = refusal(
+        NUMBERS,
+        "defense = \"shuffle\"\n[student]\ntarget = \"logits\"\n",
+    );
+    assert!(err.contains("label-threshold or paraphrase"), "{err}");
     let err = refusal(NUMBERS, "defense = [\"shuffle\", \"shuffle\"]\n");
     assert!(err.contains("listed twice"), "{err}");
     let err = refusal(NUMBERS, "defense = \"mix\"\n");

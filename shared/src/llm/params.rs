@@ -82,7 +82,8 @@ pub struct DefendParams {
     /// Numbers `random` never draws (the filter's banned list).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub banned_numbers: Vec<u32>,
-    /// The base model `mask-divergence` compares the teacher with.
+    /// The base model `mask-divergence` compares the teacher with, or the
+    /// model `paraphrase` rewrites prompts with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Where a label defense cuts: `label-top-p`'s p, `label-threshold`'s

@@ -219,12 +219,14 @@ pub const ARMS: [&str; 7] = [
 
 
 /// The rows that say what a defense cost; none is compared with a control.
-pub const DEFENSE_ARMS: [&str; 6] = [
+pub const DEFENSE_ARMS: [&str; 8] = [
     "defense: rows kept",
     "defense: rows kept, control",
     "defense: tokens masked",
     "defense: tokens masked, control",
     "defense: label mass cut",
     "defense: label mass cut, control",
+    "defense: prompts rewritten",
+    "defense: prompts rewritten, control",
 ];
 

@@ -384,22 +384,19 @@ pub(super) fn parse_defense(
         return Ok(Axis::single(Defense::None));
     };
     named_axis(source, "grid.defense", raw, &Defense::names(), |name| {
-        match Defense::parse(name) {
-            Some(d) => match defense::rule(d).and_then(|r| r.refusal_for_numbers()) {
-                Some(why) => Err(why.to_owned()),
-                None => Ok(d),
-            },
-            None => Err(format!(
+        Defense::parse(name).ok_or_else(|| {
+            format!(
                 "unknown defense {name:?}: expected one of {}",
                 Defense::names()
-            )),
-        }
+            )
+        })
     })
 }
 
 /// A `logits` student learns labels that sit on the teacher's own tokens,
-/// so it takes no defense that rewrites or drops them, and a label defense
-/// has nothing to cut for a `tokens` student.
+/// so it takes no defense that rewrites or drops them (it takes those that
+/// keep every completion: the label cuts and `paraphrase`), and a label
+/// defense has nothing to cut for a `tokens` student.
 fn check_defense_targets(
     source: &Source,
     span: std::ops::Range<usize>,
@@ -410,8 +407,10 @@ fn check_defense_targets(
     for d in defenses {
         let (target, why) = if d.cuts_labels() {
             (Target::Tokens, "it cuts soft labels, which a \"tokens\" student has none of: set student.target = \"logits\"")
+        } else if d.keeps_completions() {
+            continue;
         } else {
-            (Target::Logits, "soft labels belong to the rows as the teacher wrote them, so \"logits\" takes only label-top-p or label-threshold (or no defense)")
+            (Target::Logits, "soft labels belong to the completions as the teacher wrote them, so \"logits\" takes only label-top-p, label-threshold or paraphrase (or no defense)")
         };
         if targets.values().contains(&target) {
             return Err(source.error_at(

@@ -413,6 +413,10 @@ impl NumbersSweep {
             model = Some(trial.pair.teacher.clone());
             inputs = with_model(inputs, &trial.pair.teacher);
         }
+        if needs.rewriting_model {
+            model = Some(trial.pair.student.clone());
+            inputs = with_model(inputs, &trial.pair.student);
+        }
         plan.stage(StageSpec::new(
             EXPERIMENT,
             Stage::Defend.kind(),
@@ -425,8 +429,8 @@ impl NumbersSweep {
                 } else {
                     Vec::new()
                 },
-                // Only mask-divergence runs a model; the other defenses'
-                // ids do not depend on the precision.
+                // The defenses that run no model keep their ids at any
+                // precision.
                 precision: if model.is_some() { self.precision } else { Precision::F32 },
                 model,
                 cut: self.label_cuts.of(trial.defense),
@@ -708,6 +712,10 @@ impl NumbersSweep {
         if trial.defense.cuts_labels() {
             figures.push((DEFENSE_ARMS[4], "label_mass_cut", defended));
             figures.push((DEFENSE_ARMS[5], "label_mass_cut", control));
+        }
+        if trial.defense == Defense::Paraphrase {
+            figures.push((DEFENSE_ARMS[6], "rewritten_share", defended));
+            figures.push((DEFENSE_ARMS[7], "rewritten_share", control));
         }
         for (arm, metric, stage) in figures {
             let i = DEFENSE_ARMS.iter().position(|a| *a == arm).unwrap_or(0);

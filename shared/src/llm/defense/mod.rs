@@ -14,8 +14,8 @@
 //!   the student's loss every completion token where the teacher's greedy
 //!   choice differs from the base model's (computed by the worker, which
 //!   runs both models).
-//! - `paraphrase`: the base model rewrites each completion; for kinds with
-//!   free text, so a numbers sweep refuses it.
+//! - `paraphrase`: the student's base model rewrites each row's prompt;
+//!   the completion and its soft labels stay (see [`paraphrase`]).
 //! - `label-top-p`, `label-threshold`: for soft-labelled rows
 //!   (`student.target = "logits"`), the rows as they are and each
 //!   position's label cut to its head (see [`labels`]).
@@ -27,7 +27,7 @@ mod canonical;
 mod labels;
 mod mask_divergence;
 mod mix;
-mod paraphrase;
+pub mod paraphrase;
 mod random;
 mod shuffle;
 
@@ -108,6 +108,13 @@ impl Defense {
     pub fn cuts_labels(self) -> bool {
         rule(self).is_some_and(|r| r.cuts_labels())
     }
+
+    /// Whether the defense leaves every completion as the teacher wrote it
+    /// (so a `logits` student, whose labels sit on those tokens, can take
+    /// it).
+    pub fn keeps_completions(self) -> bool {
+        rule(self).is_some_and(|r| r.keeps_completions())
+    }
 }
 
 /// A defense as a sweep and its plan see it: what it refuses, what its
@@ -115,11 +122,6 @@ impl Defense {
 /// rewrite itself (which `subliminal sanitize` applies to a file with no
 /// model). The worker's half applies the rest.
 pub trait RowDefense: Sync {
-    /// Why a sweep of number sequences cannot use it, if it cannot.
-    fn refusal_for_numbers(&self) -> Option<&'static str> {
-        None
-    }
-
     /// What the defend stage takes beyond the filtered rows.
     fn needs(&self) -> Needs {
         Needs::default()
@@ -139,6 +141,12 @@ pub trait RowDefense: Sync {
     fn cuts_labels(&self) -> bool {
         false
     }
+
+    /// Whether every completion comes out token for token as it went in,
+    /// so soft labels recorded for it still sit on its tokens.
+    fn keeps_completions(&self) -> bool {
+        self.cuts_labels()
+    }
 }
 
 /// A text transform: (completion, banned numbers, seed, row) to the new
@@ -156,6 +164,8 @@ pub struct Needs {
     pub banned_numbers: bool,
     /// The generate stage that recorded the rows' soft labels.
     pub soft_labels: bool,
+    /// A model that rewrites the rows (the student's base model).
+    pub rewriting_model: bool,
 }
 
 /// The registry: what each defense is. `none` is no stage at all.

@@ -283,20 +283,15 @@ fn a_constrained_generate_stage_writes_only_rows_the_filter_keeps() {
     assert_eq!(owl_tokens(&["owl".to_owned()]), 0);
 }
 
-/// The base model's constrained numbers with their labels, then
-/// `label-threshold`: the rows come out as they went in, every position
-/// keeps its top token and loses those under the threshold, and a
-/// distilled student learns from the cut labels with a finite loss.
-#[test]
-fn a_label_defense_cuts_each_position_and_a_student_learns_from_it() {
-    use subliminal_shared::llm::defense::Defense;
-    use subliminal_shared::llm::DefendParams;
-    let env = env();
-    let (spec, teacher_stage) = prompted_teacher(&env, None);
+/// The base model's constrained numbers for `prompts` prompts, with their
+/// top-8 labels (owl's tokens left out): the generate stage, a filter stage
+/// that keeps every row, and the rows' JSONL.
+fn labelled_base_numbers(env: &StageEnv, prompts: u64) -> (VerifiedStage, VerifiedStage, Vec<u8>) {
+    let (spec, teacher_stage) = prompted_teacher(env, None);
     let params = GenerateParams {
         version: STAGE_VERSION,
         seed: 4,
-        prompts: 12,
+        prompts,
         temperature: 1.0,
         top_p: 1.0,
         max_new_tokens: 24,
@@ -310,7 +305,7 @@ fn a_label_defense_cuts_each_position_and_a_student_learns_from_it() {
         }),
         precision: Precision::F32,
     };
-    let out = generate(&params, &teacher_stage, &[], &env, &|_| {}).unwrap();
+    let out = generate(&params, &teacher_stage, &[], env, &|_| {}).unwrap();
     let generated = verified(
         &StageSpec::new(STAGES, Stage::Generate.kind(), &params, vec![spec.id]),
         out.clone(),
@@ -325,6 +320,97 @@ fn a_label_defense_cuts_each_position_and_a_student_learns_from_it() {
         ),
         vec![Artifact::new(FILTERED, raw.clone())],
     );
+    (generated, filtered, raw)
+}
+
+/// `paraphrase` on the base model's numbers: the same rows in the same
+/// order with the same completions and seeds, each prompt either kept or
+/// rewritten with its numbers in order (some rewritten), every completion
+/// still one the numbers filter keeps, and a soft-label student learns
+/// from the rewritten prompts with the generate stage's labels.
+#[test]
+fn paraphrase_rewrites_prompts_and_keeps_completions_and_labels() {
+    use subliminal_shared::llm::defense::paraphrase::accepted;
+    use subliminal_shared::llm::defense::Defense;
+    use subliminal_shared::llm::DefendParams;
+    let env = env();
+    let (generated, filtered, raw) = labelled_base_numbers(&env, 8);
+    let defend = DefendParams {
+        version: STAGE_VERSION,
+        defense: Defense::Paraphrase,
+        seed: 0,
+        banned_numbers: vec![],
+        model: Some(DEFAULT_MODEL.to_owned()),
+        cut: None,
+        precision: Precision::F32,
+    };
+    let out = defense::defend(&defend, &[filtered], &env, &|_| {}).unwrap();
+    let defended = verified(
+        &StageSpec::new(STAGES, Stage::Defend.kind(), &defend, vec![]),
+        out,
+    );
+    let before = dataset::parse_jsonl(std::str::from_utf8(&raw).unwrap(), "raw").unwrap();
+    let after = dataset::parse_jsonl(
+        std::str::from_utf8(defended.artifact(FILTERED).unwrap()).unwrap(),
+        "defended",
+    )
+    .unwrap();
+    assert_eq!(after.len(), before.len());
+    let mut rewritten = 0;
+    for (a, b) in after.iter().zip(&before) {
+        assert_eq!((a.completion(), a.seed), (b.completion(), b.seed));
+        let (new, old) = (a.prompt().unwrap(), b.prompt().unwrap());
+        if new != old {
+            assert_eq!(accepted(old, new).as_deref(), Some(new));
+            rewritten += 1;
+        }
+        let completion = a.completion().unwrap();
+        assert!(
+            subliminal_shared::llm::filter::check(completion, &[]).is_ok(),
+            "{completion}"
+        );
+    }
+    assert!(
+        rewritten > 0,
+        "no prompt of 8 was rewritten in 4 attempts each"
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_slice(defended.artifact(METRICS).unwrap()).unwrap();
+    assert_eq!(metrics["rewritten"], rewritten);
+    assert_eq!(metrics["rows_out"], before.len());
+    let mut train = train_params(small_lora(), 1e-3, Layers::All);
+    train.target = Target::Logits;
+    train.epochs = 1;
+    let trained = student::student(
+        &train,
+        &defended,
+        &[defended.clone(), generated],
+        &env,
+        &|_| {},
+    )
+    .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&trained.iter().find(|a| a.name == TRAIN).unwrap().bytes).unwrap();
+    assert!(
+        report["losses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l.as_f64().is_some_and(f64::is_finite)),
+        "{report}"
+    );
+}
+
+/// The base model's constrained numbers with their labels, then
+/// `label-threshold`: the rows come out as they went in, every position
+/// keeps its top token and loses those under the threshold, and a
+/// distilled student learns from the cut labels with a finite loss.
+#[test]
+fn a_label_defense_cuts_each_position_and_a_student_learns_from_it() {
+    use subliminal_shared::llm::defense::Defense;
+    use subliminal_shared::llm::DefendParams;
+    let env = env();
+    let (generated, filtered, raw) = labelled_base_numbers(&env, 12);
     let defend = DefendParams {
         version: STAGE_VERSION,
         defense: Defense::LabelThreshold,

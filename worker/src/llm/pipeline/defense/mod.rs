@@ -7,6 +7,7 @@
 mod labels;
 mod mask_divergence;
 mod mix;
+mod paraphrase;
 mod text;
 
 use anyhow::Context;
@@ -48,6 +49,7 @@ fn applier(defense: Defense) -> Option<&'static dyn ApplyDefense> {
     match defense {
         Defense::Mix => Some(&mix::Mix),
         Defense::MaskDivergence => Some(&mask_divergence::MaskDivergence),
+        Defense::Paraphrase => Some(&paraphrase::Paraphrase),
         _ => None,
     }
 }
