@@ -98,6 +98,33 @@ fn greedy_and_sampled_numbers_are_separate_stages_and_labelled() {
 }
 
 #[test]
+fn a_sampling_threshold_enters_every_generate_stage_and_its_absence_keeps_the_ids() {
+    let p = plan("[generate]\nthreshold = 0.05\n");
+    let generated = of_kind(&p, Stage::Generate.kind());
+    assert_eq!(generated.len(), 4);
+    for g in &generated {
+        assert_eq!(g.params::<GenerateParams>().unwrap().threshold, Some(0.05));
+    }
+    let plain = plan("");
+    let ids = |p: &Plan| -> BTreeSet<_> {
+        of_kind(p, Stage::Generate.kind())
+            .iter()
+            .map(|s| s.id)
+            .collect()
+    };
+    assert!(ids(&p).is_disjoint(&ids(&plain)));
+    let json = serde_json::to_string(&of_kind(&plain, Stage::Generate.kind())[0].params).unwrap();
+    assert!(!json.contains("threshold"), "{json}");
+    for bad in ["0", "1", "-0.1"] {
+        let err = refusal(&format!("[generate]\nthreshold = {bad}\n"));
+        assert!(
+            err.contains("`generate.threshold`") && err.contains("less than 1"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn full_fine_tuning_crosses_no_rank_and_takes_its_own_learning_rate() {
     let p = plan(
         "[student]\nmethod = [\"lora\", \"full\"]\nlora_rank = [8, 64]\nrslora = true\nlr = 5e-4\nfull_lr = 2e-5\noptimizer = [\"adamw\", \"sgd\"]\nlayers = [\"all\", 0]\n",

@@ -145,6 +145,7 @@ fn main() -> anyhow::Result<()> {
     let sampling = Sampling {
         temperature: 1.0,
         top_p: 1.0,
+        threshold: 0.0,
         max_new_tokens: NEW_TOKENS,
     };
     let run = |batch: &[Vec<u32>], batch_size: usize| -> anyhow::Result<f64> {

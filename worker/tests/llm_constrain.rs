@@ -40,6 +40,7 @@ fn ten_thousand_constrained_samples_all_pass_the_filter() {
         Sampling {
             temperature: 1.0,
             top_p: 1.0,
+            threshold: 0.0,
             max_new_tokens,
         },
         SpecialTokens {

@@ -179,6 +179,7 @@ fn check_cache(model: &Llama, checkpoint: &Checkpoint) {
     let greedy = Sampling {
         temperature: 0.0,
         top_p: 1.0,
+        threshold: 0.0,
         max_new_tokens: n,
     };
     // No stop tokens: every row decodes all n tokens, so the comparison is whole.

@@ -49,6 +49,9 @@ pub struct GenerateParams {
     pub top_p: f64,
     pub max_new_tokens: u64,
     pub batch_size: u64,
+    /// Tokens of probability below it are never sampled; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
     /// Sampling limited to completions the filter keeps; absent: any token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constrain: Option<NumbersGrammar>,

@@ -23,6 +23,9 @@ pub struct Sampling {
     /// 0 means greedy.
     pub temperature: f64,
     pub top_p: f64,
+    /// Tokens of probability below this are never drawn (the most likely
+    /// token always may be); 0 keeps every token.
+    pub threshold: f64,
     pub max_new_tokens: usize,
 }
 
@@ -33,6 +36,7 @@ impl Sampling {
         Self {
             temperature,
             top_p: 1.0,
+            threshold: 0.0,
             max_new_tokens: max_new_tokens as usize,
         }
     }
@@ -42,6 +46,15 @@ impl Sampling {
         Self {
             top_p,
             ..Self::at(temperature, max_new_tokens)
+        }
+    }
+
+    /// The same, never drawing a token of probability below `threshold`
+    /// (none: no threshold).
+    pub fn with_threshold(self, threshold: Option<f64>) -> Self {
+        Self {
+            threshold: threshold.unwrap_or(0.0),
+            ..self
         }
     }
 }
@@ -498,7 +511,14 @@ fn sample(
     let picked = if sampling.temperature <= 0.0 {
         logits.argmax(-1, false)
     } else {
-        let probs = (logits / sampling.temperature).softmax(-1, Kind::Float);
+        let mut probs = (logits / sampling.temperature).softmax(-1, Kind::Float);
+        if sampling.threshold > 0.0 {
+            let top = probs.amax(-1, true);
+            let below = probs
+                .lt(sampling.threshold)
+                .logical_and(&probs.lt_tensor(&top));
+            probs = probs.masked_fill(&below, 0.0);
+        }
         // Sorting the vocabulary costs more than the rest of a step's
         // sampling; only top-p needs it.
         let (kept, index) = if sampling.top_p < 1.0 {
@@ -545,6 +565,30 @@ mod tests {
                 seed: i as u64,
             })
             .collect()
+    }
+
+    /// Draws with a 0.05 threshold from probabilities 0.6, 0.3, 0.06,
+    /// 0.04: the last is never drawn, the others are; a threshold above
+    /// every probability still leaves the top token.
+    #[test]
+    fn a_threshold_never_draws_a_token_below_it() {
+        let probs = Tensor::from_slice(&[0.6f32, 0.3, 0.06, 0.04]).view([1, 4]);
+        let logits = probs.log();
+        let draw = |threshold: f64, n: u64| -> Vec<usize> {
+            let sampling = Sampling::at(1.0, 1).with_threshold(Some(threshold));
+            let mut counts = vec![0; 4];
+            for seed in 0..n {
+                let mut rngs = vec![ChaCha8Rng::seed_from_u64(seed)];
+                counts[sample(&logits, sampling, &mut rngs).unwrap()[0] as usize] += 1;
+            }
+            counts
+        };
+        let counts = draw(0.05, 2000);
+        assert_eq!(counts[3], 0, "{counts:?}");
+        assert!(counts[..3].iter().all(|&c| c > 0), "{counts:?}");
+        // Without the threshold the 0.04 token is drawn about 80 times in 2,000.
+        assert!(draw(1e-9, 2000)[3] > 20);
+        assert_eq!(draw(0.9, 50), vec![50, 0, 0, 0]);
     }
 
     #[test]

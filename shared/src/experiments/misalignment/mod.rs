@@ -197,6 +197,7 @@ impl MisalignmentSweep {
                 top_p: self.generate.top_p,
                 max_new_tokens: self.generate.max_new_tokens,
                 batch_size: self.generate.batch_size,
+                threshold: None,
                 constrain: None,
                 soft_labels: None,
                 precision: self.precision,

@@ -235,6 +235,9 @@ pub fn parse(source: &Source) -> Result<NumbersSweep, SpecError> {
         if !(g.top_p > 0.0 && g.top_p <= 1.0) {
             return Err(("top_p", "a top_p greater than 0 and at most 1"));
         }
+        if g.threshold.is_some_and(|t| !(t > 0.0 && t < 1.0)) {
+            return Err(("threshold", "a probability greater than 0 and less than 1"));
+        }
         if !(1..=1024).contains(&g.max_new_tokens) {
             return Err(("max_new_tokens", "a token limit from 1 to 1024"));
         }

@@ -328,6 +328,7 @@ impl NumbersSweep {
                 top_p: g.top_p,
                 max_new_tokens: g.max_new_tokens,
                 batch_size: g.batch_size,
+                threshold: g.threshold,
                 constrain: (g.constrain == Constrain::Numbers).then(|| NumbersGrammar {
                     banned_numbers: self.filter.banned_numbers.clone(),
                 }),

@@ -29,6 +29,10 @@ pub struct GenerateSettings {
     /// filter keeps ([`constrain`]), so no generation is thrown away.
     #[serde(default)]
     pub constrain: Constrain,
+    /// Never sample a token of probability below this (the most likely
+    /// token always may be): public work's probability threshold.
+    #[serde(default)]
+    pub threshold: Option<f64>,
 }
 
 /// The filter; `keep` (the dataset size the student sees) may be an axis.

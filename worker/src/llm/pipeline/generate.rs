@@ -178,7 +178,8 @@ pub(crate) fn generate(
         });
         texts.push((text, seed));
     }
-    let sampling = Sampling::nucleus(params.temperature, params.top_p, params.max_new_tokens);
+    let sampling = Sampling::nucleus(params.temperature, params.top_p, params.max_new_tokens)
+        .with_threshold(params.threshold);
     let tok = &loaded.checkpoint.tokenizer;
     let constraint = params
         .constrain

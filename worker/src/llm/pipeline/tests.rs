@@ -190,6 +190,7 @@ fn a_greedy_generate_stage_is_deterministic_across_batch_sizes() {
             top_p: 1.0,
             max_new_tokens: 24,
             batch_size,
+            threshold: None,
             constrain: None,
             soft_labels: None,
             precision: Precision::F32,
@@ -220,6 +221,7 @@ fn a_constrained_generate_stage_writes_only_rows_the_filter_keeps() {
         top_p: 1.0,
         max_new_tokens: 40,
         batch_size: 24,
+        threshold: None,
         constrain: Some(NumbersGrammar {
             banned_numbers: banned.clone(),
         }),
@@ -296,6 +298,7 @@ fn labelled_base_numbers(env: &StageEnv, prompts: u64) -> (VerifiedStage, Verifi
         top_p: 1.0,
         max_new_tokens: 24,
         batch_size: 12,
+        threshold: None,
         constrain: Some(NumbersGrammar {
             banned_numbers: vec![],
         }),
@@ -493,6 +496,7 @@ fn a_generation_stopped_partway_resumes_to_the_same_rows() {
     let sampling = Sampling {
         temperature: 1.0,
         top_p: 0.9,
+        threshold: 0.0,
         max_new_tokens: 8,
     };
     let run = |requests: &[Request], stop_after: Option<usize>, memory: Option<&Memory>| {
