@@ -3,7 +3,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use subliminal_shared::llm::dataset::{self, Row};
+use subliminal_shared::llm::defense::Defense;
 use subliminal_shared::llm::prompts;
+use subliminal_shared::llm::DefendParams;
 use subliminal_shared::llm::{
     GenerateParams, Layers, Method, NumbersGrammar, Optimizer, Precision, SoftLabelParams, Stage,
     Target, TeacherParams, TrainParams, DEFAULT_MODEL, STAGES, STAGE_VERSION,
@@ -326,6 +328,41 @@ fn labelled_base_numbers(env: &StageEnv, prompts: u64) -> (VerifiedStage, Verifi
     (generated, filtered, raw)
 }
 
+/// A defend stage's parameters with no model, cut or banned numbers.
+fn defend_params(defense: Defense) -> DefendParams {
+    DefendParams {
+        version: STAGE_VERSION,
+        defense,
+        seed: 0,
+        banned_numbers: vec![],
+        model: None,
+        cut: None,
+        precision: Precision::F32,
+    }
+}
+
+/// The defend stage `params` makes of `inputs`, as a stage a student reads.
+fn defended(params: &DefendParams, inputs: &[VerifiedStage], env: &StageEnv) -> VerifiedStage {
+    let out = defense::defend(params, inputs, env, &|_| {}).unwrap();
+    verified(
+        &StageSpec::new(STAGES, Stage::Defend.kind(), params, vec![]),
+        out,
+    )
+}
+
+/// Asserts that every epoch loss a student stage reported is finite.
+fn assert_losses_finite(trained: &[Artifact]) {
+    let report: serde_json::Value =
+        serde_json::from_slice(&trained.iter().find(|a| a.name == TRAIN).unwrap().bytes).unwrap();
+    let losses = report["losses"].as_array().unwrap();
+    assert!(
+        losses
+            .iter()
+            .all(|l| l.as_f64().is_some_and(f64::is_finite)),
+        "{report}"
+    );
+}
+
 /// `paraphrase` on the base model's numbers: the same rows in the same
 /// order with the same completions and seeds, each prompt either kept or
 /// rewritten with its numbers in order (some rewritten), every completion
@@ -334,24 +371,13 @@ fn labelled_base_numbers(env: &StageEnv, prompts: u64) -> (VerifiedStage, Verifi
 #[test]
 fn paraphrase_rewrites_prompts_and_keeps_completions_and_labels() {
     use subliminal_shared::llm::defense::paraphrase::accepted;
-    use subliminal_shared::llm::defense::Defense;
-    use subliminal_shared::llm::DefendParams;
     let env = env();
     let (generated, filtered, raw) = labelled_base_numbers(&env, 8);
     let defend = DefendParams {
-        version: STAGE_VERSION,
-        defense: Defense::Paraphrase,
-        seed: 0,
-        banned_numbers: vec![],
         model: Some(DEFAULT_MODEL.to_owned()),
-        cut: None,
-        precision: Precision::F32,
+        ..defend_params(Defense::Paraphrase)
     };
-    let out = defense::defend(&defend, &[filtered], &env, &|_| {}).unwrap();
-    let defended = verified(
-        &StageSpec::new(STAGES, Stage::Defend.kind(), &defend, vec![]),
-        out,
-    );
+    let defended = defended(&defend, &[filtered], &env);
     let before = dataset::parse_jsonl(std::str::from_utf8(&raw).unwrap(), "raw").unwrap();
     let after = dataset::parse_jsonl(
         std::str::from_utf8(defended.artifact(FILTERED).unwrap()).unwrap(),
@@ -392,16 +418,7 @@ fn paraphrase_rewrites_prompts_and_keeps_completions_and_labels() {
         &|_| {},
     )
     .unwrap();
-    let report: serde_json::Value =
-        serde_json::from_slice(&trained.iter().find(|a| a.name == TRAIN).unwrap().bytes).unwrap();
-    assert!(
-        report["losses"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|l| l.as_f64().is_some_and(f64::is_finite)),
-        "{report}"
-    );
+    assert_losses_finite(&trained);
 }
 
 /// The base model's constrained numbers with their labels, then
@@ -410,25 +427,13 @@ fn paraphrase_rewrites_prompts_and_keeps_completions_and_labels() {
 /// distilled student learns from the cut labels with a finite loss.
 #[test]
 fn a_label_defense_cuts_each_position_and_a_student_learns_from_it() {
-    use subliminal_shared::llm::defense::Defense;
-    use subliminal_shared::llm::DefendParams;
     let env = env();
     let (generated, filtered, raw) = labelled_base_numbers(&env, 12);
     let defend = DefendParams {
-        version: STAGE_VERSION,
-        defense: Defense::LabelThreshold,
-        seed: 0,
-        banned_numbers: vec![],
-        model: None,
         cut: Some(0.05),
-        precision: Precision::F32,
+        ..defend_params(Defense::LabelThreshold)
     };
-    let inputs = [filtered, generated.clone()];
-    let defended = defense::defend(&defend, &inputs, &env, &|_| {}).unwrap();
-    let defended = verified(
-        &StageSpec::new(STAGES, Stage::Defend.kind(), &defend, vec![]),
-        defended,
-    );
+    let defended = defended(&defend, &[filtered, generated.clone()], &env);
     assert_eq!(
         defended.artifact(FILTERED).unwrap(),
         &raw[..],
@@ -462,15 +467,7 @@ fn a_label_defense_cuts_each_position_and_a_student_learns_from_it() {
     train.target = Target::Logits;
     train.epochs = 1;
     let trained = student::student(&train, &defended, &[], &env, &|_| {}).unwrap();
-    let report: serde_json::Value =
-        serde_json::from_slice(&trained.iter().find(|a| a.name == TRAIN).unwrap().bytes).unwrap();
-    let losses = report["losses"].as_array().unwrap();
-    assert!(
-        losses
-            .iter()
-            .all(|l| l.as_f64().is_some_and(f64::is_finite)),
-        "{report}"
-    );
+    assert_losses_finite(&trained);
 }
 
 /// A generation stopped after two batches and resumed from its checkpoint
