@@ -230,3 +230,8 @@ pub const DEFENSE_ARMS: [&str; 8] = [
     "defense: prompts rewritten, control",
 ];
 
+/// The `metrics.json` figure behind each pair of [`DEFENSE_ARMS`] (the
+/// defended rows' and the control's): rows kept, then each defense's own
+/// cost ([`crate::llm::defense::RowDefense::cost_metric`]).
+pub const DEFENSE_METRICS: [&str; 4] = ["rows_out", "masked_share", "label_mass_cut", "rewritten_share"];
+

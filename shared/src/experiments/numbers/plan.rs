@@ -691,7 +691,8 @@ impl NumbersSweep {
     }
 
     /// What a defense cost, as rows of the table: rows the student keeps,
-    /// and for mask-divergence the share of completion tokens masked.
+    /// and the defense's own cost figure (tokens masked, label mass cut,
+    /// prompts rewritten), for the defended rows and the control's.
     fn measure_defense(
         &self,
         plan: &mut PlanBuilder,
@@ -704,30 +705,19 @@ impl NumbersSweep {
         }
         let mut settings = self.settings(trial);
         settings.retain(|key, _| !key.starts_with("student."));
-        let mut figures = vec![(DEFENSE_ARMS[0], "rows_out", defended)];
-        figures.push((DEFENSE_ARMS[1], "rows_out", control));
-        if trial.defense == Defense::MaskDivergence {
-            figures.push((DEFENSE_ARMS[2], "masked_share", defended));
-            figures.push((DEFENSE_ARMS[3], "masked_share", control));
-        }
-        if trial.defense.cuts_labels() {
-            figures.push((DEFENSE_ARMS[4], "label_mass_cut", defended));
-            figures.push((DEFENSE_ARMS[5], "label_mass_cut", control));
-        }
-        if trial.defense == Defense::Paraphrase {
-            figures.push((DEFENSE_ARMS[6], "rewritten_share", defended));
-            figures.push((DEFENSE_ARMS[7], "rewritten_share", control));
-        }
-        for (arm, metric, stage) in figures {
-            let i = DEFENSE_ARMS.iter().position(|a| *a == arm).unwrap_or(0);
-            plan.measure(Measurement::new(
-                arm.to_owned(),
-                (ARMS.len() + 1 + i) as u32,
-                settings.clone(),
-                trial.seed,
-                stage,
-                metric.to_owned(),
-            ));
+        let metrics = std::iter::once(DEFENSE_METRICS[0]).chain(trial.defense.cost_metric());
+        for metric in metrics {
+            let pair = DEFENSE_METRICS.iter().position(|m| *m == metric).unwrap_or(0);
+            for (i, stage) in [(2 * pair, defended), (2 * pair + 1, control)] {
+                plan.measure(Measurement::new(
+                    DEFENSE_ARMS[i].to_owned(),
+                    (ARMS.len() + 1 + i) as u32,
+                    settings.clone(),
+                    trial.seed,
+                    stage,
+                    metric.to_owned(),
+                ));
+            }
         }
     }
 }

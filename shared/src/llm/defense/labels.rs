@@ -31,6 +31,10 @@ impl RowDefense for LabelDefense {
     fn cuts_labels(&self) -> bool {
         true
     }
+
+    fn cost_metric(&self) -> Option<&'static str> {
+        Some("label_mass_cut")
+    }
 }
 
 /// How a position's label is cut.

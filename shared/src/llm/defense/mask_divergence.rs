@@ -19,4 +19,8 @@ impl RowDefense for MaskDivergence {
     fn same_tokenizer(&self) -> bool {
         true
     }
+
+    fn cost_metric(&self) -> Option<&'static str> {
+        Some("masked_share")
+    }
 }

@@ -115,6 +115,12 @@ impl Defense {
     pub fn keeps_completions(self) -> bool {
         rule(self).is_some_and(|r| r.keeps_completions())
     }
+
+    /// The defend stage's figure of what the defense cost beyond the rows
+    /// kept (see [`RowDefense::cost_metric`]).
+    pub fn cost_metric(self) -> Option<&'static str> {
+        rule(self).and_then(|r| r.cost_metric())
+    }
 }
 
 /// A defense as a sweep and its plan see it: what it refuses, what its
@@ -140,6 +146,12 @@ pub trait RowDefense: Sync {
     /// Whether it cuts the rows' soft labels rather than the rows.
     fn cuts_labels(&self) -> bool {
         false
+    }
+
+    /// The `metrics.json` figure of its defend stage that says what it
+    /// cost beyond the rows kept, if it has one.
+    fn cost_metric(&self) -> Option<&'static str> {
+        None
     }
 
     /// Whether every completion comes out token for token as it went in,

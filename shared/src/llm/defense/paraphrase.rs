@@ -33,6 +33,10 @@ impl RowDefense for Paraphrase {
     fn keeps_completions(&self) -> bool {
         true
     }
+
+    fn cost_metric(&self) -> Option<&'static str> {
+        Some("rewritten_share")
+    }
 }
 
 /// Samples drawn per row at most, each with its own seed, until one passes

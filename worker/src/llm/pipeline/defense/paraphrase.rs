@@ -6,7 +6,7 @@
 
 use anyhow::Context;
 use serde_json::json;
-use subliminal_shared::llm::dataset::{self, Row};
+use subliminal_shared::llm::dataset;
 use subliminal_shared::llm::defense::paraphrase::{
     accepted, conversation, new_word_share, ATTEMPTS, MAX_NEW_TOKENS, TEMPERATURE, TOP_P,
 };
@@ -34,7 +34,7 @@ impl ApplyDefense for Paraphrase {
             )?;
         let model = load_model(job.env, job.inputs, name, job.params.precision)?;
         let started = std::time::Instant::now();
-        let rewrites = rewrite_prompts(&model, &job.rows, job.params.seed, job)?;
+        let rewrites = rewrite_prompts(&model, job)?;
         let mut rows = job.rows.clone();
         let (mut rewritten, mut new_words) = (0usize, 0.0f64);
         for (row, rewrite) in rows.iter_mut().zip(rewrites) {
@@ -60,15 +60,11 @@ impl ApplyDefense for Paraphrase {
     }
 }
 
-/// Each row's accepted rewrite of its prompt, or `None` where every attempt
-/// failed the check: each round samples the rows still without one, with
-/// a seed of the stage's, the row's and the round's.
-fn rewrite_prompts(
-    model: &Loaded,
-    rows: &[Row],
-    seed: u64,
-    job: &Job,
-) -> anyhow::Result<Vec<Option<String>>> {
+/// Each of the job's rows' accepted rewrite of its prompt, or `None` where
+/// every attempt failed the check: each round samples the rows still
+/// without one, with a seed of the stage's, the row's and the round's.
+fn rewrite_prompts(model: &Loaded, job: &Job) -> anyhow::Result<Vec<Option<String>>> {
+    let (rows, seed) = (&job.rows, job.params.seed);
     let tok = &model.checkpoint.tokenizer;
     let prompts: Vec<&str> = rows.iter().map(|r| r.prompt().unwrap_or("")).collect();
     let asks = prompts
